@@ -1,0 +1,38 @@
+# glide-eval: install, test, sweep.
+# `make install TORCH=2.13.0` pins torch; everything else installs with that pin as a
+# constraint, so pip never replaces it (with a CUDA build or another version).
+TORCH ?= 2.13.0
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CONSTRAINTS := $(VENV)/torch-constraint.txt
+SHARED ?= ../shared
+# Tests run offline: the GPT-2 BPE files come from ../shared when it is there.
+TEST_ENV := HF_HUB_OFFLINE=1 $(if $(wildcard $(SHARED)/tiktoken_cache),TIKTOKEN_CACHE_DIR=$(abspath $(SHARED)/tiktoken_cache))
+CONFIG ?=
+
+.PHONY: install test test-all sweep table2 toy-models bench clean
+
+$(PY):
+	python3 -m venv $(VENV)
+
+install: $(PY)
+	@if ! $(PY) -c "import torch, sys; sys.exit(0 if torch.__version__.split('+')[0] == '$(TORCH)' else 1)" 2>/dev/null; then \
+		$(PY) -m pip install -q "torch==$(TORCH)"; fi
+	$(PY) -c "import torch; print('torch==' + torch.__version__.split('+')[0])" > $(CONSTRAINTS)
+	$(PY) -m pip install -q -c $(CONSTRAINTS) -e ".[dev]"
+	@touch $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(MAKE) install
+
+test: $(VENV)/.installed
+	$(TEST_ENV) $(PY) -m pytest -q -m "not slow"
+
+test-all: $(VENV)/.installed
+	$(TEST_ENV) $(PY) -m pytest -q
+
+sweep: $(VENV)/.installed
+	$(VENV)/bin/glide-eval sweep $(CONFIG)
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache

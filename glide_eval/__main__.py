@@ -1,0 +1,3 @@
+from glide_eval.cli import main
+
+main(prog_name="glide-eval")

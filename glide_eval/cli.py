@@ -1,0 +1,48 @@
+"""The `glide-eval` command line.
+
+Each capability lives in its own module and contributes one click command (or group);
+this file only collects them. Commands are imported lazily so that `glide-eval --help`
+stays fast and one capability's heavy imports never slow down another's.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+
+import click
+
+# command name -> "module:attribute" of a click.Command
+COMMANDS: dict[str, str] = {
+    "parity": "glide_eval.parity:parity_command",
+}
+
+
+def echo_json(obj) -> None:
+    """Print one JSON document (the global `--json` convention)."""
+    click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx, name):
+        target = COMMANDS.get(name)
+        if target is None:
+            return None
+        module, attr = target.split(":")
+        return getattr(importlib.import_module(module), attr)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="glide-eval")
+def main():
+    """glide-eval: evaluation harness for GLIDE-style text-to-image diffusion models.
+
+    Every command that prints results takes `--json` for machine-readable output.
+    """
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

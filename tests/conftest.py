@@ -1,0 +1,19 @@
+import os
+from pathlib import Path
+
+import pytest
+
+import glide_eval.compat  # noqa: F401  (before any torch_fidelity / open_clip import)
+
+FIXTURES = Path(__file__).parent / "fixtures"
+GOLDEN = FIXTURES / "golden"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+if "TIKTOKEN_CACHE_DIR" not in os.environ and (SHARED / "tiktoken_cache").is_dir():
+    os.environ["TIKTOKEN_CACHE_DIR"] = str(SHARED / "tiktoken_cache")
+
+
+@pytest.fixture
+def golden_dir() -> Path:
+    return GOLDEN
