@@ -1,0 +1,108 @@
+"""Writing Elo results: CSV + parquet tables and a provenance record, each file atomically."""
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import sys
+import tempfile
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from human_eval.elo import EloResult
+
+TABLES = ("ratings", "pairs", "winrate_matrix")
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": sys.version.split()[0]}
+    for pkg in ("glide-eval", "numpy", "scipy", "pandas", "pyarrow", "matplotlib"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp)`` on a temporary file next to ``path``, then move it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def result_tables(results: list[EloResult]) -> dict[str, pd.DataFrame]:
+    return {"ratings": pd.concat([r.ratings_table() for r in results], ignore_index=True),
+            "pairs": pd.concat([r.pairs_table() for r in results], ignore_index=True),
+            "winrate_matrix": pd.concat([r.winrate_matrix() for r in results], ignore_index=True)}
+
+
+def write_results(results: list[EloResult], out_dir: str | os.PathLike, provenance: dict) -> dict[str, Path]:
+    """ratings / pairs / winrate_matrix as .csv and .parquet plus provenance.json in ``out_dir``."""
+    out = Path(out_dir)
+    paths = {}
+    for name, table in result_tables(results).items():
+        for ext, write in (("csv", lambda t, p: t.to_csv(p, index=False)),
+                           ("parquet", lambda t, p: t.to_parquet(p, index=False))):
+            path = out / f"{name}.{ext}"
+            atomic_write(path, lambda tmp, t=table, w=write: w(t, tmp))
+            paths[f"{name}_{ext}"] = path
+    path = out / "provenance.json"
+    text = json.dumps(provenance, indent=2, sort_keys=True, default=str) + "\n"
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    paths["provenance"] = path
+    return paths
+
+
+def provenance(input_path, judgments, options: dict, results: list[EloResult]) -> dict:
+    """How the results were made: input hash, rows used and dropped, options, versions."""
+    return {
+        "command": "glide-eval elo",
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "input": {"path": str(Path(input_path).resolve()), "sha256": sha256_file(input_path),
+                  "format": judgments.format},
+        "rows": {"read": judgments.rows_read, "used": int(len(judgments.frame)),
+                 "dropped": judgments.rows_dropped,
+                 "problems_by_kind": judgments.issue_counts,
+                 "dropped_lines": sorted({i.line for i in judgments.issues})},
+        "options": options,
+        "questions": [r.summary() for r in results],
+        "estimator": "Bradley-Terry maximum likelihood on the Elo scale (GLIDE appendix A.1), ties = half a "
+                     "win to both; multinomial bootstrap over judgments, percentile intervals",
+        "versions": package_versions(),
+    }
+
+
+def format_table(result: EloResult) -> str:
+    """The ratings of one question as aligned text."""
+    table = result.ratings_table()
+    pct = f"{result.level * 100:g}%"
+    head = f"question: {result.question}  ({result.pairs.n_judgments} judgments, {len(result.models)} models"
+    head += f", ratings relative to {result.anchor})" if result.anchor else ", ratings sum to 0)"
+    width = max(5, *(len(m) for m in table["model"]))
+    lines = [head, f"{'rank':>4} {'[' + pct + ']':>9}  {'model':<{width}} {'elo':>8} {pct + ' interval':>20} {'n':>7}"]
+    for row in table.itertuples():
+        rank_ci = f"[{row.rank_lower}, {row.rank_upper}]" if pd.notna(row.rank_lower) else ""
+        ci = f"[{row.lower:8.1f}, {row.upper:8.1f}]" if pd.notna(row.lower) else ""
+        lines.append(f"{row.rank:>4} {rank_ci:>9}  {row.model:<{width}} {row.rating:8.1f} {ci:>20} {row.n_judgments:>7}")
+    lines += [f"warning: {w}" for w in result.warnings]
+    return "\n".join(lines)
