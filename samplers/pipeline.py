@@ -1,0 +1,295 @@
+"""The two-stage GLIDE pipeline: base 64x64 (guided) -> quantized low_res -> upsampler (fast27 DDIM).
+
+`sample_images(models, captions, sample_ids, seed, ...)` is the high-level entry point: it
+returns uint8 images plus, per sample, the number of steps that produced non-finite values.
+Each sample's noise comes from (seed, sample id), so a sample does not depend on batch size,
+batch-mates or the number of processes. Inpainting goes through the same function
+(`inpaint=InpaintSpec(image, mask)`).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from samplers.diffusion import Diffusion
+from samplers.guidance import classifier_free_model_fn, clip_cond_fn, conditional_model_fn
+from samplers.inpaint import inpaint_model_kwargs, known_region_denoised_fn, replacement_post_step, upsample_mask
+from samplers.noise import PerSampleNoise
+from samplers.sampling import NanMonitor, get_sampler, sample_ddim
+
+GUIDANCE_KINDS = ("cfg", "clip", "none")
+
+
+@dataclass
+class GlideModels:
+    """The models of one pipeline and how to tokenize for them.
+
+    `base_options` / `upsampler_options` are the create_model options (image_size, text_ctx,
+    inpaint, ...). `tokenize(captions, text_ctx) -> (tokens, mask)` and
+    `clip_tokenize(captions) -> (tokens, lens)` default to the GLIDE / noised-CLIP tokenizers.
+    """
+
+    base: torch.nn.Module
+    base_options: dict
+    upsampler: Optional[torch.nn.Module] = None
+    upsampler_options: Optional[dict] = None
+    clip: Optional[torch.nn.Module] = None
+    tokenize: Optional[Callable] = None
+    clip_tokenize: Optional[Callable] = None
+    sha256: dict = field(default_factory=dict)
+
+    def glide_tokens(self, captions: Sequence[str], text_ctx: int, device):
+        tokenize = self.tokenize
+        if tokenize is None:
+            from samplers.tokenizers import glide_tokenize as tokenize
+        tokens, mask = tokenize(list(captions), text_ctx=text_ctx)
+        return torch.as_tensor(tokens, device=device), torch.as_tensor(mask, device=device).bool()
+
+    def clip_tokens(self, captions: Sequence[str], device):
+        tokenize = self.clip_tokenize
+        if tokenize is None:
+            from samplers.tokenizers import clip_tokenize as tokenize
+        tokens, lens = tokenize(list(captions))
+        return torch.as_tensor(tokens, device=device), torch.as_tensor(lens, device=device)
+
+
+@dataclass
+class InpaintSpec:
+    """Image in [-1, 1] ([1 or N, 3, H, W], any size) and mask at the BASE resolution (1 = known)."""
+
+    image: torch.Tensor
+    mask: torch.Tensor
+
+
+@dataclass
+class SampleResult:
+    images: torch.Tensor  # uint8 [N, 3, H, W]
+    sample_ids: list
+    nan_steps: list[int]  # per sample: steps whose output had a non-finite value (base + upsampler)
+
+    @property
+    def nan_samples(self) -> list:
+        """Sample ids whose sampling produced non-finite values (their images are not valid)."""
+        return [sid for sid, count in zip(self.sample_ids, self.nan_steps) if count > 0]
+
+
+def quantize_low_res(x: torch.Tensor) -> torch.Tensor:
+    """Round a [-1, 1] image to its 8-bit value, as the upsampler's low_res input."""
+    return ((x + 1) * 127.5).round() / 127.5 - 1
+
+
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] float image -> uint8 (non-finite values become 0; they are reported separately)."""
+    x = torch.nan_to_num(x.float(), nan=-1.0, posinf=1.0, neginf=-1.0)
+    return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
+
+
+def parse_guidance(guidance) -> tuple[str, float]:
+    """("cfg", 3.0) | "cfg:3.0" | "none" -> (kind, scale), with a clear error for anything else."""
+    if isinstance(guidance, str):
+        kind, _, scale = guidance.partition(":")
+        guidance = (kind, float(scale) if scale else 0.0)
+    kind, scale = guidance
+    if kind not in GUIDANCE_KINDS:
+        raise ValueError(f"unknown guidance {kind!r}; expected one of {', '.join(GUIDANCE_KINDS)}")
+    return kind, float(scale)
+
+
+def _resize(image: torch.Tensor, size: int) -> torch.Tensor:
+    if image.shape[-1] == size and image.shape[-2] == size:
+        return image
+    return F.interpolate(image, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
+
+
+def sample_base(models: GlideModels, captions: Sequence[str], noise, *, guidance=("cfg", 3.0), respacing="100",
+                sampler="ancestral", eta: float = 0.0, inpaint: Optional[InpaintSpec] = None, device="cpu",
+                autocast: Optional[torch.dtype] = None, callback=None, progress=False) -> torch.Tensor:
+    """Sample the base model for `captions` (one row each); returns x_0 in [-1, 1], float32."""
+    kind, scale = parse_guidance(guidance)
+    options = models.base_options
+    n, size = len(captions), int(options["image_size"])
+    tokens, mask = models.glide_tokens(captions, int(options["text_ctx"]), device)
+    diffusion = Diffusion.spaced(options.get("noise_schedule", "squaredcos_cap_v2"), respacing)
+
+    model_kwargs, denoised_fn, post_step = {}, None, None
+    if inpaint is not None:
+        image = _resize(inpaint.image.to(device).float(), size).expand(n, -1, -1, -1)
+        known = upsample_mask(inpaint.mask.to(device), size).expand(n, -1, -1, -1)
+        if options.get("inpaint"):
+            model_kwargs = inpaint_model_kwargs(image, known)
+            denoised_fn = known_region_denoised_fn(image, known)
+        else:
+            post_step = replacement_post_step(image, known, diffusion, noise)
+
+    cond_fn = None
+    if kind == "cfg":
+        uncond_tokens, uncond_mask = models.glide_tokens([""] * n, int(options["text_ctx"]), device)
+        model_fn = classifier_free_model_fn(models.base, tokens, mask, uncond_tokens, uncond_mask, scale,
+                                            autocast=autocast, **model_kwargs)
+    else:
+        model_fn = conditional_model_fn(models.base, tokens, mask, autocast=autocast, **model_kwargs)
+        if kind == "clip":
+            if models.clip is None:
+                raise ValueError("CLIP guidance needs the noised CLIP model (models.clip is None)")
+            clip_tokens, clip_lens = models.clip_tokens(captions, device)
+            cond_fn = clip_cond_fn(models.clip, clip_tokens, clip_lens, scale)
+
+    loop = get_sampler(sampler)
+    extra = {"eta": eta} if sampler == "ddim" else {}
+    x = noise.initial((n, 3, size, size), device)
+    return loop(model_fn, x, diffusion, noise=noise, cond_fn=cond_fn, clip_denoised=True, denoised_fn=denoised_fn,
+                post_step=post_step, callback=callback, progress=progress, **extra)
+
+
+def sample_upsample(models: GlideModels, captions: Sequence[str], low_res: torch.Tensor, noise, *,
+                    respacing="fast27", temperature: float = 0.997, inpaint: Optional[InpaintSpec] = None,
+                    device="cpu", autocast: Optional[torch.dtype] = None, callback=None,
+                    progress=False) -> torch.Tensor:
+    """Upsample base samples (in [-1, 1]) with DDIM (eta 0) from noise * temperature."""
+    if models.upsampler is None:
+        raise ValueError("upsampling needs the upsampler model (models.upsampler is None)")
+    options = models.upsampler_options
+    n, size = len(captions), int(options["image_size"])
+    tokens, mask = models.glide_tokens(captions, int(options["text_ctx"]), device)
+    diffusion = Diffusion.spaced(options.get("noise_schedule", "linear"), respacing)
+    model_kwargs, denoised_fn, post_step = {"low_res": quantize_low_res(low_res)}, None, None
+    if inpaint is not None:
+        image = _resize(inpaint.image.to(device).float(), size).expand(n, -1, -1, -1)
+        known = upsample_mask(inpaint.mask.to(device), size).expand(n, -1, -1, -1)
+        if options.get("inpaint"):
+            model_kwargs.update(inpaint_model_kwargs(image, known))
+            denoised_fn = known_region_denoised_fn(image, known)
+        else:
+            post_step = replacement_post_step(image, known, diffusion, noise)
+    model_fn = conditional_model_fn(models.upsampler, tokens, mask, autocast=autocast, **model_kwargs)
+    x = noise.initial((n, 3, size, size), device) * temperature
+    return sample_ddim(model_fn, x, diffusion, noise=noise, clip_denoised=True, denoised_fn=denoised_fn,
+                       post_step=post_step, callback=callback, progress=progress)
+
+
+def sample_images(models: GlideModels, captions: Sequence[str], sample_ids: Sequence, seed: int, *,
+                  guidance=("cfg", 3.0), respacing="100", sampler="ancestral", eta: float = 0.0,
+                  upsample: bool = False, upsample_respacing="fast27", upsample_temp: float = 0.997,
+                  inpaint: Optional[InpaintSpec] = None, batch_size: int = 8, device="cpu",
+                  dtype: torch.dtype = torch.float32, progress: bool = False) -> SampleResult:
+    """Generate one image per (caption, sample id): uint8 [N, 3, H, W] and a per-sample NaN report.
+
+    Sample i's noise depends only on (seed, sample_ids[i]) (streams "base" and "upsample"),
+    so results are the same whatever the batch size or sharding. `dtype` float16/bfloat16
+    runs the models under autocast.
+    """
+    captions, sample_ids = list(captions), list(sample_ids)
+    if len(captions) != len(sample_ids):
+        raise ValueError(f"{len(captions)} captions but {len(sample_ids)} sample ids")
+    if len(set(map(str, sample_ids))) != len(sample_ids):
+        raise ValueError("sample ids must be unique (each one seeds its own noise)")
+    autocast = None if dtype == torch.float32 else dtype
+    images, nan_steps = [], []
+    batches = range(0, len(captions), batch_size)
+    if progress:
+        from tqdm.auto import tqdm
+
+        batches = tqdm(batches, desc="batches")
+    for start in batches:
+        caps, ids = captions[start:start + batch_size], sample_ids[start:start + batch_size]
+        monitor = NanMonitor(len(caps), device)
+        x = sample_base(models, caps, PerSampleNoise(seed, ids, "base"), guidance=guidance, respacing=respacing,
+                        sampler=sampler, eta=eta, inpaint=inpaint, device=device, autocast=autocast,
+                        callback=monitor)
+        if upsample:
+            x = sample_upsample(models, caps, x, PerSampleNoise(seed, ids, "upsample"), respacing=upsample_respacing,
+                                temperature=upsample_temp, inpaint=inpaint, device=device, autocast=autocast,
+                                callback=monitor)
+        images.append(to_uint8(x).cpu())
+        nan_steps.extend(monitor.counts.cpu().tolist())
+    return SampleResult(torch.cat(images) if images else torch.empty(0, 3, 0, 0, dtype=torch.uint8),
+                        sample_ids, nan_steps)
+
+
+def inpaint_images(models: GlideModels, captions: Sequence[str], image: torch.Tensor, mask: torch.Tensor,
+                   sample_ids: Sequence, seed: int, **kwargs) -> SampleResult:
+    """sample_images with the known region (mask = 1, base resolution) of `image` kept."""
+    return sample_images(models, captions, sample_ids, seed, inpaint=InpaintSpec(image, mask), **kwargs)
+
+
+# -- building the models --------------------------------------------------------------
+
+# Small stand-ins for the official configs (same structure, seconds on a CPU); base 16px -> 64px.
+TINY_OVERRIDES = {
+    "base": dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="8",
+                 num_head_channels=16, xf_width=32, xf_layers=1, xf_heads=2, text_ctx=16),
+    "upsample": dict(image_size=64, num_channels=32, num_res_blocks=1, channel_mult="1,1,2,2",
+                     attention_resolutions="8", num_head_channels=16, xf_width=32, xf_layers=1, xf_heads=2,
+                     text_ctx=16),
+    "clip": dict(image_size=16, patch_size=4, n_embd=32, n_head_text=2, n_head_image=2, n_head_state_text=16,
+                 n_head_state_image=16, n_xf_blocks_text=1, n_xf_blocks_image=1),
+}
+
+
+def _randomize(module: torch.nn.Module, seed: int) -> None:
+    """Random weights everywhere (no zero-initialised output layer), ~N(0, 1/fan_in); norm gains ~1."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if p.dim() > 1:
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=generator) / fan_in ** 0.5)
+            elif name.endswith("weight"):  # 1-D weights are normalisation gains
+                p.copy_(1 + 0.1 * torch.randn(p.shape, generator=generator))
+            else:
+                p.copy_(0.1 * torch.randn(p.shape, generator=generator))
+
+
+def load_glide_models(checkpoint_dir=None, *, upsample: bool = False, clip: bool = False, inpaint: bool = False,
+                      random_weights: bool = False, tiny: bool = False, seed: int = 0, device="cpu",
+                      channels_last: bool = False) -> GlideModels:
+    """The pipeline's models: released checkpoints from `checkpoint_dir` (or $GLIDE_CHECKPOINTS), or,
+    with `random_weights`, the official configs (or `tiny` stand-ins) with random weights.
+
+    `channels_last` stores the UNets' weights channels-last (faster convolutions on CPU oneDNN;
+    outputs agree with the default layout to float rounding, see bench/sampler.py)."""
+    from samplers.model_configs import create_model, official_options
+
+    names = {"base": "base-inpaint" if inpaint else "base", "upsample": "upsample-inpaint" if inpaint else "upsample"}
+    stages = ["base"] + (["upsample"] if upsample else [])
+    models, options, sha256 = {}, {}, {}
+    for offset, stage in enumerate(stages):
+        opts = dict(official_options(names[stage]))
+        if random_weights:
+            if tiny:
+                opts.update(TINY_OVERRIDES[stage])
+            model = create_model(opts)
+            _randomize(model, seed + offset)
+            sha256[names[stage]] = "random"
+        else:
+            if tiny:
+                raise ValueError("tiny configs exist only with random weights")
+            from samplers.checkpoints import load_glide_model
+
+            model, sha256[names[stage]] = load_glide_model(names[stage], checkpoint_dir, device=device)
+        model = model.to(device).eval()
+        if channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        models[stage], options[stage] = model, opts
+    clip_model = None
+    if clip:
+        if random_weights:
+            from samplers.model_configs import create_noised_clip, official_clip_config
+
+            config = official_clip_config()
+            if tiny:
+                config.update(TINY_OVERRIDES["clip"])
+            clip_model = create_noised_clip(config)
+            _randomize(clip_model, seed + len(stages))
+            sha256["clip"] = "random"
+        else:
+            from samplers.checkpoints import load_noised_clip
+
+            clip_model, clip_sha = load_noised_clip(checkpoint_dir, device=device)
+            sha256.update(clip_sha)
+        clip_model = clip_model.to(device).eval()
+    return GlideModels(base=models["base"], base_options=options["base"], upsampler=models.get("upsample"),
+                       upsampler_options=options.get("upsample"), clip=clip_model, sha256=sha256)

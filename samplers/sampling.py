@@ -1,0 +1,139 @@
+"""Sampling loops, k-diffusion style: plain functions of (model_fn, x, diffusion, extra_args, ...).
+
+* `model_fn(x, t, **extra_args) -> [N, 2C, H, W]` (eps, v) where t holds the ORIGINAL
+  training timesteps (the respaced index is mapped through `diffusion.timestep_map`).
+* `cond_fn(x, t, **extra_args) -> grad log p(y | x_t)` (e.g. noised-CLIP guidance), also
+  called with ORIGINAL timesteps.
+* `noise(x) -> unit Gaussian like x`: the per-step noise source (see samplers.noise).
+* `denoised_fn(x0) -> x0`: applied to every x0 prediction before clipping.
+* `post_step(x, i) -> x`: applied to each new sample; i is the step index whose noise level
+  the new sample has (-1 for the final sample). Used by mask-replacement inpainting.
+* `callback({"i", "step", "t", "x", "pred_xstart"})`: called after every step.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional
+
+import torch
+
+from samplers.diffusion import Diffusion
+
+ModelFn = Callable[..., torch.Tensor]
+CondFn = Callable[..., torch.Tensor]
+
+
+def default_noise(like: torch.Tensor) -> torch.Tensor:
+    return torch.randn_like(like)
+
+
+def p_mean_variance(model_fn: ModelFn, x: torch.Tensor, diffusion: Diffusion, i: int, extra_args=None,
+                    clip_denoised: bool = True, denoised_fn=None) -> dict:
+    """Run the model at step index i and return p(x_{i-1} | x_i) (see Diffusion.mean_variance)."""
+    t = diffusion.original_timesteps(i, x.shape[0], x.device)
+    output = model_fn(x, t, **(extra_args or {}))
+    return diffusion.mean_variance(output.float(), x, i, clip_denoised=clip_denoised, denoised_fn=denoised_fn)
+
+
+def _steps(diffusion: Diffusion, progress: bool, desc: str):
+    indices = list(range(diffusion.num_steps))[::-1]
+    if progress:
+        from tqdm.auto import tqdm
+
+        return tqdm(indices, desc=desc, leave=False)
+    return indices
+
+
+@torch.no_grad()
+def sample_ancestral(model_fn: ModelFn, x: torch.Tensor, diffusion: Diffusion, extra_args=None, *,
+                     noise: Callable = default_noise, cond_fn: Optional[CondFn] = None,
+                     clip_denoised: bool = True, denoised_fn=None, post_step=None,
+                     callback=None, progress: bool = False) -> torch.Tensor:
+    """Ancestral sampling (DDPM p_sample) from x = x_T down to x_0.
+
+    With `cond_fn`, the mean is shifted by variance * cond_fn(x_t, t) (Sohl-Dickstein et al.).
+    """
+    extra_args = extra_args or {}
+    for step, i in enumerate(_steps(diffusion, progress, "ancestral")):
+        out = p_mean_variance(model_fn, x, diffusion, i, extra_args, clip_denoised, denoised_fn)
+        mean = out["mean"]
+        if cond_fn is not None:
+            t = diffusion.original_timesteps(i, x.shape[0], x.device)
+            mean = diffusion.condition_mean(out, cond_fn(x, t, **extra_args))
+        if i > 0:
+            x = mean + torch.exp(0.5 * out["log_variance"]) * noise(x)
+        else:
+            x = mean
+        if post_step is not None:
+            x = post_step(x, i - 1)
+        if callback is not None:
+            callback({"i": i, "step": step, "t": diffusion.timestep_map[i], "x": x, "pred_xstart": out["pred_xstart"]})
+    return x
+
+
+@torch.no_grad()
+def sample_ddim(model_fn: ModelFn, x: torch.Tensor, diffusion: Diffusion, extra_args=None, *,
+                eta: float = 0.0, noise: Callable = default_noise, cond_fn: Optional[CondFn] = None,
+                clip_denoised: bool = True, denoised_fn=None, post_step=None,
+                callback=None, progress: bool = False) -> torch.Tensor:
+    """DDIM sampling (Song et al. 2020, eq. 12) from x_T down to x_0; eta = 0 is deterministic.
+
+    With `cond_fn`, the score is shifted: eps' = eps - sqrt(1 - alpha_bar) * cond_fn(x_t, t).
+    No noise is drawn when eta == 0.
+    """
+    extra_args = extra_args or {}
+    for step, i in enumerate(_steps(diffusion, progress, "ddim")):
+        out = p_mean_variance(model_fn, x, diffusion, i, extra_args, clip_denoised, denoised_fn)
+        if cond_fn is not None:
+            t = diffusion.original_timesteps(i, x.shape[0], x.device)
+            out = diffusion.condition_score(out, x, i, cond_fn(x, t, **extra_args))
+        eps = diffusion.predict_eps(x, i, out["pred_xstart"])
+        alpha_bar = diffusion.coef("alphas_cumprod", i, x)
+        alpha_bar_prev = diffusion.coef("alphas_cumprod_prev", i, x)
+        sigma = eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar)) * torch.sqrt(1 - alpha_bar / alpha_bar_prev)
+        x = out["pred_xstart"] * torch.sqrt(alpha_bar_prev) + torch.sqrt(1 - alpha_bar_prev - sigma ** 2) * eps
+        if i > 0 and eta != 0:
+            x = x + sigma * noise(x)
+        if post_step is not None:
+            x = post_step(x, i - 1)
+        if callback is not None:
+            callback({"i": i, "step": step, "t": diffusion.timestep_map[i], "x": x, "pred_xstart": out["pred_xstart"]})
+    return x
+
+
+SAMPLERS = {"ancestral": sample_ancestral, "ddim": sample_ddim}
+
+
+def get_sampler(name: str):
+    """`"ancestral"` or `"ddim"` -> the loop function."""
+    try:
+        return SAMPLERS[name]
+    except KeyError:
+        raise ValueError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}") from None
+
+
+class NanMonitor:
+    """Callback that counts, per sample, the steps whose new x has a non-finite value.
+
+    Counting stays on the device (no synchronisation per step); read `counts` at the end.
+    """
+
+    def __init__(self, batch: int, device="cpu", then=None):
+        self.counts = torch.zeros(batch, dtype=torch.long, device=device)
+        self.then = then
+
+    def __call__(self, info: dict) -> None:
+        self.counts += (~torch.isfinite(info["x"])).flatten(1).any(dim=1).long()
+        if self.then is not None:
+            self.then(info)
+
+
+class Recorder:
+    """Callback that keeps every step's x and pred_xstart (on the CPU)."""
+
+    def __init__(self):
+        self.trajectory: list[torch.Tensor] = []
+        self.pred_xstart: list[torch.Tensor] = []
+
+    def __call__(self, info: dict) -> None:
+        self.trajectory.append(info["x"].detach().cpu())
+        self.pred_xstart.append(info["pred_xstart"].detach().cpu())

@@ -1,0 +1,68 @@
+"""Caption tokenizers for GLIDE (GPT-2 BPE) and its noised CLIP (CLIP BPE). Nothing is downloaded.
+
+GLIDE: lowercased text, GPT-2 BPE (tiktoken "gpt2", read from $TIKTOKEN_CACHE_DIR), truncated
+to `text_ctx` and padded with the end token 50256; the mask is False on padding. The empty
+caption is the unconditional input (all padding).
+
+Noised CLIP: open_clip's CLIP BPE (ftfy/html clean, whitespace collapse, lowercase), then
+[start 49406] + up to 75 tokens + [end 49407], zero-padded to 77, with the length.
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+GLIDE_END_TOKEN = 50256
+CLIP_CONTEXT = 77
+
+
+@lru_cache(maxsize=1)
+def _gpt2():
+    import tiktoken
+
+    try:
+        return tiktoken.get_encoding("gpt2")
+    except Exception as error:  # offline without the cached BPE files
+        raise RuntimeError("cannot load the GPT-2 BPE through tiktoken; offline, set TIKTOKEN_CACHE_DIR "
+                           f"to a folder holding tiktoken's cached gpt2 files ({type(error).__name__}: {error})") from error
+
+
+@lru_cache(maxsize=1)
+def _clip_bpe():
+    import glide_eval.compat  # noqa: F401  (before open_clip)
+    from open_clip.tokenizer import SimpleTokenizer
+
+    return SimpleTokenizer()
+
+
+def glide_tokens(caption: str) -> list[int]:
+    """Unpadded GPT-2 BPE ids of the lowercased caption (special-token text is plain text)."""
+    return _gpt2().encode_ordinary(caption.lower())
+
+
+def glide_tokenize(captions: list[str], text_ctx: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens LongTensor [N, text_ctx], mask BoolTensor [N, text_ctx]) for GLIDE's text encoder."""
+    if isinstance(captions, str):
+        raise TypeError("glide_tokenize takes a list of captions, not a string")
+    tokens = torch.full((len(captions), text_ctx), GLIDE_END_TOKEN, dtype=torch.long)
+    mask = torch.zeros((len(captions), text_ctx), dtype=torch.bool)
+    for i, caption in enumerate(captions):
+        ids = glide_tokens(caption)[:text_ctx]
+        tokens[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        mask[i, : len(ids)] = True
+    return tokens, mask
+
+
+def clip_tokenize(captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens LongTensor [N, 77] zero-padded, lens LongTensor [N]) for the noised CLIP."""
+    if isinstance(captions, str):
+        raise TypeError("clip_tokenize takes a list of captions, not a string")
+    bpe = _clip_bpe()
+    tokens = torch.zeros((len(captions), CLIP_CONTEXT), dtype=torch.long)
+    lens = torch.zeros(len(captions), dtype=torch.long)
+    for i, caption in enumerate(captions):
+        ids = [bpe.sot_token_id] + bpe.encode(caption)[: CLIP_CONTEXT - 2] + [bpe.eot_token_id]
+        tokens[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        lens[i] = len(ids)
+    return tokens, lens
