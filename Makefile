@@ -10,7 +10,7 @@ SHARED ?= ../shared
 TEST_ENV := HF_HUB_OFFLINE=1 $(if $(wildcard $(SHARED)/tiktoken_cache),TIKTOKEN_CACHE_DIR=$(abspath $(SHARED)/tiktoken_cache))
 CONFIG ?=
 
-.PHONY: install test test-all sweep table2 toy-models bench clean
+.PHONY: install test test-all sweep table2 toy-models clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -31,8 +31,18 @@ test: $(VENV)/.installed
 test-all: $(VENV)/.installed
 	$(TEST_ENV) $(PY) -m pytest -q
 
+# Sweeps: NPROC=N spreads the shards over N processes with torchrun (one GPU each on CUDA).
+NPROC ?= 1
+RUN := $(if $(filter 1,$(NPROC)),$(VENV)/bin/glide-eval,$(VENV)/bin/torchrun --nproc-per-node $(NPROC) -m glide_eval)
+
 sweep: $(VENV)/.installed
-	$(VENV)/bin/glide-eval sweep $(CONFIG)
+	$(RUN) sweep $(or $(CONFIG),glide_eval/configs/default.toml) --report
+
+table2: $(VENV)/.installed
+	$(RUN) sweep glide_eval/configs/table2.toml --report
+
+toy-models: $(VENV)/.installed
+	$(PY) -m glide_eval.toy.train --out glide_eval/assets
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

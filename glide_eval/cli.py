@@ -15,6 +15,16 @@ import click
 # command name -> "module:attribute" of a click.Command
 COMMANDS: dict[str, str] = {
     "parity": "glide_eval.parity:parity_command",
+    "sweep": "glide_eval.sweep:sweep_command",
+    "report": "glide_eval.report_cli:report_command",
+    "metrics": "glide_eval.metrics_cli:metrics_command",
+    "coco-reference": "glide_eval.metrics_cli:coco_reference_command",
+    "coco-captions": "glide_eval.metrics_cli:coco_captions_command",
+    "sample": "glide_eval.sample:sample_command",
+    "regress": "glide_eval.regress:regress_command",
+    "elo": "glide_eval.elo_cli:elo_command",
+    "elo-plot": "glide_eval.elo_cli:elo_plot_command",
+    "toy-models": "glide_eval.toy.train:train_command",
 }
 
 

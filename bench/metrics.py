@@ -1,0 +1,189 @@
+"""Metrics speed and memory, side by side with torch-fidelity in one run.
+
+    .venv/bin/python bench/metrics.py --n 10000 [--n 30000] [--images 32] [--json out.json]
+
+- feature extraction, images/s: our Inception wrapper vs torch-fidelity's dataset path
+  (same random-weight file in torch-fidelity's format, 64x64 uint8 images);
+- FID from 2048-d statistics: ours (Cholesky + eigvalsh of F^T S2 F) vs torch-fidelity's
+  (eigvals of S1 S2);
+- precision/recall on random 2048-d features at each --n: torch-fidelity's "full" (default)
+  and "part" (save_cpu_ram) modes vs ours
+  fresh and ours with the reference k-NN radii cached; each run in its own process, reporting
+  wall and CPU time (the fairer measure on a shared machine), peak RSS and the RSS once
+  the features were made (the floor); modes interleaved --repeat times, best kept; the
+  0/1 decisions are checked equal (same counts).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+import glide_eval.compat  # noqa: E402,F401
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _features(n: int, seed: int):
+    g = torch.Generator().manual_seed(seed)
+    gen = torch.randn(n, 2048, generator=g).relu_()
+    real = torch.randn(n, 2048, generator=g).relu_().mul_(1.02)
+    return gen, real
+
+
+def _prc_child(mode: str, n: int, queue):
+    from metrics.prc import knn_radii, precision_recall_hits
+
+    gen, real = _features(n, 0)
+    radii = knn_radii(real) if mode == "ours-cached" else None  # computed once with the reference
+    base = _rss_mb()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    t = time.perf_counter()
+    if mode.startswith("torch-fidelity"):
+        from torch_fidelity.metric_prc import calculate_precision_recall_full, calculate_precision_recall_part
+
+        fn = calculate_precision_recall_part if mode.endswith("part") else calculate_precision_recall_full
+        p, r = fn(gen, real, 3, 10000)
+        counts = (round(p * n), round(r * n))
+    else:
+        gh, rh = precision_recall_hits(gen, real, real_radii=radii)
+        counts = (int(gh.sum()), int(rh.sum()))
+    seconds = time.perf_counter() - t
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
+    peak = cpu1.ru_maxrss / 1024
+    queue.put({"mode": mode, "n": n, "seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak,
+               "rss_with_features_mb": base, "counts": counts})
+
+
+def bench_prc(n: int, repeat: int, modes=("torch-fidelity", "torch-fidelity-part", "ours", "ours-cached")) -> list[dict]:
+    """Modes interleaved `repeat` times (a shared machine's load drifts); best run of each kept."""
+    ctx = mp.get_context("spawn")
+    best: dict[str, dict] = {}
+    for _ in range(repeat):
+        for mode in modes:
+            q = ctx.Queue()
+            p = ctx.Process(target=_prc_child, args=(mode, n, q))
+            p.start()
+            row = q.get()
+            p.join()
+            print(f"prc n={n} {mode:<15} {row['seconds']:8.2f} s wall {row['cpu_seconds']:8.2f} s CPU  "
+                  f"peak RSS {row['peak_rss_mb']:6.0f} MB (with features: {row['rss_with_features_mb']:.0f} MB)"
+                  f"  counts {row['counts']}", flush=True)
+            if mode not in best or row["cpu_seconds"] < best[mode]["cpu_seconds"]:
+                best[mode] = row
+    rows = [best[m] for m in modes]
+    ref = best.get("torch-fidelity")
+    for row in rows:
+        if ref is None or row["mode"].startswith("torch-fidelity"):
+            continue
+        row["wall_ratio_vs_torch_fidelity"] = row["seconds"] / ref["seconds"]
+        row["cpu_ratio_vs_torch_fidelity"] = row["cpu_seconds"] / ref["cpu_seconds"]
+        row["same_decisions"] = tuple(row["counts"]) == tuple(ref["counts"])
+        part = best.get("torch-fidelity-part")
+        if part is not None:
+            row["cpu_ratio_vs_torch_fidelity_part"] = row["cpu_seconds"] / part["cpu_seconds"]
+        print(f"  {row['mode']}: {row['wall_ratio_vs_torch_fidelity']:.2f}x torch-fidelity wall time, "
+              f"{row['cpu_ratio_vs_torch_fidelity']:.2f}x CPU time (vs part mode: "
+              f"{row.get('cpu_ratio_vs_torch_fidelity_part', float('nan')):.2f}x), same counts: {row['same_decisions']}",
+              flush=True)
+    return rows
+
+
+def bench_fid() -> dict:
+    from torch_fidelity.metric_fid import fid_statistics_to_metric
+
+    from metrics.fid import frechet_distance
+
+    rng = np.random.default_rng(0)
+    stats = []
+    for scale in (1.0, 1.3):
+        x = rng.normal(size=(4096, 2048)) * scale
+        stats.append((x.mean(0), np.cov(x, rowvar=False)))
+    (m1, s1), (m2, s2) = stats
+    t = time.perf_counter()
+    ours = frechet_distance(m1, s1, m2, s2)
+    t_ours = time.perf_counter() - t
+    t = time.perf_counter()
+    theirs = fid_statistics_to_metric({"mu": m1, "sigma": s1}, {"mu": m2, "sigma": s2}, False)
+    t_theirs = time.perf_counter() - t
+    out = {"ours_s": t_ours, "torch_fidelity_s": t_theirs, "ours": ours,
+           "torch_fidelity": theirs["frechet_inception_distance"]}
+    print(f"fid from stats (2048-d): ours {t_ours:.2f} s, torch-fidelity {t_theirs:.2f} s "
+          f"({ours:.9g} vs {out['torch_fidelity']:.9g})", flush=True)
+    return out
+
+
+def bench_extraction(n_images: int) -> dict:
+    from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
+    from torch_fidelity.utils import get_featuresdict_from_dataset
+
+    from metrics import create_extractor
+    from metrics.testing import make_random_inception
+
+    path = make_random_inception(tempfile.mkdtemp())
+    images = torch.randint(0, 256, (n_images, 3, 64, 64), dtype=torch.uint8)
+    ex = create_extractor("inception-v3-compat", path)
+    ex(images[:2])  # warm-up
+    t = time.perf_counter()
+    ex(images)
+    t_ours = time.perf_counter() - t
+
+    class Images(torch.utils.data.Dataset):
+        def __len__(self):
+            return n_images
+
+        def __getitem__(self, i):
+            return images[i]
+
+    model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
+                                        feature_extractor_weights_path=str(path))
+    t = time.perf_counter()
+    get_featuresdict_from_dataset(Images(), model, 64, False, True, False)
+    t_theirs = time.perf_counter() - t
+    out = {"ours_images_per_s": n_images / t_ours, "torch_fidelity_images_per_s": n_images / t_theirs}
+    print(f"extraction ({n_images} images 64x64 -> 299): ours {out['ours_images_per_s']:.2f} img/s, "
+          f"torch-fidelity {out['torch_fidelity_images_per_s']:.2f} img/s", flush=True)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, action="append", help="precision/recall sample counts (default 10000)")
+    ap.add_argument("--images", type=int, default=32, help="images for the extraction rate (0: skip)")
+    ap.add_argument("--repeat", type=int, default=1, help="interleaved precision/recall rounds (best kept)")
+    ap.add_argument("--no-fid", action="store_true", help="skip the FID-from-statistics timing")
+    ap.add_argument("--no-torch-fidelity-prc", action="store_true",
+                    help="skip torch-fidelity's precision/recall (it needs ~15 GB at 30k)")
+    ap.add_argument("--json", help="write results here")
+    args = ap.parse_args()
+    results = {"threads": torch.get_num_threads(), "torch": torch.__version__}
+    if args.images:
+        results["extraction"] = bench_extraction(args.images)
+    if not args.no_fid:
+        results["fid"] = bench_fid()
+    modes = ("ours", "ours-cached") if args.no_torch_fidelity_prc else \
+        ("torch-fidelity", "torch-fidelity-part", "ours", "ours-cached")
+    results["prc"] = [row for n in (args.n or [10000]) for row in bench_prc(n, args.repeat, modes)]
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,303 @@
+"""Sweep configuration: a TOML file, validated into a `SweepConfig`.
+
+Every key has a default (see `glide_eval/configs/default.toml` for a commented example).
+Unknown keys and wrong types are errors that name the key, so a typo never silently
+falls back to a default. Paths left empty are filled from the environment
+(GLIDE_CHECKPOINTS, GLIDE_EVAL_INCEPTION, GLIDE_EVAL_CLIP, GLIDE_EVAL_COCO). Relative
+input paths are resolved against the config file's folder; a relative `run.output_dir`
+against the current directory.
+
+`config_hash` covers every key except `output_dir` and `save_images`. The batch size is
+in it: samples are seeded per sample index, but floating-point results can still move in
+the last bits with the batch size, so resuming with another batch size needs --force
+(which keeps the finished shards).
+"""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A config that cannot be used; the message names the file and key."""
+
+
+ENV_VARS = {
+    ("models", "checkpoints"): "GLIDE_CHECKPOINTS",
+    ("weights", "inception"): "GLIDE_EVAL_INCEPTION",
+    ("weights", "clip"): "GLIDE_EVAL_CLIP",
+    ("captions", "path"): "GLIDE_EVAL_COCO",
+}
+
+# section -> key -> default. The type of the default is the required type
+# (ints are accepted where floats are expected; lists hold numbers or strings).
+SCHEMA: dict[str, dict[str, object]] = {
+    "run": {
+        "output_dir": "runs/sweep",
+        "seed": 0,
+        "batch_size": 16,
+        "shard_size": 256,
+        "device": "auto",  # auto | cpu | cuda
+        "dtype": "float32",  # float32 | float16 | bfloat16
+        "previews": 4,  # preview images kept from each shard
+        "save_images": "none",  # none | png | npz
+    },
+    "models": {
+        "engine": "glide",  # glide | toy | python:MODULE:FACTORY
+        "checkpoints": "",  # folder with the released base.pt, upsample.pt, clip_*_enc.pt
+    },
+    "weights": {"inception": "", "clip": ""},
+    "sampler": {
+        "resolution": 64,  # glide: 64 (base model) or 256 (+ upsampler); toy: 16 or 32
+        "method": "ancestral",  # ancestral | ddim
+        "base_respacing": "250",
+        "upsample_respacing": "fast27",
+        "upsample_temperature": 0.997,
+    },
+    "captions": {"source": "coco", "path": "", "n": 30000, "seed": 0},
+    "grid": {"unguided": True, "cfg": [], "clip": []},
+    "metrics": {
+        "names": ["fid", "is", "precision", "recall", "clip_score"],
+        "reference": "",  # cached reference statistics (.npz); built there when absent or stale
+        "reference_n": 0,  # real images in the reference (0: the whole validation set)
+        "ci": False,
+        "bootstrap": 200,
+    },
+    "engine_options": {},  # free-form table passed to a python: engine factory
+}
+
+CHOICES = {
+    ("run", "device"): ("auto", "cpu", "cuda"),
+    ("run", "dtype"): ("float32", "float16", "bfloat16"),
+    ("run", "save_images"): ("none", "png", "npz"),
+    ("sampler", "method"): ("ancestral", "ddim"),
+    ("captions", "source"): ("coco", "toy", "file"),
+}
+KNOWN_METRICS = ("fid", "is", "precision", "recall", "clip_score")
+POSITIVE = {("run", "batch_size"), ("run", "shard_size"), ("captions", "n"), ("sampler", "resolution")}
+PATH_KEYS = {
+    ("run", "output_dir"), ("models", "checkpoints"), ("weights", "inception"),
+    ("weights", "clip"), ("captions", "path"), ("metrics", "reference"),
+}
+# keys that do not change what a sweep produces
+UNHASHED = {("run", "output_dir"), ("run", "save_images")}
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One point of the guidance grid: family 'none' (unguided), 'cfg' or 'clip'."""
+
+    family: str
+    scale: float
+
+    @property
+    def name(self) -> str:
+        return "unguided" if self.family == "none" else f"{self.family}-{self.scale:g}"
+
+    @property
+    def guidance(self) -> tuple[str, float]:
+        return (self.family, self.scale)
+
+
+@dataclass
+class SweepConfig:
+    data: dict  # validated, resolved: section -> key -> value
+    source: Path | None = None
+
+    def __getitem__(self, section: str) -> dict:
+        return self.data[section]
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.data["run"]["output_dir"])
+
+    @property
+    def settings(self) -> list[Setting]:
+        grid = self.data["grid"]
+        out = [Setting("none", 0.0)] if grid["unguided"] else []
+        out += [Setting("cfg", float(s)) for s in grid["cfg"]]
+        out += [Setting("clip", float(s)) for s in grid["clip"]]
+        return out
+
+    def hashed_data(self) -> dict:
+        d = copy.deepcopy(self.data)
+        for section, key in UNHASHED:
+            d[section].pop(key, None)
+        return d
+
+    @property
+    def config_hash(self) -> str:
+        return sha256_json(self.hashed_data())
+
+    def with_overrides(self, **section_keys) -> "SweepConfig":
+        """A copy with e.g. run={"output_dir": ...} merged in, then validated again."""
+        d = copy.deepcopy(self.data)
+        for section, values in section_keys.items():
+            d.setdefault(section, {}).update(values)
+        return validate(d, self.source, resolve_paths=False)
+
+    def to_toml(self) -> str:
+        return dump_toml(self.data)
+
+
+def sha256_json(obj) -> str:
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def load_config(path: str | os.PathLike, overrides: dict | None = None) -> SweepConfig:
+    """Read, fill from the environment, resolve paths and validate a TOML config."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: invalid TOML: {e}") from None
+    for section, values in (overrides or {}).items():
+        raw.setdefault(section, {}).update(values)
+    return validate(raw, path)
+
+
+def validate(raw: dict, source: Path | None = None, resolve_paths: bool = True) -> SweepConfig:
+    where = f"{source}" if source else "config"
+
+    def fail(key: str, msg: str):
+        raise ConfigError(f"{where}: [{key}] {msg}")
+
+    data: dict[str, dict] = {}
+    for section in raw:
+        if section not in SCHEMA:
+            fail(section, f"unknown section (known: {', '.join(SCHEMA)})")
+        if not isinstance(raw[section], dict):
+            fail(section, "must be a table")
+    for section, defaults in SCHEMA.items():
+        given = raw.get(section, {})
+        if section == "engine_options":
+            data[section] = copy.deepcopy(given)
+            continue
+        for key in given:
+            if key not in defaults:
+                fail(f"{section}.{key}", f"unknown key (known: {', '.join(defaults)})")
+        values = {}
+        for key, default in defaults.items():
+            value = copy.deepcopy(given.get(key, default))
+            values[key] = _check_type(f"{section}.{key}", value, default, fail)
+        data[section] = values
+
+    for (section, key), choices in CHOICES.items():
+        if data[section][key] not in choices:
+            fail(f"{section}.{key}", f"must be one of {list(choices)}, got {data[section][key]!r}")
+    for section, key in POSITIVE:
+        if data[section][key] <= 0:
+            fail(f"{section}.{key}", f"must be positive, got {data[section][key]}")
+    if data["run"]["previews"] < 0:
+        fail("run.previews", "must be >= 0")
+    if data["metrics"]["reference_n"] < 0:
+        fail("metrics.reference_n", "must be >= 0")
+    if data["metrics"]["bootstrap"] < 0:
+        fail("metrics.bootstrap", "must be >= 0")
+    engine = data["models"]["engine"]
+    if engine not in ("glide", "toy") and not re.fullmatch(r"python:[\w.]+:\w+", engine):
+        fail("models.engine", f"must be 'glide', 'toy' or 'python:MODULE:FACTORY', got {engine!r}")
+    for family in ("cfg", "clip"):
+        scales = data["grid"][family]
+        for s in scales:
+            if not isinstance(s, (int, float)) or isinstance(s, bool) or not math.isfinite(s) or s < 0:
+                fail(f"grid.{family}", f"scales must be finite numbers >= 0, got {s!r}")
+        if len(set(map(float, scales))) != len(scales):
+            fail(f"grid.{family}", f"scales repeat: {scales}")
+        data["grid"][family] = [float(s) for s in scales]
+    if not (data["grid"]["unguided"] or data["grid"]["cfg"] or data["grid"]["clip"]):
+        fail("grid", "no settings: set unguided = true or give cfg / clip scales")
+    for name in data["metrics"]["names"]:
+        if name not in KNOWN_METRICS:
+            fail("metrics.names", f"unknown metric {name!r} (known: {', '.join(KNOWN_METRICS)})")
+    for key in ("base_respacing", "upsample_respacing"):
+        try:
+            count_steps(data["sampler"][key])
+        except ValueError as e:
+            fail(f"sampler.{key}", str(e))
+
+    for (section, key), var in ENV_VARS.items():
+        if (section, key) == ("models", "checkpoints") and data["models"]["engine"] == "toy":
+            continue  # GLIDE_CHECKPOINTS names released GLIDE files, never the toy weights
+        if not data[section][key] and os.environ.get(var):
+            data[section][key] = os.environ[var]
+    if resolve_paths:
+        for section, key in PATH_KEYS:
+            # outputs go where you run from; inputs are found next to the config file
+            base = Path.cwd() if (section, key) == ("run", "output_dir") or source is None \
+                else source.resolve().parent
+            value = data[section][key]
+            if value:
+                data[section][key] = str((base / Path(value).expanduser()).resolve())
+    return SweepConfig(data, source)
+
+
+def _check_type(key, value, default, fail):
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, list):
+        ok = isinstance(value, list)
+    else:
+        ok = isinstance(value, type(default))
+    if not ok:
+        fail(key, f"must be {type(default).__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+def count_steps(respacing: str) -> int:
+    """Number of denoising steps of a respacing string: "250", "fast27", "ddim50", "10,10,5"."""
+    text = str(respacing).strip()
+    if text == "fast27":
+        return 27
+    if text.startswith("ddim") and text[4:].isdigit():
+        return int(text[4:])
+    parts = text.split(",")
+    if all(p.strip().isdigit() and int(p) > 0 for p in parts):
+        return sum(int(p) for p in parts)
+    raise ValueError(f"respacing must be like '250', 'fast27', 'ddim50' or '10,10,5', got {respacing!r}")
+
+
+def dump_toml(data: dict) -> str:
+    """Write a two-level config dict (tables of scalars, lists and subtables) as TOML."""
+
+    def value(v):
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, (int, float)):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+    def table(prefix, d, out):
+        scalars = {k: v for k, v in d.items() if not isinstance(v, dict)}
+        tables = {k: v for k, v in d.items() if isinstance(v, dict)}
+        out.append(f"[{prefix}]")
+        out.extend(f"{json.dumps(k)} = {value(v)}" for k, v in scalars.items())
+        out.append("")
+        for k, v in tables.items():
+            table(f"{prefix}.{json.dumps(k)}", v, out)
+
+    out: list[str] = []
+    for section, d in data.items():
+        table(section, d, out)
+    return "\n".join(out)

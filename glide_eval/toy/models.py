@@ -1,0 +1,129 @@
+"""The toy world's model configurations and loading of the shipped weights.
+
+Weight files (in `ASSETS`, or a folder given by argument or $GLIDE_EVAL_TOY_ASSETS) are
+torch files `{"kind", "options", "state_dict"}` with float16 tensors; they load into
+float32 modules. Files: classifier.pt, clip.pt (evaluation nets), base.pt, upsample.pt,
+noised_clip.pt (GLIDE-architecture generators and the noised CLIP for guidance).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import torch
+
+from glide_eval.toy.tokenizer import CLIP_CONTEXT, N_VOCAB, TEXT_CTX
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+ASSETS_ENV = "GLIDE_EVAL_TOY_ASSETS"
+FILES = {"classifier": "classifier.pt", "clip": "clip.pt", "base": "base.pt", "upsample": "upsample.pt",
+         "noised_clip": "noised_clip.pt"}
+
+_UNET_COMMON = dict(num_heads=1, num_head_channels=32, num_heads_upsample=-1, dropout=0.0, text_ctx=TEXT_CTX,
+                    xf_width=64, xf_layers=2, xf_heads=2, xf_final_ln=True, xf_padding=True, diffusion_steps=1000,
+                    timestep_respacing="", use_scale_shift_norm=True, resblock_updown=True, use_fp16=False,
+                    cache_text_emb=False, inpaint=False, n_vocab=N_VOCAB)
+# GLIDE base architecture at 16x16 (official: 64x64, 192 channels, 3 res blocks, 16-layer xf_width 512)
+BASE_OPTIONS = dict(_UNET_COMMON, image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,1",
+                    attention_resolutions="8", noise_schedule="squaredcos_cap_v2", super_res=False)
+# GLIDE upsampler architecture, 16 -> 32 (official: 64 -> 256)
+UPSAMPLE_OPTIONS = dict(_UNET_COMMON, image_size=32, num_channels=32, num_res_blocks=1, channel_mult="1,1,1",
+                        attention_resolutions="8", noise_schedule="linear", super_res=True)
+# GLIDE noised-CLIP architecture at the base resolution over the toy vocabulary
+# (official: 64x64 patch 4, 12+12 blocks of width 768/512)
+NOISED_CLIP_CONFIG = dict(logit_scale=100.0, beta_schedule="squaredcos_cap_v2", n_timesteps=1000, image_size=16,
+                          patch_size=2, n_vocab=N_VOCAB, max_text_len=CLIP_CONTEXT, n_embd=64, n_head_state_text=32,
+                          n_head_text=2, n_xf_blocks_text=2, n_head_state_image=32, n_head_image=2,
+                          n_xf_blocks_image=3)
+CLASSIFIER_OPTIONS = dict(width=16)
+CLIP_OPTIONS = dict(width=16, embed_dim=64)
+
+
+class MissingToyWeightsError(FileNotFoundError):
+    pass
+
+
+def assets_dir(directory=None) -> Path:
+    return Path(directory or os.environ.get(ASSETS_ENV) or ASSETS)
+
+
+def weight_path(name: str, directory=None) -> Path:
+    if name not in FILES:
+        raise ValueError(f"unknown toy model {name!r}; expected one of {list(FILES)}")
+    path = assets_dir(directory) / FILES[name]
+    if not path.is_file():
+        raise MissingToyWeightsError(
+            f"toy weights not found: {path} (retrain with `python -m glide_eval.toy.train --out {path.parent}`)")
+    return path
+
+
+def sha256_file(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            h.update(block)
+    return h.hexdigest()
+
+
+def build(kind: str, options: dict) -> torch.nn.Module:
+    """A freshly initialised toy model of `kind` from its options."""
+    if kind in ("base", "upsample"):
+        from samplers.model_configs import create_model
+
+        return create_model(options)
+    if kind == "noised_clip":
+        from samplers.model_configs import create_noised_clip
+
+        return create_noised_clip(options)
+    from glide_eval.toy.evalnets import AttributeClassifier, ToyCLIP
+
+    if kind == "classifier":
+        return AttributeClassifier(**options)
+    if kind == "clip":
+        return ToyCLIP(**options)
+    raise ValueError(f"unknown toy model kind {kind!r}")
+
+
+def save_weights(model: torch.nn.Module, kind: str, options: dict, path) -> None:
+    """Write `{"kind", "options", "state_dict" (float16)}` atomically."""
+    state = {k: (v.detach().half() if v.is_floating_point() else v.detach()).cpu().contiguous()
+             for k, v in model.state_dict().items()}
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"kind": kind, "options": dict(options), "state_dict": state}, tmp)
+    os.replace(tmp, path)
+
+
+def load(name: str, directory=None, device="cpu") -> tuple[torch.nn.Module, str, dict]:
+    """(model in eval mode, float32, on `device`; sha256 of the file; its options)."""
+    path = weight_path(name, directory)
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        model = build(blob["kind"], blob["options"])
+        model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in blob["state_dict"].items()})
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise ValueError(f"{path}: not a valid toy {name} weight file ({e})") from e
+    return model.float().to(device).eval(), sha256_file(path), blob["options"]
+
+
+def load_toy_models(directory=None, *, upsample: bool = False, clip: bool = False, device="cpu"):
+    """The toy pipeline as `samplers.pipeline.GlideModels` (toy tokenizers, shipped weights)."""
+    from samplers.pipeline import GlideModels
+
+    from glide_eval.toy import tokenizer
+
+    base, sha_base, base_options = load("base", directory, device)
+    sha = {"toy/base": sha_base}
+    up = up_options = clip_model = None
+    if upsample:
+        up, sha["toy/upsample"], up_options = load("upsample", directory, device)
+    if clip:
+        clip_model, sha["toy/noised_clip"], _ = load("noised_clip", directory, device)
+    return GlideModels(base=base, base_options=base_options, upsampler=up, upsampler_options=up_options,
+                       clip=clip_model, tokenize=tokenizer.glide_tokenize, clip_tokenize=tokenizer.clip_tokenize,
+                       sha256=sha)
+
+
+BASE_RESOLUTION = BASE_OPTIONS["image_size"]            # base samples (sweep resolution without upsampling)
+UPSAMPLED_RESOLUTION = UPSAMPLE_OPTIONS["image_size"]   # two-stage samples

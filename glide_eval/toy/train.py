@@ -1,0 +1,510 @@
+"""Train the toy world's models from scratch, reproducibly, on a CPU.
+
+    python -m glide_eval.toy.train --out glide_eval/assets [--stages classifier,clip,base,noised_clip,upsample]
+
+Stages (each writes `<stage>.pt`, `train_log_<stage>.csv` and updates `manifest.json` in --out):
+- classifier: attribute classifier on clean (noise/blur-augmented) renders (cross-entropy per head);
+- clip: clean-image CLIP, symmetric InfoNCE with soft targets for scenes of identical attributes;
+- base: GLIDE base UNet (32x32) with the hybrid loss (MSE on eps + VLB for the learned variance,
+  improved-DDPM), 20% empty captions for classifier-free guidance, EMA weights shipped;
+- noised_clip: GLIDE noised CLIP trained contrastively on q(x_t | x_0) images at random t;
+- upsample: GLIDE upsampler 32 -> 64 (hybrid loss, linear schedule), low_res = 8-bit 32x32 of x_0.
+Seeds are fixed and torch runs deterministically; the manifest records config, seed,
+per-file sha256, measured metrics, training time and package versions.
+"""
+from __future__ import annotations
+
+import csv
+import fcntl
+import hashlib
+import json
+import math
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from glide_eval.toy import models as toy_models
+from glide_eval.toy.evalnets import category_label, contrastive_loss, to_input
+from glide_eval.toy.tokenizer import clip_tokenize, glide_tokenize
+from glide_eval.toy.world import ATTRIBUTES, dataset
+
+SEED = 0
+STAGES = ("classifier", "clip", "base", "noised_clip", "upsample")
+CONFIG = {
+    "classifier": dict(n_train=20000, steps=1500, batch=64, lr=3e-3, options=toy_models.CLASSIFIER_OPTIONS),
+    "clip": dict(n_train=20000, steps=400, batch=64, lr=3e-3, options=toy_models.CLIP_OPTIONS),
+    "base": dict(n_train=20000, steps=2400, batch=32, lr=2e-3, p_uncond=0.2, ema=0.995,
+                 options=toy_models.BASE_OPTIONS),
+    "noised_clip": dict(n_train=20000, steps=600, batch=64, lr=2e-3, options=toy_models.NOISED_CLIP_CONFIG),
+    "upsample": dict(n_train=20000, steps=400, batch=16, lr=2e-3, ema=0.99, options=toy_models.UPSAMPLE_OPTIONS),
+}
+N_VAL = 500
+
+
+# -- data ---------------------------------------------------------------------------------
+def _cached_dataset(n: int, split: str, size: int, cache_dir: Path | None):
+    """dataset(n, split, size) with an optional .npz cache (renders are deterministic)."""
+    path = None if cache_dir is None else cache_dir / f"toy_{split}_{size}_{n}_seed{SEED}.npz"
+    if path is not None and path.is_file():
+        blob = np.load(path, allow_pickle=False)
+        labels = {k: blob[f"label_{k}"] for k in ATTRIBUTES}
+        return blob["images"], [str(c) for c in blob["captions"]], labels
+    images, captions, labels = dataset(n, split, size, seed=SEED)
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp.npz")
+        np.savez(tmp, images=images, captions=np.array(captions), **{f"label_{k}": v for k, v in labels.items()})
+        os.replace(tmp, path)
+    return images, captions, labels
+
+
+def _same_scene(labels: dict, idx: np.ndarray) -> torch.Tensor:
+    """[B, B] bool: rows/cols whose five attributes all agree (their captions mean the same)."""
+    key = torch.from_numpy(np.stack([labels[k][idx] for k in ATTRIBUTES], 1))
+    return (key[:, None] == key[None]).all(-1)
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Mild blur (half the batch) and Gaussian noise, so generated images stay in distribution."""
+    n = x.shape[0]
+    blurred = F.avg_pool2d(F.pad(x, (1, 1, 1, 1), mode="replicate"), 3, stride=1)
+    pick = (torch.rand(n, 1, 1, 1, generator=gen) < 0.5).float()
+    x = pick * blurred + (1 - pick) * x
+    return x + torch.rand(n, 1, 1, 1, generator=gen) * 0.08 * torch.randn(x.shape, generator=gen)
+
+
+# -- diffusion loss -----------------------------------------------------------------------
+class DiffusionTables:
+    """Per-timestep coefficient tables of `samplers.diffusion.Diffusion`, indexed by a batch of t."""
+
+    def __init__(self, schedule: str, steps: int = 1000):
+        from samplers.diffusion import Diffusion
+
+        d = Diffusion.spaced(schedule, "", steps)
+        self.num_steps = d.num_steps
+        names = ("sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
+                 "sqrt_recipm1_alphas_cumprod", "posterior_mean_coef1", "posterior_mean_coef2",
+                 "posterior_log_variance_clipped", "log_betas")
+        self.t = {n: torch.from_numpy(getattr(d, n)).float() for n in names}
+
+    def __call__(self, name: str, t: torch.Tensor) -> torch.Tensor:
+        return self.t[name][t].view(-1, 1, 1, 1)
+
+    def q_sample(self, x0, t, noise):
+        return self("sqrt_alphas_cumprod", t) * x0 + self("sqrt_one_minus_alphas_cumprod", t) * noise
+
+
+def normal_kl(mean1, logvar1, mean2, logvar2):
+    return 0.5 * (-1.0 + logvar2 - logvar1 + torch.exp(logvar1 - logvar2) + (mean1 - mean2) ** 2 * torch.exp(-logvar2))
+
+
+def discretized_gaussian_log_likelihood(x, mean, log_scale):
+    """log p(x) of 8-bit data x in [-1, 1] under a Gaussian discretised to bins of width 2/255."""
+    centered = x - mean
+    inv_std = torch.exp(-log_scale)
+    cdf_plus = 0.5 * (1 + torch.erf(inv_std * (centered + 1 / 255) / math.sqrt(2)))
+    cdf_min = 0.5 * (1 + torch.erf(inv_std * (centered - 1 / 255) / math.sqrt(2)))
+    log_cdf_plus = torch.log(cdf_plus.clamp(min=1e-12))
+    log_one_minus_cdf_min = torch.log((1 - cdf_min).clamp(min=1e-12))
+    log_delta = torch.log((cdf_plus - cdf_min).clamp(min=1e-12))
+    return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_delta))
+
+
+def hybrid_loss(model, tables: DiffusionTables, x0, tokens, mask, gen, **model_kwargs) -> tuple[torch.Tensor, dict]:
+    """improved-DDPM hybrid loss: MSE(eps) + VLB term (in bits/dim, x T/1000) training only the variance."""
+    n = x0.shape[0]
+    t = torch.randint(0, tables.num_steps, (n,), generator=gen)
+    noise = torch.randn(x0.shape, generator=gen)
+    x_t = tables.q_sample(x0, t, noise)
+    out = model(x_t, t, tokens, mask, **model_kwargs)
+    eps, v = out[:, :3], out[:, 3:]
+    mse = ((eps - noise) ** 2).mean(dim=(1, 2, 3))
+    min_log, max_log = tables("posterior_log_variance_clipped", t), tables("log_betas", t)
+    frac = (v + 1) / 2
+    log_var = frac * max_log + (1 - frac) * min_log
+    pred_x0 = tables("sqrt_recip_alphas_cumprod", t) * x_t - tables("sqrt_recipm1_alphas_cumprod", t) * eps.detach()
+    c1, c2 = tables("posterior_mean_coef1", t), tables("posterior_mean_coef2", t)
+    model_mean, true_mean = c1 * pred_x0 + c2 * x_t, c1 * x0 + c2 * x_t
+    kl = normal_kl(true_mean, min_log, model_mean, log_var).mean(dim=(1, 2, 3)) / math.log(2.0)
+    nll = -discretized_gaussian_log_likelihood(x0, model_mean, 0.5 * log_var).mean(dim=(1, 2, 3)) / math.log(2.0)
+    vb = torch.where(t == 0, nll, kl) * (tables.num_steps / 1000.0)
+    return (mse + vb).mean(), {"mse": mse.mean().item(), "vb": vb.mean().item()}
+
+
+# -- training helpers ---------------------------------------------------------------------
+def _seed_everything(stage: str) -> torch.Generator:
+    offset = STAGES.index(stage)
+    torch.manual_seed(SEED + offset)
+    return torch.Generator().manual_seed(SEED + 1000 + offset)
+
+
+def _lr(step: int, total: int, lr: float, warmup: int = 100) -> float:
+    """Linear warmup, then cosine decay to 10%."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    p = (step - warmup) / max(1, total - warmup)
+    return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+class _Log:
+    def __init__(self, path: Path):
+        self.path, self.rows, self.start = path, [], time.time()
+
+    def add(self, step: int, loss: float, **extra):
+        self.rows.append({"step": step, "loss": round(loss, 6), "seconds": round(time.time() - self.start, 1),
+                          **{k: round(v, 6) for k, v in extra.items()}})
+
+    def write(self):
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        with open(tmp, "w", newline="") as f:
+            fields = list(dict.fromkeys(k for row in self.rows for k in row))
+            writer = csv.DictWriter(f, fieldnames=fields)
+            writer.writeheader()
+            writer.writerows(self.rows)
+        os.replace(tmp, self.path)
+
+
+def _loop(stage: str, model, total: int, lr: float, step_fn, log: _Log, gen: torch.Generator, out: Path,
+          ema=None, log_every: int = 50, save_every: int = 100):
+    """AdamW with warmup + cosine decay and gradient clipping. Every `save_every` steps the whole
+    training state (weights, EMA, optimizer, RNGs, log) goes to `<out>/.resume_<stage>.pt`, and
+    an interrupted run continues from there with the same result."""
+    from tqdm.auto import tqdm
+
+    params = list(model.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    resume = out / f".resume_{stage}.pt"
+    first, running = 0, None
+    if resume.is_file():
+        state = torch.load(resume, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        if ema is not None:
+            ema.shadow.load_state_dict(state["ema"])
+            ema.n = state["ema_n"]
+        gen.set_state(state["gen"])
+        torch.set_rng_state(state["torch_rng"])
+        first, running, log.rows = state["step"], state["running"], state["log"]
+    bar = tqdm(range(first, total), desc=stage, mininterval=5, initial=first, total=total)
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = _lr(step, total, lr)
+        loss, extra = step_fn(step)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if ema is not None:
+            ema.update()
+        value = loss.item()
+        running = value if running is None else 0.98 * running + 0.02 * value
+        if step % log_every == 0 or step == total - 1:
+            log.add(step, value, running=running, **extra)
+            log.write()
+            bar.set_postfix(loss=f"{running:.4f}")
+        if (step + 1) % save_every == 0 and step + 1 < total:
+            state = {"step": step + 1, "model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
+                     "torch_rng": torch.get_rng_state(), "running": running, "log": log.rows,
+                     "ema": ema.shadow.state_dict() if ema is not None else None,
+                     "ema_n": ema.n if ema is not None else 0}
+            torch.save(state, resume.with_name(resume.name + ".tmp"))
+            os.replace(resume.with_name(resume.name + ".tmp"), resume)
+    resume.unlink(missing_ok=True)
+
+
+class EMA:
+    """Exponential moving average of parameters (decay ramps up as (1 + n) / (10 + n))."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        import copy
+
+        self.model, self.decay, self.n = model, decay, 0
+        self.shadow = copy.deepcopy(model).eval()
+        for p in self.shadow.parameters():
+            p.requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self):
+        self.n += 1
+        d = min(self.decay, (1 + self.n) / (10 + self.n))
+        for s, p in zip(self.shadow.parameters(), self.model.parameters()):
+            s.mul_(d).add_(p.detach(), alpha=1 - d)
+
+
+# -- stages -------------------------------------------------------------------------------
+def train_classifier(cfg, out: Path, cache: Path | None) -> dict:
+    gen = _seed_everything("classifier")
+    images, _, labels = _cached_dataset(cfg["n_train"], "train", 32, cache)
+    x_all = to_input(torch.from_numpy(images))
+    targets = {"category": category_label(torch.from_numpy(labels["shape"]), torch.from_numpy(labels["colour"])),
+               **{k: torch.from_numpy(labels[k]) for k in ("count", "size", "background")}}
+    model = toy_models.build("classifier", cfg["options"]).train()
+    log = _Log(out / "train_log_classifier.csv")
+
+    def step(_):
+        idx = torch.randint(0, len(x_all), (cfg["batch"],), generator=gen)
+        _, logits = model(_augment(x_all[idx], gen))
+        losses = {k: F.cross_entropy(logits[k], targets[k][idx]) for k in logits}
+        return sum(losses.values()), {f"ce_{k}": v.item() for k, v in losses.items()}
+
+    _loop("classifier", model, cfg["steps"], cfg["lr"], step, log, gen, out)
+    model.eval()
+    toy_models.save_weights(model, "classifier", cfg["options"], out / toy_models.FILES["classifier"])
+    return {"val_accuracy": classifier_accuracy(model)}
+
+
+@torch.no_grad()
+def classifier_accuracy(model, n: int = N_VAL) -> dict:
+    images, _, labels = dataset(n, "validation", 32, seed=SEED)
+    pred = model.predict(torch.from_numpy(images))
+    return {k: float((pred[k].numpy() == labels[k]).mean()) for k in ATTRIBUTES}
+
+
+def train_clip(cfg, out: Path, cache: Path | None) -> dict:
+    gen = _seed_everything("clip")
+    images, captions, labels = _cached_dataset(cfg["n_train"], "train", 32, cache)
+    x_all = to_input(torch.from_numpy(images))
+    tokens, lens = clip_tokenize(captions)
+    model = toy_models.build("clip", cfg["options"]).train()
+    log = _Log(out / "train_log_clip.csv")
+
+    def step(_):
+        idx = torch.randint(0, len(x_all), (cfg["batch"],), generator=gen)
+        img = model.image_features(_augment(x_all[idx], gen))
+        txt = model.text(tokens[idx], lens[idx])
+        return contrastive_loss(img, txt, model.log_scale, _same_scene(labels, idx.numpy())), {}
+
+    _loop("clip", model, cfg["steps"], cfg["lr"], step, log, gen, out)
+    model.eval()
+    toy_models.save_weights(model, "clip", cfg["options"], out / toy_models.FILES["clip"])
+    return {"val_retrieval": clip_retrieval_accuracy(
+        lambda u8: model.image_features(to_input(u8)), model.text_features)}
+
+
+@torch.no_grad()
+def clip_retrieval_accuracy(encode_images, encode_text, n: int = N_VAL, block: int = 100, timesteps=None) -> dict:
+    """Image -> caption top-1 retrieval within blocks of `block` validation pairs; a hit is a
+    caption naming exactly the image's attributes. Also returns the chance rate of a random pick."""
+    images, captions, labels = dataset(n, "validation", 32, seed=SEED)
+    hits, chance = [], []
+    for s in range(0, n, block):
+        idx = np.arange(s, min(n, s + block))
+        img = F.normalize(encode_images(torch.from_numpy(images[idx])), dim=-1)
+        txt = F.normalize(encode_text([captions[i] for i in idx]), dim=-1)
+        same = _same_scene(labels, idx)
+        best = (img @ txt.t()).argmax(1)
+        hits.append(same[torch.arange(len(idx)), best].float())
+        chance.append(same.float().mean(1))
+    return {"top1": float(torch.cat(hits).mean()), "chance": float(torch.cat(chance).mean())}
+
+
+def _text_inputs(captions, p_uncond: float, idx, gen, text_ctx):
+    caps = [captions[i] for i in idx.tolist()]
+    drop = torch.rand(len(caps), generator=gen) < p_uncond
+    caps = ["" if d else c for c, d in zip(caps, drop.tolist())]
+    return glide_tokenize(caps, text_ctx)
+
+
+def _zero_output(model):
+    with torch.no_grad():
+        model.out[-1].weight.zero_()
+        model.out[-1].bias.zero_()
+
+
+def options_size(cfg) -> int:
+    return int(cfg["options"]["image_size"])
+
+
+def _images_at(images: np.ndarray, size: int) -> torch.Tensor:
+    """uint8 renders -> float [-1, 1] at `size` (area downsampling of the 32x32 renders)."""
+    x = torch.from_numpy(images).float() / 127.5 - 1
+    return x if x.shape[-1] == size else F.avg_pool2d(x, x.shape[-1] // size)
+
+
+def train_base(cfg, out: Path, cache: Path | None) -> dict:
+    gen = _seed_everything("base")
+    images, captions, _ = _cached_dataset(cfg["n_train"], "train", 32, cache)
+    x_all = _images_at(images, options_size(cfg))
+    options = cfg["options"]
+    model = toy_models.build("base", options).train()
+    _zero_output(model)
+    ema = EMA(model, cfg["ema"])
+    tables = DiffusionTables(options["noise_schedule"])
+    log = _Log(out / "train_log_base.csv")
+
+    def step(_):
+        idx = torch.randint(0, len(x_all), (cfg["batch"],), generator=gen)
+        tokens, mask = _text_inputs(captions, cfg["p_uncond"], idx, gen, options["text_ctx"])
+        return hybrid_loss(model, tables, x_all[idx], tokens, mask, gen)
+
+    _loop("base", model, cfg["steps"], cfg["lr"], step, log, gen, out, ema=ema)
+    toy_models.save_weights(ema.shadow, "base", options, out / toy_models.FILES["base"])
+    return {"final_loss": log.rows[-1]["running"], "val_loss": _val_diffusion_loss(ema.shadow, tables, options)}
+
+
+@torch.no_grad()
+def _val_diffusion_loss(model, tables, options, n: int = 256, low_res: bool = False) -> dict:
+    gen = torch.Generator().manual_seed(12345)
+    size = options["image_size"]
+    images, captions, _ = dataset(n, "validation", 32, seed=SEED)
+    x0 = _images_at(images, size)
+    tokens, mask = glide_tokenize(captions, options["text_ctx"])
+    totals = {"mse": 0.0, "vb": 0.0}
+    for s in range(0, n, 64):
+        kw = {"low_res": _low_res(x0[s:s + 64])} if low_res else {}
+        _, parts = hybrid_loss(model, tables, x0[s:s + 64], tokens[s:s + 64], mask[s:s + 64], gen, **kw)
+        for k in totals:
+            totals[k] += parts[k] * len(x0[s:s + 64]) / n
+    return totals
+
+
+def _low_res(x: torch.Tensor) -> torch.Tensor:
+    """The upsampler's input: x at the base resolution, rounded to 8 bits (as in sampling)."""
+    from samplers.pipeline import quantize_low_res
+
+    return quantize_low_res(F.avg_pool2d(x, x.shape[-1] // toy_models.BASE_OPTIONS["image_size"]))
+
+
+def train_noised_clip(cfg, out: Path, cache: Path | None) -> dict:
+    gen = _seed_everything("noised_clip")
+    images, captions, labels = _cached_dataset(cfg["n_train"], "train", 32, cache)
+    config = cfg["options"]
+    x_all = _images_at(images, config["image_size"])
+    tokens, lens = clip_tokenize(captions)
+    model = toy_models.build("noised_clip", config).train()
+    tables = DiffusionTables(config["beta_schedule"], config["n_timesteps"])
+    log_scale = torch.tensor(math.log(config["logit_scale"]))
+    log = _Log(out / "train_log_noised_clip.csv")
+
+    def step(_):
+        idx = torch.randint(0, len(x_all), (cfg["batch"],), generator=gen)
+        t = torch.randint(0, tables.num_steps, (len(idx),), generator=gen)
+        x_t = tables.q_sample(x_all[idx], t, torch.randn(x_all[idx].shape, generator=gen))
+        img = model.image_embeddings(x_t, t)
+        txt = model.text_embeddings(tokens[idx], lens[idx])
+        return contrastive_loss(img, txt, log_scale, _same_scene(labels, idx.numpy())), {}
+
+    _loop("noised_clip", model, cfg["steps"], cfg["lr"], step, log, gen, out)
+    model.eval()
+    toy_models.save_weights(model, "noised_clip", config, out / toy_models.FILES["noised_clip"])
+
+    def text(caps):
+        tok, ln = clip_tokenize(caps)
+        return model.text_embeddings(tok, ln)
+
+    metrics = {}
+    for t in (0, 500, 900):
+        def images_at_t(u8, t=t):
+            x0 = _images_at(u8.numpy(), config["image_size"])
+            tt = torch.full((len(x0),), t, dtype=torch.long)
+            return model.image_embeddings(tables.q_sample(x0, tt, torch.randn(x0.shape, generator=gen)), tt)
+        metrics[f"val_retrieval_t{t}"] = clip_retrieval_accuracy(images_at_t, text)
+    return metrics
+
+
+def train_upsample(cfg, out: Path, cache: Path | None) -> dict:
+    gen = _seed_everything("upsample")
+    images, captions, _ = _cached_dataset(cfg["n_train"], "train", options_size(cfg), cache)
+    x_all = torch.from_numpy(images).float() / 127.5 - 1
+    options = cfg["options"]
+    model = toy_models.build("upsample", options).train()
+    _zero_output(model)
+    ema = EMA(model, cfg["ema"])
+    tables = DiffusionTables(options["noise_schedule"])
+    log = _Log(out / "train_log_upsample.csv")
+
+    def step(_):
+        idx = torch.randint(0, len(x_all), (cfg["batch"],), generator=gen)
+        tokens, mask = glide_tokenize([captions[i] for i in idx.tolist()], options["text_ctx"])
+        x0 = x_all[idx]
+        return hybrid_loss(model, tables, x0, tokens, mask, gen, low_res=_low_res(x0))
+
+    _loop("upsample", model, cfg["steps"], cfg["lr"], step, log, gen, out, ema=ema, log_every=25, save_every=25)
+    toy_models.save_weights(ema.shadow, "upsample", options, out / toy_models.FILES["upsample"])
+    return {"final_loss": log.rows[-1]["running"],
+            "val_loss": _val_diffusion_loss(ema.shadow, tables, options, n=64, low_res=True)}
+
+
+TRAINERS = {"classifier": train_classifier, "clip": train_clip, "base": train_base,
+            "noised_clip": train_noised_clip, "upsample": train_upsample}
+
+
+# -- manifest -----------------------------------------------------------------------------
+def versions() -> dict:
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("glide-eval", "torch", "numpy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            pass
+    return out
+
+
+def update_manifest(out: Path, stage: str, metrics: dict, seconds: float, threads: int) -> None:
+    """Record one stage's file (sha256, size), config, metrics and time in manifest.json (atomic)."""
+    path = out / "manifest.json"
+    key = hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"glide-eval-toy-{key}.lock", "w") as lock:  # parallel stages
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _update_manifest_locked(path, out, stage, metrics, seconds, threads)
+
+
+def _update_manifest_locked(path: Path, out: Path, stage: str, metrics: dict, seconds: float, threads: int) -> None:
+    manifest = json.loads(path.read_text()) if path.is_file() else {"seed": SEED, "files": {}}
+    weight = out / toy_models.FILES[stage]
+    manifest["files"][toy_models.FILES[stage]] = {
+        "stage": stage, "sha256": toy_models.sha256_file(weight), "bytes": weight.stat().st_size,
+        "config": CONFIG[stage], "metrics": metrics, "train_seconds": round(seconds, 1), "threads": threads,
+        "log": f"train_log_{stage}.csv", "versions": versions(),
+    }
+    manifest["seed"] = SEED
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def train(out, stages=STAGES, threads: int = 2, cache_dir=None) -> dict:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    cache = Path(cache_dir) if cache_dir else None
+    results = {}
+    for stage in stages:
+        if stage not in TRAINERS:
+            raise click.BadParameter(f"unknown stage {stage!r}; expected some of {', '.join(STAGES)}")
+        start = time.time()
+        metrics = TRAINERS[stage](CONFIG[stage], out, cache)
+        seconds = time.time() - start
+        update_manifest(out, stage, metrics, seconds, threads)
+        results[stage] = {"metrics": metrics, "seconds": round(seconds, 1)}
+        click.echo(f"{stage}: {seconds:.0f} s, {json.dumps(metrics)}", err=True)
+    return results
+
+
+@click.command("toy-models")
+@click.option("--out", default=str(toy_models.ASSETS), show_default=True, help="folder for weights, logs, manifest")
+@click.option("--stages", default=",".join(STAGES), show_default=True, help="comma-separated stages to (re)train")
+@click.option("--threads", default=2, show_default=True, help="torch CPU threads")
+@click.option("--cache-dir", default=None, help="cache rendered training images here (.npz)")
+@click.option("--json", "as_json", is_flag=True, help="print the results as JSON")
+def train_command(out, stages, threads, cache_dir, as_json):
+    """Retrain the toy world's models (evaluation nets, base, noised CLIP, upsampler) from scratch."""
+    results = train(out, [s.strip() for s in stages.split(",") if s.strip()], threads, cache_dir)
+    if as_json:
+        from glide_eval.cli import echo_json
+
+        echo_json(results)
+
+
+if __name__ == "__main__":
+    train_command()

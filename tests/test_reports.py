@@ -1,0 +1,151 @@
+"""Reports: Pareto fronts, Table 2, Figure 6 files and the self-contained HTML page."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from glide_eval.cli import main
+from reports.build import build_report
+from reports.pareto import pareto_mask, pareto_table
+from reports.table2 import PAPER_ROWS, table2, to_latex, to_markdown
+
+
+def brute_force_front(points: list[tuple[float, float]]) -> set[int]:
+    """Indices of maximal points (both coordinates maximised), by pairwise comparison."""
+    front = set()
+    for i, (a, b) in enumerate(points):
+        beaten = any((c >= a and d >= b) and (c, d) != (a, b) for c, d in points)
+        if not beaten:
+            front.add(i)
+    return front
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.integers(0, 6)), min_size=1, max_size=12))
+def test_pareto_mask_matches_brute_force(points):
+    a = np.array([p[0] for p in points], float)
+    b = np.array([p[1] for p in points], float)
+    assert set(np.flatnonzero(pareto_mask(a, b, True, True))) == brute_force_front(points)
+    # minimising a metric is maximising its negation
+    assert set(np.flatnonzero(pareto_mask(-a, b, False, True))) == brute_force_front(points)
+
+
+def test_pareto_mask_example_and_nan():
+    fid = [20.0, 12.0, 15.0, 11.0, float("nan")]
+    clip = [0.20, 0.25, 0.30, 0.22, 0.99]
+    # lower FID and higher CLIP: (12, .25) (15, .30) (11, .22) are optimal; (20, .2) is beaten
+    assert list(pareto_mask(fid, clip, False, True)) == [False, True, True, True, False]
+
+
+def synthetic_results(with_protocol_row: bool = False) -> pd.DataFrame:
+    rows = []
+    for family, scales in (("none", [0.0]), ("cfg", [1.0, 1.5, 3.0]), ("clip", [1.0, 2.0])):
+        for s in scales:
+            rows.append({"setting": "unguided" if family == "none" else f"{family}-{s:g}",
+                         "family": family, "scale": s, "fid": 20 - 6 * s + 2 * s * s + (4 if family == "clip" else 0),
+                         "is": 10 + 2 * s, "precision": 0.5 + 0.1 * s, "recall": 0.6 - 0.1 * s,
+                         "clip_score": 0.2 + 0.02 * s, "n_samples": 30000 if with_protocol_row else 100,
+                         "nan_count": 0, "resolution": 256, "base_respacing": "250",
+                         "upsample_respacing": "fast27", "captions_source": "coco",
+                         "config_hash": "c" * 64, "sha256_base": "b" * 64,
+                         "versions": '{"numpy": "2"}'})
+    return pd.DataFrame(rows)
+
+
+def test_table2_rows_and_formats():
+    t = table2(synthetic_results(with_protocol_row=True))
+    paper = t[t["source"] == "GLIDE paper"]
+    assert list(paper["model"]) == [m for m, *_ in PAPER_ROWS]
+    assert paper.set_index("model").loc["GLIDE", "zero_shot_fid"] == 12.24
+    assert not paper.set_index("model").loc["AttnGAN", "zero_shot"]
+    ours = t[t["source"] == "this run"].set_index("model")
+    assert ours.loc["Ours: cfg-1.5", "protocol"] == "Table 2 protocol"
+    assert ours.loc["Ours: cfg-3", "protocol"] == "differs: scale=3.0"
+    assert ours.loc["Ours: cfg-1.5", "zero_shot_fid"] == pytest.approx(15.5)  # 20 - 9 + 4.5
+    md = to_markdown(t)
+    assert "| GLIDE |  | 12.24 | GLIDE paper |  |" in md
+    assert "| Ours: cfg-1.5 |  | 15.50 | this run | Table 2 protocol |" in md
+    tex = to_latex(t)
+    assert r"DALL-E &  & $\sim$28 & GLIDE paper \\" in tex
+    assert r"Ours: cfg-1.5 &  & 15.50 & this run (Table 2 protocol) \\" in tex
+    assert tex.count(r"\midrule") == 2
+
+
+def test_report_builds_from_results_alone(tmp_path):
+    synthetic_results().to_parquet(tmp_path / "results.parquet")
+    result = CliRunner().invoke(main, ["report", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    out = tmp_path / "report"
+    png = Image.open(out / "figure6.png")
+    assert png.size[0] > 2 * png.size[1]  # three panels side by side
+    assert (out / "figure6.pdf").read_bytes().startswith(b"%PDF")
+    pareto = pd.read_csv(out / "pareto.csv")
+    expected = pareto_table(synthetic_results())
+    assert list(pareto["setting"]) == list(expected["setting"])
+    ivf = pareto[pareto["pair"] == "FID vs Inception Score"]
+    # FID is lowest at cfg 1.5, IS highest at cfg 3; every other point is beaten by one of them
+    assert list(ivf["setting"]) == ["cfg-3", "cfg-1.5"]
+    html = (out / "report.html").read_text()
+    assert "No previews.npz" in html and "Figure 6" in html
+    assert not re.search(r'(src|href)="(?!data:)', html)  # nothing fetched from outside
+
+
+def test_report_refuses_a_directory_without_results(tmp_path):
+    result = CliRunner().invoke(main, ["report", str(tmp_path)])
+    assert result.exit_code == 1 and "no results.parquet" in result.output
+
+
+def find_chromium() -> str | None:
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+@pytest.mark.skipif(find_chromium() is None, reason="chromium is not installed")
+def test_html_report_renders_in_headless_chromium(tmp_path):
+    from test_sweep import write_config
+
+    from glide_eval.config import load_config
+    from glide_eval.sweep import run_sweep
+
+    config = load_config(write_config(tmp_path, n=6, shard_size=3))
+    run_sweep(config, progress=False, log=lambda m: None)
+    paths = build_report(config.output_dir)
+    copy = tmp_path / "elsewhere" / "page.html"  # self-contained: works away from its folder
+    copy.parent.mkdir()
+    shutil.copy(paths["html"], copy)
+    dom = subprocess.run(
+        [find_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
+         "--dump-dom", copy.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    body = re.search(r"<body[^>]*>", dom).group(0)
+    settings_count, previews = 4, 2
+    assert f'data-images-loaded="{1 + settings_count * previews}"' in body, body
+    assert 'data-images-broken="0"' in body
+    assert 'alt="Figure 6"' in dom
+    grid = re.search(r'<table class="grid">.*?</table>', dom, re.S).group(0)
+    assert [h for h in re.findall(r"<th>([^<]+)</th>", grid)] == ["unguided", "cfg-1", "cfg-3", "clip-2"]
+    assert grid.count("<tr>") == 1 + previews
+    assert "Pareto-optimal settings" in dom and "GLIDE (Validation filtered)" in dom
+
+
+def test_figure6_draws_bootstrap_intervals(tmp_path):
+    from reports.figure6 import interval, plot_figure6
+
+    df = synthetic_results()
+    assert interval(df, "fid") is None
+    df["fid_ci_low"], df["fid_ci_high"] = df["fid"] - 0.5, df["fid"] + 1.5
+    low, high = interval(df, "fid")
+    assert np.allclose(low, 0.5) and np.allclose(high, 1.5)
+    paths = plot_figure6(df, tmp_path)
+    assert [p.name for p in paths] == ["figure6.png", "figure6.pdf"]

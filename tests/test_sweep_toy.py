@@ -1,0 +1,87 @@
+"""The `toy` engine end to end: toy GLIDE models, toy extractors and toy reference statistics
+through the sweep and the report. The weights are random (made here in the shipped format),
+so the test checks the plumbing whatever the trained weights are."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+
+def make_random_toy_assets(folder):
+    """Every toy weight file, random-initialised, in the shipped format (independent of training)."""
+    import torch
+
+    from glide_eval.toy import models as toy_models
+
+    torch.manual_seed(0)
+    options = {"base": toy_models.BASE_OPTIONS, "upsample": toy_models.UPSAMPLE_OPTIONS,
+               "noised_clip": toy_models.NOISED_CLIP_CONFIG, "classifier": toy_models.CLASSIFIER_OPTIONS,
+               "clip": toy_models.CLIP_OPTIONS}
+    folder.mkdir()
+    for kind, opts in options.items():
+        toy_models.save_weights(toy_models.build(kind, opts), kind, opts, folder / toy_models.FILES[kind])
+
+
+def test_toy_sweep_end_to_end(tmp_path, monkeypatch):
+    import torch
+
+    from glide_eval.config import load_config
+    from glide_eval.sweep import run_sweep
+    from glide_eval.toy.models import BASE_RESOLUTION, load_toy_models
+    from metrics.extractors import create_extractor
+    from reports.build import build_report
+    from samplers.pipeline import sample_images
+
+    monkeypatch.setenv("GLIDE_EVAL_CACHE", str(tmp_path / "cache"))
+    make_random_toy_assets(tmp_path / "assets")
+    monkeypatch.setenv("GLIDE_EVAL_TOY_ASSETS", str(tmp_path / "assets"))
+    path = tmp_path / "toy.toml"
+    path.write_text(f"""
+[run]
+output_dir = "{tmp_path / 'out'}"
+batch_size = 6
+shard_size = 6
+device = "cpu"
+previews = 3
+[models]
+engine = "toy"
+[sampler]
+resolution = {BASE_RESOLUTION}
+base_respacing = "4"
+[captions]
+source = "toy"
+n = 12
+[grid]
+unguided = true
+cfg = [3.0]
+clip = [2.0]
+[metrics]
+reference_n = 32
+ci = true
+bootstrap = 20
+""")
+    config = load_config(path)
+    run_sweep(config, progress=False, log=lambda m: None)
+    df = pd.read_parquet(config.output_dir / "results.parquet")
+    assert list(df["setting"]) == ["unguided", "cfg-3", "clip-2"]
+    for metric in ("fid", "is", "precision", "recall", "clip_score"):
+        assert np.isfinite(df[metric]).all(), metric
+    assert (df["n_ref"] == 32).all() and (df["n_samples"] == 12).all()
+    assert (df["fid_ci_low"] <= df["fid_ci_high"]).all()
+    assert (df["clip_score_ci_low"] <= df["clip_score_ci_high"]).all()
+    assert {"sha256_toy_base", "sha256_toy_noised_clip", "sha256_toy_classifier"} <= set(df.columns)
+
+    # the shard's features are the toy classifier's features of the pipeline's images
+    captions = json.loads((config.output_dir / "captions.json").read_text())
+    models = load_toy_models(clip=False)
+    images = sample_images(models, captions[:6], list(range(6)), 0, guidance=("cfg", 3.0), respacing="4",
+                           batch_size=6).images
+    expected = create_extractor("toy-classifier")(images)["pool"].numpy()
+    with np.load(config.output_dir / "shards" / "cfg-3" / "00000.npz") as shard:
+        np.testing.assert_allclose(shard["feat__pool"], expected, rtol=1e-5, atol=1e-6)
+
+    paths = build_report(config.output_dir)
+    assert paths["html"].is_file() and paths["figure6_png"].is_file()

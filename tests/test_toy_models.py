@@ -1,0 +1,134 @@
+"""The shipped toy models (glide_eval/assets): manifest integrity, evaluation networks far
+above chance on fresh validation scenes, extractor registration, and the trained generators."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from glide_eval.toy import models as M
+from glide_eval.toy.world import ATTRIBUTES, dataset, parse_caption
+
+CHANCE = {name: 1 / len(values) for name, values in ATTRIBUTES.items()}
+# fresh validation scenes (the training metrics in the manifest use indices 0..499)
+START, N = 5000, 300
+
+
+def _have(*names):
+    try:
+        for name in names:
+            M.weight_path(name)
+    except FileNotFoundError as e:
+        return pytest.mark.skip(reason=str(e))
+    return lambda test: test
+
+
+@pytest.fixture(scope="module")
+def validation():
+    images, captions, labels = dataset(N, "validation", 32, start=START)
+    return torch.from_numpy(images), captions, labels
+
+
+def test_manifest_matches_shipped_files():
+    manifest = json.loads((M.ASSETS / "manifest.json").read_text())
+    total = 0
+    for name, entry in manifest["files"].items():
+        path = M.ASSETS / name
+        assert M.sha256_file(path) == entry["sha256"], name
+        assert path.stat().st_size == entry["bytes"]
+        assert (M.ASSETS / entry["log"]).is_file()
+        assert entry["config"]["steps"] > 0 and "torch" in entry["versions"]
+        total += entry["bytes"]
+    assert {"classifier.pt", "clip.pt"} <= set(manifest["files"])
+    assert total <= 10 * 2 ** 20
+    assert manifest["seed"] == 0
+
+
+@_have("classifier")
+def test_classifier_far_above_chance(validation):
+    from metrics.extractors import create_extractor
+
+    images, _, labels = validation
+    extractor = create_extractor("toy-classifier")
+    assert extractor.kind == "image" and extractor.name == "toy-classifier"
+    assert extractor.weights_sha256 == M.sha256_file(M.weight_path("classifier"))
+    pred = extractor.predict(images)
+    acc = {k: float((pred[k].numpy() == labels[k]).mean()) for k in ATTRIBUTES}
+    for k in ("colour", "background", "count", "size"):
+        assert acc[k] > 0.75 and acc[k] > 2 * CHANCE[k] or acc[k] > 0.85, (k, acc)
+    assert acc["shape"] > CHANCE["shape"] + 0.05, acc
+    # the extractor interface: features for FID / IS, any image size
+    out = extractor(images[:10])
+    assert out["pool"].shape == (10, extractor.dims["pool"]) and out["pool"].dtype == torch.float32
+    assert out["logits_unbiased"].shape == (10, extractor.dims["logits_unbiased"])
+    big = torch.from_numpy(dataset(10, "validation", 64, start=START)[0])
+    assert torch.allclose(extractor(big)["pool"], out["pool"], atol=0.5 * float(out["pool"].std()))
+    with pytest.raises(Exception, match="uint8"):
+        extractor(images[:2].float())
+
+
+@_have("clip")
+def test_toy_clip_retrieval_above_chance(validation):
+    from metrics.extractors import create_extractor
+
+    images, captions, labels = validation
+    clip = create_extractor("toy-clip")
+    assert clip.kind == "clip" and clip.name == "toy-clip"
+    img = torch.nn.functional.normalize(clip.encode_images(images), dim=-1)
+    txt, truncated = clip.encode_text(captions)
+    assert truncated == 0 and txt.shape == img.shape
+    txt = torch.nn.functional.normalize(txt, dim=-1)
+    key = np.stack([labels[k] for k in ATTRIBUTES], 1)
+    same = (key[:, None] == key[None]).all(-1)
+    best = (img @ txt.t()).argmax(1).numpy()
+    top1 = same[np.arange(N), best].mean()
+    chance = same.mean()
+    assert top1 > max(0.2, 5 * chance), (top1, chance)
+    # matched pairs score higher than mismatched ones on average (CLIP score)
+    cos = (img * txt).sum(1)
+    assert float(cos.mean()) > float((img * txt.roll(1, 0)).sum(1).mean()) + 0.05
+
+
+@_have("base", "classifier")
+def test_unguided_samples_match_caption_attributes():
+    from samplers.pipeline import sample_images
+
+    from glide_eval.toy import load_toy_models, sample_captions
+    from metrics.extractors import create_extractor
+
+    torch.manual_seed(0)
+    models = load_toy_models()
+    captions = sample_captions(40, seed=3)
+    result = sample_images(models, captions, list(range(40)), seed=0, guidance="none", respacing="25",
+                           batch_size=40)
+    assert result.images.shape == (40, 3, M.BASE_RESOLUTION, M.BASE_RESOLUTION) and not result.nan_samples
+    pred = create_extractor("toy-classifier").predict(result.images)
+    wanted = [parse_caption(c) for c in captions]
+    for k, factor in (("colour", 2.5), ("size", 1.3), ("count", 1.4)):
+        acc = np.mean([int(pred[k][i]) == w[k] for i, w in enumerate(wanted)])
+        assert acc > factor * CHANCE[k], (k, acc)
+
+
+@_have("noised_clip")
+def test_noised_clip_retrieves_captions_of_slightly_noised_images(validation):
+    from glide_eval.toy.tokenizer import clip_tokenize
+    from glide_eval.toy.train import DiffusionTables
+
+    images, captions, labels = validation
+    clip, _, config = M.load("noised_clip")
+    size = config["image_size"]
+    x0 = torch.nn.functional.avg_pool2d(images.float() / 127.5 - 1, 32 // size)
+    tables = DiffusionTables(config["beta_schedule"], config["n_timesteps"])
+    t = torch.full((N,), 100)
+    with torch.no_grad():
+        x_t = tables.q_sample(x0, t, torch.randn(x0.shape, generator=torch.Generator().manual_seed(0)))
+        img = torch.nn.functional.normalize(clip.image_embeddings(x_t, t), dim=-1)
+        tokens, lens = clip_tokenize(captions)
+        txt = torch.nn.functional.normalize(clip.text_embeddings(tokens, lens), dim=-1)
+    key = np.stack([labels[k] for k in ATTRIBUTES], 1)
+    same = (key[:, None] == key[None]).all(-1)
+    top1 = same[np.arange(N), (img @ txt.t()).argmax(1).numpy()].mean()
+    assert top1 > 5 * same.mean(), (top1, same.mean())
+    # its guidance gradient has the image's shape and is finite
+    grad = clip.guidance_grad(x_t[:4], t[:4], txt[:4], 1.0)
+    assert grad.shape == x_t[:4].shape and torch.isfinite(grad).all()

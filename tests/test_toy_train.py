@@ -1,0 +1,129 @@
+"""The toy training code: diffusion loss terms against closed forms / torch.distributions,
+the contrastive loss, and a tiny reproducible training run with resume."""
+import math
+
+import numpy as np
+import torch
+
+from glide_eval.toy import train as T
+
+
+def test_normal_kl_matches_torch_distributions():
+    g = torch.Generator().manual_seed(0)
+    m1, m2 = torch.randn(50, generator=g), torch.randn(50, generator=g)
+    lv1, lv2 = torch.randn(50, generator=g), torch.randn(50, generator=g)
+    ours = T.normal_kl(m1, lv1, m2, lv2)
+    ref = torch.distributions.kl_divergence(torch.distributions.Normal(m1, (0.5 * lv1).exp()),
+                                            torch.distributions.Normal(m2, (0.5 * lv2).exp()))
+    assert torch.allclose(ours, ref, atol=1e-5)
+
+
+def test_discretized_likelihood_is_a_distribution_over_256_levels():
+    levels = torch.arange(256, dtype=torch.float64) / 127.5 - 1
+    for mean, log_scale in [(0.0, -2.0), (0.9, -4.0), (-1.0, -1.0), (0.3, -6.0)]:
+        logp = T.discretized_gaussian_log_likelihood(levels, torch.full_like(levels, mean),
+                                                     torch.full_like(levels, log_scale))
+        assert abs(float(logp.exp().sum()) - 1) < 1e-6
+    # a narrow Gaussian centred on a level gives it nearly all the mass: erf(1 / (255 sigma sqrt 2))
+    x = torch.tensor([0.2])
+    p = T.discretized_gaussian_log_likelihood(x, x, torch.tensor([math.log(1e-3)])).exp()
+    assert abs(float(p) - math.erf(1 / 255 / 1e-3 / math.sqrt(2))) < 1e-6
+
+
+def test_tables_match_samplers_diffusion():
+    from samplers.diffusion import Diffusion
+
+    d = Diffusion.spaced("squaredcos_cap_v2", "")
+    tables = T.DiffusionTables("squaredcos_cap_v2")
+    x0, noise = torch.randn(3, 3, 4, 4), torch.randn(3, 3, 4, 4)
+    for i in (0, 17, 999):
+        t = torch.full((3,), i)
+        assert torch.allclose(tables.q_sample(x0, t, noise), d.q_sample(x0, i, noise), atol=1e-6)
+
+
+class _Oracle(torch.nn.Module):
+    """Predicts the true noise (known from the seeded generator) and a fixed variance value."""
+
+    def __init__(self, noise, v):
+        super().__init__()
+        self.noise, self.v = noise, v
+
+    def forward(self, x, t, tokens, mask):
+        return torch.cat([self.noise, torch.full_like(self.noise, self.v)], 1)
+
+
+def test_hybrid_loss_mse_and_vb_parts():
+    """With the exact eps the model mean is the true posterior mean, so the VLB term is the
+    closed-form KL between two Gaussians of equal means: posterior variance vs exp(log_var(v))."""
+    x0 = torch.rand(4, 3, 8, 8) * 2 - 1
+    tables = T.DiffusionTables("squaredcos_cap_v2")
+    g = torch.Generator().manual_seed(5)
+    t = torch.randint(0, 1000, (4,), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    assert (t > 0).all()
+    for v in (-1.0, 0.0, 1.0):
+        _, parts = T.hybrid_loss(_Oracle(noise, v), tables, x0, None, None, torch.Generator().manual_seed(5))
+        assert parts["mse"] < 1e-10
+        post = tables.t["posterior_log_variance_clipped"][t].double()
+        log_var = (v + 1) / 2 * tables.t["log_betas"][t].double() + (1 - v) / 2 * post
+        kl_bits = 0.5 * (-1 + log_var - post + (post - log_var).exp()) / math.log(2)
+        assert abs(parts["vb"] - float(kl_bits.mean())) < 1e-5 + 1e-3 * float(kl_bits.mean())
+
+
+def test_contrastive_loss_prefers_aligned_pairs():
+    from glide_eval.toy.evalnets import contrastive_loss
+
+    e = torch.nn.functional.normalize(torch.randn(8, 16), dim=-1)
+    scale = torch.tensor(math.log(10.0))
+    aligned = contrastive_loss(e, e, scale)
+    shuffled = contrastive_loss(e, e.roll(1, 0), scale)
+    assert aligned < shuffled
+    # with every pair marked "same" the targets are uniform: loss = log(8) for equal embeddings
+    same = torch.ones(8, 8, dtype=torch.bool)
+    flat = torch.ones(8, 16)
+    assert abs(float(contrastive_loss(flat, flat, scale, same)) - math.log(8)) < 1e-5
+
+
+def test_tiny_training_is_reproducible_and_resumes(tmp_path, monkeypatch):
+    cfg = dict(T.CONFIG["classifier"], n_train=64, steps=6, batch=8)
+    monkeypatch.setitem(T.CONFIG, "classifier", cfg)
+    monkeypatch.setattr(T, "classifier_accuracy", lambda model, n=0: {})
+    torch.set_num_threads(1)
+    T.train(tmp_path / "a", ["classifier"], threads=1)
+    # interrupted after 3 steps (resume file written), then resumed: same weights
+    monkeypatch.setitem(T.CONFIG, "classifier", dict(cfg))
+    real_loop = T._loop
+
+    def interrupted(*args, **kwargs):
+        kwargs["save_every"] = 3
+        step_fn = args[4]
+
+        def stop_at_4(step):
+            if step == 4:
+                raise KeyboardInterrupt
+            return step_fn(step)
+        return real_loop(*args[:4], stop_at_4, *args[5:], **kwargs)
+
+    monkeypatch.setattr(T, "_loop", interrupted)
+    try:
+        T.train(tmp_path / "b", ["classifier"], threads=1)
+    except KeyboardInterrupt:
+        pass
+    assert (tmp_path / "b" / ".resume_classifier.pt").is_file()
+    monkeypatch.setattr(T, "_loop", real_loop)
+    T.train(tmp_path / "b", ["classifier"], threads=1)
+    a = torch.load(tmp_path / "a" / "classifier.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "b" / "classifier.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not (tmp_path / "b" / ".resume_classifier.pt").exists()
+    import json
+
+    manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    entry = manifest["files"]["classifier.pt"]
+    from glide_eval.toy.models import sha256_file
+
+    assert entry["sha256"] == sha256_file(tmp_path / "a" / "classifier.pt") and entry["config"]["steps"] == 6
+    import csv
+
+    rows = list(csv.DictReader(open(tmp_path / "a" / "train_log_classifier.csv")))
+    assert [int(r["step"]) for r in rows] == [0, 5] and np.isfinite([float(r["loss"]) for r in rows]).all()
