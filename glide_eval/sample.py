@@ -2,9 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
-import platform
-import tempfile
 import time
 from pathlib import Path
 
@@ -13,31 +10,8 @@ import numpy as np
 import torch
 
 from glide_eval.cli import echo_json
-
-
-def _versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for package in ("glide-eval", "torch", "numpy"):
-        try:
-            out[package] = version(package)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+from glide_eval.sweep_components import package_versions
+from glide_eval.sweep_store import atomic_write_with
 
 
 def _read_image(path: Path) -> torch.Tensor:
@@ -127,7 +101,7 @@ def sample_command(prompt, guidance, steps, sampler, eta, upsample, upsample_tem
     from PIL import Image
 
     strip = torch.cat(list(result.images), dim=2).permute(1, 2, 0).numpy()
-    _atomic_write(out_path, lambda tmp: Image.fromarray(strip).save(tmp, format="PNG"))
+    atomic_write_with(out_path, lambda tmp: Image.fromarray(strip).save(tmp, format="PNG"))
     record = {
         "prompt": prompt, "seed": seed, "sample_ids": result.sample_ids, "guidance": {"kind": kind, "scale": scale},
         "respacing": steps, "sampler": sampler, "eta": eta,
@@ -137,11 +111,11 @@ def sample_command(prompt, guidance, steps, sampler, eta, upsample, upsample_tem
         "checkpoints": str(checkpoints) if checkpoints and not random_weights else None,
         "checkpoint_sha256": models.sha256,
         "model_options": {"base": models.base_options, "upsample": models.upsampler_options}, "device": device, "dtype": dtype, "seconds": round(seconds, 3),
-        "nan_steps": result.nan_steps, "nan_samples": result.nan_samples, "versions": _versions(),
+        "nan_steps": result.nan_steps, "nan_samples": result.nan_samples, "versions": package_versions(),
         "image": str(out_path),
     }
     sidecar = out_path.with_suffix(".json")
-    _atomic_write(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2, sort_keys=True)))
+    atomic_write_with(sidecar, lambda tmp: Path(tmp).write_text(json.dumps(record, indent=2, sort_keys=True)))
     if as_json:
         echo_json(record)
     else:

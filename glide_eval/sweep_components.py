@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 from glide_eval.config import Setting, SweepConfig
+from samplers.checkpoints import sha256_file  # noqa: F401  (re-exported for the sweep store)
 
 
 class MissingComponentError(RuntimeError):
@@ -106,16 +107,6 @@ def _import(module: str, what: str):
         return importlib.import_module(module)
     except ImportError as e:
         raise MissingComponentError(f"{what} is not available: {e}") from None
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def package_versions() -> dict:

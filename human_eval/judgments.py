@@ -108,7 +108,7 @@ def parse_judgments(data: bytes | str, source: str = "<data>", format: str = "gl
     text = data if isinstance(data, str) else decode(data, source, encoding)
     labels = WINNER_LABELS[format]
     reader = csv.reader(io.StringIO(text.lstrip("\ufeff"), newline=""), strict=True)
-    header, header_line = None, 0
+    header = None
     records, issues, rows_read = [], [], 0
     last_line = 0
     try:
@@ -117,7 +117,7 @@ def parse_judgments(data: bytes | str, source: str = "<data>", format: str = "gl
             if not fields or (len(fields) == 1 and not fields[0].strip()):
                 continue                                    # blank line
             if header is None:
-                header, header_line = _header(fields, source, start), start
+                header = _header(fields, source, start)
                 continue
             rows_read += 1
             record, problems = _row(fields, header, labels, format, start)

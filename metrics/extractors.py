@@ -68,12 +68,16 @@ def create_extractor(name: str, weights_path: str | os.PathLike | None = None, d
     return _REGISTRY[name](weights_path=weights_path, device=device)
 
 
+PLUGIN_GROUP = "metrics.extractors"
+
+
 def _load_plugins() -> None:
-    """Import the toy world so that its extractors register themselves (when it exists)."""
-    try:
-        import glide_eval.toy  # noqa: F401
-    except ImportError:
-        pass
+    """Import the modules that installed packages declare under the entry-point group
+    `metrics.extractors` (e.g. glide-eval's toy world); importing one registers its extractors."""
+    from importlib.metadata import entry_points
+
+    for entry in entry_points(group=PLUGIN_GROUP):
+        entry.load()
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
