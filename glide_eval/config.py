@@ -62,7 +62,10 @@ SCHEMA: dict[str, dict[str, object]] = {
         "upsample_temperature": 0.997,
     },
     "captions": {"source": "coco", "path": "", "n": 30000, "seed": 0},
-    "grid": {"unguided": True, "cfg": [], "clip": []},
+    # steps: base respacings sampled with each of steps_methods at steps_guidance
+    # ("unguided" or "cfg:SCALE"), as extra settings of family "steps" (FID vs number of steps)
+    "grid": {"unguided": True, "cfg": [], "clip": [], "steps": [],
+             "steps_methods": ["ancestral", "ddim"], "steps_guidance": "cfg:3.0"},
     "metrics": {
         "names": ["fid", "is", "precision", "recall", "clip_score"],
         "reference": "",  # cached reference statistics (.npz); built there when absent or stale
@@ -88,22 +91,37 @@ PATH_KEYS = {
 }
 # keys that do not change what a sweep produces
 UNHASHED = {("run", "output_dir"), ("run", "save_images")}
+STEPS_KEYS = ("steps", "steps_methods", "steps_guidance")  # hashed only when steps are given
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One point of the guidance grid: family 'none' (unguided), 'cfg' or 'clip'."""
+    """One point of the grid: family 'none' (unguided), 'cfg', 'clip', or 'steps'.
+
+    A 'steps' setting overrides [sampler]: it samples with `method` and base `respacing`,
+    guided by `guided_by` ('none' or 'cfg') at `scale`. Other settings leave them None.
+    """
 
     family: str
     scale: float
+    method: str | None = None
+    respacing: str | None = None
+    guided_by: str | None = None
 
     @property
     def name(self) -> str:
+        if self.family == "steps":
+            return f"steps-{self.method}-{self.respacing}"
         return "unguided" if self.family == "none" else f"{self.family}-{self.scale:g}"
 
     @property
     def guidance(self) -> tuple[str, float]:
-        return (self.family, self.scale)
+        return (self.guided_by or self.family, self.scale)
+
+    def sampler(self, config: "SweepConfig") -> tuple[str, str]:
+        """(method, base respacing): this setting's own, else [sampler]'s."""
+        return (self.method or config["sampler"]["method"],
+                self.respacing or config["sampler"]["base_respacing"])
 
 
 @dataclass
@@ -124,12 +142,18 @@ class SweepConfig:
         out = [Setting("none", 0.0)] if grid["unguided"] else []
         out += [Setting("cfg", float(s)) for s in grid["cfg"]]
         out += [Setting("clip", float(s)) for s in grid["clip"]]
+        guided_by, scale = parse_steps_guidance(grid["steps_guidance"])
+        out += [Setting("steps", scale, method, respacing, guided_by)
+                for method in grid["steps_methods"] for respacing in grid["steps"]]
         return out
 
     def hashed_data(self) -> dict:
         d = copy.deepcopy(self.data)
         for section, key in UNHASHED:
             d[section].pop(key, None)
+        if not d["grid"].get("steps"):  # configs without steps keep the hash they had before
+            for key in STEPS_KEYS:
+                d["grid"].pop(key, None)
         return d
 
     @property
@@ -145,6 +169,20 @@ class SweepConfig:
 
     def to_toml(self) -> str:
         return dump_toml(self.data)
+
+
+def parse_steps_guidance(text: str) -> tuple[str, float]:
+    """("none", 0.0) for "unguided", ("cfg", s) for "cfg:s"."""
+    if text == "unguided":
+        return ("none", 0.0)
+    kind, _, scale = text.partition(":")
+    try:
+        value = float(scale)
+    except ValueError:
+        value = float("nan")
+    if kind != "cfg" or not math.isfinite(value) or value < 0:
+        raise ValueError(f"must be 'unguided' or 'cfg:SCALE' (SCALE >= 0), got {text!r}")
+    return ("cfg", value)
 
 
 def sha256_json(obj) -> str:
@@ -215,8 +253,9 @@ def validate(raw: dict, source: Path | None = None, resolve_paths: bool = True) 
         if len(set(map(float, scales))) != len(scales):
             fail(f"grid.{family}", f"scales repeat: {scales}")
         data["grid"][family] = [float(s) for s in scales]
-    if not (data["grid"]["unguided"] or data["grid"]["cfg"] or data["grid"]["clip"]):
-        fail("grid", "no settings: set unguided = true or give cfg / clip scales")
+    _check_steps(data["grid"], fail)
+    if not (data["grid"]["unguided"] or data["grid"]["cfg"] or data["grid"]["clip"] or data["grid"]["steps"]):
+        fail("grid", "no settings: set unguided = true or give cfg / clip scales or steps")
     for name in data["metrics"]["names"]:
         if name not in KNOWN_METRICS:
             fail("metrics.names", f"unknown metric {name!r} (known: {', '.join(KNOWN_METRICS)})")
@@ -240,6 +279,32 @@ def validate(raw: dict, source: Path | None = None, resolve_paths: bool = True) 
             if value:
                 data[section][key] = str((base / Path(value).expanduser()).resolve())
     return SweepConfig(data, source)
+
+
+def _check_steps(grid: dict, fail) -> None:
+    steps = [str(s) if isinstance(s, int) and not isinstance(s, bool) else s for s in grid["steps"]]
+    for s in steps:
+        if not isinstance(s, str):
+            fail("grid.steps", f"must be respacing strings like \"50\", got {s!r}")
+        try:
+            count_steps(s)
+        except ValueError as e:
+            fail("grid.steps", str(e))
+        if not re.fullmatch(r"[\w,]+", s):
+            fail("grid.steps", f"respacing {s!r} has characters unfit for a setting name")
+    if len(set(steps)) != len(steps):
+        fail("grid.steps", f"respacings repeat: {steps}")
+    grid["steps"] = steps
+    methods = grid["steps_methods"]
+    for m in methods:
+        if m not in CHOICES[("sampler", "method")]:
+            fail("grid.steps_methods", f"methods must be in {list(CHOICES[('sampler', 'method')])}, got {m!r}")
+    if len(set(methods)) != len(methods) or (steps and not methods):
+        fail("grid.steps_methods", f"must list distinct methods, got {methods}")
+    try:
+        parse_steps_guidance(grid["steps_guidance"])
+    except ValueError as e:
+        fail("grid.steps_guidance", str(e))
 
 
 def _check_type(key, value, default, fail):

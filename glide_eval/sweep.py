@@ -68,10 +68,11 @@ def model_evaluations(config: SweepConfig, setting: Setting) -> dict:
     input at every step (2 evaluations); CLIP guidance adds one CLIP image-encoder forward
     and backward pass per step; the 256x256 upsampler runs unguided.
     """
-    base_steps = count_steps(config["sampler"]["base_respacing"])
+    base_steps = count_steps(setting.sampler(config)[1])
+    kind = setting.guidance[0]
     return {
-        "base": base_steps * (2 if setting.family == "cfg" else 1),
-        "clip": base_steps if setting.family == "clip" else 0,
+        "base": base_steps * (2 if kind == "cfg" else 1),
+        "clip": base_steps if kind == "clip" else 0,
         "upsampler": count_steps(config["sampler"]["upsample_respacing"])
         if needs_upsampler(config) else 0,
     }
@@ -168,7 +169,10 @@ def init_distributed(device: str) -> Dist:
 # ---------------------------------------------------------------- run
 
 def shard_key(gen_hash: str, setting: Setting, sample_ids: list[int], captions: list[str]) -> str:
-    return sha256_json({"generation": gen_hash, "setting": [setting.family, setting.scale],
+    key = [setting.family, setting.scale]
+    if setting.family == "steps":  # the sampler overrides; other settings keep their old keys
+        key += [setting.method, setting.respacing, setting.guided_by]
+    return sha256_json({"generation": gen_hash, "setting": key,
                         "sample_ids": [sample_ids[0], sample_ids[-1] + 1], "captions": captions})
 
 
@@ -423,6 +427,7 @@ def merge(config: SweepConfig, components: Components, captions: list[str], gen_
 
 def result_row(config, setting, metrics, n, nan_count, timings, metric_s, gen_hash, provenance):
     row = {"setting": setting.name, "family": setting.family, "scale": setting.scale}
+    method, respacing = setting.sampler(config)
     row.update({k: float(v) for k, v in metrics.items()})
     row.update({
         "n_samples": n, "nan_count": nan_count,
@@ -430,8 +435,8 @@ def result_row(config, setting, metrics, n, nan_count, timings, metric_s, gen_ha
         "featurize_s": sum(t["featurize_s"] for t in timings),
         "metrics_s": metric_s,
         "wall_time_s": sum(t["wall_s"] for t in timings) + metric_s,
-        "resolution": config["sampler"]["resolution"], "method": config["sampler"]["method"],
-        "base_respacing": config["sampler"]["base_respacing"],
+        "resolution": config["sampler"]["resolution"], "method": method,
+        "base_respacing": respacing,
         "upsample_respacing": config["sampler"]["upsample_respacing"]
         if needs_upsampler(config) else "",
         "seed": config["run"]["seed"], "captions_source": config["captions"]["source"],
@@ -498,7 +503,7 @@ def format_plan(plan: dict) -> str:
     ]
     for s in plan["settings"]:
         ev = s["model_evaluations"]
-        lines.append(f"  {s['setting']:<14} {s['shards']:>5} shards  base {ev['base']:>12,}  "
+        lines.append(f"  {s['setting']:<18} {s['shards']:>5} shards  base {ev['base']:>12,}  "
                      f"clip {ev['clip']:>12,}  upsampler {ev['upsampler']:>12,}")
     if plan["estimated_remaining_s"] is not None:
         seconds = plan["estimated_remaining_s"]

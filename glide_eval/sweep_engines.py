@@ -51,9 +51,10 @@ def pipeline_generator(config: SweepConfig, device: str, load_models: Callable[[
     def generate(captions, sample_ids, setting):
         if not loaded:
             loaded.append(load_models(upsample, bool(config["grid"]["clip"])))
+        method, respacing = setting.sampler(config)  # a "steps" setting's own, else [sampler]'s
         result = sample_images(
             loaded[0], captions, sample_ids, run["seed"], guidance=setting.guidance,
-            respacing=sampler["base_respacing"], sampler=sampler["method"], upsample=upsample,
+            respacing=respacing, sampler=method, upsample=upsample,
             upsample_respacing=sampler["upsample_respacing"], upsample_temp=sampler["upsample_temperature"],
             batch_size=len(captions), device=device, dtype=dtype)
         return result.images, np.asarray(result.nan_steps, dtype=np.int64)

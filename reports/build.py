@@ -15,9 +15,10 @@ from glide_eval.sweep_store import atomic_write_text
 from reports import html as page
 from reports.figure6 import plot_figure6
 from reports.pareto import pareto_table
+from reports.steps import plot_steps
 from reports.table2 import table2, to_latex, to_markdown
 
-FAMILY_ORDER = {"none": 0, "cfg": 1, "clip": 2}
+FAMILY_ORDER = {"none": 0, "cfg": 1, "clip": 2, "steps": 3}
 
 
 class ReportError(RuntimeError):
@@ -36,7 +37,7 @@ def read_results(run_dir: Path) -> pd.DataFrame:
     for column in ("setting", "family", "scale"):
         if column not in df.columns:
             raise ReportError(f"{parquet if parquet.is_file() else csv}: column {column!r} is missing")
-    order = df["family"].map(FAMILY_ORDER).fillna(3)
+    order = df["family"].map(FAMILY_ORDER).fillna(len(FAMILY_ORDER))
     return df.assign(_order=order).sort_values(["_order", "scale"]).drop(columns="_order") \
         .reset_index(drop=True)
 
@@ -60,16 +61,20 @@ def pareto_markdown(pareto: pd.DataFrame) -> str:
 
 
 def build_report(run_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
-    """Write figure6.{png,pdf}, pareto.{csv,md}, table2.{md,tex}, report.html; returns their paths."""
+    """Write figure6.{png,pdf}, steps.{png,pdf} (when the run has `steps` settings),
+    pareto.{csv,md}, table2.{md,tex}, report.html; returns their paths."""
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir else run_dir / "report"
     df = read_results(run_dir)
+    guidance = df[df["family"] != "steps"]  # Figure 6 and the Pareto sets compare guidance only
     out: dict[str, Path] = {}
 
-    figures = plot_figure6(df, out_dir)
+    figures = plot_figure6(guidance, out_dir)
     out.update({f"figure6_{p.suffix[1:]}": p for p in figures})
+    steps_figures = plot_steps(df, out_dir)
+    out.update({f"steps_{p.suffix[1:]}": p for p in steps_figures})
 
-    pareto = pareto_table(df)
+    pareto = pareto_table(guidance)
     atomic_write_text(out_dir / "pareto.csv", pareto.to_csv(index=False))
     atomic_write_text(out_dir / "pareto.md", pareto_markdown(pareto))
     out["pareto_csv"], out["pareto_md"] = out_dir / "pareto.csv", out_dir / "pareto.md"
@@ -79,18 +84,24 @@ def build_report(run_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
     atomic_write_text(out_dir / "table2.tex", to_latex(t2))
     out["table2_md"], out["table2_tex"] = out_dir / "table2.md", out_dir / "table2.tex"
 
-    atomic_write_text(out_dir / "report.html", report_html(run_dir, df, figures, pareto, t2))
+    atomic_write_text(out_dir / "report.html", report_html(run_dir, df, figures, pareto, t2,
+                                                                  steps_figures))
     out["html"] = out_dir / "report.html"
     return out
 
 
 def report_html(run_dir: Path, df: pd.DataFrame, figures: list[Path], pareto: pd.DataFrame,
-                t2: pd.DataFrame) -> str:
+                t2: pd.DataFrame, steps_figures: list[Path] = ()) -> str:
     sections = []
     png = [p for p in figures if p.suffix == ".png"]
     sections.append(("Figure 6: guidance trade-offs", page.figure_html(png[0], "Figure 6") if png else
                      "<p>No metric pair of Figure 6 (precision/recall, IS/FID, CLIP score/FID) "
                      "is in the results.</p>"))
+    steps_png = [p for p in steps_figures if p.suffix == ".png"]
+    if steps_png:
+        sections.append(("Sampling steps", "<p>FID against the number of base sampling steps, "
+                         "one line per sampler (the <code>steps</code> settings).</p>"
+                         + page.figure_html(steps_png[0], "FID vs sampling steps")))
     sections.append(("Pareto-optimal settings", page.table_html(
         pareto[["pair", "setting", "x_metric", "x", "y_metric", "y"]],
         text_columns=("pair", "setting", "x_metric", "y_metric"))))

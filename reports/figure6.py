@@ -26,7 +26,10 @@ FAMILY_STYLE = {
 
 
 def plot_figure6(df: pd.DataFrame, out_dir: Path, stem: str = "figure6") -> list[Path]:
-    """Write STEM.png and STEM.pdf atomically; returns their paths (none if no panel has data)."""
+    """Write STEM.png and STEM.pdf atomically; returns their paths (none if no panel has data).
+
+    Rows of the `steps` family (FID vs sampling steps, reports/steps.py) are left out."""
+    df = df[df["family"] != "steps"]
     pairs = available_pairs(df, FIGURE6_PAIRS)
     if not pairs or df.empty:
         return []

@@ -100,6 +100,37 @@ def test_report_builds_from_results_alone(tmp_path):
     assert not re.search(r'(src|href)="(?!data:)', html)  # nothing fetched from outside
 
 
+def with_steps_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """Add `steps` rows (FID falling with the number of steps) that would dominate every front."""
+    rows = [{"setting": f"steps-{m}-{n}", "family": "steps", "scale": 3.0, "method": m,
+             "base_respacing": str(n), "fid": 1.0 + 10.0 / n + (0.5 if m == "ddim" else 0.0), "is": 99.0,
+             "precision": 0.99, "recall": 0.99, "clip_score": 0.99}
+            for m in ("ancestral", "ddim") for n in (50, 25, 10)]
+    return pd.concat([df, pd.DataFrame(rows)], ignore_index=True)
+
+
+def test_steps_figure_and_figure6_without_the_steps_family(tmp_path):
+    from reports.figure6 import plot_figure6
+    from reports.steps import plot_steps, steps_rows
+
+    plain, mixed = synthetic_results(), with_steps_rows(synthetic_results())
+    assert plot_steps(plain, tmp_path / "none") == []
+    a = plot_figure6(plain, tmp_path / "a")[0].read_bytes()
+    assert plot_figure6(mixed, tmp_path / "b")[0].read_bytes() == a  # steps rows are not drawn
+    assert list(steps_rows(mixed).sort_values(["method", "steps"])["steps"]) == [10, 25, 50] * 2
+    mixed.to_parquet(tmp_path / "results.parquet")
+    out = build_report(tmp_path)
+    assert Image.open(out["steps_png"]).size[0] > 0
+    assert out["steps_pdf"].read_bytes().startswith(b"%PDF")
+    pareto = pd.read_csv(out["pareto_csv"])
+    assert list(pareto["setting"]) == list(pareto_table(plain)["setting"])
+    html = out["html"].read_text()
+    assert "Sampling steps" in html and "steps-ddim-10" in html
+    synthetic_results().to_parquet(tmp_path / "results.parquet")
+    out = build_report(tmp_path, tmp_path / "plain")
+    assert "steps_png" not in out and "Sampling steps" not in out["html"].read_text()
+
+
 def test_report_refuses_a_directory_without_results(tmp_path):
     result = CliRunner().invoke(main, ["report", str(tmp_path)])
     assert result.exit_code == 1 and "no results.parquet" in result.output

@@ -12,6 +12,7 @@ import time
 
 import numpy as np
 
+from glide_eval.config import count_steps
 from glide_eval.sweep_components import Components
 
 FAMILY_CODE = {"none": 0, "cfg": 1, "clip": 2}
@@ -22,9 +23,15 @@ def caption_colour(caption: str) -> np.ndarray:
     return np.frombuffer(digest[:3], dtype=np.uint8).astype(np.float64)
 
 
-def fake_image(seed: int, sample_id: int, caption: str, family: str, scale: float, size: int) -> np.ndarray:
-    rng = np.random.default_rng([seed, sample_id, FAMILY_CODE[family], int(round(scale * 1000))])
-    noise = rng.normal(0.0, 60.0 / (1.0 + scale), size=(3, size, size))
+def fake_image(seed: int, sample_id: int, caption: str, family: str, scale: float, size: int,
+               method: str | None = None, steps: int = 0) -> np.ndarray:
+    """`method` and `steps` (sampler overrides of a "steps" setting) change the noise."""
+    key = [seed, sample_id, FAMILY_CODE[family], int(round(scale * 1000))]
+    if method is not None:
+        key += [1 + ("ancestral", "ddim").index(method), steps]
+    rng = np.random.default_rng(key)
+    noise = rng.normal(0.0, 60.0 / (1.0 + scale) * (1.0 + (8.0 / steps if steps else 0.0)),
+                       size=(3, size, size))
     img = caption_colour(caption)[:, None, None] + noise
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
@@ -60,7 +67,13 @@ def make_components(config, device: str) -> Components:
 
     def generate(captions, sample_ids, setting):
         time.sleep(delay)
-        images = np.stack([fake_image(seed, i, c, setting.family, setting.scale, size)
+        if setting.family == "steps":  # the sampler this setting asks for
+            method, respacing = setting.sampler(config)
+            sampler = {"method": method, "steps": count_steps(respacing)}
+            family = setting.guided_by
+        else:
+            sampler, family = {}, setting.family
+        images = np.stack([fake_image(seed, i, c, family, setting.scale, size, **sampler)
                            for i, c in zip(sample_ids, captions)])
         return images, np.zeros(len(sample_ids), dtype=np.int64)
 

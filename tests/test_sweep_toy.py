@@ -58,6 +58,9 @@ n = 12
 unguided = true
 cfg = [3.0]
 clip = [2.0]
+steps = ["2"]
+steps_methods = ["ddim"]
+steps_guidance = "cfg:3.0"
 [metrics]
 reference_n = 32
 ci = true
@@ -66,7 +69,8 @@ bootstrap = 20
     config = load_config(path)
     run_sweep(config, progress=False, log=lambda m: None)
     df = pd.read_parquet(config.output_dir / "results.parquet")
-    assert list(df["setting"]) == ["unguided", "cfg-3", "clip-2"]
+    assert list(df["setting"]) == ["unguided", "cfg-3", "clip-2", "steps-ddim-2"]
+    assert list(df["method"]) == ["ancestral"] * 3 + ["ddim"] and list(df["base_respacing"]) == ["4"] * 3 + ["2"]
     for metric in ("fid", "is", "precision", "recall", "clip_score"):
         assert np.isfinite(df[metric]).all(), metric
     assert (df["n_ref"] == 32).all() and (df["n_samples"] == 12).all()
@@ -82,6 +86,12 @@ bootstrap = 20
     expected = create_extractor("toy-classifier")(images)["pool"].numpy()
     with np.load(config.output_dir / "shards" / "cfg-3" / "00000.npz") as shard:
         np.testing.assert_allclose(shard["feat__pool"], expected, rtol=1e-5, atol=1e-6)
+    # a steps setting samples with its own method and respacing
+    images = sample_images(models, captions[:6], list(range(6)), 0, guidance=("cfg", 3.0), respacing="2",
+                           sampler="ddim", batch_size=6).images
+    expected = create_extractor("toy-classifier")(images)["pool"].numpy()
+    with np.load(config.output_dir / "shards" / "steps-ddim-2" / "00000.npz") as shard:
+        np.testing.assert_allclose(shard["feat__pool"], expected, rtol=1e-5, atol=1e-6)
 
     paths = build_report(config.output_dir)
-    assert paths["html"].is_file() and paths["figure6_png"].is_file()
+    assert paths["html"].is_file() and paths["figure6_png"].is_file() and paths["steps_png"].is_file()

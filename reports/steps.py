@@ -1,0 +1,60 @@
+"""FID against the number of sampling steps, one line per sampler (the `steps` settings).
+
+Each `steps` row of a sweep samples the base model with its own method and respacing at
+one guidance setting (`[grid] steps`, `steps_methods`, `steps_guidance`).
+"""
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from glide_eval.config import count_steps  # noqa: E402
+from glide_eval.sweep_store import atomic_write_bytes  # noqa: E402
+
+METHOD_STYLE = {"ancestral": {"color": "tab:blue", "marker": "o"},
+                "ddim": {"color": "tab:green", "marker": "s"}}
+
+
+def steps_rows(df: pd.DataFrame) -> pd.DataFrame:
+    """The `steps` family's rows that have an FID, with their number of base steps."""
+    if not {"family", "method", "base_respacing", "fid"} <= set(df.columns):
+        return df.iloc[0:0]
+    part = df[df["family"] == "steps"]
+    return part.assign(steps=[count_steps(r) for r in part["base_respacing"]]).dropna(subset=["fid"])
+
+
+def plot_steps(df: pd.DataFrame, out_dir: Path, stem: str = "steps") -> list[Path]:
+    """Write STEM.png and STEM.pdf atomically; returns their paths (none without steps rows)."""
+    part = steps_rows(df)
+    if part.empty:
+        return []
+    fig, ax = plt.subplots(figsize=(5.6, 4.4))
+    for method, rows in part.groupby("method", sort=True):
+        rows = rows.sort_values("steps")
+        style = METHOD_STYLE.get(method, {"color": None, "marker": "^"})
+        ax.plot(rows["steps"], rows["fid"], label=method, linestyle="-", markersize=7, **style)
+    ax.set_xscale("log")
+    ticks = sorted(set(part["steps"]))
+    ax.set_xticks(ticks, [str(t) for t in ticks])
+    ax.minorticks_off()
+    ax.set_xlabel("sampling steps (base model)")
+    ax.set_ylabel("FID (lower is better)")
+    ax.set_title("FID vs number of sampling steps")
+    ax.grid(alpha=0.3)
+    ax.legend(frameon=False)
+    fig.tight_layout()
+    paths = []
+    for fmt in ("png", "pdf"):
+        buf = io.BytesIO()
+        fig.savefig(buf, format=fmt, dpi=150)
+        path = Path(out_dir) / f"{stem}.{fmt}"
+        atomic_write_bytes(path, buf.getvalue())
+        paths.append(path)
+    plt.close(fig)
+    return paths
