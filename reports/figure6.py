@@ -39,6 +39,11 @@ def plot_figure6(df: pd.DataFrame, out_dir: Path, stem: str = "figure6") -> list
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=len(labels) or 1, frameon=False)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return save_figure(fig, out_dir, stem)
+
+
+def save_figure(fig, out_dir: Path, stem: str) -> list[Path]:
+    """Write `fig` as STEM.png and STEM.pdf in out_dir (atomically) and close it."""
     paths = []
     for fmt in ("png", "pdf"):
         buf = io.BytesIO()

@@ -5,7 +5,6 @@ one guidance setting (`[grid] steps`, `steps_methods`, `steps_guidance`).
 """
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import matplotlib
@@ -15,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from glide_eval.config import count_steps  # noqa: E402
-from glide_eval.sweep_store import atomic_write_bytes  # noqa: E402
+from reports.figure6 import save_figure  # noqa: E402
 
 METHOD_STYLE = {"ancestral": {"color": "tab:blue", "marker": "o"},
                 "ddim": {"color": "tab:green", "marker": "s"}}
@@ -49,12 +48,4 @@ def plot_steps(df: pd.DataFrame, out_dir: Path, stem: str = "steps") -> list[Pat
     ax.grid(alpha=0.3)
     ax.legend(frameon=False)
     fig.tight_layout()
-    paths = []
-    for fmt in ("png", "pdf"):
-        buf = io.BytesIO()
-        fig.savefig(buf, format=fmt, dpi=150)
-        path = Path(out_dir) / f"{stem}.{fmt}"
-        atomic_write_bytes(path, buf.getvalue())
-        paths.append(path)
-    plt.close(fig)
-    return paths
+    return save_figure(fig, out_dir, stem)
