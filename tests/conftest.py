@@ -2,6 +2,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 import glide_eval.compat  # noqa: F401  (before any torch_fidelity / open_clip import)
 
@@ -17,3 +18,12 @@ if "TIKTOKEN_CACHE_DIR" not in os.environ and (SHARED / "tiktoken_cache").is_dir
 @pytest.fixture
 def golden_dir() -> Path:
     return GOLDEN
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models gain nothing from threads; on a shared 2-core machine extra threads only spin."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

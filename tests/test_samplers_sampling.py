@@ -17,13 +17,7 @@ from samplers.pipeline import GlideModels, InpaintSpec, quantize_low_res, sample
 from samplers.sampling import NanMonitor, Recorder, get_sampler, sample_ancestral, sample_ddim
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads; on a shared 2-core machine extra threads only spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 N_VOCAB = 16
 

@@ -7,13 +7,7 @@ from glide_eval.parity_sampling import RUNS, _load_clip, check_samplers, check_s
 from samplers.guidance import clip_cond_fn
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads; on a shared 2-core machine extra threads only spin."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_schedules_fixture_passes(golden_dir):

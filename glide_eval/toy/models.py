@@ -7,11 +7,12 @@ noised_clip.pt (GLIDE-architecture generators and the noised CLIP for guidance).
 """
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
 import torch
+
+from samplers.checkpoints import sha256_file
 
 from glide_eval.toy.tokenizer import CLIP_CONTEXT, N_VOCAB, TEXT_CTX
 
@@ -56,14 +57,6 @@ def weight_path(name: str, directory=None) -> Path:
         raise MissingToyWeightsError(
             f"toy weights not found: {path} (retrain with `python -m glide_eval.toy.train --out {path.parent}`)")
     return path
-
-
-def sha256_file(path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(1 << 20):
-            h.update(block)
-    return h.hexdigest()
 
 
 def build(kind: str, options: dict) -> torch.nn.Module:
