@@ -38,6 +38,12 @@ class GroupNorm32(nn.GroupNorm):
         self.silu = silu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.device.type == "cpu" and x.shape[1] <= 2 * self.num_groups:
+            # with one or two channels per group (narrow UNets such as the toy world's), the CPU
+            # channels-last group norm kernel is 5-8x slower than a contiguous copy plus the
+            # contiguous kernel ([128, 32, 16, 16]: 15 vs 2.6 ms); with the official models' 6+
+            # channels per group it is the faster one ([2, 192, 64, 64]: 5.1 vs 12.8 ms)
+            x = x.contiguous()
         y = F.group_norm(x.float(), self.num_groups, self.weight, self.bias, self.eps)
         if self.silu:
             y = F.silu(y)

@@ -70,6 +70,42 @@ def test_hybrid_loss_mse_and_vb_parts():
         assert abs(parts["vb"] - float(kl_bits.mean())) < 1e-5 + 1e-3 * float(kl_bits.mean())
 
 
+class _Offset(torch.nn.Module):
+    """Predicts the true noise plus a constant, so every sample's eps MSE is exactly offset**2."""
+
+    def __init__(self, noise, offset):
+        super().__init__()
+        self.noise, self.offset = noise, offset
+
+    def forward(self, x, t, tokens, mask):
+        return torch.cat([self.noise + self.offset, torch.zeros_like(self.noise)], 1)
+
+
+def test_high_noise_weighting_and_sampling():
+    """The eps MSE of a sample at t is weighted by min(1 / alpha_bar_t, max_weight) (closed form
+    from the schedule), and `high_noise` redraws that fraction of t from the top 15% of steps."""
+    x0 = torch.rand(64, 3, 4, 4) * 2 - 1
+    tables = T.DiffusionTables("squaredcos_cap_v2")
+    abar = tables.t["sqrt_alphas_cumprod"].double() ** 2
+    for max_weight, high_noise in ((1.0, 0.0), (100.0, 0.0), (100.0, 0.5)):
+        g = torch.Generator().manual_seed(3)
+        t = torch.randint(0, 1000, (64,), generator=g)
+        if high_noise:
+            hi = torch.randint(850, 1000, (64,), generator=g)
+            t = torch.where(torch.rand(64, generator=g) < high_noise, hi, t)
+        noise = torch.randn(x0.shape, generator=g)
+        loss, parts = T.hybrid_loss(_Offset(noise, 0.5), tables, x0, None, None, torch.Generator().manual_seed(3),
+                                    max_weight, high_noise)
+        assert abs(parts["mse"] - 0.25) < 1e-6
+        weight = (1 / abar[t]).clamp(max=max_weight)
+        # loss = mean(weight * mse + vb) and parts["vb"] = mean(vb)
+        assert abs(float(loss) - parts["vb"] - 0.25 * float(weight.mean())) < 1e-4 * float(weight.mean())
+        if high_noise:
+            assert (t >= 850).float().mean() > 0.35  # 0.15 without the redraw
+        elif max_weight == 1.0:
+            assert float(weight.max()) == 1.0
+
+
 def test_contrastive_loss_prefers_aligned_pairs():
     from glide_eval.toy.evalnets import contrastive_loss
 
@@ -127,3 +163,21 @@ def test_tiny_training_is_reproducible_and_resumes(tmp_path, monkeypatch):
 
     rows = list(csv.DictReader(open(tmp_path / "a" / "train_log_classifier.csv")))
     assert [int(r["step"]) for r in rows] == [0, 5] and np.isfinite([float(r["loss"]) for r in rows]).all()
+
+
+def test_parallel_jobs_train_the_same_weights(tmp_path, monkeypatch):
+    """--jobs 2 (spawned workers, one thread each) writes the same files as one sequential run,
+    and both stages land in one manifest."""
+    import json
+
+    for stage in ("classifier", "clip"):
+        monkeypatch.setitem(T.CONFIG, stage, dict(T.CONFIG[stage], n_train=64, steps=4, batch=8))
+    T.train(tmp_path / "seq", ["classifier", "clip"], threads=1, jobs=1)
+    T.train(tmp_path / "par", ["classifier", "clip"], threads=1, jobs=2)
+    for name in ("classifier.pt", "clip.pt"):
+        a = torch.load(tmp_path / "seq" / name, weights_only=True)["state_dict"]
+        b = torch.load(tmp_path / "par" / name, weights_only=True)["state_dict"]
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    manifest = json.loads((tmp_path / "par" / "manifest.json").read_text())
+    assert set(manifest["files"]) == {"classifier.pt", "clip.pt"}
+    assert manifest["files"]["clip.pt"]["config"]["steps"] == 4
