@@ -102,8 +102,6 @@ def test_high_noise_weighting_and_sampling():
         assert abs(float(loss) - parts["vb"] - 0.25 * float(weight.mean())) < 1e-4 * float(weight.mean())
         if high_noise:
             assert (t >= 850).float().mean() > 0.35  # 0.15 without the redraw
-        elif max_weight == 1.0:
-            assert float(weight.max()) == 1.0
 
 
 def test_contrastive_loss_prefers_aligned_pairs():
