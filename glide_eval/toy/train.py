@@ -522,8 +522,7 @@ def train(out, stages=STAGES, threads: int = 2, cache_dir=None, jobs: int = 1) -
     order = sorted(stages, key=LONGEST_FIRST.index)
     with mp.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:
         pending = {s: pool.apply_async(_train_stage, (s, CONFIG[s], out, threads, cache)) for s in order}
-        results = {s: pending[s].get() for s in order}
-    return {s: results[s] for s in stages}
+        return {s: pending[s].get() for s in stages}
 
 
 @click.command("toy-models")
