@@ -123,6 +123,10 @@ class Setting:
         return (self.method or config["sampler"]["method"],
                 self.respacing or config["sampler"]["base_respacing"])
 
+    def sampling(self, config: "SweepConfig") -> tuple:
+        """What decides this setting's samples: settings equal here draw the same images."""
+        return (self.guidance, self.sampler(config))
+
 
 @dataclass
 class SweepConfig:

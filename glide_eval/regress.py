@@ -121,7 +121,8 @@ def baseline_features(baseline: Baseline, settings: list[Setting], n: int) -> di
     plan = make_plan(baseline.config)
     gen_hash = baseline.run["generation_hash"]
     out = {}
-    for setting in settings:
+    for wanted in settings:
+        setting = plan.sources.get(wanted.name, wanted)  # a setting sharing another's samples
         parts, nan = [], 0
         for k, (start, stop) in enumerate(plan.shards):
             if start >= n:
@@ -135,7 +136,7 @@ def baseline_features(baseline: Baseline, settings: list[Setting], n: int) -> di
             data = store.load_shard(baseline.run_dir, setting.name, k)
             parts.append({name: v[: n - start] for name, v in data.items() if name.startswith(store.FEATURE_PREFIX)})
             nan += int(data["nan_count"])
-        out[setting.name] = {"features": _concat(parts), "nan_count": nan}
+        out[wanted.name] = {"features": _concat(parts), "nan_count": nan}
     return out
 
 
@@ -220,18 +221,20 @@ def sample_run(config: SweepConfig, components: Components, captions: list[str],
     gen_hash = generation_hash(config, components.provenance)
     write_run_files(run_dir, config, components.provenance, captions, gen_hash)
     plan = make_plan(config)
+    sources = {s.name: plan.sources.get(s.name, s) for s in settings}  # settings sharing samples
     todo = []
-    for setting in settings:
+    for setting in dict.fromkeys(sources.values()):
         for k, (start, stop) in enumerate(plan.shards):
             ids = list(range(start, stop))
             key = shard_key(gen_hash, setting, ids, captions[start:stop])
             if store.finished_record(run_dir, setting.name, k, key, save_images) is None:
                 todo.append((setting, k, ids, key))
-    log(f"{run_dir}: {len(plan.shards) * len(settings) - len(todo)} shards already finished, {len(todo)} to run")
+    n_units = len(plan.shards) * len(set(sources.values()))
+    log(f"{run_dir}: {n_units - len(todo)} shards already finished, {len(todo)} to run")
     run_units(components, config, run_dir, todo, captions, save_images, progress, "")
     out = {}
     for setting in settings:
-        shards = [store.load_shard(run_dir, setting.name, k) for k in range(len(plan.shards))]
+        shards = [store.load_shard(run_dir, sources[setting.name].name, k) for k in range(len(plan.shards))]
         out[setting.name] = {"features": _concat(shards),
                              "nan_count": int(sum(int(s["nan_count"]) for s in shards))}
     return out

@@ -47,6 +47,7 @@ class Plan:
     settings: list[Setting]
     shards: list[tuple[int, int]]  # [start, stop) sample indices, the same for every setting
     units: list[tuple[Setting, int]]
+    sources: dict[str, Setting]    # setting name -> the setting whose shards hold its samples
 
     @property
     def n_samples(self) -> int:
@@ -57,8 +58,12 @@ def make_plan(config: SweepConfig) -> Plan:
     n, size = config["captions"]["n"], config["run"]["shard_size"]
     shards = [(start, min(start + size, n)) for start in range(0, n, size)]
     settings = config.settings
-    units = [(s, k) for s in settings for k in range(len(shards))]
-    return Plan(settings, shards, units)
+    # a setting that samples exactly like an earlier one (e.g. steps-ancestral-25 at cfg 3 and
+    # cfg-3 with [sampler] ancestral, 25) is measured on that one's shards, not sampled again
+    first: dict[tuple, Setting] = {}
+    sources = {s.name: first.setdefault(s.sampling(config), s) for s in settings}
+    units = [(s, k) for s in settings if sources[s.name] is s for k in range(len(shards))]
+    return Plan(settings, shards, units, sources)
 
 
 def model_evaluations(config: SweepConfig, setting: Setting) -> dict:
@@ -84,11 +89,12 @@ def describe_plan(config: SweepConfig, run_dir: Path | None = None) -> dict:
     settings = []
     totals = {"base": 0, "clip": 0, "upsampler": 0}
     for s in plan.settings:
-        per = model_evaluations(config, s)
+        source = plan.sources[s.name]
+        per = model_evaluations(config, s) if source is s else {k: 0 for k in totals}
         for k in totals:
             totals[k] += per[k] * n
         settings.append({"setting": s.name, "family": s.family, "scale": s.scale,
-                         "samples": n, "shards": len(plan.shards),
+                         "samples": n, "shards": len(plan.shards), "samples_from": source.name,
                          "model_evaluations": {k: v * n for k, v in per.items()}})
     done, remaining_s = None, None
     if run_dir is not None and (run_dir / "shards").is_dir():
@@ -373,6 +379,8 @@ def merge(config: SweepConfig, components: Components, captions: list[str], gen_
     records: dict[str, list[dict]] = {}
     missing = []
     for setting in plan.settings:
+        if plan.sources[setting.name] is not setting:
+            continue
         records[setting.name] = []
         for k, (start, stop) in enumerate(plan.shards):
             key = shard_key(gen_hash, setting, list(range(start, stop)), captions[start:stop])
@@ -393,7 +401,8 @@ def merge(config: SweepConfig, components: Components, captions: list[str], gen_
         return results
     rows, previews = [], {}
     for setting in plan.settings:
-        shards = [store.load_shard(run_dir, setting.name, k) for k in range(len(plan.shards))]
+        source = plan.sources[setting.name]
+        shards = [store.load_shard(run_dir, source.name, k) for k in range(len(plan.shards))]
         ids = np.concatenate([s["sample_ids"] for s in shards])
         if not np.array_equal(ids, np.arange(plan.n_samples)):
             raise SweepError(f"{setting.name}: shards do not hold sample indices 0..{plan.n_samples - 1} "
@@ -409,9 +418,9 @@ def merge(config: SweepConfig, components: Components, captions: list[str], gen_
             raise SweepError(f"{setting.name}: computing the metrics failed: {e}") from e
         metric_s = time.perf_counter() - t
         nan_count = int(sum(int(s["nan_count"]) for s in shards))
-        timings = [r["timings"] for r in records[setting.name]]
+        timings = [r["timings"] for r in records[source.name]]
         rows.append(result_row(config, setting, metrics, plan.n_samples, nan_count, timings,
-                               metric_s, gen_hash, components.provenance))
+                               metric_s, gen_hash, components.provenance, samples_from=source.name))
         previews[setting.name] = shards[0]["previews"]
         log(f"{setting.name}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     n_prev = min((len(p) for p in previews.values()), default=0)
@@ -425,8 +434,10 @@ def merge(config: SweepConfig, components: Components, captions: list[str], gen_
     return results
 
 
-def result_row(config, setting, metrics, n, nan_count, timings, metric_s, gen_hash, provenance):
-    row = {"setting": setting.name, "family": setting.family, "scale": setting.scale}
+def result_row(config, setting, metrics, n, nan_count, timings, metric_s, gen_hash, provenance, samples_from=None):
+    """One results row; `samples_from` names the setting whose samples (and timings) it shares."""
+    row = {"setting": setting.name, "family": setting.family, "scale": setting.scale,
+           "samples_from": samples_from or setting.name}
     method, respacing = setting.sampler(config)
     row.update({k: float(v) for k, v in metrics.items()})
     row.update({

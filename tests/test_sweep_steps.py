@@ -104,3 +104,24 @@ def test_steps_sweep_uses_each_settings_sampler_and_resumes(tmp_path):
     assert "Sampling steps" in html and 'alt="FID vs sampling steps"' in html
     pareto = pd.read_csv(out["pareto_csv"])
     assert not pareto.empty and "steps" not in set(pareto["family"])
+
+
+def test_a_steps_setting_sampling_like_another_shares_its_shards(tmp_path):
+    """steps-ancestral-250 at cfg:2 samples exactly like cfg-2 ([sampler] ancestral, 250): it is
+    measured on cfg-2's shards, and its row says so."""
+    config = load_config(steps_config(tmp_path, grid=STEPS.replace('["20", "5"]', '["250", "5"]')))
+    plan = make_plan(config)
+    assert plan.sources["steps-ancestral-250"].name == "cfg-2"
+    assert plan.sources["steps-ddim-250"].name == "steps-ddim-250"
+    assert {s.name for s, _ in plan.units} == {"unguided", "cfg-2", "steps-ancestral-5", "steps-ddim-250",
+                                              "steps-ddim-5"}
+    summary = run_sweep(config, progress=False, log=lambda m: None)
+    assert summary["shards_run"] == 5 * 4
+    assert not (config.output_dir / "shards" / "steps-ancestral-250").exists()
+    df = pd.read_parquet(config.output_dir / "results.parquet").set_index("setting")
+    assert df.loc["steps-ancestral-250", "samples_from"] == "cfg-2"
+    assert df.loc["cfg-2", "samples_from"] == "cfg-2"
+    for m in METRICS:
+        assert df.loc["steps-ancestral-250", m] == df.loc["cfg-2", m]
+    assert df.loc["steps-ancestral-250", "base_respacing"] == "250"
+    assert run_sweep(config, progress=False, log=lambda m: None)["shards_run"] == 0
