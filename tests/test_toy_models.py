@@ -135,23 +135,39 @@ def test_noised_clip_retrieves_captions_of_slightly_noised_images(validation):
     assert grad.shape == x_t[:4].shape and torch.isfinite(grad).all()
 
 
-@_have("upsample")
-@pytest.mark.xfail(strict=True, reason="known defect (issue 7): the shipped upsampler takes its low frequencies "
-                   "from x_t, not low_res, and its samples drift (pooled MAE ~0.65); remove this mark once fixed")
-def test_upsampler_keeps_the_low_resolution_content(validation):
-    """Upsampled 32x32 samples, area-downsampled back to 16x16, match their low_res input
-    (8-bit rounding and sampling noise aside); a model ignoring low_res is off by ~0.5."""
+@pytest.fixture(scope="module")
+def upsampled(validation):
+    """(32x32 samples of the shipped upsampler, the 32x32 originals, their 16x16 low_res)."""
     from samplers.noise import GlobalNoise
     from samplers.pipeline import sample_upsample
 
     from glide_eval.toy import load_toy_models
 
     images, captions, _ = validation
-    x = images[:16].float() / 127.5 - 1
+    x = images[:32].float() / 127.5 - 1
     low = torch.nn.functional.avg_pool2d(x, 2)
     models = load_toy_models(upsample=True)
     with torch.no_grad():
-        out = sample_upsample(models, captions[:16], low, GlobalNoise(torch.Generator().manual_seed(0)))
-    assert out.shape == (16, 3, 32, 32) and torch.isfinite(out).all()
+        out = sample_upsample(models, captions[:32], low, GlobalNoise(torch.Generator().manual_seed(0)))
+    assert out.shape == (32, 3, 32, 32) and torch.isfinite(out).all()
+    return out, x, low
+
+
+@_have("upsample")
+def test_upsampler_follows_the_low_resolution_input(upsampled):
+    """Its samples, area-downsampled to 16x16, are close to low_res: the upsampler shipped before
+    (trained without `_upsampler_shift`) kept the layout but took its colours from its first
+    steps' noise (pooled MAE 0.66 on these scenes; the shipped one: 0.18)."""
+    out, _, low = upsampled
+    assert float((torch.nn.functional.avg_pool2d(out, 2) - low).abs().mean()) < 0.3
+
+
+@_have("upsample")
+@pytest.mark.xfail(strict=True, reason="known limit (issue 7): the shipped upsampler keeps low_res's layout but "
+                   "not always its colours (pooled MAE 0.18); remove this mark once it does")
+def test_upsampler_keeps_the_low_resolution_content(upsampled):
+    """Upsampled samples, area-downsampled back to 16x16, match their low_res input (8-bit
+    rounding and sampling noise aside)."""
+    out, x, low = upsampled
     assert (torch.nn.functional.avg_pool2d(out, 2) - low).abs().mean() < 0.05
     assert (out - x).abs().mean() < 0.1

@@ -104,6 +104,40 @@ def test_high_noise_weighting_and_sampling():
             assert (t >= 850).float().mean() > 0.35  # 0.15 without the redraw
 
 
+class _Denoiser(torch.nn.Module):
+    """Returns the eps that recovers the given x0 from any x_t: (x_t - sqrt(abar) x0) / sqrt(1 - abar)."""
+
+    def __init__(self, x0, tables):
+        super().__init__()
+        self.x0, self.tables = x0, tables
+
+    def forward(self, x, t, tokens, mask):
+        eps = (x - self.tables("sqrt_alphas_cumprod", t) * self.x0) / self.tables("sqrt_one_minus_alphas_cumprod", t)
+        return torch.cat([eps, torch.zeros_like(eps)], 1)
+
+
+def test_shifted_signal_keeps_x0_as_the_target():
+    """With `shift`, x_t's signal is displaced by shift * min(1, sqrt((1 - abar) / abar)) and the
+    target is still x0: a model recovering x0 has zero eps error, one predicting the drawn noise
+    pays exactly (min(1, sqrt(abar / (1 - abar))) * shift)^2."""
+    x0 = torch.rand(64, 3, 4, 4) * 2 - 1
+    shift = torch.randn(64, 3, 4, 4)
+    tables = T.DiffusionTables("linear")
+    abar = tables.t["sqrt_alphas_cumprod"].double() ** 2
+    _, parts = T.hybrid_loss(_Denoiser(x0, tables), tables, x0, None, None, torch.Generator().manual_seed(5),
+                             shift=shift)
+    assert parts["mse"] < 1e-8
+    g = torch.Generator().manual_seed(5)
+    t = torch.randint(0, 1000, (64,), generator=g)
+    noise = torch.randn(x0.shape, generator=g)
+    _, parts = T.hybrid_loss(_Offset(noise, 0.0), tables, x0, None, None, torch.Generator().manual_seed(5),
+                             shift=shift)
+    factor = (abar[t] / (1 - abar[t])).clamp(max=1.0).float()
+    expected = (factor * (shift ** 2).mean(dim=(1, 2, 3))).mean()
+    assert 0 < (abar[t] < 0.5).sum() < 64  # both regimes are drawn
+    assert abs(parts["mse"] - float(expected)) < 1e-5 * float(expected)
+
+
 def test_contrastive_loss_prefers_aligned_pairs():
     from glide_eval.toy.evalnets import contrastive_loss
 

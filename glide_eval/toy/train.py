@@ -8,11 +8,12 @@ Stages (each writes `<stage>.pt`, `train_log_<stage>.csv` and updates `manifest.
 - base: GLIDE base UNet (16x16) with the hybrid loss (MSE on eps + VLB for the learned variance,
   improved-DDPM), 20% empty captions for classifier-free guidance, EMA weights shipped;
 - noised_clip: GLIDE noised CLIP trained contrastively on q(x_t | x_0) images at random t;
-- upsample: GLIDE upsampler 16 -> 32 (hybrid loss, linear schedule), low_res = 8-bit 16x16 of x_0.
+- upsample: GLIDE upsampler 16 -> 32 (hybrid loss, cosine schedule), low_res = 8-bit 16x16 of x_0,
+  with x_t's signal displaced for the whole batch (`_upsampler_shift`), so it learns to take the
+  coarse image from low_res rather than x_t.
 The two diffusion models weight the eps MSE toward high noise (`hybrid_loss`, `max_weight`,
 `high_noise`): with the plain loss the base model never learned what only the caption tells at
-high noise (its backgrounds matched captions at chance). The upsampler still takes its low
-frequencies from x_t rather than low_res, so its samples drift (a known defect, see the tests).
+high noise (its backgrounds matched captions at chance).
 `--jobs 2` (default) trains two stages at a time in one-thread processes.
 Seeds are fixed and torch runs deterministically; the manifest records config, seed,
 per-file sha256, measured metrics, training time and package versions.
@@ -38,6 +39,7 @@ import torch.nn.functional as F
 from glide_eval.toy import models as toy_models
 from glide_eval.toy.evalnets import category_label, contrastive_loss, to_input
 from glide_eval.toy.tokenizer import clip_tokenize, glide_tokenize
+from glide_eval.toy import world
 from glide_eval.toy.world import ATTRIBUTES, dataset
 
 SEED = 0
@@ -48,8 +50,8 @@ CONFIG = {
     "base": dict(n_train=20000, steps=3800, batch=64, lr=2e-3, p_uncond=0.2, ema=0.995, max_weight=100.0,
                  high_noise=0.4, options=toy_models.BASE_OPTIONS),
     "noised_clip": dict(n_train=20000, steps=600, batch=64, lr=2e-3, options=toy_models.NOISED_CLIP_CONFIG),
-    "upsample": dict(n_train=20000, steps=2200, batch=32, lr=2e-3, ema=0.995, max_weight=100.0, high_noise=0.0,
-                     options=toy_models.UPSAMPLE_OPTIONS),
+    "upsample": dict(n_train=20000, steps=2600, batch=32, lr=2e-3, ema=0.995, max_weight=100.0, high_noise=0.3,
+                     shift=1.0, options=toy_models.UPSAMPLE_OPTIONS),
 }
 LONGEST_FIRST = ("base", "upsample", "classifier", "noised_clip", "clip")  # scheduling order with --jobs
 N_VAL = 500
@@ -58,7 +60,8 @@ N_VAL = 500
 # -- data ---------------------------------------------------------------------------------
 def _cached_dataset(n: int, split: str, size: int, cache_dir: Path | None):
     """dataset(n, split, size) with an optional .npz cache (renders are deterministic)."""
-    path = None if cache_dir is None else cache_dir / f"toy_{split}_{size}_{n}_seed{SEED}.npz"
+    version = hashlib.sha256(Path(world.__file__).read_bytes()).hexdigest()[:12]  # a changed world: a new file
+    path = None if cache_dir is None else cache_dir / f"toy_{split}_{size}_{n}_seed{SEED}_{version}.npz"
     if path is not None and path.is_file():
         blob = np.load(path, allow_pickle=False)
         labels = {k: blob[f"label_{k}"] for k in ATTRIBUTES}
@@ -125,7 +128,7 @@ def discretized_gaussian_log_likelihood(x, mean, log_scale):
 
 
 def hybrid_loss(model, tables: DiffusionTables, x0, tokens, mask, gen, max_weight: float = 1.0,
-                high_noise: float = 0.0, **model_kwargs) -> tuple[torch.Tensor, dict]:
+                high_noise: float = 0.0, shift=None, **model_kwargs) -> tuple[torch.Tensor, dict]:
     """improved-DDPM hybrid loss: MSE(eps) + VLB term (in bits/dim, x T/1000) training only the variance.
 
     With `max_weight` > 1 the eps MSE of each sample is weighted by min(1 / alpha_bar_t, max_weight)
@@ -134,6 +137,9 @@ def hybrid_loss(model, tables: DiffusionTables, x0, tokens, mask, gen, max_weigh
     where the caption alone decides an image's low frequencies (a background colour, the content
     an upsampler must take from low_res), it barely trains them; the weight restores that signal.
     `high_noise` draws that fraction of the batch's t from the top 15% of steps instead of all.
+    `shift` (like x0) displaces the signal of x_t by shift * min(1, noise-to-signal ratio), and
+    the eps target becomes the one that recovers x0 from that x_t: the model learns to undo
+    errors of x_t of the size a sampler's earlier steps leave (those at noise level or below).
     """
     n = x0.shape[0]
     t = torch.randint(0, tables.num_steps, (n,), generator=gen)
@@ -142,9 +148,15 @@ def hybrid_loss(model, tables: DiffusionTables, x0, tokens, mask, gen, max_weigh
         t = torch.where(torch.rand(n, generator=gen) < high_noise, hi, t)
     noise = torch.randn(x0.shape, generator=gen)
     x_t = tables.q_sample(x0, t, noise)
+    target = noise
+    if shift is not None:
+        signal, sd = tables("sqrt_alphas_cumprod", t), tables("sqrt_one_minus_alphas_cumprod", t)
+        shift = shift * (sd / signal).clamp(max=1.0)
+        x_t = x_t + signal * shift
+        target = noise + signal / sd * shift
     out = model(x_t, t, tokens, mask, **model_kwargs)
     eps, v = out[:, :3], out[:, 3:]
-    mse = ((eps - noise) ** 2).mean(dim=(1, 2, 3))
+    mse = ((eps - target) ** 2).mean(dim=(1, 2, 3))
     weight = (1 / tables("sqrt_alphas_cumprod", t).view(-1) ** 2).clamp(max=max(1.0, max_weight))
     min_log, max_log = tables("posterior_log_variance_clipped", t), tables("log_betas", t)
     frac = (v + 1) / 2
@@ -429,6 +441,26 @@ def train_noised_clip(cfg, out: Path, cache: Path | None) -> dict:
     return metrics
 
 
+def _coarse(x: torch.Tensor) -> torch.Tensor:
+    """x's content at the base resolution, shown at x's size (what low_res tells the upsampler)."""
+    factor = x.shape[-1] // toy_models.BASE_OPTIONS["image_size"]
+    return F.interpolate(F.avg_pool2d(x, factor), scale_factor=factor, mode="nearest")
+
+
+def _upsampler_shift(x0: torch.Tensor, x_all: torch.Tensor, p: float, gen: torch.Generator) -> torch.Tensor:
+    """Displacements of x_t's signal (see `hybrid_loss`) for a fraction p of the batch: half of
+    them swap x0's coarse content for another scene's, half replace x0 by saturated noise (what a
+    sampler's first steps leave, where the model's x0 is amplified eps error). Without them the
+    model reads the coarse image off x_t (the toy scenes' flat backgrounds make that easy),
+    ignores low_res, and its samples keep the colours of their first steps."""
+    n = x0.shape[0]
+    other = x_all[torch.randint(0, len(x_all), (n,), generator=gen)]
+    coarse = _coarse(other) - _coarse(x0)
+    garbage = (x0 + 3 * torch.randn(x0.shape, generator=gen)).clamp(-1, 1) - x0
+    u = torch.rand(n, 1, 1, 1, generator=gen)
+    return torch.where(u < p / 2, coarse, torch.where(u < p, garbage, torch.zeros_like(x0)))
+
+
 def train_upsample(cfg, out: Path, cache: Path | None) -> dict:
     gen = _seed_everything("upsample")
     images, captions, _ = _cached_dataset(cfg["n_train"], "train", options_size(cfg), cache)
@@ -441,11 +473,12 @@ def train_upsample(cfg, out: Path, cache: Path | None) -> dict:
     log = _Log(out / "train_log_upsample.csv")
 
     def step(_):
-        idx = torch.randint(0, len(x_all), (cfg["batch"],), generator=gen)
+        n = cfg["batch"]
+        idx = torch.randint(0, len(x_all), (n,), generator=gen)
         tokens, mask = glide_tokenize([captions[i] for i in idx.tolist()], options["text_ctx"])
         x0 = x_all[idx]
         return hybrid_loss(model, tables, x0, tokens, mask, gen, cfg["max_weight"], cfg["high_noise"],
-                           low_res=_low_res(x0))
+                           shift=_upsampler_shift(x0, x_all, cfg["shift"], gen), low_res=_low_res(x0))
 
     _loop("upsample", model, cfg["steps"], cfg["lr"], step, log, gen, out, ema=ema)
     toy_models.save_weights(ema.shadow, "upsample", options, out / toy_models.FILES["upsample"])
