@@ -37,9 +37,9 @@ import torch
 import torch.nn.functional as F
 
 from glide_eval.toy import models as toy_models
+from glide_eval.toy import world
 from glide_eval.toy.evalnets import category_label, contrastive_loss, to_input
 from glide_eval.toy.tokenizer import clip_tokenize, glide_tokenize
-from glide_eval.toy import world
 from glide_eval.toy.world import ATTRIBUTES, dataset
 
 SEED = 0
