@@ -473,8 +473,7 @@ def train_upsample(cfg, out: Path, cache: Path | None) -> dict:
     log = _Log(out / "train_log_upsample.csv")
 
     def step(_):
-        n = cfg["batch"]
-        idx = torch.randint(0, len(x_all), (n,), generator=gen)
+        idx = torch.randint(0, len(x_all), (cfg["batch"],), generator=gen)
         tokens, mask = glide_tokenize([captions[i] for i in idx.tolist()], options["text_ctx"])
         x0 = x_all[idx]
         return hybrid_loss(model, tables, x0, tokens, mask, gen, cfg["max_weight"], cfg["high_noise"],
