@@ -62,9 +62,10 @@ SCHEMA: dict[str, dict[str, object]] = {
         "upsample_temperature": 0.997,
     },
     "captions": {"source": "coco", "path": "", "n": 30000, "seed": 0},
+    # clip_method: the sampling method of the CLIP-guided settings ("": [sampler] method).
     # steps: base respacings sampled with each of steps_methods at steps_guidance
     # ("unguided" or "cfg:SCALE"), as extra settings of family "steps" (FID vs number of steps)
-    "grid": {"unguided": True, "cfg": [], "clip": [], "steps": [],
+    "grid": {"unguided": True, "cfg": [], "clip": [], "clip_method": "", "steps": [],
              "steps_methods": ["ancestral", "ddim"], "steps_guidance": "cfg:3.0"},
     "metrics": {
         "names": ["fid", "is", "precision", "recall", "clip_score"],
@@ -81,6 +82,7 @@ CHOICES = {
     ("run", "dtype"): ("float32", "float16", "bfloat16"),
     ("run", "save_images"): ("none", "png", "npz"),
     ("sampler", "method"): ("ancestral", "ddim"),
+    ("grid", "clip_method"): ("", "ancestral", "ddim"),
     ("captions", "source"): ("coco", "toy", "file"),
 }
 KNOWN_METRICS = ("fid", "is", "precision", "recall", "clip_score")
@@ -99,7 +101,8 @@ class Setting:
     """One point of the grid: family 'none' (unguided), 'cfg', 'clip', or 'steps'.
 
     A 'steps' setting overrides [sampler]: it samples with `method` and base `respacing`,
-    guided by `guided_by` ('none' or 'cfg') at `scale`. Other settings leave them None.
+    guided by `guided_by` ('none' or 'cfg') at `scale`. A 'clip' setting has `method` when
+    `[grid] clip_method` differs from [sampler]'s. Other settings leave them None.
     """
 
     family: str
@@ -145,7 +148,8 @@ class SweepConfig:
         grid = self.data["grid"]
         out = [Setting("none", 0.0)] if grid["unguided"] else []
         out += [Setting("cfg", float(s)) for s in grid["cfg"]]
-        out += [Setting("clip", float(s)) for s in grid["clip"]]
+        clip_method = grid["clip_method"] if grid["clip_method"] != self.data["sampler"]["method"] else ""
+        out += [Setting("clip", float(s), clip_method or None) for s in grid["clip"]]
         guided_by, scale = parse_steps_guidance(grid["steps_guidance"])
         out += [Setting("steps", scale, method, respacing, guided_by)
                 for method in grid["steps_methods"] for respacing in grid["steps"]]
@@ -158,6 +162,8 @@ class SweepConfig:
         if not d["grid"].get("steps"):  # configs without steps keep the hash they had before
             for key in STEPS_KEYS:
                 d["grid"].pop(key, None)
+        if d["grid"].get("clip_method") in ("", d["sampler"]["method"]):  # nor configs without its own clip_method
+            d["grid"].pop("clip_method", None)
         return d
 
     @property

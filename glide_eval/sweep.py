@@ -176,7 +176,7 @@ def init_distributed(device: str) -> Dist:
 
 def shard_key(gen_hash: str, setting: Setting, sample_ids: list[int], captions: list[str]) -> str:
     key = [setting.family, setting.scale]
-    if setting.family == "steps":  # the sampler overrides; other settings keep their old keys
+    if setting.method is not None:  # the sampler overrides; other settings keep their old keys
         key += [setting.method, setting.respacing, setting.guided_by]
     return sha256_json({"generation": gen_hash, "setting": key,
                         "sample_ids": [sample_ids[0], sample_ids[-1] + 1], "captions": captions})

@@ -67,10 +67,10 @@ def make_components(config, device: str) -> Components:
 
     def generate(captions, sample_ids, setting):
         time.sleep(delay)
-        if setting.family == "steps":  # the sampler this setting asks for
+        if setting.method is not None:  # the sampler this setting asks for (steps, clip_method)
             method, respacing = setting.sampler(config)
             sampler = {"method": method, "steps": count_steps(respacing)}
-            family = setting.guided_by
+            family = setting.guided_by or setting.family
         else:
             sampler, family = {}, setting.family
         images = np.stack([fake_image(seed, i, c, family, setting.scale, size, **sampler)

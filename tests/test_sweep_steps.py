@@ -125,3 +125,31 @@ def test_a_steps_setting_sampling_like_another_shares_its_shards(tmp_path):
         assert df.loc["steps-ancestral-250", m] == df.loc["cfg-2", m]
     assert df.loc["steps-ancestral-250", "base_respacing"] == "250"
     assert run_sweep(config, progress=False, log=lambda m: None)["shards_run"] == 0
+
+
+def test_clip_method_samples_the_clip_settings_with_their_own_method(tmp_path):
+    path = write_config(tmp_path, extra="")
+    path.write_text(path.read_text().replace("clip = [2.0]\n", 'clip = [2.0]\nclip_method = "ddim"\n'))
+    config = load_config(path)
+    clip = config.settings[-1]
+    assert clip == Setting("clip", 2.0, "ddim") and clip.name == "clip-2"
+    assert clip.sampler(config) == ("ddim", "250") and config.settings[1].sampler(config) == ("ancestral", "250")
+    run_sweep(config, progress=False, log=lambda m: None)
+    captions = json.loads((config.output_dir / "captions.json").read_text())
+    df = pd.read_parquet(config.output_dir / "results.parquet").set_index("setting")
+    assert df.loc["clip-2", "method"] == "ddim" and df.loc["cfg-3", "method"] == "ancestral"
+    images = np.stack([fakes.fake_image(7, i, c, "clip", 2.0, 8, method="ddim", steps=250)
+                       for i, c in enumerate(captions)])
+    expected = fakes.compute_metrics(fakes.featurize(images, captions), captions, False)
+    for m in METRICS:
+        assert df.loc["clip-2", m] == pytest.approx(expected[m], rel=1e-12), m
+    assert run_sweep(config, progress=False, log=lambda m: None)["shards_run"] == 0
+    # naming [sampler]'s own method changes nothing: same settings, same hash as without the key
+    same = path.read_text().replace('clip_method = "ddim"', 'clip_method = "ancestral"')
+    (tmp_path / "same.toml").write_text(same)
+    plain = load_config(write_config(tmp_path, "plain.toml"))
+    assert load_config(tmp_path / "same.toml").settings == plain.settings
+    assert load_config(tmp_path / "same.toml").config_hash == plain.config_hash != config.config_hash
+    (tmp_path / "bad.toml").write_text(path.read_text().replace('"ddim"', '"plms"'))
+    with pytest.raises(ConfigError, match=r"bad\.toml: \[grid[.]clip_method\].*plms"):
+        load_config(tmp_path / "bad.toml")

@@ -1,7 +1,7 @@
 """Check that the toy world behaves like the paper: as the classifier-free guidance scale
 grows, CLIP score and precision rise, recall falls, FID is lowest at a modest scale.
 
-    python -m glide_eval.toy.evaluate --n 200 --scales 0,1,2,3,5,8 [--respacing 25] [--json]
+    python -m glide_eval.toy.evaluate --n 1024 --scales 0,1.5,3,5,8 [--method ddim] [--respacing 20] [--json]
 
 Scale 0 means unguided (conditional model alone). Base resolution, toy extractors, references
 are validation images at that resolution (indices n.. 2n, disjoint from the captions' scenes).
@@ -15,8 +15,9 @@ import torch
 from glide_eval.toy.world import ATTRIBUTES, dataset, parse_caption, sample_captions
 
 
-def guidance_trend(n: int = 200, scales=(0, 1, 2, 3, 5, 8), respacing: str = "25", seed: int = 0,
-                   upsample: bool = False, batch_size: int = 100, progress: bool = False) -> list[dict]:
+def guidance_trend(n: int = 200, scales=(0, 1, 2, 3, 5, 8), respacing: str = "20", seed: int = 0,
+                   upsample: bool = False, batch_size: int = 100, progress: bool = False,
+                   method: str = "ddim") -> list[dict]:
     """One row per guidance scale: fid, precision, recall, is, clip_score, attribute accuracies."""
     from metrics.calculate import calculate_metrics
     from metrics.clip_score import clip_scores
@@ -36,7 +37,7 @@ def guidance_trend(n: int = 200, scales=(0, 1, 2, 3, 5, 8), respacing: str = "25
     for scale in scales:
         guidance = ("none", 0.0) if scale == 0 else ("cfg", float(scale))
         result = sample_images(models, captions, list(range(n)), seed, guidance=guidance, respacing=respacing,
-                               upsample=upsample, batch_size=batch_size, progress=progress)
+                               sampler=method, upsample=upsample, batch_size=batch_size, progress=progress)
         feats = classifier(result.images)
         scores, truncated = clip_scores(clip, result.images, captions)
         gen = {"pool": feats["pool"].numpy(), "logits_unbiased": feats["logits_unbiased"].numpy(),
@@ -53,13 +54,15 @@ def guidance_trend(n: int = 200, scales=(0, 1, 2, 3, 5, 8), respacing: str = "25
 @click.command()
 @click.option("--n", default=200, show_default=True)
 @click.option("--scales", default="0,1,2,3,5,8", show_default=True)
-@click.option("--respacing", default="25", show_default=True)
+@click.option("--method", type=click.Choice(["ddim", "ancestral"]), default="ddim", show_default=True)
+@click.option("--respacing", default="20", show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--upsample", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
-def main(n, scales, respacing, seed, upsample, as_json):
+def main(n, scales, method, respacing, seed, upsample, as_json):
     torch.set_num_threads(2)
-    rows = guidance_trend(n, [float(s) for s in scales.split(",")], respacing, seed, upsample, progress=True)
+    rows = guidance_trend(n, [float(s) for s in scales.split(",")], respacing, seed, upsample, progress=True,
+                          method=method)
     if as_json:
         from glide_eval.cli import echo_json
 
