@@ -54,9 +54,9 @@ def test_classifier_far_above_chance(validation):
     assert extractor.weights_sha256 == M.sha256_file(M.weight_path("classifier"))
     pred = extractor.predict(images)
     acc = {k: float((pred[k].numpy() == labels[k]).mean()) for k in ATTRIBUTES}
-    for k in ("colour", "background", "count", "size"):
-        assert acc[k] > 0.75 and acc[k] > 2 * CHANCE[k] or acc[k] > 0.85, (k, acc)
-    assert acc["shape"] > CHANCE["shape"] + 0.05, acc
+    # measured (manifest, validation 0..499): shape 0.982, size 0.994, count 0.994, colour and background 1.0
+    for k in ATTRIBUTES:
+        assert acc[k] > 0.9, (k, acc)
     # the extractor interface: features for FID / IS, any image size
     out = extractor(images[:10])
     assert out["pool"].shape == (10, extractor.dims["pool"]) and out["pool"].dtype == torch.float32
@@ -89,14 +89,14 @@ def test_toy_clip_retrieval_above_chance(validation):
     assert float(cos.mean()) > float((img * txt.roll(1, 0)).sum(1).mean()) + 0.05
 
 
-@_have("base", "classifier")
-def test_unguided_samples_match_caption_attributes():
+@pytest.fixture(scope="module")
+def unguided():
+    """(classifier predictions for 40 unguided base samples, the attributes their captions name)."""
     from samplers.pipeline import sample_images
 
     from glide_eval.toy import load_toy_models, sample_captions
     from metrics.extractors import create_extractor
 
-    torch.manual_seed(0)
     models = load_toy_models()
     captions = sample_captions(40, seed=3)
     result = sample_images(models, captions, list(range(40)), seed=0, guidance="none", respacing="25",
@@ -104,10 +104,22 @@ def test_unguided_samples_match_caption_attributes():
     assert result.images.shape == (40, 3, M.BASE_RESOLUTION, M.BASE_RESOLUTION) and not result.nan_samples
     pred = create_extractor("toy-classifier").predict(result.images)
     wanted = [parse_caption(c) for c in captions]
+    return {k: float(np.mean([int(pred[k][i]) == w[k] for i, w in enumerate(wanted)])) for k in ATTRIBUTES}
+
+
+@_have("base", "classifier")
+def test_unguided_samples_match_caption_attributes(unguided):
     # measured on these 40 captions: colour 0.95+, background 1.0, size ~0.85, count ~0.6
     for k, factor in (("colour", 4.0), ("background", 4.0), ("size", 1.4), ("count", 1.6)):
-        acc = np.mean([int(pred[k][i]) == w[k] for i, w in enumerate(wanted)])
-        assert acc > factor * CHANCE[k], (k, acc)
+        assert unguided[k] > factor * CHANCE[k], (k, unguided)
+
+
+@_have("base", "classifier")
+@pytest.mark.xfail(strict=True, reason="known limit (issue 7): the shipped base model does not draw the "
+                   "caption's shape (unguided shape accuracy 0.29 on 1024 captions, chance 0.25, real "
+                   "images 0.98); remove this mark once it does")
+def test_unguided_samples_draw_the_caption_shape(unguided):
+    assert unguided["shape"] > 2 * CHANCE["shape"], unguided
 
 
 @_have("noised_clip")

@@ -45,7 +45,7 @@ from glide_eval.toy.world import ATTRIBUTES, dataset
 SEED = 0
 STAGES = ("classifier", "clip", "base", "noised_clip", "upsample")
 CONFIG = {
-    "classifier": dict(n_train=20000, steps=1500, batch=64, lr=3e-3, options=toy_models.CLASSIFIER_OPTIONS),
+    "classifier": dict(n_train=20000, steps=4000, batch=64, lr=3e-3, options=toy_models.CLASSIFIER_OPTIONS),
     "clip": dict(n_train=20000, steps=400, batch=64, lr=3e-3, options=toy_models.CLIP_OPTIONS),
     "base": dict(n_train=20000, steps=3800, batch=64, lr=2e-3, p_uncond=0.2, ema=0.995, max_weight=100.0,
                  high_noise=0.4, options=toy_models.BASE_OPTIONS),
