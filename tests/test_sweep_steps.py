@@ -128,7 +128,7 @@ def test_a_steps_setting_sampling_like_another_shares_its_shards(tmp_path):
 
 
 def test_clip_method_samples_the_clip_settings_with_their_own_method(tmp_path):
-    path = write_config(tmp_path, extra="")
+    path = write_config(tmp_path)
     path.write_text(path.read_text().replace("clip = [2.0]\n", 'clip = [2.0]\nclip_method = "ddim"\n'))
     config = load_config(path)
     clip = config.settings[-1]
