@@ -148,8 +148,7 @@ class SweepConfig:
         grid = self.data["grid"]
         out = [Setting("none", 0.0)] if grid["unguided"] else []
         out += [Setting("cfg", float(s)) for s in grid["cfg"]]
-        clip_method = grid["clip_method"] if grid["clip_method"] != self.data["sampler"]["method"] else ""
-        out += [Setting("clip", float(s), clip_method or None) for s in grid["clip"]]
+        out += [Setting("clip", float(s), grid["clip_method"] or None) for s in grid["clip"]]
         guided_by, scale = parse_steps_guidance(grid["steps_guidance"])
         out += [Setting("steps", scale, method, respacing, guided_by)
                 for method in grid["steps_methods"] for respacing in grid["steps"]]
@@ -162,7 +161,7 @@ class SweepConfig:
         if not d["grid"].get("steps"):  # configs without steps keep the hash they had before
             for key in STEPS_KEYS:
                 d["grid"].pop(key, None)
-        if d["grid"].get("clip_method") in ("", d["sampler"]["method"]):  # nor configs without its own clip_method
+        if not d["grid"].get("clip_method"):  # nor do configs without clip_method
             d["grid"].pop("clip_method", None)
         return d
 
@@ -243,6 +242,8 @@ def validate(raw: dict, source: Path | None = None, resolve_paths: bool = True) 
     for (section, key), choices in CHOICES.items():
         if data[section][key] not in choices:
             fail(f"{section}.{key}", f"must be one of {list(choices)}, got {data[section][key]!r}")
+    if data["grid"]["clip_method"] == data["sampler"]["method"]:
+        data["grid"]["clip_method"] = ""  # [sampler]'s own method: clip settings as without the key
     for section, key in POSITIVE:
         if data[section][key] <= 0:
             fail(f"{section}.{key}", f"must be positive, got {data[section][key]}")
