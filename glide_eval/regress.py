@@ -222,15 +222,15 @@ def sample_run(config: SweepConfig, components: Components, captions: list[str],
     write_run_files(run_dir, config, components.provenance, captions, gen_hash)
     plan = make_plan(config)
     sources = {s.name: plan.sources.get(s.name, s) for s in settings}  # settings sharing samples
+    sampled = list(dict.fromkeys(sources.values()))
     todo = []
-    for setting in dict.fromkeys(sources.values()):
+    for setting in sampled:
         for k, (start, stop) in enumerate(plan.shards):
             ids = list(range(start, stop))
             key = shard_key(gen_hash, setting, ids, captions[start:stop])
             if store.finished_record(run_dir, setting.name, k, key, save_images) is None:
                 todo.append((setting, k, ids, key))
-    n_units = len(plan.shards) * len(set(sources.values()))
-    log(f"{run_dir}: {n_units - len(todo)} shards already finished, {len(todo)} to run")
+    log(f"{run_dir}: {len(plan.shards) * len(sampled) - len(todo)} shards already finished, {len(todo)} to run")
     run_units(components, config, run_dir, todo, captions, save_images, progress, "")
     out = {}
     for setting in settings:
