@@ -31,9 +31,12 @@ test: $(VENV)/.installed
 test-all: $(VENV)/.installed
 	$(TEST_ENV) $(PY) -m pytest -q
 
-# Sweeps: NPROC=N spreads the shards over N processes with torchrun (one GPU each on CUDA).
-NPROC ?= 1
-RUN := $(if $(filter 1,$(NPROC)),$(VENV)/bin/glide-eval,$(VENV)/bin/torchrun --nproc-per-node $(NPROC) -m glide_eval)
+# Sweeps spread their shards over NPROC processes with torchrun: by default one per GPU, or on
+# a machine without one, one single-threaded process per CPU core (the toy models are too small
+# to keep two threads busy: the default sweep at 512 captions took 137 s on 2 cores, 154 s as
+# one 2-thread process, with equal results). NPROC=1: one process, no torchrun.
+NPROC ?= auto
+RUN := $(if $(filter 1,$(NPROC)),$(VENV)/bin/glide-eval,$(VENV)/bin/torchrun --standalone --nproc-per-node $(NPROC) -m glide_eval)
 
 sweep: $(VENV)/.installed
 	$(RUN) sweep $(or $(CONFIG),glide_eval/configs/default.toml) --report

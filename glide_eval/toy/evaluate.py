@@ -1,7 +1,7 @@
 """Check that the toy world behaves like the paper: as the classifier-free guidance scale
 grows, CLIP score and precision rise, recall falls, FID is lowest at a modest scale.
 
-    python -m glide_eval.toy.evaluate --n 1024 --scales 0,1.5,3,5,8 [--method ddim] [--respacing 20] [--json]
+    python -m glide_eval.toy.evaluate --n 1024 --scales 0,1.5,3,5,8 [--method ddim] [--respacing 10] [--json]
 
 Scale 0 means unguided (conditional model alone). Base resolution, toy extractors, references
 are validation images at that resolution (indices n.. 2n, disjoint from the captions' scenes).
@@ -15,7 +15,7 @@ import torch
 from glide_eval.toy.world import ATTRIBUTES, dataset, parse_caption, sample_captions
 
 
-def guidance_trend(n: int = 200, scales=(0, 1, 2, 3, 5, 8), respacing: str = "20", seed: int = 0,
+def guidance_trend(n: int = 200, scales=(0, 1, 2, 3, 5, 8), respacing: str = "10", seed: int = 0,
                    upsample: bool = False, batch_size: int = 100, progress: bool = False,
                    method: str = "ddim") -> list[dict]:
     """One row per guidance scale: fid, precision, recall, is, clip_score, attribute accuracies."""
@@ -55,7 +55,7 @@ def guidance_trend(n: int = 200, scales=(0, 1, 2, 3, 5, 8), respacing: str = "20
 @click.option("--n", default=200, show_default=True)
 @click.option("--scales", default="0,1,2,3,5,8", show_default=True)
 @click.option("--method", type=click.Choice(["ddim", "ancestral"]), default="ddim", show_default=True)
-@click.option("--respacing", default="20", show_default=True)
+@click.option("--respacing", default="10", show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--upsample", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)

@@ -47,7 +47,7 @@ STAGES = ("classifier", "clip", "base", "noised_clip", "upsample")
 CONFIG = {
     "classifier": dict(n_train=20000, steps=4000, batch=64, lr=3e-3, options=toy_models.CLASSIFIER_OPTIONS),
     "clip": dict(n_train=20000, steps=400, batch=64, lr=3e-3, options=toy_models.CLIP_OPTIONS),
-    "base": dict(n_train=20000, steps=3800, batch=64, lr=2e-3, p_uncond=0.2, ema=0.995, max_weight=100.0,
+    "base": dict(n_train=20000, steps=6000, batch=64, lr=2e-3, p_uncond=0.2, ema=0.995, max_weight=100.0,
                  high_noise=0.4, options=toy_models.BASE_OPTIONS),
     "noised_clip": dict(n_train=20000, steps=600, batch=64, lr=2e-3, options=toy_models.NOISED_CLIP_CONFIG),
     "upsample": dict(n_train=20000, steps=2600, batch=32, lr=2e-3, ema=0.995, max_weight=100.0, high_noise=0.3,
@@ -365,7 +365,9 @@ def train_base(cfg, out: Path, cache: Path | None) -> dict:
     images, captions, _ = _cached_dataset(cfg["n_train"], "train", 32, cache)
     x_all = _images_at(images, options_size(cfg))
     options = cfg["options"]
-    model = toy_models.build("base", options).train()
+    # NCHW: at this width CPU training steps are faster than in the UNet's default channels-last
+    # (batch 64, 1 thread: 0.42 vs 0.57 s alone, 0.47 vs 0.52 s beside another training job)
+    model = toy_models.build("base", options).use_channels_last(False).train()
     _zero_output(model)
     ema = EMA(model, cfg["ema"])
     tables = DiffusionTables(options["noise_schedule"])
