@@ -31,18 +31,20 @@ test: $(VENV)/.installed
 test-all: $(VENV)/.installed
 	$(TEST_ENV) $(PY) -m pytest -q
 
-# Sweeps spread their shards over NPROC processes with torchrun: by default one per GPU, or on
-# a machine without one, one single-threaded process per CPU core (the toy models are too small
-# to keep two threads busy: the default sweep at 512 captions took 137 s on 2 cores, 154 s as
-# one 2-thread process, with equal results). NPROC=1: one process, no torchrun.
-NPROC ?= auto
-RUN := $(if $(filter 1,$(NPROC)),$(VENV)/bin/glide-eval,$(VENV)/bin/torchrun --standalone --nproc-per-node $(NPROC) -m glide_eval)
+# NPROC=N spreads a sweep's shards over N processes with torchrun (one GPU each on CUDA;
+# `auto`: one per GPU, or without one, one single-threaded process per CPU core). The default
+# sweep (toy models) uses `auto`: its models are too small to keep two threads busy, and at 512
+# captions it took 137 s on 2 cores against 154 s as one 2-thread process, with equal results.
+# Other configs run one process unless NPROC says otherwise (a process per core, each holding
+# the full GLIDE models, could exhaust a CPU machine's memory).
+NPROC ?=
+run = $(if $(filter 1,$(1)),$(VENV)/bin/glide-eval,$(VENV)/bin/torchrun --standalone --nproc-per-node $(1) -m glide_eval)
 
 sweep: $(VENV)/.installed
-	$(RUN) sweep $(or $(CONFIG),glide_eval/configs/default.toml) --report
+	$(call run,$(or $(NPROC),$(if $(CONFIG),1,auto))) sweep $(or $(CONFIG),glide_eval/configs/default.toml) --report
 
 table2: $(VENV)/.installed
-	$(RUN) sweep glide_eval/configs/table2.toml --report
+	$(call run,$(or $(NPROC),1)) sweep glide_eval/configs/table2.toml --report
 
 toy-models: $(VENV)/.installed
 	$(PY) -m glide_eval.toy.train --out glide_eval/assets
