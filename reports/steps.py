@@ -28,6 +28,12 @@ def steps_rows(df: pd.DataFrame) -> pd.DataFrame:
     return part.assign(steps=[count_steps(r) for r in part["base_respacing"]]).dropna(subset=["fid"])
 
 
+def steps_title(part: pd.DataFrame) -> str:
+    """The figure's title, naming the guidance the steps rows were sampled with (scale 0: unguided)."""
+    guidance = ", ".join("unguided" if s == 0 else f"classifier-free scale {s:g}" for s in sorted(set(part["scale"])))
+    return f"FID vs number of sampling steps ({guidance})"
+
+
 def plot_steps(df: pd.DataFrame, out_dir: Path, stem: str = "steps") -> list[Path]:
     """Write STEM.png and STEM.pdf atomically; returns their paths (none without steps rows)."""
     part = steps_rows(df)
@@ -44,7 +50,7 @@ def plot_steps(df: pd.DataFrame, out_dir: Path, stem: str = "steps") -> list[Pat
     ax.minorticks_off()
     ax.set_xlabel("sampling steps (base model)")
     ax.set_ylabel("FID (lower is better)")
-    ax.set_title("FID vs number of sampling steps")
+    ax.set_title(steps_title(part), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(frameon=False)
     fig.tight_layout()

@@ -111,13 +111,15 @@ def with_steps_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 def test_steps_figure_and_figure6_without_the_steps_family(tmp_path):
     from reports.figure6 import plot_figure6
-    from reports.steps import plot_steps, steps_rows
+    from reports.steps import plot_steps, steps_rows, steps_title
 
     plain, mixed = synthetic_results(), with_steps_rows(synthetic_results())
     assert plot_steps(plain, tmp_path / "none") == []
     a = plot_figure6(plain, tmp_path / "a")[0].read_bytes()
     assert plot_figure6(mixed, tmp_path / "b")[0].read_bytes() == a  # steps rows are not drawn
     assert list(steps_rows(mixed).sort_values(["method", "steps"])["steps"]) == [10, 25, 50] * 2
+    assert steps_title(steps_rows(mixed)).endswith("(classifier-free scale 3)")
+    assert steps_title(steps_rows(mixed).assign(scale=0.0)).endswith("(unguided)")
     mixed.to_parquet(tmp_path / "results.parquet")
     out = build_report(tmp_path)
     assert Image.open(out["steps_png"]).size[0] > 0
