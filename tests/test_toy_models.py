@@ -110,17 +110,10 @@ def unguided():
 
 @_have("base", "classifier")
 def test_unguided_samples_match_caption_attributes(unguided):
-    # measured on these 128 captions: colour 0.945, background 0.922, size 0.797, count 0.625, shape 0.406
-    for k, factor in (("colour", 4.0), ("background", 4.0), ("size", 1.5), ("count", 1.75), ("shape", 1.4)):
+    # measured on these 128 captions: colour 0.945, background 0.891, size 0.922, count 0.859, shape 0.570
+    # (real images: shape 0.98, the others ~1.0)
+    for k, factor in (("colour", 5.0), ("background", 4.0), ("size", 1.7), ("count", 2.25), ("shape", 2.0)):
         assert unguided[k] > factor * CHANCE[k], (k, unguided)
-
-
-@_have("base", "classifier")
-@pytest.mark.xfail(strict=True, reason="known limit (issue 7): the shipped base model draws the caption's "
-                   "shape well above chance but not yet far above it (unguided shape accuracy 0.41 on 1024 "
-                   "captions, chance 0.25, real images 0.98); remove this mark once it does")
-def test_unguided_samples_draw_the_caption_shape(unguided):
-    assert unguided["shape"] > 2 * CHANCE["shape"], unguided
 
 
 @_have("noised_clip")

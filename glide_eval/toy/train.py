@@ -13,7 +13,9 @@ Stages (each writes `<stage>.pt`, `train_log_<stage>.csv` and updates `manifest.
   coarse image from low_res rather than x_t.
 The two diffusion models weight the eps MSE toward high noise (`hybrid_loss`, `max_weight`,
 `high_noise`): with the plain loss the base model never learned what only the caption tells at
-high noise (its backgrounds matched captions at chance).
+high noise (its backgrounds matched captions at chance). The base takes a tenth of the
+upsampler's emphasis: more starved the low-noise steps, where shapes are drawn (unguided shape
+accuracy on 512 captions after 6400 steps: 0.44 at max_weight 100 / high_noise 0.4, 0.60 at 10 / 0.2).
 `--jobs 2` (default) trains two stages at a time in one-thread processes.
 Seeds are fixed and torch runs deterministically; the manifest records config, seed,
 per-file sha256, measured metrics, training time and package versions.
@@ -47,8 +49,8 @@ STAGES = ("classifier", "clip", "base", "noised_clip", "upsample")
 CONFIG = {
     "classifier": dict(n_train=20000, steps=4000, batch=64, lr=3e-3, options=toy_models.CLASSIFIER_OPTIONS),
     "clip": dict(n_train=20000, steps=400, batch=64, lr=3e-3, options=toy_models.CLIP_OPTIONS),
-    "base": dict(n_train=20000, steps=6000, batch=64, lr=2e-3, p_uncond=0.2, ema=0.995, max_weight=100.0,
-                 high_noise=0.4, options=toy_models.BASE_OPTIONS),
+    "base": dict(n_train=20000, steps=6400, batch=64, lr=2e-3, p_uncond=0.2, ema=0.995, max_weight=10.0,
+                 high_noise=0.2, options=toy_models.BASE_OPTIONS),
     "noised_clip": dict(n_train=20000, steps=600, batch=64, lr=2e-3, options=toy_models.NOISED_CLIP_CONFIG),
     "upsample": dict(n_train=20000, steps=2600, batch=32, lr=2e-3, ema=0.995, max_weight=100.0, high_noise=0.3,
                      shift=1.0, options=toy_models.UPSAMPLE_OPTIONS),
