@@ -24,7 +24,7 @@ def guidance_trend(n: int = 200, scales=(0, 1, 2, 3, 5, 8), respacing: str = "10
     from metrics.extractors import create_extractor
     from samplers.pipeline import sample_images
 
-    from glide_eval.toy.models import load_toy_models
+    from glide_eval.toy.models import UPSAMPLE_TEMPERATURE, load_toy_models
 
     models = load_toy_models(upsample=upsample)
     classifier, clip = create_extractor("toy-classifier"), create_extractor("toy-clip")
@@ -37,7 +37,8 @@ def guidance_trend(n: int = 200, scales=(0, 1, 2, 3, 5, 8), respacing: str = "10
     for scale in scales:
         guidance = ("none", 0.0) if scale == 0 else ("cfg", float(scale))
         result = sample_images(models, captions, list(range(n)), seed, guidance=guidance, respacing=respacing,
-                               sampler=method, upsample=upsample, batch_size=batch_size, progress=progress)
+                               sampler=method, upsample=upsample, upsample_temp=UPSAMPLE_TEMPERATURE,
+                               batch_size=batch_size, progress=progress)
         feats = classifier(result.images)
         scores, truncated = clip_scores(clip, result.images, captions)
         gen = {"pool": feats["pool"].numpy(), "logits_unbiased": feats["logits_unbiased"].numpy(),
