@@ -213,3 +213,13 @@ def test_parallel_jobs_train_the_same_weights(tmp_path, monkeypatch):
     manifest = json.loads((tmp_path / "par" / "manifest.json").read_text())
     assert set(manifest["files"]) == {"classifier.pt", "clip.pt"}
     assert manifest["files"]["clip.pt"]["config"]["steps"] == 4
+
+
+def test_training_data_is_the_same_with_or_without_the_render_cache(tmp_path):
+    """Same values AND the same memory layout: renders are a transposed view, and strides change
+    which conv kernels run, so a cache hit used to train different weights' bits than a render."""
+    rendered = T._cached_dataset(8, "train", 16, None)
+    T._cached_dataset(8, "train", 16, tmp_path)  # writes the cache
+    cached = T._cached_dataset(8, "train", 16, tmp_path)  # reads it
+    assert np.array_equal(rendered[0], cached[0]) and rendered[1] == cached[1]
+    assert rendered[0].strides == cached[0].strides and rendered[0].flags["C_CONTIGUOUS"]

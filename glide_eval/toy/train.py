@@ -69,6 +69,9 @@ def _cached_dataset(n: int, split: str, size: int, cache_dir: Path | None):
         labels = {k: blob[f"label_{k}"] for k in ATTRIBUTES}
         return blob["images"], [str(c) for c in blob["captions"]], labels
     images, captions, labels = dataset(n, split, size, seed=SEED)
+    # renders are a transposed view; the cache returns contiguous arrays, and training must not
+    # depend on which path it took (strides change conv kernels, hence the weights' bits)
+    images = np.ascontiguousarray(images)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
