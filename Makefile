@@ -47,7 +47,7 @@ table2: $(VENV)/.installed
 	$(call run,$(or $(NPROC),1)) sweep glide_eval/configs/table2.toml --report
 
 toy-models: $(VENV)/.installed
-	$(PY) -m glide_eval.toy.train --out glide_eval/assets
+	$(VENV)/bin/glide-eval toy-models --out glide_eval/assets
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

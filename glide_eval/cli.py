@@ -12,6 +12,8 @@ import sys
 
 import click
 
+from glide_eval.allocator import tune_glibc_malloc
+
 # command name -> "module:attribute" of a click.Command
 COMMANDS: dict[str, str] = {
     "parity": "glide_eval.parity:parity_command",
@@ -52,6 +54,7 @@ def main():
 
     Every command that prints results takes `--json` for machine-readable output.
     """
+    tune_glibc_malloc()  # see glide_eval/allocator.py
 
 
 if __name__ == "__main__":  # pragma: no cover
