@@ -64,9 +64,10 @@ SCHEMA: dict[str, dict[str, object]] = {
     "captions": {"source": "coco", "path": "", "n": 30000, "seed": 0},
     # clip_method: the sampling method of the CLIP-guided settings ("": [sampler] method).
     # steps: base respacings sampled with each of steps_methods at steps_guidance
-    # ("unguided" or "cfg:SCALE"), as extra settings of family "steps" (FID vs number of steps)
+    # ("unguided" or "cfg:SCALE"), as extra settings of family "steps" (FID vs number of steps),
+    # on the first steps_n captions (0: all; else a multiple of [run] shard_size)
     "grid": {"unguided": True, "cfg": [], "clip": [], "clip_method": "", "steps": [],
-             "steps_methods": ["ancestral", "ddim"], "steps_guidance": "cfg:3.0"},
+             "steps_methods": ["ancestral", "ddim"], "steps_guidance": "cfg:3.0", "steps_n": 0},
     "metrics": {
         "names": ["fid", "is", "precision", "recall", "clip_score"],
         "reference": "",  # cached reference statistics (.npz); built there when absent or stale
@@ -93,7 +94,7 @@ PATH_KEYS = {
 }
 # keys that do not change what a sweep produces
 UNHASHED = {("run", "output_dir"), ("run", "save_images")}
-STEPS_KEYS = ("steps", "steps_methods", "steps_guidance")  # hashed only when steps are given
+STEPS_KEYS = ("steps", "steps_methods", "steps_guidance", "steps_n")  # hashed only when steps are given
 
 
 @dataclass(frozen=True)
@@ -119,6 +120,12 @@ class Setting:
 
     @property
     def guidance(self) -> tuple[str, float]:
+        """What the sampler is given. CLIP scale 0 is the conditional model alone ("none"):
+        the CLIP family's own unguided point when it samples with another method
+        (`clip_method`) than the other settings. (Classifier-free scale 0 is the
+        unconditional model, and stays a cfg setting.)"""
+        if self.family == "clip" and self.scale == 0:
+            return ("none", 0.0)
         return (self.guided_by or self.family, self.scale)
 
     def sampler(self, config: "SweepConfig") -> tuple[str, str]:
@@ -143,6 +150,16 @@ class SweepConfig:
     def output_dir(self) -> Path:
         return Path(self.data["run"]["output_dir"])
 
+    def n_samples(self, setting: Setting) -> int:
+        """Samples of one setting: the first `[grid] steps_n` captions for a steps setting, else all."""
+        n, steps_n = self.data["captions"]["n"], self.data["grid"]["steps_n"]
+        return steps_n if setting.family == "steps" and 0 < steps_n < n else n
+
+    @property
+    def clip_guided(self) -> bool:
+        """Whether a setting needs the noised CLIP (a CLIP scale above 0)."""
+        return any(s.guidance[0] == "clip" for s in self.settings)
+
     @property
     def settings(self) -> list[Setting]:
         grid = self.data["grid"]
@@ -161,8 +178,9 @@ class SweepConfig:
         if not d["grid"].get("steps"):  # configs without steps keep the hash they had before
             for key in STEPS_KEYS:
                 d["grid"].pop(key, None)
-        if not d["grid"].get("clip_method"):  # nor do configs without clip_method
-            d["grid"].pop("clip_method", None)
+        for key in ("clip_method", "steps_n"):  # nor do configs without these keys
+            if not d["grid"].get(key):
+                d["grid"].pop(key, None)
         return d
 
     @property
@@ -265,6 +283,14 @@ def validate(raw: dict, source: Path | None = None, resolve_paths: bool = True) 
             fail(f"grid.{family}", f"scales repeat: {scales}")
         data["grid"][family] = [float(s) for s in scales]
     _check_steps(data["grid"], fail)
+    steps_n, shard_size = data["grid"]["steps_n"], data["run"]["shard_size"]
+    if steps_n < 0:
+        fail("grid.steps_n", f"must be >= 0 (0: all captions), got {steps_n}")
+    if steps_n >= data["captions"]["n"]:
+        data["grid"]["steps_n"] = 0  # all captions: the same sweep (and hash) as without the key
+    elif steps_n % shard_size:
+        fail("grid.steps_n", f"must be a multiple of [run] shard_size ({shard_size}) so that the steps "
+                             f"settings' shards are the first shards of the others, got {steps_n}")
     if not (data["grid"]["unguided"] or data["grid"]["cfg"] or data["grid"]["clip"] or data["grid"]["steps"]):
         fail("grid", "no settings: set unguided = true or give cfg / clip scales or steps")
     for name in data["metrics"]["names"]:

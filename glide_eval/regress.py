@@ -117,14 +117,15 @@ def aligned_n(n: int, total: int, shard_size: int, batch_size: int) -> int:
 
 def baseline_features(baseline: Baseline, settings: list[Setting], n: int) -> dict[str, dict]:
     """{setting: {"features": {name: [n, ...]}, "nan_count": int}} from the baseline shards
-    covering samples 0..n-1 (each shard verified against its record and sha256)."""
+    covering samples 0..n-1, or all of a setting's samples when it has fewer (`[grid] steps_n`);
+    each shard verified against its record and sha256."""
     plan = make_plan(baseline.config)
     gen_hash = baseline.run["generation_hash"]
     out = {}
     for wanted in settings:
         setting = plan.sources.get(wanted.name, wanted)  # a setting sharing another's samples
         parts, nan = [], 0
-        for k, (start, stop) in enumerate(plan.shards):
+        for k, (start, stop) in enumerate(plan.shards_of(wanted)):
             if start >= n:
                 break
             ids = list(range(start, stop))
@@ -138,6 +139,10 @@ def baseline_features(baseline: Baseline, settings: list[Setting], n: int) -> di
             nan += int(data["nan_count"])
         out[wanted.name] = {"features": _concat(parts), "nan_count": nan}
     return out
+
+
+def _n_rows(side: dict) -> int:
+    return len(next(iter(side["features"].values())))
 
 
 def _concat(parts: list[dict]) -> dict:
@@ -223,18 +228,19 @@ def sample_run(config: SweepConfig, components: Components, captions: list[str],
     plan = make_plan(config)
     sources = {s.name: plan.sources.get(s.name, s) for s in settings}  # settings sharing samples
     sampled = list(dict.fromkeys(sources.values()))
-    todo = []
+    todo, total = [], 0
     for setting in sampled:
-        for k, (start, stop) in enumerate(plan.shards):
+        for k, (start, stop) in enumerate(plan.shards_of(setting)):
             ids = list(range(start, stop))
             key = shard_key(gen_hash, setting, ids, captions[start:stop])
+            total += 1
             if store.finished_record(run_dir, setting.name, k, key, save_images) is None:
                 todo.append((setting, k, ids, key))
-    log(f"{run_dir}: {len(plan.shards) * len(sampled) - len(todo)} shards already finished, {len(todo)} to run")
+    log(f"{run_dir}: {total - len(todo)} shards already finished, {len(todo)} to run")
     run_units(components, config, run_dir, todo, captions, save_images, progress, "")
     out = {}
     for setting in settings:
-        shards = [store.load_shard(run_dir, sources[setting.name].name, k) for k in range(len(plan.shards))]
+        shards = [store.load_shard(run_dir, sources[setting.name].name, k) for k in range(plan.counts[setting.name])]
         out[setting.name] = {"features": _concat(shards),
                              "nan_count": int(sum(int(s["nan_count"]) for s in shards))}
     return out
@@ -379,12 +385,15 @@ def regress(baseline_dir, candidate_dir, *, config_path=None, n: int | None = No
     def compute(caps, feats):
         return components.compute_metrics(feats, list(caps), False)
 
-    rows = []
+    rows, sizes = [], {}
     for setting in settings:
         b, c = base_side[setting.name], cand_side[setting.name]
+        sizes[setting.name] = n_s = _n_rows(b)  # fewer than n_eff for steps settings under steps_n
+        if _n_rows(c) != n_s:
+            raise RegressError(f"{setting.name}: the baseline has {n_s} samples, the candidate {_n_rows(c)}")
         log(f"{setting.name}: paired bootstrap, {rounds} rounds")
         try:
-            result = compare_setting(compute, captions, b, c, metric_names, rounds, config["run"]["seed"])
+            result = compare_setting(compute, captions[:n_s], b, c, metric_names, rounds, config["run"]["seed"])
         except (KeyError, ValueError) as e:
             raise RegressError(f"{setting.name}: cannot compute the metrics: {type(e).__name__}: {e}") from None
         for m in metric_names:
@@ -396,7 +405,8 @@ def regress(baseline_dir, candidate_dir, *, config_path=None, n: int | None = No
 
     report = {
         "baseline": str(baseline.run_dir.resolve()), "candidate": str(candidate_dir.resolve()),
-        "out_dir": str(out_dir.resolve()), "n_requested": n_req, "n": n_eff, "bootstrap_rounds": rounds,
+        "out_dir": str(out_dir.resolve()), "n_requested": n_req, "n": n_eff,
+        "n_fewer": {k: v for k, v in sizes.items() if v != n_eff}, "bootstrap_rounds": rounds,
         "level": level, "comparisons": len(settings) * len(metric_names), "z": z,
         "settings": [s.name for s in settings], "metrics": metric_names, "rows": rows,
         "regressions": [f"{r['setting']}/{r['metric']}" for r in rows if r["verdict"] == "regression"],
@@ -436,7 +446,7 @@ def markdown(report: dict) -> str:
         "# Checkpoint regression test", "",
         f"- baseline run: `{report['baseline']}`", f"- candidate checkpoints: `{report['candidate']}`",
         f"- samples per setting: {report['n']} (first sample ids of the baseline; requested "
-        f"{report['n_requested']})",
+        f"{report['n_requested']})" + "".join(f"; {k}: {v}" for k, v in report.get("n_fewer", {}).items()),
         f"- intervals: paired bootstrap SE ({report['bootstrap_rounds']} rounds), difference ± "
         f"{report['z']:.3f}·SE ({report['level']:.0%} family-wise over {report['comparisons']} comparisons)",
         f"- result: **{'REGRESSION' if report['regressions'] else 'no regression'}**"

@@ -60,7 +60,8 @@ def compare_images(baseline, config: SweepConfig, settings: list[Setting], capti
     from glide_eval.regress import RegressError, sample_run
 
     n = len(captions)
-    base = {s.name: load_run_images(baseline.run_dir, s.name, n) for s in settings}
+    sizes = {s.name: len(next(iter(base_side[s.name]["features"].values()))) for s in settings}  # steps_n
+    base = {s.name: load_run_images(baseline.run_dir, s.name, sizes[s.name]) for s in settings}
     out = {"source": "saved", "reproduction": None, "settings": {}}
     if any(v is None for v in base.values()):
         regen_cfg = baseline.config.with_overrides(
@@ -86,12 +87,12 @@ def compare_images(baseline, config: SweepConfig, settings: list[Setting], capti
                                                - base_side[s.name]["features"][name].astype(np.float64))))
                      for name in base_side[s.name]["features"]}
             for s in settings}
-        base = {s.name: load_run_images(regen_cfg.output_dir, s.name, n) for s in settings}
+        base = {s.name: load_run_images(regen_cfg.output_dir, s.name, sizes[s.name]) for s in settings}
     for s in settings:
-        cand = load_run_images(config.output_dir, s.name, n)
+        cand = load_run_images(config.output_dir, s.name, sizes[s.name])
         if cand is None or base[s.name] is None:
             raise RegressError(f"{s.name}: sample images missing after sampling")
-        out["settings"][s.name] = pixel_differences(base[s.name], cand, captions)
+        out["settings"][s.name] = pixel_differences(base[s.name], cand, captions[:sizes[s.name]])
     out["identical"] = all(r["identical"] == r["n"] for r in out["settings"].values())
     return out
 

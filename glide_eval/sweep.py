@@ -45,25 +45,40 @@ class SweepError(RuntimeError):
 @dataclass
 class Plan:
     settings: list[Setting]
-    shards: list[tuple[int, int]]  # [start, stop) sample indices, the same for every setting
+    shards: list[tuple[int, int]]  # [start, stop) sample indices of the settings with every caption
     units: list[tuple[Setting, int]]
     sources: dict[str, Setting]    # setting name -> the setting whose shards hold its samples
+    counts: dict[str, int]         # setting name -> its number of shards: the first ones
 
     @property
     def n_samples(self) -> int:
         return self.shards[-1][1] if self.shards else 0
+
+    def shards_of(self, setting: Setting) -> list[tuple[int, int]]:
+        return self.shards[: self.counts[setting.name]]
+
+    def samples_of(self, setting: Setting) -> int:
+        shards = self.shards_of(setting)
+        return shards[-1][1] if shards else 0
 
 
 def make_plan(config: SweepConfig) -> Plan:
     n, size = config["captions"]["n"], config["run"]["shard_size"]
     shards = [(start, min(start + size, n)) for start in range(0, n, size)]
     settings = config.settings
-    # a setting that samples exactly like an earlier one (e.g. steps-ancestral-25 at cfg 3 and
-    # cfg-3 with [sampler] ancestral, 25) is measured on that one's shards, not sampled again
+    # [grid] steps_n is a multiple of shard_size: a steps setting samples the first shards
+    counts = {s.name: -(-config.n_samples(s) // size) for s in settings}
+    # a setting that samples exactly like another (e.g. steps-ancestral-25 at cfg 3 and cfg-3
+    # with [sampler] ancestral, 25) is measured on that one's shards, not sampled again: on
+    # those of the one with the most shards, the earliest of them on a tie
     first: dict[tuple, Setting] = {}
-    sources = {s.name: first.setdefault(s.sampling(config), s) for s in settings}
-    units = [(s, k) for s in settings if sources[s.name] is s for k in range(len(shards))]
-    return Plan(settings, shards, units, sources)
+    for s in settings:
+        best = first.get(s.sampling(config))
+        if best is None or counts[s.name] > counts[best.name]:
+            first[s.sampling(config)] = s
+    sources = {s.name: first[s.sampling(config)] for s in settings}
+    units = [(s, k) for s in settings if sources[s.name] is s for k in range(counts[s.name])]
+    return Plan(settings, shards, units, sources, counts)
 
 
 def model_evaluations(config: SweepConfig, setting: Setting) -> dict:
@@ -85,16 +100,15 @@ def model_evaluations(config: SweepConfig, setting: Setting) -> dict:
 
 def describe_plan(config: SweepConfig, run_dir: Path | None = None) -> dict:
     plan = make_plan(config)
-    n = plan.n_samples
     settings = []
     totals = {"base": 0, "clip": 0, "upsampler": 0}
     for s in plan.settings:
-        source = plan.sources[s.name]
+        source, n = plan.sources[s.name], plan.samples_of(s)
         per = model_evaluations(config, s) if source is s else {k: 0 for k in totals}
         for k in totals:
             totals[k] += per[k] * n
         settings.append({"setting": s.name, "family": s.family, "scale": s.scale,
-                         "samples": n, "shards": len(plan.shards), "samples_from": source.name,
+                         "samples": n, "shards": plan.counts[s.name], "samples_from": source.name,
                          "model_evaluations": {k: v * n for k, v in per.items()}})
     done, remaining_s = None, None
     if run_dir is not None and (run_dir / "shards").is_dir():
@@ -104,7 +118,7 @@ def describe_plan(config: SweepConfig, run_dir: Path | None = None) -> dict:
         "output_dir": str(config.output_dir),
         "resolution": config["sampler"]["resolution"],
         "engine": config["models"]["engine"],
-        "samples_per_setting": n,
+        "samples_per_setting": plan.n_samples,
         "shard_size": config["run"]["shard_size"],
         "shards_per_setting": len(plan.shards),
         "units": len(plan.units),
@@ -382,7 +396,7 @@ def merge(config: SweepConfig, components: Components, captions: list[str], gen_
         if plan.sources[setting.name] is not setting:
             continue
         records[setting.name] = []
-        for k, (start, stop) in enumerate(plan.shards):
+        for k, (start, stop) in enumerate(plan.shards_of(setting)):
             key = shard_key(gen_hash, setting, list(range(start, stop)), captions[start:stop])
             record = store.finished_record(run_dir, setting.name, k, key)
             if record is None:
@@ -401,25 +415,24 @@ def merge(config: SweepConfig, components: Components, captions: list[str], gen_
         return results
     rows, previews = [], {}
     for setting in plan.settings:
-        source = plan.sources[setting.name]
-        shards = [store.load_shard(run_dir, source.name, k) for k in range(len(plan.shards))]
+        source, n, count = plan.sources[setting.name], plan.samples_of(setting), plan.counts[setting.name]
+        shards = [store.load_shard(run_dir, source.name, k) for k in range(count)]
         ids = np.concatenate([s["sample_ids"] for s in shards])
-        if not np.array_equal(ids, np.arange(plan.n_samples)):
-            raise SweepError(f"{setting.name}: shards do not hold sample indices 0..{plan.n_samples - 1} "
-                             "exactly once")
+        if not np.array_equal(ids, np.arange(n)):
+            raise SweepError(f"{setting.name}: shards do not hold sample indices 0..{n - 1} exactly once")
         names = [k for k in shards[0] if k.startswith(store.FEATURE_PREFIX)]
         features = {k[len(store.FEATURE_PREFIX):]: np.concatenate([s[k] for s in shards]) for k in names}
         t = time.perf_counter()
         try:
-            metrics = components.compute_metrics(features, captions, config["metrics"]["ci"])
+            metrics = components.compute_metrics(features, captions[:n], config["metrics"]["ci"])
         except MissingComponentError:
             raise
         except (ValueError, RuntimeError) as e:
             raise SweepError(f"{setting.name}: computing the metrics failed: {e}") from e
         metric_s = time.perf_counter() - t
         nan_count = int(sum(int(s["nan_count"]) for s in shards))
-        timings = [r["timings"] for r in records[source.name]]
-        rows.append(result_row(config, setting, metrics, plan.n_samples, nan_count, timings,
+        timings = [r["timings"] for r in records[source.name][:count]]
+        rows.append(result_row(config, setting, metrics, n, nan_count, timings,
                                metric_s, gen_hash, components.provenance, samples_from=source.name))
         previews[setting.name] = shards[0]["previews"]
         log(f"{setting.name}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
@@ -508,13 +521,15 @@ def format_plan(plan: dict) -> str:
     lines = [
         f"config {plan['config_hash'][:12]}  engine {plan['engine']}  {plan['resolution']}x"
         f"{plan['resolution']}  -> {plan['output_dir']}",
-        f"{len(plan['settings'])} settings x {plan['samples_per_setting']} samples = "
-        f"{plan['units']} shards of <= {plan['shard_size']}"
+        f"{len(plan['settings'])} settings x {plan['samples_per_setting']} samples"
+        + (" (steps settings: fewer)" if any(s["samples"] != plan["samples_per_setting"] for s in plan["settings"])
+           else "")
+        + f" = {plan['units']} shards of <= {plan['shard_size']}"
         + (f" ({plan['units_with_records']} with records)" if plan["units_with_records"] is not None else ""),
     ]
     for s in plan["settings"]:
         ev = s["model_evaluations"]
-        lines.append(f"  {s['setting']:<18} {s['shards']:>5} shards  base {ev['base']:>12,}  "
+        lines.append(f"  {s['setting']:<18} {s['samples']:>7} samples {s['shards']:>5} shards  base {ev['base']:>12,}  "
                      f"clip {ev['clip']:>12,}  upsampler {ev['upsampler']:>12,}")
     if plan["estimated_remaining_s"] is not None:
         seconds = plan["estimated_remaining_s"]

@@ -27,7 +27,7 @@ def glide_files(config: SweepConfig) -> dict[str, Path]:
     names = {"base": "base.pt"}
     if needs_upsampler(config):
         names["upsample"] = "upsample.pt"
-    if config["grid"]["clip"]:
+    if config.clip_guided:
         names.update({"clip_image_enc": "clip_image_enc.pt", "clip_text_enc": "clip_text_enc.pt"})
     files = {label: Path(folder) / name for label, name in names.items()}
     missing = [str(p) for p in files.values() if not p.is_file()]
@@ -50,7 +50,7 @@ def pipeline_generator(config: SweepConfig, device: str, load_models: Callable[[
 
     def generate(captions, sample_ids, setting):
         if not loaded:
-            loaded.append(load_models(upsample, bool(config["grid"]["clip"])))
+            loaded.append(load_models(upsample, config.clip_guided))
         method, respacing = setting.sampler(config)  # a "steps" setting's own, else [sampler]'s
         result = sample_images(
             loaded[0], captions, sample_ids, run["seed"], guidance=setting.guidance,
@@ -144,7 +144,7 @@ def toy_components(config: SweepConfig, device: str) -> Components:
         from glide_eval.toy import models as toy_models
     except ImportError as e:
         raise MissingComponentError(f"the toy world's models are not available: {e}") from None
-    upsample, clip_guided = needs_upsampler(config), bool(config["grid"]["clip"])
+    upsample, clip_guided = needs_upsampler(config), config.clip_guided
     names = ["base"] + (["upsample"] if upsample else []) + (["noised_clip"] if clip_guided else [])
     folder = config["models"]["checkpoints"] or None  # default: the shipped weights
     try:

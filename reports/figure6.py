@@ -1,7 +1,9 @@
 """Figure 6 of the GLIDE paper: guidance trade-off curves, one per guidance family.
 
 Panels: precision vs recall, FID vs Inception Score, FID vs CLIP score. Each point is a
-setting labelled with its scale; Pareto-optimal points are ringed; bootstrap intervals
+setting labelled with its scale (CLIP scale 0: the CLIP family's own unguided point, sampled
+with its method); the legend names the sampling methods when families differ in them;
+Pareto-optimal points are ringed; bootstrap intervals
 (columns `<metric>_ci_low` / `_ci_high`, from `[metrics] ci = true`) are drawn as error bars.
 """
 from __future__ import annotations
@@ -66,12 +68,15 @@ def interval(df: pd.DataFrame, metric: str):
 def draw_panel(ax, df: pd.DataFrame, x: str, y: str) -> None:
     front = pareto_mask(df[x], df[y], HIGHER_IS_BETTER[x], HIGHER_IS_BETTER[y])
     df = df.assign(_pareto=front)
+    # families sampled with different methods (e.g. `clip_method`) say which in the legend
+    by_method = "method" in df.columns and df["method"].nunique() > 1
     for family in ("cfg", "clip", "none"):
         part = df[df["family"] == family].sort_values("scale")
         if part.empty:
             continue
         style = FAMILY_STYLE[family]
-        ax.plot(part[x], part[y], marker=style["marker"], color=style["color"], label=style["label"],
+        label = style["label"] + (f" ({', '.join(sorted(set(part['method'])))})" if by_method else "")
+        ax.plot(part[x], part[y], marker=style["marker"], color=style["color"], label=label,
                 linestyle="-" if family != "none" else "none", markersize=7 if family != "none" else 11)
         xerr, yerr = interval(part, x), interval(part, y)
         if xerr is not None or yerr is not None:

@@ -29,9 +29,12 @@ def steps_rows(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def steps_title(part: pd.DataFrame) -> str:
-    """The figure's title, naming the guidance the steps rows were sampled with (scale 0: unguided)."""
+    """The figure's title, naming the guidance the steps rows were sampled with (scale 0: unguided)
+    and their number of samples (FID's bias depends on it: compare rows of one count only)."""
     guidance = ", ".join("unguided" if s == 0 else f"classifier-free scale {s:g}" for s in sorted(set(part["scale"])))
-    return f"FID vs number of sampling steps ({guidance})"
+    counts = ", ".join(f"{n:,}" for n in sorted({int(n) for n in part["n_samples"].dropna()})) \
+        if "n_samples" in part else ""
+    return f"FID vs number of sampling steps ({guidance}{f', {counts} samples' if counts else ''})"
 
 
 def plot_steps(df: pd.DataFrame, out_dir: Path, stem: str = "steps") -> list[Path]:

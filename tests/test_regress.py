@@ -289,3 +289,29 @@ def test_a_candidate_folder_the_engine_ignores_is_refused(world, tmp_path):
     result = regress("--baseline", world["baseline"], "--candidate", folder, "--out", tmp_path / "o")
     assert result.exit_code == 2 and "would load exactly the baseline's files" in result.output, result.output
     assert "base-new.pt" in result.output
+
+
+def test_a_baseline_with_steps_n_compares_its_steps_settings_on_their_own_samples(world, tmp_path):
+    """[grid] steps_n = 8 of 24: the steps setting is compared on its 8 samples, the others on 24."""
+    grid = '[3.0]\nsteps = ["2"]\nsteps_methods = ["ddim"]\nsteps_guidance = "unguided"\nsteps_n = 8'
+    path = write_config(tmp_path, "steps.toml", world["good"], world["reference"], tmp_path / "baseline", cfg=grid)
+    run_sweep(load_config(path), save_images="png", progress=False, log=lambda m: None)
+    result = regress("--baseline", tmp_path / "baseline", "--candidate", world["good"], "--out", tmp_path / "out",
+                     "--bootstrap", 5, "--images", "--json")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["n"] == N and report["n_fewer"] == {"steps-ddim-2": 8}
+    assert {r["setting"] for r in report["rows"]} == {"unguided", "cfg-3", "steps-ddim-2"}
+    assert all(r["verdict"] == "identical" for r in report["rows"])
+    assert report["images"]["settings"]["steps-ddim-2"]["identical"] == 8
+    assert report["images"]["settings"]["cfg-3"]["identical"] == N
+    results = pd.read_parquet(tmp_path / "baseline" / "results.parquet").set_index("setting")
+    row = rows_by_key(report)[("steps-ddim-2", "fid")]
+    assert results.loc["steps-ddim-2", "n_samples"] == 8
+    assert row["baseline"] == pytest.approx(results.loc["steps-ddim-2", "fid"], rel=1e-12)
+    assert "; steps-ddim-2: 8" in (tmp_path / "out" / "regress.md").read_text()
+    # -n below steps_n: every setting on the same first samples
+    small = regress("--baseline", tmp_path / "baseline", "--candidate", world["good"], "--out", tmp_path / "small",
+                    "-n", 4, "--bootstrap", 5, "--json")
+    assert small.exit_code == 0, small.output
+    assert json.loads(small.stdout)["n_fewer"] == {} and json.loads(small.stdout)["n"] == 4

@@ -120,6 +120,7 @@ def test_steps_figure_and_figure6_without_the_steps_family(tmp_path):
     assert list(steps_rows(mixed).sort_values(["method", "steps"])["steps"]) == [10, 25, 50] * 2
     assert steps_title(steps_rows(mixed)).endswith("(classifier-free scale 3)")
     assert steps_title(steps_rows(mixed).assign(scale=0.0)).endswith("(unguided)")
+    assert steps_title(steps_rows(mixed).assign(scale=0.0, n_samples=1024)).endswith("(unguided, 1,024 samples)")
     mixed.to_parquet(tmp_path / "results.parquet")
     out = build_report(tmp_path)
     assert Image.open(out["steps_png"]).size[0] > 0
@@ -182,3 +183,19 @@ def test_figure6_draws_bootstrap_intervals(tmp_path):
     assert np.allclose(low, 0.5) and np.allclose(high, 1.5)
     paths = plot_figure6(df, tmp_path)
     assert [p.name for p in paths] == ["figure6.png", "figure6.pdf"]
+
+
+def test_figure6_legend_names_the_methods_when_families_differ_in_them():
+    import matplotlib.pyplot as plt
+
+    from reports.figure6 import draw_panel
+
+    df = synthetic_results()
+    for methods, expected in [({"none": "ddim", "cfg": "ddim", "clip": "ddim"},
+                               ["classifier-free guidance", "CLIP guidance", "unguided"]),
+                              ({"none": "ddim", "cfg": "ddim", "clip": "ancestral"},
+                               ["classifier-free guidance (ddim)", "CLIP guidance (ancestral)", "unguided (ddim)"])]:
+        fig, ax = plt.subplots()
+        draw_panel(ax, df.assign(method=df["family"].map(methods)), "recall", "precision")
+        assert ax.get_legend_handles_labels()[1][:3] == expected
+        plt.close(fig)

@@ -67,13 +67,11 @@ def make_components(config, device: str) -> Components:
 
     def generate(captions, sample_ids, setting):
         time.sleep(delay)
+        sampler, (family, scale) = {}, setting.guidance
         if setting.method is not None:  # the sampler this setting asks for (steps, clip_method)
             method, respacing = setting.sampler(config)
             sampler = {"method": method, "steps": count_steps(respacing)}
-            family = setting.guided_by or setting.family
-        else:
-            sampler, family = {}, setting.family
-        images = np.stack([fake_image(seed, i, c, family, setting.scale, size, **sampler)
+        images = np.stack([fake_image(seed, i, c, family, scale, size, **sampler)
                            for i, c in zip(sample_ids, captions)])
         return images, np.zeros(len(sample_ids), dtype=np.int64)
 

@@ -11,7 +11,7 @@ import pytest
 import test_sweep_fakes as fakes
 from test_sweep import METRICS, write_config
 from glide_eval.config import ConfigError, Setting, load_config
-from glide_eval.sweep import SweepError, make_plan, model_evaluations, run_sweep
+from glide_eval.sweep import SweepError, describe_plan, make_plan, model_evaluations, run_sweep
 from reports.build import build_report
 
 STEPS = '\n[grid]\nsteps = ["20", "5"]\nsteps_methods = ["ancestral", "ddim"]\nsteps_guidance = "cfg:2.0"\n'
@@ -153,3 +153,83 @@ def test_clip_method_samples_the_clip_settings_with_their_own_method(tmp_path):
     (tmp_path / "bad.toml").write_text(path.read_text().replace('"ddim"', '"plms"'))
     with pytest.raises(ConfigError, match=r"bad\.toml: \[grid[.]clip_method\].*plms"):
         load_config(tmp_path / "bad.toml")
+
+
+def test_steps_n_samples_the_steps_settings_on_the_first_captions_only(tmp_path):
+    """[grid] steps_n = 8 of 14 captions (shards of 4): each steps setting samples the first two
+    shards; steps-ancestral-250 shares cfg-2's samples and is measured on its first 8 of them."""
+    grid = STEPS.replace('["20", "5"]', '["250", "5"]') + "steps_n = 8\n"
+    config = load_config(steps_config(tmp_path, grid=grid))
+    plan = make_plan(config)
+    assert {s.name: plan.samples_of(s) for s in config.settings} == {
+        "unguided": 14, "cfg-2": 14, "steps-ancestral-250": 8, "steps-ancestral-5": 8,
+        "steps-ddim-250": 8, "steps-ddim-5": 8}
+    assert plan.sources["steps-ancestral-250"].name == "cfg-2"
+    described = {s["setting"]: s for s in describe_plan(config)["settings"]}
+    assert described["steps-ddim-5"]["samples"] == 8 and described["steps-ddim-5"]["shards"] == 2
+    assert described["steps-ddim-5"]["model_evaluations"]["base"] == 8 * 2 * 5
+    assert described["steps-ancestral-250"]["model_evaluations"]["base"] == 0
+
+    summary = run_sweep(config, progress=False, log=lambda m: None)
+    assert summary["shards_run"] == 2 * 4 + 3 * 2
+    assert sorted(p.stem for p in (config.output_dir / "shards" / "steps-ddim-5").glob("*.npz")) == ["00000", "00001"]
+    captions = json.loads((config.output_dir / "captions.json").read_text())
+    df = pd.read_parquet(config.output_dir / "results.parquet").set_index("setting")
+    assert df.loc["cfg-2", "n_samples"] == 14 and df.loc["steps-ddim-5", "n_samples"] == 8
+    for name, method, steps in [("steps-ddim-5", "ddim", 5), ("steps-ancestral-250", None, 0)]:
+        images = np.stack([fakes.fake_image(7, i, c, "cfg", 2.0, 8, method=method, steps=steps)
+                           for i, c in enumerate(captions[:8])])
+        expected = fakes.compute_metrics(fakes.featurize(images, captions[:8]), captions[:8], False)
+        for m in METRICS:
+            assert df.loc[name, m] == pytest.approx(expected[m], rel=1e-12), (name, m)
+    assert df.loc["steps-ancestral-250", "fid"] != df.loc["cfg-2", "fid"]  # 8 samples, not 14
+    cfg2 = [json.loads(p.read_text())["timings"]["generate_s"]
+            for p in sorted((config.output_dir / "shards" / "cfg-2").glob("*.json"))]
+    assert df.loc["steps-ancestral-250", "generate_s"] == pytest.approx(sum(cfg2[:2]))
+    assert run_sweep(config, progress=False, log=lambda m: None)["shards_run"] == 0
+
+    # all captions: the first shards are kept, only the rest are sampled (--force: the grid changed)
+    everything = load_config(steps_config(tmp_path, "all.toml", grid=grid.replace("steps_n = 8", "steps_n = 0")))
+    assert run_sweep(everything, force=True, progress=False, log=lambda m: None)["shards_run"] == 3 * 2
+    df = pd.read_parquet(config.output_dir / "results.parquet").set_index("setting")
+    assert (df["n_samples"] == 14).all()
+    for m in METRICS:
+        assert df.loc["steps-ancestral-250", m] == df.loc["cfg-2", m]
+
+
+def test_steps_n_validation_and_hash(tmp_path):
+    plain = load_config(steps_config(tmp_path))
+    for value, same in [("0", True), ("14", True), ("20", True), ("8", False), ("4", False)]:
+        config = load_config(steps_config(tmp_path, f"n{value}.toml", grid=STEPS + f"steps_n = {value}\n"))
+        assert (config.config_hash == plain.config_hash) is same, value
+        assert config.n_samples(config.settings[-1]) == (14 if same else int(value))
+        assert config.n_samples(config.settings[0]) == 14
+    for value, message in [("6", "multiple of \\[run\\] shard_size \\(4\\)"), ("-4", ">= 0"), ('"8"', "int")]:
+        (tmp_path / "bad.toml").write_text(steps_config(tmp_path, "b.toml").read_text().replace(
+            "steps_guidance", f"steps_n = {value}\nsteps_guidance"))
+        with pytest.raises(ConfigError, match=rf"bad\.toml: \[grid[.]steps_n\].*{message}"):
+            load_config(tmp_path / "bad.toml")
+
+
+def test_clip_scale_0_is_the_clip_familys_own_unguided_point(tmp_path):
+    """clip-0 samples the conditional model alone with the CLIP family's method: with
+    clip_method = "ddim" its own samples, without it unguided's."""
+    path = write_config(tmp_path, clip="[0.0, 2.0]")
+    path.write_text(path.read_text().replace("clip = [0.0, 2.0]\n", 'clip = [0.0, 2.0]\nclip_method = "ddim"\n'))
+    config = load_config(path)
+    clip0 = next(s for s in config.settings if s.name == "clip-0")
+    assert clip0.guidance == ("none", 0.0) and clip0.sampler(config) == ("ddim", "250")
+    assert model_evaluations(config, clip0) == {"base": 250, "clip": 0, "upsampler": 0}
+    assert config.clip_guided and make_plan(config).sources["clip-0"].name == "clip-0"
+    run_sweep(config, progress=False, log=lambda m: None)
+    captions = json.loads((config.output_dir / "captions.json").read_text())
+    df = pd.read_parquet(config.output_dir / "results.parquet").set_index("setting")
+    images = np.stack([fakes.fake_image(7, i, c, "none", 0.0, 8, method="ddim", steps=250)
+                       for i, c in enumerate(captions)])
+    expected = fakes.compute_metrics(fakes.featurize(images, captions), captions, False)
+    for m in METRICS:
+        assert df.loc["clip-0", m] == pytest.approx(expected[m], rel=1e-12), m
+    assert df.loc["clip-0", "family"] == "clip" and df.loc["clip-0", "method"] == "ddim"
+
+    same = load_config(write_config(tmp_path, "same.toml", clip="[0.0]"))
+    assert make_plan(same).sources["clip-0"].name == "unguided" and not same.clip_guided
