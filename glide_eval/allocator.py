@@ -3,10 +3,10 @@
 CPU torch allocates activations with malloc. glibc serves blocks over its mmap threshold
 with fresh mmaps and gives free memory at the top of the heap back above its trim
 threshold, so a forward pass of many few-MiB activations page-faults all of them in again
-on every call: the toy base model at batch 16 takes ~3,600 minor page faults per forward
+on every call: the toy base model at batch 16 takes ~3,500 minor page faults per forward
 pass, and system time was 11% of the default sweep's CPU time. Raising both thresholds
 (what MALLOC_MMAP_THRESHOLD_ / MALLOC_TRIM_THRESHOLD_ do) keeps the memory in the process
-for reuse: 13 faults per forward and 10-30% faster sampling (`bench/allocator.py`), at the
+for reuse: 0-16 faults per forward and 1.15-1.4x faster sampling (`bench/allocator.py`), at the
 cost of holding up to TRIM_THRESHOLD of freed memory.
 
 `tune_glibc_malloc()` is called once per `glide-eval` process. It does nothing off glibc or

@@ -28,11 +28,12 @@ model = load_toy_models().base.eval()
 x, t = torch.randn(16, 3, 16, 16), torch.full((16,), 500)
 with torch.inference_mode():
     text = model.encode_text(torch.randint(0, 30, (16, 16)), torch.ones(16, 16, dtype=torch.bool))
-    model(x, t, text=text)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    for _ in range(4):
+    for _ in range(3):
         model(x, t, text=text)
-print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 4))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(8):
+        model(x, t, text=text)
+print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 8))
 """
 
 
@@ -43,8 +44,8 @@ def test_tuned_malloc_stops_page_faulting_the_activations_in_again():
     faults = {mode: json.loads(subprocess.run([sys.executable, "-c", FORWARDS, mode], env=env, check=True,
                                               capture_output=True, text=True).stdout.splitlines()[-1])
               for mode in ("default", "tuned")}
-    # measured: ~3,600 vs ~13 faults per forward pass
-    assert faults["default"] > 500 and faults["tuned"] < faults["default"] / 20, faults
+    # measured after 3 warm-up passes: ~3,500 vs 0-16 faults per forward pass
+    assert faults["default"] > 500 and faults["tuned"] < faults["default"] / 10, faults
 
 
 def test_settings_of_the_user_are_left_alone():
