@@ -12,7 +12,9 @@ oversaturate: precision and CLIP score fall back (CLIP score stays far above ung
 recall is flat within its noise at 1024 captions (0.911 vs 0.921 here, 0.937 vs 0.903 with seed
 1), so recall is only required to fall from unguided to the guided scales. With 20 steps, scales
 0 / 1.5 / 3 / 5 / 8: recall 0.953 / 0.942 / 0.928 / 0.916 / 0.909, FID 1.98 / 1.91 / 1.20 /
-1.72 / 4.69."""
+1.72 / 4.69. (All by the evaluation networks shipped before the last retrain; by the current
+ones, DDIM 10, scales 0 / 3: FID 2.37 / 1.33, precision 0.868 / 0.935, recall 0.954 / 0.914,
+CLIP score 89.2 / 96.0, shape accuracy 0.58 / 0.74.)"""
 import pytest
 
 from glide_eval.toy import models as M
