@@ -141,7 +141,8 @@ def baseline_features(baseline: Baseline, settings: list[Setting], n: int) -> di
     return out
 
 
-def _n_rows(side: dict) -> int:
+def n_rows(side: dict) -> int:
+    """Samples in one side's {"features": {name: [n, ...]}}."""
     return len(next(iter(side["features"].values())))
 
 
@@ -388,9 +389,9 @@ def regress(baseline_dir, candidate_dir, *, config_path=None, n: int | None = No
     rows, sizes = [], {}
     for setting in settings:
         b, c = base_side[setting.name], cand_side[setting.name]
-        sizes[setting.name] = n_s = _n_rows(b)  # fewer than n_eff for steps settings under steps_n
-        if _n_rows(c) != n_s:
-            raise RegressError(f"{setting.name}: the baseline has {n_s} samples, the candidate {_n_rows(c)}")
+        sizes[setting.name] = n_s = n_rows(b)  # fewer than n_eff for steps settings under steps_n
+        if n_rows(c) != n_s:
+            raise RegressError(f"{setting.name}: the baseline has {n_s} samples, the candidate {n_rows(c)}")
         log(f"{setting.name}: paired bootstrap, {rounds} rounds")
         try:
             result = compare_setting(compute, captions[:n_s], b, c, metric_names, rounds, config["run"]["seed"])

@@ -57,10 +57,10 @@ def pixel_differences(base: np.ndarray, cand: np.ndarray, captions: list[str]) -
 
 def compare_images(baseline, config: SweepConfig, settings: list[Setting], captions: list[str],
                    base_side: dict, progress: bool, log) -> dict:
-    from glide_eval.regress import RegressError, sample_run
+    from glide_eval.regress import RegressError, n_rows, sample_run
 
     n = len(captions)
-    sizes = {s.name: len(next(iter(base_side[s.name]["features"].values()))) for s in settings}  # steps_n
+    sizes = {s.name: n_rows(base_side[s.name]) for s in settings}  # fewer under [grid] steps_n
     base = {s.name: load_run_images(baseline.run_dir, s.name, sizes[s.name]) for s in settings}
     out = {"source": "saved", "reproduction": None, "settings": {}}
     if any(v is None for v in base.values()):
