@@ -10,7 +10,7 @@ SHARED ?= ../shared
 TEST_ENV := HF_HUB_OFFLINE=1 $(if $(wildcard $(SHARED)/tiktoken_cache),TIKTOKEN_CACHE_DIR=$(abspath $(SHARED)/tiktoken_cache))
 CONFIG ?=
 
-.PHONY: install test test-all sweep table2 toy-models clean
+.PHONY: install lint test test-all sweep table2 toy-models clean
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -25,10 +25,16 @@ install: $(PY)
 $(VENV)/.installed: pyproject.toml
 	$(MAKE) install
 
-test: $(VENV)/.installed
+# ruff (lint + format check) and the import-linter layer contracts (pyproject.toml), then the tests
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
+
+test: lint
 	$(TEST_ENV) $(PY) -m pytest -q -m "not slow"
 
-test-all: $(VENV)/.installed
+test-all: lint
 	$(TEST_ENV) $(PY) -m pytest -q
 
 # NPROC=N spreads a sweep's shards over N processes with torchrun (one GPU each on CUDA;
@@ -50,4 +56,4 @@ toy-models: $(VENV)/.installed
 	$(VENV)/bin/glide-eval toy-models --out glide_eval/assets
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache .import_linter_cache

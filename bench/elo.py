@@ -46,7 +46,8 @@ def naive_bootstrap(model_a, model_b, winner, rounds, rng):
     for _ in range(rounds):
         idx = rng.integers(0, len(winner), len(winner))
         pc = pair_counts(model_a[idx], model_b[idx], winner[idx])
-        res = minimize(lambda t: neg_log_likelihood(t, pc), np.zeros(pc.n_models), jac=True, method="L-BFGS-B")
+        res = minimize(lambda t, pc=pc: neg_log_likelihood(t, pc), np.zeros(pc.n_models), jac=True,
+                       method="L-BFGS-B")
         out.append((res.x - res.x.mean()) * ELO_PER_NAT)
     return np.array(out)
 

@@ -26,10 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import numpy as np
+import torch
 
-import glide_eval.compat  # noqa: E402,F401
+from torchvision_compat import ensure_torchvision
+
+ensure_torchvision()
 
 
 def _rss_mb() -> float:
@@ -72,7 +74,10 @@ def _prc_child(mode: str, n: int, queue):
                "rss_with_features_mb": base, "counts": counts})
 
 
-def bench_prc(n: int, repeat: int, modes=("torch-fidelity", "torch-fidelity-part", "ours", "ours-cached")) -> list[dict]:
+PRC_MODES = ("torch-fidelity", "torch-fidelity-part", "ours", "ours-cached")
+
+
+def bench_prc(n: int, repeat: int, modes=PRC_MODES) -> list[dict]:
     """Modes interleaved `repeat` times (a shared machine's load drifts); best run of each kept."""
     ctx = mp.get_context("spawn")
     best: dict[str, dict] = {}
@@ -101,7 +106,8 @@ def bench_prc(n: int, repeat: int, modes=("torch-fidelity", "torch-fidelity-part
             row["cpu_ratio_vs_torch_fidelity_part"] = row["cpu_seconds"] / part["cpu_seconds"]
         print(f"  {row['mode']}: {row['wall_ratio_vs_torch_fidelity']:.2f}x torch-fidelity wall time, "
               f"{row['cpu_ratio_vs_torch_fidelity']:.2f}x CPU time (vs part mode: "
-              f"{row.get('cpu_ratio_vs_torch_fidelity_part', float('nan')):.2f}x), same counts: {row['same_decisions']}",
+              f"{row.get('cpu_ratio_vs_torch_fidelity_part', float('nan')):.2f}x), "
+              f"same counts: {row['same_decisions']}",
               flush=True)
     return rows
 

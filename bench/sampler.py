@@ -81,7 +81,7 @@ def make_tokens(options, batch, device):
 
     tokens, mask = glide_tokenize([CAPTION] * batch, text_ctx=int(options["text_ctx"]))
     uncond_tokens, uncond_mask = glide_tokenize([""] * batch, text_ctx=int(options["text_ctx"]))
-    as_tensor = lambda t, dtype: torch.as_tensor(t, device=device, dtype=dtype)  # noqa: E731
+    as_tensor = lambda t, dtype: torch.as_tensor(t, device=device, dtype=dtype)
     return (as_tensor(tokens, torch.long), as_tensor(mask, torch.bool),
             as_tensor(uncond_tokens, torch.long), as_tensor(uncond_mask, torch.bool))
 
@@ -139,8 +139,9 @@ def run_reference(model, steps, tokens, tape, batch, device):
     try:
         clock = StepClock(device)
         clock.tick()
-        for out in diffusion.p_sample_loop_progressive(model_fn, tuple(tape[0].shape), noise=tape[0].to(device),
-                                                       device=device, clip_denoised=True, model_kwargs=kwargs):
+        steps = diffusion.p_sample_loop_progressive(model_fn, tuple(tape[0].shape), noise=tape[0].to(device),
+                                                    device=device, clip_denoised=True, model_kwargs=kwargs)
+        for out in steps:  # noqa: B007  (the last step's output is returned)
             clock.tick()
     finally:
         torch.randn_like = original_randn_like
@@ -233,8 +234,10 @@ def main():
         "torch": torch.__version__, "load_average": os.getloadavg()[0],
         "gflop_per_image_step_unet": round(unet_flops / 1e9, 2), "gflop_per_caption_text": round(text_flops / 1e9, 2),
         "ours": {"seconds": round(ours_seconds, 3), "text_encoding_seconds": round(min(t[0] for t in ours_times), 3),
-                 "seconds_per_step": round(ours_seconds / args.steps, 3), "samples_per_second": args.batch / ours_seconds,
-                 "gflops_per_second": round((2 * args.batch * (unet_flops * args.steps + text_flops)) / ours_seconds / 1e9, 1),
+                 "seconds_per_step": round(ours_seconds / args.steps, 3),
+                 "samples_per_second": args.batch / ours_seconds,
+                 "gflops_per_second": round((2 * args.batch * (unet_flops * args.steps + text_flops))
+                                            / ours_seconds / 1e9, 1),
                  "non_finite": int((~torch.isfinite(ours)).sum())},
     }
     if reference is not None:
@@ -243,7 +246,8 @@ def main():
         report["reference"] = {
             "seconds": round(ref_seconds, 3), "seconds_per_step": round(ref_seconds / args.steps, 3),
             "samples_per_second": args.batch / ref_seconds,
-            "gflops_per_second": round((2 * args.batch * (unet_flops + text_flops) * args.steps) / ref_seconds / 1e9, 1),
+            "gflops_per_second": round((2 * args.batch * (unet_flops + text_flops) * args.steps)
+                                       / ref_seconds / 1e9, 1),
         }
         report["rel_error_vs_reference"] = rel
         report["speedup_samples_per_second"] = round(ref_seconds / ours_seconds, 3)

@@ -12,6 +12,7 @@ cost of holding up to TRIM_THRESHOLD of freed memory.
 `tune_glibc_malloc()` is called once per `glide-eval` process. It does nothing off glibc or
 when the user already chose malloc settings through the environment.
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -9,11 +9,9 @@ are not guidance settings and are left out of the figure.
 """
 from __future__ import annotations
 
-import math
-import re
+from samplers.guidance_specs import split_guidance
 
 UNGUIDED = "unguided"
-_PATTERN = re.compile(r"^\s*(?P<family>[^:]+?)\s*:\s*(?P<scale>[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$")
 
 
 def is_unguided(name: str) -> bool:
@@ -21,9 +19,8 @@ def is_unguided(name: str) -> bool:
 
 
 def parse_guidance(name: str) -> tuple[str, float] | None:
-    """(family, scale) for ``FAMILY:SCALE`` names, else None."""
-    match = _PATTERN.match(name)
-    if match is None or is_unguided(match["family"]):
+    """(family, scale) for ``FAMILY:SCALE`` names (`samplers.guidance_specs`' grammar), else None."""
+    parsed = split_guidance(name)
+    if parsed is None or is_unguided(parsed[0]):
         return None
-    scale = float(match["scale"])
-    return (match["family"], scale) if math.isfinite(scale) else None
+    return parsed

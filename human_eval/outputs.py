@@ -7,9 +7,9 @@ import json
 import os
 import sys
 import tempfile
+from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Callable
 
 import pandas as pd
 
@@ -37,17 +37,28 @@ def package_versions() -> dict[str, str]:
 
 
 def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, then move it into place."""
+    """Call ``write(tmp)`` on a temporary file ``.NAME.XXXXXXXX.tmp`` next to ``path``, fsync it, give it
+    the umask's mode (not mkstemp's 0600), move it into place and fsync the folder."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def result_tables(results: list[EloResult]) -> dict[str, pd.DataFrame]:
@@ -77,7 +88,7 @@ def provenance(input_path, judgments, options: dict, results: list[EloResult]) -
     """How the results were made: input hash, rows used and dropped, options, versions."""
     return {
         "command": "glide-eval elo",
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "input": {"path": str(Path(input_path).resolve()), "sha256": sha256_file(input_path),
                   "format": judgments.format},
         "rows": {"read": judgments.rows_read, "used": int(len(judgments.frame)),
@@ -103,6 +114,7 @@ def format_table(result: EloResult) -> str:
     for row in table.itertuples():
         rank_ci = f"[{row.rank_lower}, {row.rank_upper}]" if pd.notna(row.rank_lower) else ""
         ci = f"[{row.lower:8.1f}, {row.upper:8.1f}]" if pd.notna(row.lower) else ""
-        lines.append(f"{row.rank:>4} {rank_ci:>9}  {row.model:<{width}} {row.rating:8.1f} {ci:>20} {row.n_judgments:>7}")
+        lines.append(f"{row.rank:>4} {rank_ci:>9}  {row.model:<{width}} {row.rating:8.1f} {ci:>20} "
+                     f"{row.n_judgments:>7}")
     lines += [f"warning: {w}" for w in result.warnings]
     return "\n".join(lines)

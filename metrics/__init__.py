@@ -8,8 +8,14 @@ Takes uint8 images and captions; knows nothing of samplers or sweeps. Public API
 - `calculate_metrics(gen, ref, fid=..., isc=..., prc=..., clip_score=...)`.
 """
 from metrics.calculate import calculate_metrics
-from metrics.extractors import (CLIP_B16, INCEPTION, ExtractorError, create_extractor, list_extractors,
-                                register_extractor)
+from metrics.extractors import (
+                                CLIP_B16,
+                                INCEPTION,
+                                ExtractorError,
+                                create_extractor,
+                                list_extractors,
+                                register_extractor,
+)
 from metrics.features import FeatureAccumulator, FeatureError
 from metrics.reference import ReferenceStats, build_reference, cached_reference, expected_meta
 

@@ -7,7 +7,7 @@ are kept fixed), which avoids recomputing N^2 distances per replicate.
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 

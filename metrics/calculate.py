@@ -114,7 +114,8 @@ def calculate_metrics(gen, ref=None, fid: bool = True, isc: bool = True, prc: bo
         if gen_pool.shape[1] != ref_pool.shape[1]:
             raise FeatureError(f"feature dims differ: generated {gen_pool.shape[1]} vs reference {ref_pool.shape[1]}")
         ref_radii = r.radii
-        if isinstance(ref, ReferenceStats) and (ref.meta.get("k"), ref.meta.get("prc_batch_size")) != (k, prc_batch_size):
+        ref_prc = (ref.meta.get("k"), ref.meta.get("prc_batch_size")) if isinstance(ref, ReferenceStats) else None
+        if ref_prc is not None and ref_prc != (k, prc_batch_size):
             ref_radii = None  # cached for another k or block size
         if ref_radii is None:
             ref_radii = knn_radii(ref_pool, k, prc_batch_size)

@@ -31,11 +31,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
+
+from torchvision_compat import ensure_torchvision
 
 INCEPTION = "inception-v3-compat"
 CLIP_B16 = "clip-vit-b-16"
@@ -118,7 +120,7 @@ class InceptionExtractor:
     kind = "image"
 
     def __init__(self, weights_path=None, device: str = "cpu", batch_size: int = 64):
-        import glide_eval.compat  # noqa: F401  (before torch_fidelity)
+        ensure_torchvision()  # before torch_fidelity
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
         path = resolve_weights(weights_path, INCEPTION_ENV, "Inception")
@@ -158,7 +160,7 @@ class ClipExtractor:
     kind = "clip"
 
     def __init__(self, weights_path=None, device: str = "cpu", batch_size: int = 64):
-        import glide_eval.compat  # noqa: F401  (before open_clip)
+        ensure_torchvision()  # before open_clip
         import open_clip
 
         path = resolve_weights(weights_path, CLIP_ENV, "CLIP")

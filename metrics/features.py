@@ -20,22 +20,35 @@ from pathlib import Path
 
 import numpy as np
 
+from metrics.clip_score import clip_scores
+
 FORMAT = "glide-eval-features/1"
 
 
 def atomic_save_npz(path: str | os.PathLike, **arrays) -> None:
-    """np.savez to a temporary file in the same folder, then os.replace."""
+    """np.savez to a temporary file ``.NAME.XXXXXXXX.tmp`` in the same folder, fsynced and given the
+    umask's mode (not mkstemp's 0600), then os.replace and an fsync of the folder."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o666 & ~mask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 class FeatureError(ValueError):
@@ -76,8 +89,6 @@ class FeatureAccumulator:
         if self.clip is not None:
             if captions is None:
                 raise FeatureError("a CLIP scorer is set but no captions were given")
-            from metrics.clip_score import clip_scores
-
             scores, n_trunc = clip_scores(self.clip, images, captions)
         self.add_features(feats["pool"], feats.get("logits_unbiased"), scores, n_trunc)
 
@@ -152,7 +163,7 @@ class FeatureAccumulator:
         return self.mean, self.m2 / (self.n - 1)
 
     # -- shards ----------------------------------------------------------------------------
-    def merge(self, other: "FeatureAccumulator") -> "FeatureAccumulator":
+    def merge(self, other: FeatureAccumulator) -> FeatureAccumulator:
         """Append another shard's state (in place; returns self)."""
         for key in ("extractor", "extractor_sha256", "clip", "clip_sha256"):
             a, b = self.meta.get(key), other.meta.get(key)
@@ -181,7 +192,7 @@ class FeatureAccumulator:
         atomic_save_npz(path, **arrays)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "FeatureAccumulator":
+    def load(cls, path: str | os.PathLike) -> FeatureAccumulator:
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
@@ -202,7 +213,7 @@ class FeatureAccumulator:
         return acc
 
     @classmethod
-    def merged(cls, paths) -> "FeatureAccumulator":
+    def merged(cls, paths) -> FeatureAccumulator:
         """Load shard files and merge them in the given order."""
         paths = list(paths)
         if not paths:

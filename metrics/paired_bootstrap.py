@@ -15,8 +15,8 @@ SE even for the far tails a Bonferroni correction asks for. ``z`` comes from `no
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from statistics import NormalDist
-from typing import Callable
 
 import numpy as np
 

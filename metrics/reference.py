@@ -13,9 +13,9 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -59,7 +59,7 @@ class ReferenceStats:
         atomic_save_npz(path, **arrays)
 
     @classmethod
-    def load(cls, path) -> "ReferenceStats":
+    def load(cls, path) -> ReferenceStats:
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))

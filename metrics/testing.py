@@ -14,10 +14,11 @@ from unittest import mock
 import torch
 
 from metrics.extractors import INCEPTION_FILENAME
+from torchvision_compat import ensure_torchvision
 
 
 def make_random_inception(folder, seed: int = 0) -> Path:
-    import glide_eval.compat  # noqa: F401
+    ensure_torchvision()  # before torch_fidelity
     import torch_fidelity.feature_extractor_inceptionv3 as fe
 
     torch.manual_seed(seed)
@@ -33,7 +34,7 @@ def make_random_inception(folder, seed: int = 0) -> Path:
 
 
 def make_tiny_clip(path, seed: int = 0, embed_dim: int = 32) -> Path:
-    import glide_eval.compat  # noqa: F401
+    ensure_torchvision()  # before open_clip
     from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
 
     torch.manual_seed(seed)

@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from glide_eval.sweep_store import atomic_write_text
 from reports import html as page
 from reports.figure6 import plot_figure6
+from reports.files import atomic_write_text
 from reports.pareto import pareto_table
 from reports.steps import plot_steps
 from reports.table2 import table2, to_latex, to_markdown

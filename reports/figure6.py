@@ -14,11 +14,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-from glide_eval.sweep_store import atomic_write_bytes  # noqa: E402
-from reports.pareto import FIGURE6_PAIRS, HIGHER_IS_BETTER, LABELS, available_pairs, pareto_mask  # noqa: E402
+from reports.files import atomic_write_bytes
+from reports.pareto import FIGURE6_PAIRS, HIGHER_IS_BETTER, LABELS, available_pairs, pareto_mask
 
 FAMILY_STYLE = {
     "cfg": {"label": "classifier-free guidance", "color": "tab:blue", "marker": "o"},

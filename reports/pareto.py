@@ -4,9 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-# metric -> True when larger is better
-HIGHER_IS_BETTER = {"fid": False, "is": True, "precision": True, "recall": True,
-                    "clip_score": True}
+from metrics.names import HIGHER_IS_BETTER
+
 # Figure 6's panels: (x metric, y metric)
 FIGURE6_PAIRS = [("recall", "precision"), ("is", "fid"), ("clip_score", "fid")]
 LABELS = {"fid": "FID", "is": "Inception Score", "precision": "Precision",

@@ -10,11 +10,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
-from glide_eval.config import count_steps  # noqa: E402
-from reports.figure6 import save_figure  # noqa: E402
+from reports.figure6 import save_figure
+from samplers.schedules import count_steps
 
 METHOD_STYLE = {"ancestral": {"color": "tab:blue", "marker": "o"},
                 "ddim": {"color": "tab:green", "marker": "s"}}

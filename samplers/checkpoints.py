@@ -15,7 +15,12 @@ from pathlib import Path
 import torch
 
 from samplers.model_configs import (
-    GLIDE_MODELS, OFFICIAL_FILES, create_model, create_noised_clip, official_clip_config, official_options,
+    GLIDE_MODELS,
+    OFFICIAL_FILES,
+    create_model,
+    create_noised_clip,
+    official_clip_config,
+    official_options,
 )
 
 ENV_VAR = "GLIDE_CHECKPOINTS"

@@ -9,7 +9,7 @@ variance_i) with frac = (v + 1) / 2.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional
+from collections.abc import Callable, Iterable
 
 import numpy as np
 import torch
@@ -27,7 +27,7 @@ _COEFFICIENTS = (
 class Diffusion:
     """A discrete Gaussian diffusion process over `len(betas)` steps (index 0 = least noisy)."""
 
-    def __init__(self, betas, timestep_map: Optional[Iterable[int]] = None):
+    def __init__(self, betas, timestep_map: Iterable[int] | None = None):
         betas = np.asarray(betas, dtype=np.float64)
         if betas.ndim != 1 or not ((betas > 0).all() and (betas <= 1).all()):
             raise ValueError("betas must be a 1-D array with values in (0, 1]")
@@ -55,7 +55,7 @@ class Diffusion:
         self._tables: dict[torch.device, dict[str, torch.Tensor]] = {}
 
     @classmethod
-    def spaced(cls, schedule: str = "squaredcos_cap_v2", respacing: str = "", num_steps: int = 1000) -> "Diffusion":
+    def spaced(cls, schedule: str = "squaredcos_cap_v2", respacing: str = "", num_steps: int = 1000) -> Diffusion:
         """The `schedule` process over `num_steps` training steps, respaced by `respacing`."""
         betas = named_betas(schedule, num_steps)
         kept = space_timesteps(num_steps, respacing)
@@ -98,7 +98,7 @@ class Diffusion:
 
     # -- reverse process ----------------------------------------------------------------
     def mean_variance(self, model_output: torch.Tensor, x: torch.Tensor, i: int, clip_denoised: bool = True,
-                      denoised_fn: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> dict:
+                      denoised_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict:
         """p(x_{i-1} | x_i) from a [N, 2C, ...] (eps, v) model output.
 
         `denoised_fn` is applied to the x0 prediction before clipping to [-1, 1].

@@ -9,18 +9,17 @@ sampling arithmetic itself stays in float32.
 from __future__ import annotations
 
 import contextlib
-from typing import Optional
 
 import torch
 
 
-def _autocast(device: torch.device, dtype: Optional[torch.dtype]):
+def _autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None or dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def conditional_model_fn(model, tokens, mask, autocast: Optional[torch.dtype] = None, **model_kwargs):
+def conditional_model_fn(model, tokens, mask, autocast: torch.dtype | None = None, **model_kwargs):
     """The text-conditional model on the given rows, text encoded once."""
     with torch.no_grad(), _autocast(tokens.device, autocast):
         text = model.encode_text(tokens, mask)
@@ -33,7 +32,7 @@ def conditional_model_fn(model, tokens, mask, autocast: Optional[torch.dtype] = 
 
 
 def classifier_free_model_fn(model, tokens, mask, uncond_tokens, uncond_mask, guidance_scale: float,
-                             autocast: Optional[torch.dtype] = None, **model_kwargs):
+                             autocast: torch.dtype | None = None, **model_kwargs):
     """Classifier-free guidance on one copy of x (n rows).
 
     Each call runs the model once on [x; x] with [caption; empty caption] text (encoded once,

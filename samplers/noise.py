@@ -9,7 +9,7 @@ batch-mates, the batch size or the number of processes. `TapeNoise` replays reco
 from __future__ import annotations
 
 import hashlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 

@@ -106,7 +106,8 @@ class ImageEmbedding(nn.Module):
             self.w_t = nn.Parameter(torch.randn(n_timestep, n_state) * n_state ** -0.5)
         else:
             self.pred_state = nn.Parameter(torch.randn(n_state) * n_state ** -0.5)
-        self.patch_proj = nn.Parameter(torch.randn(n_state, 3, patch_size, patch_size) * (n_state * patch_size ** 2 / 2) ** -0.5)
+        scale = (n_state * patch_size ** 2 / 2) ** -0.5
+        self.patch_proj = nn.Parameter(torch.randn(n_state, 3, patch_size, patch_size) * scale)
         self.w_pos = nn.Parameter(torch.randn(1 + n_patch, n_state) * n_state ** -0.5)
         self.ln = LayerNorm(n_state)
 

@@ -8,19 +8,21 @@ batch-mates or the number of processes. Inpainting goes through the same functio
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
 
+from samplers.checkpoints import load_glide_model, load_noised_clip
 from samplers.diffusion import Diffusion
 from samplers.guidance import classifier_free_model_fn, clip_cond_fn, conditional_model_fn
+from samplers.guidance_specs import parse_guidance
 from samplers.inpaint import inpaint_model_kwargs, known_region_denoised_fn, replacement_post_step, upsample_mask
+from samplers.model_configs import create_model, create_noised_clip, official_clip_config, official_options
 from samplers.noise import PerSampleNoise
 from samplers.sampling import NanMonitor, get_sampler, sample_ddim
-
-GUIDANCE_KINDS = ("cfg", "clip", "none")
+from samplers.tokenizers import clip_tokenize, glide_tokenize
 
 
 @dataclass
@@ -34,24 +36,20 @@ class GlideModels:
 
     base: torch.nn.Module
     base_options: dict
-    upsampler: Optional[torch.nn.Module] = None
-    upsampler_options: Optional[dict] = None
-    clip: Optional[torch.nn.Module] = None
-    tokenize: Optional[Callable] = None
-    clip_tokenize: Optional[Callable] = None
+    upsampler: torch.nn.Module | None = None
+    upsampler_options: dict | None = None
+    clip: torch.nn.Module | None = None
+    tokenize: Callable | None = None
+    clip_tokenize: Callable | None = None
     sha256: dict = field(default_factory=dict)
 
     def glide_tokens(self, captions: Sequence[str], text_ctx: int, device):
-        tokenize = self.tokenize
-        if tokenize is None:
-            from samplers.tokenizers import glide_tokenize as tokenize
+        tokenize = self.tokenize or glide_tokenize
         tokens, mask = tokenize(list(captions), text_ctx=text_ctx)
         return torch.as_tensor(tokens, device=device), torch.as_tensor(mask, device=device).bool()
 
     def clip_tokens(self, captions: Sequence[str], device):
-        tokenize = self.clip_tokenize
-        if tokenize is None:
-            from samplers.tokenizers import clip_tokenize as tokenize
+        tokenize = self.clip_tokenize or clip_tokenize
         tokens, lens = tokenize(list(captions))
         return torch.as_tensor(tokens, device=device), torch.as_tensor(lens, device=device)
 
@@ -87,17 +85,6 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
     return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
 
 
-def parse_guidance(guidance) -> tuple[str, float]:
-    """("cfg", 3.0) | "cfg:3.0" | "none" -> (kind, scale), with a clear error for anything else."""
-    if isinstance(guidance, str):
-        kind, _, scale = guidance.partition(":")
-        guidance = (kind, float(scale) if scale else 0.0)
-    kind, scale = guidance
-    if kind not in GUIDANCE_KINDS:
-        raise ValueError(f"unknown guidance {kind!r}; expected one of {', '.join(GUIDANCE_KINDS)}")
-    return kind, float(scale)
-
-
 def _resize(image: torch.Tensor, size: int) -> torch.Tensor:
     if image.shape[-1] == size and image.shape[-2] == size:
         return image
@@ -105,8 +92,8 @@ def _resize(image: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def sample_base(models: GlideModels, captions: Sequence[str], noise, *, guidance=("cfg", 3.0), respacing="100",
-                sampler="ancestral", eta: float = 0.0, inpaint: Optional[InpaintSpec] = None, device="cpu",
-                autocast: Optional[torch.dtype] = None, callback=None, progress=False) -> torch.Tensor:
+                sampler="ancestral", eta: float = 0.0, inpaint: InpaintSpec | None = None, device="cpu",
+                autocast: torch.dtype | None = None, callback=None, progress=False) -> torch.Tensor:
     """Sample the base model for `captions` (one row each); returns x_0 in [-1, 1], float32."""
     kind, scale = parse_guidance(guidance)
     options = models.base_options
@@ -145,8 +132,8 @@ def sample_base(models: GlideModels, captions: Sequence[str], noise, *, guidance
 
 
 def sample_upsample(models: GlideModels, captions: Sequence[str], low_res: torch.Tensor, noise, *,
-                    respacing="fast27", temperature: float = 0.997, inpaint: Optional[InpaintSpec] = None,
-                    device="cpu", autocast: Optional[torch.dtype] = None, callback=None,
+                    respacing="fast27", temperature: float = 0.997, inpaint: InpaintSpec | None = None,
+                    device="cpu", autocast: torch.dtype | None = None, callback=None,
                     progress=False) -> torch.Tensor:
     """Upsample base samples (in [-1, 1]) with DDIM (eta 0) from noise * temperature."""
     if models.upsampler is None:
@@ -173,7 +160,7 @@ def sample_upsample(models: GlideModels, captions: Sequence[str], low_res: torch
 def sample_images(models: GlideModels, captions: Sequence[str], sample_ids: Sequence, seed: int, *,
                   guidance=("cfg", 3.0), respacing="100", sampler="ancestral", eta: float = 0.0,
                   upsample: bool = False, upsample_respacing="fast27", upsample_temp: float = 0.997,
-                  inpaint: Optional[InpaintSpec] = None, batch_size: int = 8, device="cpu",
+                  inpaint: InpaintSpec | None = None, batch_size: int = 8, device="cpu",
                   dtype: torch.dtype = torch.float32, progress: bool = False) -> SampleResult:
     """Generate one image per (caption, sample id): uint8 [N, 3, H, W] and a per-sample NaN report.
 
@@ -251,8 +238,6 @@ def load_glide_models(checkpoint_dir=None, *, upsample: bool = False, clip: bool
 
     `channels_last` stores the UNets' weights channels-last (faster convolutions on CPU oneDNN;
     outputs agree with the default layout to float rounding, see bench/sampler.py)."""
-    from samplers.model_configs import create_model, official_options
-
     names = {"base": "base-inpaint" if inpaint else "base", "upsample": "upsample-inpaint" if inpaint else "upsample"}
     stages = ["base"] + (["upsample"] if upsample else [])
     models, options, sha256 = {}, {}, {}
@@ -267,8 +252,6 @@ def load_glide_models(checkpoint_dir=None, *, upsample: bool = False, clip: bool
         else:
             if tiny:
                 raise ValueError("tiny configs exist only with random weights")
-            from samplers.checkpoints import load_glide_model
-
             model, sha256[names[stage]] = load_glide_model(names[stage], checkpoint_dir, device=device)
         model = model.to(device).eval()
         if channels_last:
@@ -277,8 +260,6 @@ def load_glide_models(checkpoint_dir=None, *, upsample: bool = False, clip: bool
     clip_model = None
     if clip:
         if random_weights:
-            from samplers.model_configs import create_noised_clip, official_clip_config
-
             config = official_clip_config()
             if tiny:
                 config.update(TINY_OVERRIDES["clip"])
@@ -286,8 +267,6 @@ def load_glide_models(checkpoint_dir=None, *, upsample: bool = False, clip: bool
             _randomize(clip_model, seed + len(stages))
             sha256["clip"] = "random"
         else:
-            from samplers.checkpoints import load_noised_clip
-
             clip_model, clip_sha = load_noised_clip(checkpoint_dir, device=device)
             sha256.update(clip_sha)
         clip_model = clip_model.to(device).eval()

@@ -12,7 +12,7 @@
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 
@@ -45,7 +45,7 @@ def _steps(diffusion: Diffusion, progress: bool, desc: str):
 
 @torch.no_grad()
 def sample_ancestral(model_fn: ModelFn, x: torch.Tensor, diffusion: Diffusion, extra_args=None, *,
-                     noise: Callable = default_noise, cond_fn: Optional[CondFn] = None,
+                     noise: Callable = default_noise, cond_fn: CondFn | None = None,
                      clip_denoised: bool = True, denoised_fn=None, post_step=None,
                      callback=None, progress: bool = False) -> torch.Tensor:
     """Ancestral sampling (DDPM p_sample) from x = x_T down to x_0.
@@ -72,7 +72,7 @@ def sample_ancestral(model_fn: ModelFn, x: torch.Tensor, diffusion: Diffusion, e
 
 @torch.no_grad()
 def sample_ddim(model_fn: ModelFn, x: torch.Tensor, diffusion: Diffusion, extra_args=None, *,
-                eta: float = 0.0, noise: Callable = default_noise, cond_fn: Optional[CondFn] = None,
+                eta: float = 0.0, noise: Callable = default_noise, cond_fn: CondFn | None = None,
                 clip_denoised: bool = True, denoised_fn=None, post_step=None,
                 callback=None, progress: bool = False) -> torch.Tensor:
     """DDIM sampling (Song et al. 2020, eq. 12) from x_T down to x_0; eta = 0 is deterministic.

@@ -7,7 +7,7 @@ original timesteps a respaced sampler visits (sorted list).
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 
@@ -52,39 +52,65 @@ def _section_steps(num_steps: int, section_counts: list[int]) -> set[int]:
     return steps
 
 
+def parse_respacing(spacing: str) -> tuple[str, list[int]]:
+    """The one parser of respacing strings: ("all", []) for "", ("fast27", [10, 10, 3, 2, 2]),
+    ("ddim", [N]) for "ddimN", ("sections", [a, b, ...]) for "N" or "a,b,...".
+
+    ValueError names the string when it is none of these.
+    """
+    spec = spacing.strip()
+    if spec == "":
+        return ("all", [])
+    if spec == "fast27":
+        return ("fast27", [10, 10, 3, 2, 2])
+    if spec.startswith("ddim"):
+        count = spec[len("ddim"):]
+        if not count.isdigit():
+            raise ValueError(f"bad respacing {spacing!r}: expected 'ddimN' with an integer N")
+        return ("ddim", [int(count)])
+    parts = spec.split(",")
+    if not all(p.strip().isdigit() for p in parts):
+        raise ValueError(f"unknown respacing {spacing!r}: expected 'N', 'N1,N2,...', 'ddimN', 'fast27' or ''")
+    return ("sections", [int(p) for p in parts])
+
+
+def count_steps(spacing: str) -> int:
+    """Denoising steps of a respacing string, whatever the schedule's length: "250" -> 250,
+    "fast27" -> 27, "ddim50" -> 50, "10,10,5" -> 25. Every count must be positive, and ""
+    (every step of the schedule) has no count of its own: both are ValueErrors."""
+    kind, counts = parse_respacing(str(spacing))
+    if kind == "all" or not all(c > 0 for c in counts):
+        raise ValueError(f"respacing must be like '250', 'fast27', 'ddim50' or '10,10,5', got {spacing!r}")
+    return sum(counts)
+
+
 def space_timesteps(num_steps: int, spacing: str | int | Iterable[int]) -> list[int]:
     """Sorted original timesteps kept by a respacing spec.
 
     Accepts what the reference accepts: "N" or "a,b,c" (N steps, or per-section counts over
     equal sections, evenly strided with rounding), "ddimN" (the integer stride giving exactly
     N steps), "fast27" ("10,10,3,2,2" with T-1 replaced by T-3), an int, a list of counts, and
-    "" (every step).
+    "" (every step). Strings go through `parse_respacing`.
     """
     if isinstance(spacing, int):
         return sorted(_section_steps(num_steps, [spacing]))
     if not isinstance(spacing, str):
         return sorted(_section_steps(num_steps, [int(c) for c in spacing]))
-    spec = spacing.strip()
-    if spec == "":
+    kind, counts = parse_respacing(spacing)
+    if kind == "all":
         return list(range(num_steps))
-    if spec == "fast27":
-        steps = set(space_timesteps(num_steps, "10,10,3,2,2"))
+    if kind == "fast27":
+        steps = _section_steps(num_steps, counts)
         steps.remove(num_steps - 1)
         steps.add(num_steps - 3)  # avoids DDIM artifacts from the noisiest step
         return sorted(steps)
-    if spec.startswith("ddim"):
-        count = spec[len("ddim"):]
-        if not count.isdigit():
-            raise ValueError(f"bad respacing {spacing!r}: expected 'ddimN' with an integer N")
-        desired = int(count)
+    if kind == "ddim":
+        desired = counts[0]
         for stride in range(1, num_steps):
             if len(range(0, num_steps, stride)) == desired:
                 return list(range(0, num_steps, stride))
         raise ValueError(f"respacing {spacing!r}: no integer stride gives exactly {desired} of {num_steps} steps")
-    parts = spec.split(",")
-    if not all(p.strip().isdigit() for p in parts):
-        raise ValueError(f"unknown respacing {spacing!r}: expected 'N', 'N1,N2,...', 'ddimN', 'fast27' or ''")
-    return sorted(_section_steps(num_steps, [int(p) for p in parts]))
+    return sorted(_section_steps(num_steps, counts))
 
 
 def respaced_betas(betas: np.ndarray, timesteps: Iterable[int]) -> np.ndarray:

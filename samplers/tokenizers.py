@@ -13,6 +13,8 @@ from functools import lru_cache
 
 import torch
 
+from torchvision_compat import ensure_torchvision
+
 GLIDE_END_TOKEN = 50256
 CLIP_CONTEXT = 77
 
@@ -25,12 +27,13 @@ def _gpt2():
         return tiktoken.get_encoding("gpt2")
     except Exception as error:  # offline without the cached BPE files
         raise RuntimeError("cannot load the GPT-2 BPE through tiktoken; offline, set TIKTOKEN_CACHE_DIR "
-                           f"to a folder holding tiktoken's cached gpt2 files ({type(error).__name__}: {error})") from error
+                           f"to a folder holding tiktoken's cached gpt2 files ({type(error).__name__}: {error})"
+                           ) from error
 
 
 @lru_cache(maxsize=1)
 def _clip_bpe():
-    import glide_eval.compat  # noqa: F401  (before open_clip)
+    ensure_torchvision()  # before open_clip
     from open_clip.tokenizer import SimpleTokenizer
 
     return SimpleTokenizer()

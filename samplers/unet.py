@@ -267,7 +267,7 @@ class GLIDEUNet(nn.Module):
         self.use_channels_last()
 
     # ---- memory layout and precision -----------------------------------------------------
-    def use_channels_last(self, enabled: bool = True) -> "GLIDEUNet":
+    def use_channels_last(self, enabled: bool = True) -> GLIDEUNet:
         """Store conv weights (and run activations) channels-last (NHWC); on by default.
 
         Convs run ~1.4x faster on CPU this way, and spatial attention reads its [N, T, C]
@@ -275,7 +275,7 @@ class GLIDEUNet(nn.Module):
         """
         return self.to(memory_format=torch.channels_last if enabled else torch.contiguous_format)
 
-    def to_dtype(self, dtype: torch.dtype) -> "GLIDEUNet":
+    def to_dtype(self, dtype: torch.dtype) -> GLIDEUNet:
         """Run convs, the transformer and its embeddings in `dtype`, as the reference's
         `convert_to_fp16` does: norms, the timestep MLP, the ResBlocks' embedding projections,
         the positional/padding embeddings and the output head stay float32."""

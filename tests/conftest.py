@@ -4,7 +4,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import glide_eval.compat  # noqa: F401  (before any torch_fidelity / open_clip import)
+from torchvision_compat import ensure_torchvision
+
+ensure_torchvision()  # before any torch_fidelity / open_clip import
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GOLDEN = FIXTURES / "golden"

@@ -3,7 +3,7 @@ import sys
 
 from click.testing import CliRunner
 
-from glide_eval import compat
+import torchvision_compat as compat
 from glide_eval.cli import main
 
 
@@ -53,3 +53,24 @@ def test_python_dash_m_works():
     out = subprocess.run([sys.executable, "-m", "glide_eval", "--help"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "Usage" in out.stdout
+
+
+def test_cli_help_lists_each_commands_own_help_without_importing_it():
+    """`glide-eval --help` lists the one-line help of every command from `COMMANDS`, equal to what
+    the command itself says (at any width), and imports none of the command modules (nor torch)."""
+    import click
+
+    from glide_eval.cli import COMMANDS
+
+    for name in COMMANDS:
+        command = main.get_command(None, name)
+        for limit in (30, 45, 80, 10_000):
+            listed = click.Command(name, help=COMMANDS[name][1]).get_short_help_str(limit)
+            assert listed == command.get_short_help_str(limit), name
+    code = ("import sys; from click.testing import CliRunner; from glide_eval.cli import main; "
+            "out = CliRunner().invoke(main, ['--help']).output; "
+            "print(sorted(m for m in sys.modules if m.startswith('glide_eval.cli.') or m == 'torch')); "
+            "print(all(n in out for n in " + repr(sorted(COMMANDS)) + "))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[:2] == ["[]", "True"]

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from scipy.optimize import minimize
 
-from human_eval.bootstrap import bootstrap_ratings, identifiable_batch, resample_counts
+from human_eval.bootstrap import identifiable_batch, resample_counts
 from human_eval.elo import analyze, fit_question, win_probability
 from human_eval.fit import ELO_PER_NAT, FitError, check_identifiable, fit_elo, newton_batch, pair_counts
 

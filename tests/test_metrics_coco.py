@@ -9,8 +9,16 @@ from click.testing import CliRunner
 from PIL import Image
 
 from glide_eval.cli import main
-from glide_eval.coco import (CocoError, coco_reference, find_coco, preprocess_image, read_ids,
-                             reference_batches, sample_caption_records, sample_captions)
+from glide_eval.data.coco import (
+    CocoError,
+    coco_reference,
+    find_coco,
+    preprocess_image,
+    read_ids,
+    reference_batches,
+    sample_caption_records,
+    sample_captions,
+)
 from metrics import ReferenceStats, calculate_metrics, register_extractor
 from metrics.features import FeatureAccumulator
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-import glide_eval.compat  # noqa: F401
+import torchvision_compat  # noqa: F401  (conftest.py calls ensure_torchvision() first)
 from metrics import FeatureAccumulator, FeatureError, ReferenceStats, calculate_metrics
 from metrics.fid import StatisticsError, frechet_distance, gaussian_statistics
 from metrics.inception_score import inception_score

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-import glide_eval.compat  # noqa: F401
+import torchvision_compat  # noqa: F401  (conftest.py calls ensure_torchvision() first)
 from metrics import ExtractorError, FeatureAccumulator, calculate_metrics, create_extractor, register_extractor
 from metrics.testing import make_random_inception, make_tiny_clip
 

@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import test_regress_engine as engine
 from click.testing import CliRunner
 
-import test_regress_engine as engine
 from glide_eval.cli import main
-from glide_eval.config import Setting, load_config
-from glide_eval.sweep import run_sweep
+from glide_eval.sweep.config import Setting, load_config
+from glide_eval.sweep.run import run_sweep
 
 CAPTIONS = [f"{n} {c} {s}" for n in ("one", "two", "three") for c in ("red", "blue", "green", "white", "grey")
             for s in ("cube", "ball")]

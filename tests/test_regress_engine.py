@@ -14,7 +14,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from glide_eval.sweep_components import Components, MissingComponentError, sha256_file
+from glide_eval.files import sha256_file
+from glide_eval.sweep.components import Components
+from glide_eval.sweep.errors import MissingComponentError
 
 EMBED = 16
 
@@ -107,7 +109,7 @@ def make_components(config, device: str) -> Components:
 
 
 def test_engine_depends_on_the_checkpoint(tmp_path):
-    from glide_eval.config import Setting
+    from glide_eval.sweep.config import Setting
 
     save_checkpoint(tmp_path / "a", seed=0)
     save_checkpoint(tmp_path / "b", noise=0.5, like=tmp_path / "a" / "base.pt")

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from glide_eval.regress import RegressError, aligned_n, judge, parse_tolerances, verdict
+from glide_eval.regress.baseline import RegressError, aligned_n
+from glide_eval.regress.compare import judge, parse_tolerances, verdict
 from metrics.paired_bootstrap import normal_interval, normal_z, paired_bootstrap
 
 

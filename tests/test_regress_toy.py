@@ -13,8 +13,8 @@ import torch
 from click.testing import CliRunner
 
 from glide_eval.cli import main
-from glide_eval.config import load_config
-from glide_eval.sweep import run_sweep
+from glide_eval.sweep.config import load_config
+from glide_eval.sweep.run import run_sweep
 
 N = 16
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -150,8 +149,8 @@ def find_chromium() -> str | None:
 def test_html_report_renders_in_headless_chromium(tmp_path):
     from test_sweep import write_config
 
-    from glide_eval.config import load_config
-    from glide_eval.sweep import run_sweep
+    from glide_eval.sweep.config import load_config
+    from glide_eval.sweep.run import run_sweep
 
     config = load_config(write_config(tmp_path, n=6, shard_size=3))
     run_sweep(config, progress=False, log=lambda m: None)

@@ -23,7 +23,7 @@ def test_betas_and_respacing_match_reference_fixture(golden_dir):
 def test_cosine_alphas_cumprod_closed_form():
     betas = named_betas("squaredcos_cap_v2", 1000)
     alphas_cumprod = np.cumprod(1 - betas)
-    f = lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2  # noqa: E731
+    f = lambda t: math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
     expected = np.array([f((i + 1) / 1000) / f(0) for i in range(1000)])
     uncapped = betas < 0.999
     assert uncapped[:990].all() and not uncapped[-1]  # only the very last steps hit the cap

@@ -6,16 +6,24 @@ from pathlib import Path
 import pytest
 import torch
 
-from glide_eval.parity import MODULE_TOL, rel_error
-from glide_eval.parity_models import (
-    UNET_FIXTURES, check_cases, check_checkpoint_manifests, check_noised_clip, load_clip_fixture,
-    load_unet_fixture, run_unet_fixture,
+from glide_eval.parity.core import MODULE_TOL, rel_error
+from glide_eval.parity.models import (
+    UNET_FIXTURES,
+    check_cases,
+    check_checkpoint_manifests,
+    check_noised_clip,
+    load_clip_fixture,
+    load_unet_fixture,
+    run_unet_fixture,
 )
 from samplers.checkpoints import CheckpointMismatchError, load_glide_model, load_noised_clip, sha256_file
 from samplers.model_configs import (
-    OFFICIAL_FILES, create_model, create_noised_clip, official_clip_config, official_options,
+    OFFICIAL_FILES,
+    create_model,
+    create_noised_clip,
+    official_clip_config,
+    official_options,
 )
-
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 

@@ -16,7 +16,6 @@ from samplers.noise import PerSampleNoise, TapeNoise
 from samplers.pipeline import GlideModels, InpaintSpec, quantize_low_res, sample_base, sample_images
 from samplers.sampling import NanMonitor, Recorder, get_sampler, sample_ancestral, sample_ddim
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 N_VOCAB = 16

@@ -8,7 +8,6 @@ from PIL import Image
 
 from glide_eval.cli import main
 
-
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
@@ -58,6 +57,7 @@ def test_sample_rejects_bad_arguments(tmp_path):
     out = str(tmp_path / "x.png")
     assert "unknown guidance" in run(["--prompt", "x", "--guidance", "foo:1", "--random-weights", "--out", out]).output
     assert "unknown respacing" in run(["--prompt", "x", "--steps", "ten", "--random-weights", "--out", out]).output
-    assert "--inpaint and --mask" in run(["--prompt", "x", "--random-weights", "--inpaint", __file__, "--out", out]).output
+    only_image = ["--prompt", "x", "--random-weights", "--inpaint", __file__, "--out", out]
+    assert "--inpaint and --mask" in run(only_image).output
     result = CliRunner(env={"GLIDE_CHECKPOINTS": None}).invoke(main, ["sample", "--prompt", "x", "--out", out])
     assert result.exit_code != 0 and "no checkpoints" in result.output

@@ -2,10 +2,9 @@
 import pytest
 import torch
 
-from glide_eval.parity import LOOP_TOL, rel_error
-from glide_eval.parity_sampling import RUNS, _load_clip, check_samplers, check_schedules
+from glide_eval.parity.core import LOOP_TOL, rel_error
+from glide_eval.parity.sampling import RUNS, _load_clip, check_samplers, check_schedules
 from samplers.guidance import clip_cond_fn
-
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -48,7 +47,7 @@ def test_a_wrong_timestep_map_is_caught(golden_dir, monkeypatch):
 
 def test_sample_images_with_real_unet_is_batch_invariant(golden_dir):
     """The fixture's tiny GLIDE UNet through sample_images: a sample does not depend on its batch."""
-    from glide_eval.parity_sampling import _load_unet
+    from glide_eval.parity.sampling import _load_unet
     from samplers.pipeline import GlideModels, sample_images
 
     model, n_vocab = _load_unet(golden_dir, "unet_base.pt")

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from glide_eval.parity_models import check_tokenizers
+from glide_eval.parity.models import check_tokenizers
 from samplers.tokenizers import GLIDE_END_TOKEN, clip_tokenize, glide_tokenize, glide_tokens
 
 FIXTURE = Path(__file__).parent / "fixtures" / "golden" / "tokenizers.json"

@@ -17,13 +17,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import test_sweep_fakes as fakes
 from click.testing import CliRunner
 
-import test_sweep_fakes as fakes
 from glide_eval.cli import main
-from glide_eval.config import ConfigError, load_config
-from glide_eval.sweep import SweepError, run_sweep
-from glide_eval.sweep_store import FEATURE_PREFIX, load_shard, shard_paths
+from glide_eval.sweep.config import ConfigError, load_config
+from glide_eval.sweep.errors import SweepError
+from glide_eval.sweep.run import run_sweep
+from glide_eval.sweep.rundir import FEATURE_PREFIX, RunDir
 
 TESTS = Path(__file__).parent
 CAPTIONS = [f"a {c} {o} number {i}" for i, (c, o) in enumerate(
@@ -70,7 +71,7 @@ def env_with_tests_on_path() -> dict:
 def shard_contents(run_dir: Path) -> dict:
     out = {}
     for npz in sorted((run_dir / "shards").glob("*/*.npz")):
-        data = load_shard(run_dir, npz.parent.name, int(npz.stem))
+        data = RunDir(run_dir).load_shard(npz.parent.name, int(npz.stem))
         out[f"{npz.parent.name}/{npz.stem}"] = data
     return out
 
@@ -186,7 +187,7 @@ def test_resume_skips_finished_shards_and_redoes_corrupt_ones(tmp_path):
     run_sweep(config, progress=False, log=lambda m: None)
     before = metric_table(config.output_dir)
     assert run_sweep(config, progress=False, log=lambda m: None)["shards_run"] == 0
-    npz, _ = shard_paths(config.output_dir, "cfg-1", 2)
+    npz, _ = RunDir(config.output_dir).shard_paths("cfg-1", 2)
     npz.write_bytes(npz.read_bytes()[:-10])  # truncated shard: its hash no longer matches
     assert run_sweep(config, progress=False, log=lambda m: None)["shards_run"] == 1
     pd.testing.assert_frame_equal(metric_table(config.output_dir), before)
@@ -227,7 +228,7 @@ def test_sigkilled_sweep_resumes_to_identical_results(tmp_path):
     records = tmp_path / "out" / "shards"
     rng = random.Random(1234)
     kills = 0
-    for attempt in range(4):
+    for _attempt in range(4):
         # kill at a random moment after the next shard has been finished (so each run
         # makes progress, and the kill lands inside a later shard or its write)
         start_count = len(list(records.glob("*/*.json")))
@@ -277,7 +278,7 @@ def test_two_processes_equal_one(tmp_path):
     assert ranks == {0, 1}
     assert_same_shards(shard_contents(two / "out"), shard_contents(one / "out"))
     pd.testing.assert_frame_equal(metric_table(two / "out"), metric_table(one / "out"))
-    features = load_shard(two / "out", "clip-2", 1)
+    features = RunDir(two / "out").load_shard("clip-2", 1)
     assert FEATURE_PREFIX + "pool" in features
 
 

@@ -12,8 +12,8 @@ import time
 
 import numpy as np
 
-from glide_eval.config import count_steps
-from glide_eval.sweep_components import Components
+from glide_eval.sweep.components import Components
+from samplers.schedules import count_steps
 
 FAMILY_CODE = {"none": 0, "cfg": 1, "clip": 2}
 
@@ -88,7 +88,7 @@ def test_fake_image_depends_only_on_its_inputs():
 
 def make_tiny_glide_components(config, device: str) -> Components:
     """The real GLIDE pipeline (`samplers`) on tiny random-weight models, with the fake features."""
-    from glide_eval.sweep_engines import glide_generator
+    from glide_eval.sweep.engines import glide_generator
 
     return Components(glide_generator(config, device), featurize, compute_metrics,
                       provenance={"files": {"tiny_random": "random"}})

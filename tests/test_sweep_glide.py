@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import glide_eval.compat  # noqa: F401
-from glide_eval.config import load_config
-from glide_eval.sweep import run_sweep
+import torchvision_compat  # noqa: F401  (conftest.py calls ensure_torchvision() first)
+from glide_eval.sweep.config import load_config
+from glide_eval.sweep.run import run_sweep
 
 pytestmark = pytest.mark.slow
 

@@ -7,11 +7,14 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 import test_sweep_fakes as fakes
 from test_sweep import METRICS, write_config
-from glide_eval.config import ConfigError, Setting, load_config
-from glide_eval.sweep import SweepError, describe_plan, make_plan, model_evaluations, run_sweep
+
+from glide_eval.sweep.config import ConfigError, Setting, load_config
+from glide_eval.sweep.describe import describe_plan
+from glide_eval.sweep.errors import SweepError
+from glide_eval.sweep.plan import make_plan, model_evaluations
+from glide_eval.sweep.run import run_sweep
 from reports.build import build_report
 
 STEPS = '\n[grid]\nsteps = ["20", "5"]\nsteps_methods = ["ancestral", "ddim"]\nsteps_guidance = "cfg:2.0"\n'
@@ -113,7 +116,7 @@ def test_a_steps_setting_sampling_like_another_shares_its_shards(tmp_path):
     plan = make_plan(config)
     assert plan.sources["steps-ancestral-250"].name == "cfg-2"
     assert plan.sources["steps-ddim-250"].name == "steps-ddim-250"
-    assert {s.name for s, _ in plan.units} == {"unguided", "cfg-2", "steps-ancestral-5", "steps-ddim-250",
+    assert {unit.setting.name for unit in plan.units} == {"unguided", "cfg-2", "steps-ancestral-5", "steps-ddim-250",
                                               "steps-ddim-5"}
     summary = run_sweep(config, progress=False, log=lambda m: None)
     assert summary["shards_run"] == 5 * 4

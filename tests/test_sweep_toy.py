@@ -7,7 +7,6 @@ import json
 
 import numpy as np
 import pandas as pd
-import pytest
 
 
 def make_random_toy_assets(folder):
@@ -26,10 +25,9 @@ def make_random_toy_assets(folder):
 
 
 def test_toy_sweep_end_to_end(tmp_path, monkeypatch):
-    import torch
 
-    from glide_eval.config import load_config
-    from glide_eval.sweep import run_sweep
+    from glide_eval.sweep.config import load_config
+    from glide_eval.sweep.run import run_sweep
     from glide_eval.toy.models import BASE_RESOLUTION, load_toy_models
     from metrics.extractors import create_extractor
     from reports.build import build_report

@@ -28,7 +28,7 @@ def test_guidance_trades_recall_for_precision_and_clip_score():
         M.weight_path("clip")
     except FileNotFoundError as e:
         pytest.skip(str(e))
-    import glide_eval.compat  # noqa: F401
+    import torchvision_compat  # noqa: F401
     from glide_eval.toy.evaluate import guidance_trend
 
     rows = {r["scale"]: r for r in guidance_trend(n=1024, scales=(0, 3, 8), method="ddim", respacing="10",

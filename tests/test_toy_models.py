@@ -93,10 +93,9 @@ def test_toy_clip_retrieval_above_chance(validation):
 def unguided():
     """Per attribute, the fraction of 128 unguided base samples (DDIM, 10 steps, as the default
     sweep samples) in which the evaluation classifier sees what the caption names."""
-    from samplers.pipeline import sample_images
-
     from glide_eval.toy import load_toy_models, sample_captions
     from metrics.extractors import create_extractor
+    from samplers.pipeline import sample_images
 
     models = load_toy_models()
     captions = sample_captions(128, seed=3)
@@ -143,10 +142,9 @@ def test_noised_clip_retrieves_captions_of_slightly_noised_images(validation):
 
 def _upsample(validation, temperature):
     """(32x32 samples of the shipped upsampler at `temperature`, the 32x32 originals, their 16x16 low_res)."""
+    from glide_eval.toy import load_toy_models
     from samplers.noise import GlobalNoise
     from samplers.pipeline import sample_upsample
-
-    from glide_eval.toy import load_toy_models
 
     images, captions, _ = validation
     x = images[:32].float() / 127.5 - 1

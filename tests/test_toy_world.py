@@ -4,8 +4,17 @@ import pytest
 import torch
 
 from glide_eval.toy import tokenizer as tok
-from glide_eval.toy.world import (ATTRIBUTES, BACKGROUNDS, COLOURS, caption_for, dataset, parse_caption, render,
-                                  sample_captions, scene)
+from glide_eval.toy.world import (
+    ATTRIBUTES,
+    BACKGROUNDS,
+    COLOURS,
+    caption_for,
+    dataset,
+    parse_caption,
+    render,
+    sample_captions,
+    scene,
+)
 
 
 def test_scenes_are_deterministic_and_distinct():
@@ -57,8 +66,8 @@ def test_pixels_match_labels():
     areas = {0: [], 1: []}
     for i in range(200):
         s = scene(i)
-        areas[s.labels["size"]].append(_colour_fraction(render(s, 32), COLOURS[ATTRIBUTES["colour"][s.labels["colour"]]])
-                                       / (s.labels["count"] + 1))
+        colour = COLOURS[ATTRIBUTES["colour"][s.labels["colour"]]]
+        areas[s.labels["size"]].append(_colour_fraction(render(s, 32), colour) / (s.labels["count"] + 1))
     assert np.mean(areas[1]) > 2 * np.mean(areas[0])
 
 

@@ -5,9 +5,10 @@ CLIP as the evaluation networks), weights shipped in glide_eval/assets.
 Importing it registers the extractors "toy-classifier" and "toy-clip" with
 `metrics.extractors` (which imports this package itself when asked for extractors).
 """
+
 from glide_eval.toy.extractors import register as _register
-from glide_eval.toy.models import load_toy_models  # noqa: F401
-from glide_eval.toy.world import dataset, parse_caption, render, sample_captions, scene  # noqa: F401
+from glide_eval.toy.models import load_toy_models
+from glide_eval.toy.world import dataset, parse_caption, render, sample_captions, scene
 
 __all__ = ["dataset", "load_toy_models", "parse_caption", "reference_images", "render", "sample_captions", "scene"]
 

@@ -5,6 +5,7 @@ Classifier heads: "category" (shape x colour, 24 classes; its logits feed the In
 Score), "count", "size", "background". Its penultimate 128-d features feed FID and
 precision/recall.
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,8 +16,12 @@ from glide_eval.toy.tokenizer import CLIP_CONTEXT, N_VOCAB, clip_tokenize
 from glide_eval.toy.world import ATTRIBUTES
 
 EVAL_SIZE = 32
-HEADS = {"category": len(ATTRIBUTES["shape"]) * len(ATTRIBUTES["colour"]), "count": len(ATTRIBUTES["count"]),
-         "size": len(ATTRIBUTES["size"]), "background": len(ATTRIBUTES["background"])}
+HEADS = {
+    "category": len(ATTRIBUTES["shape"]) * len(ATTRIBUTES["colour"]),
+    "count": len(ATTRIBUTES["count"]),
+    "size": len(ATTRIBUTES["size"]),
+    "background": len(ATTRIBUTES["background"]),
+}
 
 
 def to_input(images: torch.Tensor) -> torch.Tensor:
@@ -32,8 +37,14 @@ def category_label(shape: torch.Tensor, colour: torch.Tensor) -> torch.Tensor:
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.GroupNorm(8, c_out), nn.SiLU(),
-                         nn.Conv2d(c_out, c_out, 3, padding=1), nn.GroupNorm(8, c_out), nn.SiLU())
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1),
+        nn.GroupNorm(8, c_out),
+        nn.SiLU(),
+        nn.Conv2d(c_out, c_out, 3, padding=1),
+        nn.GroupNorm(8, c_out),
+        nn.SiLU(),
+    )
 
 
 class ConvTrunk(nn.Module):
@@ -69,8 +80,13 @@ class AttributeClassifier(nn.Module):
         _, logits = self(to_input(images))
         category = logits["category"].argmax(1)
         n_colour = len(ATTRIBUTES["colour"])
-        return {"shape": category // n_colour, "colour": category % n_colour, "count": logits["count"].argmax(1),
-                "size": logits["size"].argmax(1), "background": logits["background"].argmax(1)}
+        return {
+            "shape": category // n_colour,
+            "colour": category % n_colour,
+            "count": logits["count"].argmax(1),
+            "size": logits["size"].argmax(1),
+            "background": logits["background"].argmax(1),
+        }
 
 
 class TextEncoder(nn.Module):
@@ -87,7 +103,7 @@ class TextEncoder(nn.Module):
 
     def forward(self, tokens: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
         pad = torch.arange(tokens.shape[1], device=tokens.device)[None] >= lens[:, None]
-        h = self.blocks(self.token(tokens) + self.pos[None, :tokens.shape[1]], src_key_padding_mask=pad)
+        h = self.blocks(self.token(tokens) + self.pos[None, : tokens.shape[1]], src_key_padding_mask=pad)
         last = h[torch.arange(h.shape[0], device=h.device), lens - 1]
         return self.proj(self.ln(last))
 
@@ -109,8 +125,9 @@ class ToyCLIP(nn.Module):
         return self.text(tokens.to(device), lens.to(device))
 
 
-def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, log_scale: torch.Tensor,
-                     same: torch.Tensor | None = None) -> torch.Tensor:
+def contrastive_loss(
+    img: torch.Tensor, txt: torch.Tensor, log_scale: torch.Tensor, same: torch.Tensor | None = None
+) -> torch.Tensor:
     """Symmetric InfoNCE; `same[i, j]` marks pairs with identical captions (soft targets)."""
     img, txt = F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
     logits = log_scale.exp().clamp(max=100) * img @ txt.t()
@@ -118,5 +135,7 @@ def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, log_scale: torch.Tens
         target = torch.eye(len(img), device=img.device)
     else:
         target = same.float() / same.float().sum(1, keepdim=True)
-    return 0.5 * (torch.sum(-target * logits.log_softmax(1), 1).mean()
-                  + torch.sum(-target.t() * logits.t().log_softmax(1), 1).mean())
+    return 0.5 * (
+        torch.sum(-target * logits.log_softmax(1), 1).mean()
+        + torch.sum(-target.t() * logits.t().log_softmax(1), 1).mean()
+    )

@@ -6,26 +6,34 @@ grows, CLIP score and precision rise, recall falls, FID is lowest at a modest sc
 Scale 0 means unguided (conditional model alone). Base resolution, toy extractors, references
 are validation images at that resolution (indices n.. 2n, disjoint from the captions' scenes).
 """
+
 from __future__ import annotations
+
+import json
 
 import click
 import numpy as np
 import torch
 
+from glide_eval.toy.models import UPSAMPLE_TEMPERATURE, load_toy_models
 from glide_eval.toy.world import ATTRIBUTES, dataset, parse_caption, sample_captions
+from metrics.calculate import calculate_metrics
+from metrics.clip_score import clip_scores
+from metrics.extractors import create_extractor
+from samplers.pipeline import sample_images
 
 
-def guidance_trend(n: int = 200, scales=(0, 1, 2, 3, 5, 8), respacing: str = "10", seed: int = 0,
-                   upsample: bool = False, batch_size: int = 100, progress: bool = False,
-                   method: str = "ddim") -> list[dict]:
+def guidance_trend(
+    n: int = 200,
+    scales=(0, 1, 2, 3, 5, 8),
+    respacing: str = "10",
+    seed: int = 0,
+    upsample: bool = False,
+    batch_size: int = 100,
+    progress: bool = False,
+    method: str = "ddim",
+) -> list[dict]:
     """One row per guidance scale: fid, precision, recall, is, clip_score, attribute accuracies."""
-    from metrics.calculate import calculate_metrics
-    from metrics.clip_score import clip_scores
-    from metrics.extractors import create_extractor
-    from samplers.pipeline import sample_images
-
-    from glide_eval.toy.models import UPSAMPLE_TEMPERATURE, load_toy_models
-
     models = load_toy_models(upsample=upsample)
     classifier, clip = create_extractor("toy-classifier"), create_extractor("toy-clip")
     size = (models.upsampler_options if upsample else models.base_options)["image_size"]
@@ -36,13 +44,27 @@ def guidance_trend(n: int = 200, scales=(0, 1, 2, 3, 5, 8), respacing: str = "10
     rows = []
     for scale in scales:
         guidance = ("none", 0.0) if scale == 0 else ("cfg", float(scale))
-        result = sample_images(models, captions, list(range(n)), seed, guidance=guidance, respacing=respacing,
-                               sampler=method, upsample=upsample, upsample_temp=UPSAMPLE_TEMPERATURE,
-                               batch_size=batch_size, progress=progress)
+        result = sample_images(
+            models,
+            captions,
+            list(range(n)),
+            seed,
+            guidance=guidance,
+            respacing=respacing,
+            sampler=method,
+            upsample=upsample,
+            upsample_temp=UPSAMPLE_TEMPERATURE,
+            batch_size=batch_size,
+            progress=progress,
+        )
         feats = classifier(result.images)
         scores, truncated = clip_scores(clip, result.images, captions)
-        gen = {"pool": feats["pool"].numpy(), "logits_unbiased": feats["logits_unbiased"].numpy(),
-               "clip_scores": scores, "n_truncated": truncated}
+        gen = {
+            "pool": feats["pool"].numpy(),
+            "logits_unbiased": feats["logits_unbiased"].numpy(),
+            "clip_scores": scores,
+            "n_truncated": truncated,
+        }
         metrics = calculate_metrics(gen, {"pool": ref["pool"].numpy()}, clip_score=True, k=3)
         pred = classifier.predict(result.images)
         row = {"scale": scale, **{k: metrics[k] for k in ("fid", "precision", "recall", "is", "clip_score")}}
@@ -62,12 +84,11 @@ def guidance_trend(n: int = 200, scales=(0, 1, 2, 3, 5, 8), respacing: str = "10
 @click.option("--json", "as_json", is_flag=True)
 def main(n, scales, method, respacing, seed, upsample, as_json):
     torch.set_num_threads(2)
-    rows = guidance_trend(n, [float(s) for s in scales.split(",")], respacing, seed, upsample, progress=True,
-                          method=method)
+    rows = guidance_trend(
+        n, [float(s) for s in scales.split(",")], respacing, seed, upsample, progress=True, method=method
+    )
     if as_json:
-        from glide_eval.cli import echo_json
-
-        echo_json(rows)
+        click.echo(json.dumps(rows, indent=2, sort_keys=True, default=str))
         return
     import pandas as pd
 

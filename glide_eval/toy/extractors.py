@@ -7,6 +7,7 @@
 `weights_path` is a folder holding classifier.pt / clip.pt, or one of those files; by default
 the shipped weights (glide_eval/assets, or $GLIDE_EVAL_TOY_ASSETS).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -16,14 +17,13 @@ import torch
 from glide_eval.toy import models as toy_models
 from glide_eval.toy.evalnets import to_input
 from glide_eval.toy.tokenizer import count_truncated
+from metrics.extractors import check_images, register_extractor
 
 CLASSIFIER_NAME = "toy-classifier"
 CLIP_NAME = "toy-clip"
 
 
 def _check_images(images) -> torch.Tensor:
-    from metrics.extractors import check_images
-
     return check_images(images)
 
 
@@ -76,22 +76,24 @@ class ToyClipExtractor:
     @torch.no_grad()
     def encode_images(self, images) -> torch.Tensor:
         images = _check_images(images)
-        return torch.cat([self.model.image_features(to_input(b.to(self.device))).float().cpu()
-                          for b in images.split(self.batch_size)])
+        return torch.cat(
+            [
+                self.model.image_features(to_input(b.to(self.device))).float().cpu()
+                for b in images.split(self.batch_size)
+            ]
+        )
 
     @torch.no_grad()
     def encode_text(self, captions: list[str]) -> tuple[torch.Tensor, int]:
         captions = list(captions)
-        out = [self.model.text_features(captions[i:i + self.batch_size]).float().cpu()
-               for i in range(0, len(captions), self.batch_size)]
+        out = [
+            self.model.text_features(captions[i : i + self.batch_size]).float().cpu()
+            for i in range(0, len(captions), self.batch_size)
+        ]
         return torch.cat(out) if out else torch.zeros(0, self.model.image_proj.out_features), count_truncated(captions)
 
 
 def register() -> None:
     """Register "toy-classifier" and "toy-clip" with `metrics.extractors` (when it is installed)."""
-    try:
-        from metrics.extractors import register_extractor
-    except ImportError:
-        return
     register_extractor(CLASSIFIER_NAME, ToyClassifierExtractor)
     register_extractor(CLIP_NAME, ToyClipExtractor)

@@ -5,13 +5,14 @@ end token `END = N_VOCAB - 1`, mask [N, text_ctx] False on padding); the empty c
 the unconditional input. CLIP-style: `clip_tokenize(captions)` -> ([START] + words + [END]
 zero-padded to CLIP_CONTEXT, lens). Unknown words map to UNK.
 """
+
 from __future__ import annotations
 
 import torch
 
 from glide_eval.toy.world import ATTRIBUTES, TEMPLATES
 
-TEXT_CTX = 16     # GLIDE text context of the toy models
+TEXT_CTX = 16  # GLIDE text context of the toy models
 CLIP_CONTEXT = 16  # the toy noised CLIP's max_text_len
 
 
@@ -57,8 +58,8 @@ def glide_tokenize(captions: list[str], text_ctx: int = TEXT_CTX) -> tuple[torch
     mask = torch.zeros((len(captions), text_ctx), dtype=torch.bool)
     for i, caption in enumerate(captions):
         ids = encode(caption)[:text_ctx]
-        tokens[i, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-        mask[i, :len(ids)] = True
+        tokens[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        mask[i, : len(ids)] = True
     return tokens, mask
 
 
@@ -68,8 +69,8 @@ def clip_tokenize(captions: list[str], context: int = CLIP_CONTEXT) -> tuple[tor
     tokens = torch.zeros((len(captions), context), dtype=torch.long)
     lens = torch.zeros(len(captions), dtype=torch.long)
     for i, caption in enumerate(captions):
-        ids = [START] + encode(caption)[:context - 2] + [END]
-        tokens[i, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+        ids = [START, *encode(caption)[: context - 2], END]
+        tokens[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         lens[i] = len(ids)
     return tokens, lens
 

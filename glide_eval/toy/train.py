@@ -1,6 +1,6 @@
 """Train the toy world's models from scratch, reproducibly, on a CPU.
 
-    python -m glide_eval.toy.train --out glide_eval/assets [--stages classifier,clip,base,noised_clip,upsample]
+    glide-eval toy-models --out glide_eval/assets [--stages classifier,clip,base,noised_clip,upsample]
 
 Stages (each writes `<stage>.pt`, `train_log_<stage>.csv` and updates `manifest.json` in --out):
 - classifier: attribute classifier on clean (noise/blur-augmented) renders (cross-entropy per head);
@@ -20,6 +20,7 @@ accuracy on 512 captions after 6400 steps: 0.44 at max_weight 100 / high_noise 0
 Seeds are fixed and torch runs deterministically; the manifest records config, seed,
 per-file sha256, measured metrics, training time and package versions.
 """
+
 from __future__ import annotations
 
 import csv
@@ -27,8 +28,6 @@ import fcntl
 import hashlib
 import json
 import math
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -38,22 +37,43 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from glide_eval.files import atomic_write_text, atomic_write_with, package_versions, sha256_file
 from glide_eval.toy import models as toy_models
 from glide_eval.toy import world
 from glide_eval.toy.evalnets import category_label, contrastive_loss, to_input
 from glide_eval.toy.tokenizer import clip_tokenize, glide_tokenize
 from glide_eval.toy.world import ATTRIBUTES, dataset
+from samplers.diffusion import Diffusion
+from samplers.pipeline import quantize_low_res
 
 SEED = 0
 STAGES = ("classifier", "clip", "base", "noised_clip", "upsample")
 CONFIG = {
-    "classifier": dict(n_train=20000, steps=4000, batch=64, lr=3e-3, options=toy_models.CLASSIFIER_OPTIONS),
-    "clip": dict(n_train=20000, steps=400, batch=64, lr=3e-3, options=toy_models.CLIP_OPTIONS),
-    "base": dict(n_train=20000, steps=6400, batch=64, lr=2e-3, p_uncond=0.2, ema=0.995, max_weight=10.0,
-                 high_noise=0.2, options=toy_models.BASE_OPTIONS),
-    "noised_clip": dict(n_train=20000, steps=600, batch=64, lr=2e-3, options=toy_models.NOISED_CLIP_CONFIG),
-    "upsample": dict(n_train=20000, steps=2600, batch=32, lr=2e-3, ema=0.995, max_weight=100.0, high_noise=0.3,
-                     shift=1.0, options=toy_models.UPSAMPLE_OPTIONS),
+    "classifier": {"n_train": 20000, "steps": 4000, "batch": 64, "lr": 3e-3, "options": toy_models.CLASSIFIER_OPTIONS},
+    "clip": {"n_train": 20000, "steps": 400, "batch": 64, "lr": 3e-3, "options": toy_models.CLIP_OPTIONS},
+    "base": {
+        "n_train": 20000,
+        "steps": 6400,
+        "batch": 64,
+        "lr": 2e-3,
+        "p_uncond": 0.2,
+        "ema": 0.995,
+        "max_weight": 10.0,
+        "high_noise": 0.2,
+        "options": toy_models.BASE_OPTIONS,
+    },
+    "noised_clip": {"n_train": 20000, "steps": 600, "batch": 64, "lr": 2e-3, "options": toy_models.NOISED_CLIP_CONFIG},
+    "upsample": {
+        "n_train": 20000,
+        "steps": 2600,
+        "batch": 32,
+        "lr": 2e-3,
+        "ema": 0.995,
+        "max_weight": 100.0,
+        "high_noise": 0.3,
+        "shift": 1.0,
+        "options": toy_models.UPSAMPLE_OPTIONS,
+    },
 }
 LONGEST_FIRST = ("base", "upsample", "classifier", "noised_clip", "clip")  # scheduling order with --jobs
 N_VAL = 500
@@ -73,10 +93,13 @@ def _cached_dataset(n: int, split: str, size: int, cache_dir: Path | None):
     # depend on which path it took (strides change conv kernels, hence the weights' bits)
     images = np.ascontiguousarray(images)
     if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(tmp, images=images, captions=np.array(captions), **{f"label_{k}": v for k, v in labels.items()})
-        os.replace(tmp, path)
+        arrays = {"images": images, "captions": np.array(captions), **{f"label_{k}": v for k, v in labels.items()}}
+
+        def write(tmp: str) -> None:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+
+        atomic_write_with(path, write)
     return images, captions, labels
 
 
@@ -100,13 +123,18 @@ class DiffusionTables:
     """Per-timestep coefficient tables of `samplers.diffusion.Diffusion`, indexed by a batch of t."""
 
     def __init__(self, schedule: str, steps: int = 1000):
-        from samplers.diffusion import Diffusion
-
         d = Diffusion.spaced(schedule, "", steps)
         self.num_steps = d.num_steps
-        names = ("sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod",
-                 "sqrt_recipm1_alphas_cumprod", "posterior_mean_coef1", "posterior_mean_coef2",
-                 "posterior_log_variance_clipped", "log_betas")
+        names = (
+            "sqrt_alphas_cumprod",
+            "sqrt_one_minus_alphas_cumprod",
+            "sqrt_recip_alphas_cumprod",
+            "sqrt_recipm1_alphas_cumprod",
+            "posterior_mean_coef1",
+            "posterior_mean_coef2",
+            "posterior_log_variance_clipped",
+            "log_betas",
+        )
         self.t = {n: torch.from_numpy(getattr(d, n)).float() for n in names}
 
     def __call__(self, name: str, t: torch.Tensor) -> torch.Tensor:
@@ -132,8 +160,18 @@ def discretized_gaussian_log_likelihood(x, mean, log_scale):
     return torch.where(x < -0.999, log_cdf_plus, torch.where(x > 0.999, log_one_minus_cdf_min, log_delta))
 
 
-def hybrid_loss(model, tables: DiffusionTables, x0, tokens, mask, gen, max_weight: float = 1.0,
-                high_noise: float = 0.0, shift=None, **model_kwargs) -> tuple[torch.Tensor, dict]:
+def hybrid_loss(
+    model,
+    tables: DiffusionTables,
+    x0,
+    tokens,
+    mask,
+    gen,
+    max_weight: float = 1.0,
+    high_noise: float = 0.0,
+    shift=None,
+    **model_kwargs,
+) -> tuple[torch.Tensor, dict]:
     """improved-DDPM hybrid loss: MSE(eps) + VLB term (in bits/dim, x T/1000) training only the variance.
 
     With `max_weight` > 1 the eps MSE of each sample is weighted by min(1 / alpha_bar_t, max_weight)
@@ -195,21 +233,39 @@ class _Log:
         self.path, self.rows, self.start = path, [], time.time()
 
     def add(self, step: int, loss: float, **extra):
-        self.rows.append({"step": step, "loss": round(loss, 6), "seconds": round(time.time() - self.start, 1),
-                          **{k: round(v, 6) for k, v in extra.items()}})
+        self.rows.append(
+            {
+                "step": step,
+                "loss": round(loss, 6),
+                "seconds": round(time.time() - self.start, 1),
+                **{k: round(v, 6) for k, v in extra.items()},
+            }
+        )
 
     def write(self):
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with open(tmp, "w", newline="") as f:
-            fields = list(dict.fromkeys(k for row in self.rows for k in row))
-            writer = csv.DictWriter(f, fieldnames=fields)
-            writer.writeheader()
-            writer.writerows(self.rows)
-        os.replace(tmp, self.path)
+        def write_csv(tmp: str) -> None:
+            with open(tmp, "w", newline="") as f:
+                fields = list(dict.fromkeys(k for row in self.rows for k in row))
+                writer = csv.DictWriter(f, fieldnames=fields)
+                writer.writeheader()
+                writer.writerows(self.rows)
+
+        atomic_write_with(self.path, write_csv)
 
 
-def _loop(stage: str, model, total: int, lr: float, step_fn, log: _Log, gen: torch.Generator, out: Path,
-          ema=None, log_every: int = 50, save_every: int = 100):
+def _loop(
+    stage: str,
+    model,
+    total: int,
+    lr: float,
+    step_fn,
+    log: _Log,
+    gen: torch.Generator,
+    out: Path,
+    ema=None,
+    log_every: int = 50,
+    save_every: int = 100,
+):
     """AdamW with warmup + cosine decay and gradient clipping. Every `save_every` steps the whole
     training state (weights, EMA, optimizer, RNGs, log) goes to `<out>/.resume_<stage>.pt`, and
     an interrupted run continues from there with the same result."""
@@ -247,12 +303,18 @@ def _loop(stage: str, model, total: int, lr: float, step_fn, log: _Log, gen: tor
             log.write()
             bar.set_postfix(loss=f"{running:.4f}")
         if (step + 1) % save_every == 0 and step + 1 < total:
-            state = {"step": step + 1, "model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
-                     "torch_rng": torch.get_rng_state(), "running": running, "log": log.rows,
-                     "ema": ema.shadow.state_dict() if ema is not None else None,
-                     "ema_n": ema.n if ema is not None else 0}
-            torch.save(state, resume.with_name(resume.name + ".tmp"))
-            os.replace(resume.with_name(resume.name + ".tmp"), resume)
+            state = {
+                "step": step + 1,
+                "model": model.state_dict(),
+                "opt": opt.state_dict(),
+                "gen": gen.get_state(),
+                "torch_rng": torch.get_rng_state(),
+                "running": running,
+                "log": log.rows,
+                "ema": ema.shadow.state_dict() if ema is not None else None,
+                "ema_n": ema.n if ema is not None else 0,
+            }
+            atomic_write_with(resume, lambda tmp, state=state: torch.save(state, tmp))
     resume.unlink(missing_ok=True)
 
 
@@ -271,7 +333,7 @@ class EMA:
     def update(self):
         self.n += 1
         d = min(self.decay, (1 + self.n) / (10 + self.n))
-        for s, p in zip(self.shadow.parameters(), self.model.parameters()):
+        for s, p in zip(self.shadow.parameters(), self.model.parameters(), strict=False):
             s.mul_(d).add_(p.detach(), alpha=1 - d)
 
 
@@ -280,8 +342,10 @@ def train_classifier(cfg, out: Path, cache: Path | None) -> dict:
     gen = _seed_everything("classifier")
     images, _, labels = _cached_dataset(cfg["n_train"], "train", 32, cache)
     x_all = to_input(torch.from_numpy(images))
-    targets = {"category": category_label(torch.from_numpy(labels["shape"]), torch.from_numpy(labels["colour"])),
-               **{k: torch.from_numpy(labels[k]) for k in ("count", "size", "background")}}
+    targets = {
+        "category": category_label(torch.from_numpy(labels["shape"]), torch.from_numpy(labels["colour"])),
+        **{k: torch.from_numpy(labels[k]) for k in ("count", "size", "background")},
+    }
     model = toy_models.build("classifier", cfg["options"]).train()
     log = _Log(out / "train_log_classifier.csv")
 
@@ -321,8 +385,9 @@ def train_clip(cfg, out: Path, cache: Path | None) -> dict:
     _loop("clip", model, cfg["steps"], cfg["lr"], step, log, gen, out)
     model.eval()
     toy_models.save_weights(model, "clip", cfg["options"], out / toy_models.FILES["clip"])
-    return {"val_retrieval": clip_retrieval_accuracy(
-        lambda u8: model.image_features(to_input(u8)), model.text_features)}
+    return {
+        "val_retrieval": clip_retrieval_accuracy(lambda u8: model.image_features(to_input(u8)), model.text_features)
+    }
 
 
 @torch.no_grad()
@@ -345,7 +410,7 @@ def clip_retrieval_accuracy(encode_images, encode_text, n: int = N_VAL, block: i
 def _text_inputs(captions, p_uncond: float, idx, gen, text_ctx):
     caps = [captions[i] for i in idx.tolist()]
     drop = torch.rand(len(caps), generator=gen) < p_uncond
-    caps = ["" if d else c for c, d in zip(caps, drop.tolist())]
+    caps = ["" if d else c for c, d in zip(caps, drop.tolist(), strict=False)]
     return glide_tokenize(caps, text_ctx)
 
 
@@ -398,17 +463,15 @@ def _val_diffusion_loss(model, tables, options, n: int = 256, low_res: bool = Fa
     tokens, mask = glide_tokenize(captions, options["text_ctx"])
     totals = {"mse": 0.0, "vb": 0.0}
     for s in range(0, n, 64):
-        kw = {"low_res": _low_res(x0[s:s + 64])} if low_res else {}
-        _, parts = hybrid_loss(model, tables, x0[s:s + 64], tokens[s:s + 64], mask[s:s + 64], gen, **kw)
+        kw = {"low_res": _low_res(x0[s : s + 64])} if low_res else {}
+        _, parts = hybrid_loss(model, tables, x0[s : s + 64], tokens[s : s + 64], mask[s : s + 64], gen, **kw)
         for k in totals:
-            totals[k] += parts[k] * len(x0[s:s + 64]) / n
+            totals[k] += parts[k] * len(x0[s : s + 64]) / n
     return totals
 
 
 def _low_res(x: torch.Tensor) -> torch.Tensor:
     """The upsampler's input: x at the base resolution, rounded to 8 bits (as in sampling)."""
-    from samplers.pipeline import quantize_low_res
-
     return quantize_low_res(F.avg_pool2d(x, x.shape[-1] // toy_models.BASE_OPTIONS["image_size"]))
 
 
@@ -441,10 +504,12 @@ def train_noised_clip(cfg, out: Path, cache: Path | None) -> dict:
 
     metrics = {}
     for t in (0, 500, 900):
+
         def images_at_t(u8, t=t):
             x0 = _images_at(u8.numpy(), config["image_size"])
             tt = torch.full((len(x0),), t, dtype=torch.long)
             return model.image_embeddings(tables.q_sample(x0, tt, torch.randn(x0.shape, generator=gen)), tt)
+
         metrics[f"val_retrieval_t{t}"] = clip_retrieval_accuracy(images_at_t, text)
     return metrics
 
@@ -484,30 +549,39 @@ def train_upsample(cfg, out: Path, cache: Path | None) -> dict:
         idx = torch.randint(0, len(x_all), (cfg["batch"],), generator=gen)
         tokens, mask = glide_tokenize([captions[i] for i in idx.tolist()], options["text_ctx"])
         x0 = x_all[idx]
-        return hybrid_loss(model, tables, x0, tokens, mask, gen, cfg["max_weight"], cfg["high_noise"],
-                           shift=_upsampler_shift(x0, x_all, cfg["shift"], gen), low_res=_low_res(x0))
+        return hybrid_loss(
+            model,
+            tables,
+            x0,
+            tokens,
+            mask,
+            gen,
+            cfg["max_weight"],
+            cfg["high_noise"],
+            shift=_upsampler_shift(x0, x_all, cfg["shift"], gen),
+            low_res=_low_res(x0),
+        )
 
     _loop("upsample", model, cfg["steps"], cfg["lr"], step, log, gen, out, ema=ema)
     toy_models.save_weights(ema.shadow, "upsample", options, out / toy_models.FILES["upsample"])
-    return {"final_loss": log.rows[-1]["running"],
-            "val_loss": _val_diffusion_loss(ema.shadow, tables, options, n=64, low_res=True)}
+    return {
+        "final_loss": log.rows[-1]["running"],
+        "val_loss": _val_diffusion_loss(ema.shadow, tables, options, n=64, low_res=True),
+    }
 
 
-TRAINERS = {"classifier": train_classifier, "clip": train_clip, "base": train_base,
-            "noised_clip": train_noised_clip, "upsample": train_upsample}
+TRAINERS = {
+    "classifier": train_classifier,
+    "clip": train_clip,
+    "base": train_base,
+    "noised_clip": train_noised_clip,
+    "upsample": train_upsample,
+}
 
 
 # -- manifest -----------------------------------------------------------------------------
 def versions() -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for pkg in ("glide-eval", "torch", "numpy"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
+    return package_versions(("glide-eval", "torch", "numpy"))
 
 
 def update_manifest(out: Path, stage: str, metrics: dict, seconds: float, threads: int, cfg: dict) -> None:
@@ -519,19 +593,24 @@ def update_manifest(out: Path, stage: str, metrics: dict, seconds: float, thread
         _update_manifest_locked(path, out, stage, metrics, seconds, threads, cfg)
 
 
-def _update_manifest_locked(path: Path, out: Path, stage: str, metrics: dict, seconds: float, threads: int,
-                            cfg: dict) -> None:
+def _update_manifest_locked(
+    path: Path, out: Path, stage: str, metrics: dict, seconds: float, threads: int, cfg: dict
+) -> None:
     manifest = json.loads(path.read_text()) if path.is_file() else {"seed": SEED, "files": {}}
     weight = out / toy_models.FILES[stage]
     manifest["files"][toy_models.FILES[stage]] = {
-        "stage": stage, "sha256": toy_models.sha256_file(weight), "bytes": weight.stat().st_size,
-        "config": cfg, "metrics": metrics, "train_seconds": round(seconds, 1), "threads": threads,
-        "log": f"train_log_{stage}.csv", "versions": versions(),
+        "stage": stage,
+        "sha256": sha256_file(weight),
+        "bytes": weight.stat().st_size,
+        "config": cfg,
+        "metrics": metrics,
+        "train_seconds": round(seconds, 1),
+        "threads": threads,
+        "log": f"train_log_{stage}.csv",
+        "versions": versions(),
     }
     manifest["seed"] = SEED
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
 
 
 def _train_stage(stage: str, cfg: dict, out: Path, threads: int, cache: Path | None) -> dict:
@@ -563,23 +642,3 @@ def train(out, stages=STAGES, threads: int = 2, cache_dir=None, jobs: int = 1) -
     with mp.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:
         pending = {s: pool.apply_async(_train_stage, (s, CONFIG[s], out, threads, cache)) for s in order}
         return {s: pending[s].get() for s in stages}
-
-
-@click.command("toy-models")
-@click.option("--out", default=str(toy_models.ASSETS), show_default=True, help="folder for weights, logs, manifest")
-@click.option("--stages", default=",".join(STAGES), show_default=True, help="comma-separated stages to (re)train")
-@click.option("--threads", default=1, show_default=True, help="torch CPU threads per job")
-@click.option("--jobs", default=2, show_default=True, help="stages trained in parallel processes")
-@click.option("--cache-dir", default=None, help="cache rendered training images here (.npz)")
-@click.option("--json", "as_json", is_flag=True, help="print the results as JSON")
-def train_command(out, stages, threads, jobs, cache_dir, as_json):
-    """Retrain the toy world's models (evaluation nets, base, noised CLIP, upsampler) from scratch."""
-    results = train(out, [s.strip() for s in stages.split(",") if s.strip()], threads, cache_dir, jobs)
-    if as_json:
-        from glide_eval.cli import echo_json
-
-        echo_json(results)
-
-
-if __name__ == "__main__":
-    train_command()

@@ -7,6 +7,7 @@ at any size, so the 32x32 and 64x64 images of one index show the same scene.
 The "validation" split plays MS-COCO's role: its captions drive generation and its
 images are the reference set.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,20 +16,30 @@ import numpy as np
 
 SHAPES = ("circle", "square", "triangle", "diamond")
 COLOURS = {
-    "red": (220, 40, 40), "green": (40, 170, 60), "blue": (50, 80, 225),
-    "yellow": (235, 215, 50), "purple": (150, 60, 190), "white": (240, 240, 240),
+    "red": (220, 40, 40),
+    "green": (40, 170, 60),
+    "blue": (50, 80, 225),
+    "yellow": (235, 215, 50),
+    "purple": (150, 60, 190),
+    "white": (240, 240, 240),
 }
 BACKGROUNDS = {
-    "black": (15, 15, 15), "gray": (128, 128, 128), "white": (245, 245, 245),
-    "blue": (40, 60, 150), "green": (40, 120, 50),
+    "black": (15, 15, 15),
+    "gray": (128, 128, 128),
+    "white": (245, 245, 245),
+    "blue": (40, 60, 150),
+    "green": (40, 120, 50),
 }
 SIZES = {"small": 0.11, "large": 0.19}  # half-extent as a fraction of the image side
 COUNT_WORDS = ("one", "two", "three")
 SPLITS = {"train": 0, "validation": 1}
 # attribute -> class names, in label order
 ATTRIBUTES = {
-    "shape": SHAPES, "colour": tuple(COLOURS), "count": COUNT_WORDS,
-    "size": tuple(SIZES), "background": tuple(BACKGROUNDS),
+    "shape": SHAPES,
+    "colour": tuple(COLOURS),
+    "count": COUNT_WORDS,
+    "size": tuple(SIZES),
+    "background": tuple(BACKGROUNDS),
 }
 TEMPLATES = (
     "{count} {size} {colour} {shape} on a {background} background",
@@ -40,10 +51,10 @@ _JITTER = 12  # max per-channel colour jitter (0..255)
 
 @dataclass(frozen=True)
 class Scene:
-    labels: dict          # attribute -> class index (see ATTRIBUTES)
+    labels: dict  # attribute -> class index (see ATTRIBUTES)
     caption: str
-    objects: tuple        # ((cx, cy, half_extent, angle, (r, g, b)), ...) in unit coordinates
-    background: tuple     # (r, g, b)
+    objects: tuple  # ((cx, cy, half_extent, angle, (r, g, b)), ...) in unit coordinates
+    background: tuple  # (r, g, b)
 
 
 def _rng(split: str, index: int, seed: int) -> np.random.Generator:
@@ -58,9 +69,13 @@ def caption_for(labels: dict, template: int = 0) -> str:
     """The caption of a label dict, e.g. 'two small red circles on a blue background'."""
     count = labels["count"] + 1
     shape = SHAPES[labels["shape"]] + ("s" if count > 1 else "")
-    words = dict(count="a" if count == 1 and template != 0 else COUNT_WORDS[count - 1], shape=shape,
-                 size=ATTRIBUTES["size"][labels["size"]], colour=ATTRIBUTES["colour"][labels["colour"]],
-                 background=ATTRIBUTES["background"][labels["background"]])
+    words = {
+        "count": "a" if count == 1 and template != 0 else COUNT_WORDS[count - 1],
+        "shape": shape,
+        "size": ATTRIBUTES["size"][labels["size"]],
+        "colour": ATTRIBUTES["colour"][labels["colour"]],
+        "background": ATTRIBUTES["background"][labels["background"]],
+    }
     return TEMPLATES[template].format(**words)
 
 
@@ -137,13 +152,13 @@ def parse_caption(caption: str) -> dict:
     found = {}
     for name, values in (("shape", SHAPES), ("colour", tuple(COLOURS)), ("size", tuple(SIZES))):
         for i, w in enumerate(words):
-            if words[i + 1:i + 2] == ["background"]:
+            if words[i + 1 : i + 2] == ["background"]:
                 continue
             stem = w[:-1] if w.endswith("s") and w[:-1] in values else w
             if stem in values and name not in found:
                 found[name] = values.index(stem)
     for i, w in enumerate(words):
-        if "count" not in found and (w in COUNT_WORDS or (w == "a" and words[i + 2:i + 3] != ["background"])):
+        if "count" not in found and (w in COUNT_WORDS or (w == "a" and words[i + 2 : i + 3] != ["background"])):
             found["count"] = COUNT_WORDS.index(w) if w in COUNT_WORDS else 0
         if w == "background" and i > 0 and words[i - 1] in BACKGROUNDS:
             found["background"] = tuple(BACKGROUNDS).index(words[i - 1])

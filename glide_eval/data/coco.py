@@ -13,18 +13,21 @@ is at least twice the target, then BICUBIC) to uint8 ``[3, R, R]``. ``crop="adm"
 follows guided-diffusion's ``center_crop_arr`` (resize the short side, then crop).
 Unreadable files are reported by name, never skipped silently.
 """
+
 from __future__ import annotations
 
 import json
 import os
-import tempfile
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import pandas as pd
+
+from glide_eval.files import atomic_write_with, cache_dir
+from metrics.reference import build_reference, cached_reference, expected_meta, ids_sha256
 
 COCO_ENV = "GLIDE_EVAL_COCO"
 SPLITS = ("val2014", "val2017")
@@ -54,7 +57,7 @@ def find_coco(root=None, split: str | None = None) -> CocoLayout:
     root = Path(root)
     if not root.is_dir():
         raise CocoError(f"MS-COCO folder not found: {root}")
-    for s in ([split] if split else SPLITS):
+    for s in [split] if split else SPLITS:
         captions = root / "annotations" / f"captions_{s}.json"
         if captions.is_file():
             return CocoLayout(root, s, captions, root / s)
@@ -68,9 +71,13 @@ def load_annotations(layout: CocoLayout) -> tuple[pd.DataFrame, dict[int, str]]:
         data = json.loads(layout.captions_json.read_text())
         anns = data["annotations"]
         files = {int(im["id"]): im["file_name"] for im in data["images"]}
-        df = pd.DataFrame({"image_id": [int(a["image_id"]) for a in anns],
-                           "caption_id": [int(a["id"]) for a in anns],
-                           "caption": [" ".join(str(a["caption"]).split()) for a in anns]})
+        df = pd.DataFrame(
+            {
+                "image_id": [int(a["image_id"]) for a in anns],
+                "caption_id": [int(a["id"]) for a in anns],
+                "caption": [" ".join(str(a["caption"]).split()) for a in anns],
+            }
+        )
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise CocoError(f"{layout.captions_json}: not a COCO captions file ({type(e).__name__}: {e})") from e
     return df.sort_values("caption_id", kind="stable").reset_index(drop=True), files
@@ -96,19 +103,10 @@ def sample_captions(root=None, n: int = 30000, seed: int = 0, split: str | None 
 def save_table(df: pd.DataFrame, path) -> None:
     """CSV or parquet (by suffix), written atomically."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        if path.suffix == ".parquet":
-            df.to_parquet(tmp, index=False)
-        else:
-            df.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    if path.suffix == ".parquet":
+        atomic_write_with(path, lambda tmp: df.to_parquet(tmp, index=False))
+    else:
+        atomic_write_with(path, lambda tmp: df.to_csv(tmp, index=False))
 
 
 def read_ids(path) -> list[int]:
@@ -147,7 +145,7 @@ def preprocess_image(img, resolution: int, crop: str = "center") -> np.ndarray:
         img = img.resize(tuple(round(x * scale) for x in img.size), resample=Image.BICUBIC)
         arr = np.asarray(img)
         top, left = (arr.shape[0] - resolution) // 2, (arr.shape[1] - resolution) // 2
-        arr = arr[top:top + resolution, left:left + resolution]
+        arr = arr[top : top + resolution, left : left + resolution]
     else:
         raise ValueError(f"unknown crop rule {crop!r} (known: {', '.join(CROP_RULES)})")
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
@@ -175,8 +173,15 @@ def image_ids(layout: CocoLayout, ids=None) -> list[int]:
     return list(ids)
 
 
-def reference_batches(layout: CocoLayout, resolution: int, ids=None, crop: str = "center",
-                      batch_size: int = 64, workers: int | None = None, progress: bool = True) -> Iterator:
+def reference_batches(
+    layout: CocoLayout,
+    resolution: int,
+    ids=None,
+    crop: str = "center",
+    batch_size: int = 64,
+    workers: int | None = None,
+    progress: bool = True,
+) -> Iterator:
     """uint8 torch batches [B, 3, R, R] of the reference images, in id order."""
     import torch
     from tqdm import tqdm
@@ -186,14 +191,18 @@ def reference_batches(layout: CocoLayout, resolution: int, ids=None, crop: str =
     paths = [layout.image_dir / files[i] for i in ids]
     absent = [p for p in paths if not p.is_file()]
     if absent:
-        raise CocoError(f"{len(absent)} images missing from {layout.image_dir}: "
-                        f"{', '.join(p.name for p in absent[:10])}")
+        raise CocoError(
+            f"{len(absent)} images missing from {layout.image_dir}: {', '.join(p.name for p in absent[:10])}"
+        )
     errors = []
     starts = range(0, len(paths), batch_size)
-    with ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool, \
-            tqdm(total=len(paths), desc=f"COCO {layout.split} @{resolution}", disable=not progress) as bar:
+    with (
+        ThreadPoolExecutor(max_workers=workers or min(8, os.cpu_count() or 1)) as pool,
+        tqdm(total=len(paths), desc=f"COCO {layout.split} @{resolution}", disable=not progress) as bar,
+    ):
+
         def submit(start):  # decode one batch ahead of the consumer
-            return [pool.submit(_load, p, resolution, crop) for p in paths[start:start + batch_size]]
+            return [pool.submit(_load, p, resolution, crop) for p in paths[start : start + batch_size]]
 
         pending = submit(starts[0]) if starts else []
         for i in range(len(starts)):
@@ -208,32 +217,44 @@ def reference_batches(layout: CocoLayout, resolution: int, ids=None, crop: str =
 
 
 def reference_meta(layout: CocoLayout, resolution: int, ids: list[int], crop: str) -> dict:
-    from metrics.reference import ids_sha256
-
-    return {"dataset": f"coco-{layout.split}", "resolution": resolution, "crop": crop,
-            "crop_rule": CROP_RULES[crop], "image_ids_sha256": ids_sha256(ids), "n_images": len(ids)}
+    return {
+        "dataset": f"coco-{layout.split}",
+        "resolution": resolution,
+        "crop": crop,
+        "crop_rule": CROP_RULES[crop],
+        "image_ids_sha256": ids_sha256(ids),
+        "n_images": len(ids),
+    }
 
 
 def default_reference_path(layout: CocoLayout, resolution: int, extractor_name: str, crop: str) -> Path:
-    cache = Path(os.environ.get("GLIDE_EVAL_CACHE", Path.home() / ".cache" / "glide-eval"))
-    return cache / f"coco-{layout.split}-{resolution}-{crop}-{extractor_name}.npz"
+    return cache_dir() / f"coco-{layout.split}-{resolution}-{crop}-{extractor_name}.npz"
 
 
-def coco_reference(extractor, root=None, resolution: int = 256, ids=None, out=None, crop: str = "center",
-                   batch_size: int = 64, workers: int | None = None, progress: bool = True, log=print):
+def coco_reference(
+    extractor,
+    root=None,
+    resolution: int = 256,
+    ids=None,
+    out=None,
+    crop: str = "center",
+    batch_size: int = 64,
+    workers: int | None = None,
+    progress: bool = True,
+    log=print,
+):
     """Cached reference statistics of MS-COCO validation images (`metrics.ReferenceStats`).
 
     Reuses `out` only when its metadata (extractor + weights sha256, resolution, crop rule,
     image-id list hash, package versions) matches; otherwise recomputes and rewrites it."""
-    from metrics.reference import build_reference, cached_reference, expected_meta
-
     layout = find_coco(root)
     ids = image_ids(layout, ids)
     meta = reference_meta(layout, resolution, ids, crop)
     out = Path(out) if out else default_reference_path(layout, resolution, extractor.name, crop)
 
     def build():
-        return build_reference(reference_batches(layout, resolution, ids, crop, batch_size, workers, progress),
-                               extractor, meta)
+        return build_reference(
+            reference_batches(layout, resolution, ids, crop, batch_size, workers, progress), extractor, meta
+        )
 
     return cached_reference(out, expected_meta(extractor, **meta), build, log=log), out

@@ -1,29 +1,62 @@
 """The built-in sweep engines: `glide` (released checkpoints, Inception, CLIP ViT-B/16,
 MS-COCO) and `toy` (the bundled toy world), as `Components` over `samplers` and `metrics`.
 """
+
 from __future__ import annotations
 
+import importlib
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
+import torch
 
-from glide_eval.config import SweepConfig
-from glide_eval.sweep_components import (
-    Components, ComputeMetrics, Featurize, Generate, MissingComponentError, _import, cache_dir,
-    cached_sha256, check_resolution, needs_upsampler,
+from glide_eval import toy  # registers the toy extractors with metrics
+from glide_eval.data import coco
+from glide_eval.files import cache_dir, cached_sha256
+from glide_eval.sweep.components import (
+    Components,
+    ComputeMetrics,
+    Featurize,
+    Generate,
+    check_resolution,
+    needs_upsampler,
 )
+from glide_eval.sweep.config import SweepConfig
+from glide_eval.sweep.errors import MissingComponentError
+from glide_eval.toy import models as toy_models
+from metrics.calculate import calculate_metrics
+from metrics.clip_score import clip_scores
+from metrics.extractors import CLIP_B16, INCEPTION, ExtractorError, create_extractor
+from metrics.reference import build_reference, cached_reference, expected_meta
+from samplers.pipeline import load_glide_models, sample_images
+
+
+def build_components(config: SweepConfig, device: str) -> Components:
+    """The configured engine's `Components`: glide, toy, or a `python:MODULE:FACTORY` factory."""
+    engine = config.models.engine
+    if engine.startswith("python:"):
+        _, module, attr = engine.split(":")
+        try:
+            factory = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as e:
+            raise MissingComponentError(f"[models.engine] cannot load {module}:{attr}: {e}") from None
+        return factory(config, device)
+    if engine == "toy":
+        return toy_components(config, device)
+    return glide_components(config, device)
 
 
 def glide_files(config: SweepConfig) -> dict[str, Path]:
     """The checkpoint files a GLIDE sweep needs, by label; a clear error lists what is missing."""
-    folder = config["models"]["checkpoints"]
-    if config["engine_options"].get("random_weights"):
+    folder = config.models.checkpoints
+    if config.engine_options.get("random_weights"):
         return {}
     if not folder:
-        raise MissingComponentError("[models.checkpoints] GLIDE checkpoint folder not set: "
-                                    "set GLIDE_CHECKPOINTS or models.checkpoints")
+        raise MissingComponentError(
+            "[models.checkpoints] GLIDE checkpoint folder not set: set GLIDE_CHECKPOINTS or models.checkpoints"
+        )
     names = {"base": "base.pt"}
     if needs_upsampler(config):
         names["upsample"] = "upsample.pt"
@@ -39,13 +72,9 @@ def glide_files(config: SweepConfig) -> dict[str, Path]:
 def pipeline_generator(config: SweepConfig, device: str, load_models: Callable[[bool, bool], object]) -> Generate:
     """generate() through `samplers.pipeline.sample_images`; `load_models(upsample, clip)`
     gives the `GlideModels`, called on first use."""
-    import torch
-
-    from samplers.pipeline import sample_images
-
-    sampler, run = config["sampler"], config["run"]
+    sampler, run = config.sampler, config.run
     upsample = needs_upsampler(config)
-    dtype = getattr(torch, run["dtype"])
+    dtype = getattr(torch, run.dtype)
     loaded = []
 
     def generate(captions, sample_ids, setting):
@@ -53,10 +82,20 @@ def pipeline_generator(config: SweepConfig, device: str, load_models: Callable[[
             loaded.append(load_models(upsample, config.clip_guided))
         method, respacing = setting.sampler(config)  # a "steps" setting's own, else [sampler]'s
         result = sample_images(
-            loaded[0], captions, sample_ids, run["seed"], guidance=setting.guidance,
-            respacing=respacing, sampler=method, upsample=upsample,
-            upsample_respacing=sampler["upsample_respacing"], upsample_temp=sampler["upsample_temperature"],
-            batch_size=len(captions), device=device, dtype=dtype)
+            loaded[0],
+            captions,
+            sample_ids,
+            run.seed,
+            guidance=setting.guidance,
+            respacing=respacing,
+            sampler=method,
+            upsample=upsample,
+            upsample_respacing=sampler.upsample_respacing,
+            upsample_temp=sampler.upsample_temperature,
+            batch_size=len(captions),
+            device=device,
+            dtype=dtype,
+        )
         return result.images, np.asarray(result.nan_steps, dtype=np.int64)
 
     return generate
@@ -65,23 +104,19 @@ def pipeline_generator(config: SweepConfig, device: str, load_models: Callable[[
 def glide_generator(config: SweepConfig, device: str) -> Generate:
     """generate() for the released GLIDE models (or, with [engine_options] random_weights = true,
     random-weight ones: a smoke test of a machine without checkpoints)."""
-    from samplers.pipeline import load_glide_models
-
-    options = config["engine_options"]
+    options = config.engine_options
     random = {k: options[k] for k in ("random_weights", "tiny") if k in options}
 
     def load(upsample, clip):
-        return load_glide_models(config["models"]["checkpoints"] or None, upsample=upsample, clip=clip,
-                                 device=device, **random)
+        return load_glide_models(
+            config.models.checkpoints or None, upsample=upsample, clip=clip, device=device, **random
+        )
 
     return pipeline_generator(config, device, load)
 
 
 def metrics_featurizer(extractor, clip=None) -> Featurize:
     """featurize() over `metrics` extractors: pool features, unbiased logits, CLIP scores."""
-    import torch
-
-    from metrics.clip_score import clip_scores
 
     def featurize(images, captions):
         batch = torch.from_numpy(np.ascontiguousarray(images))
@@ -99,24 +134,32 @@ def metrics_featurizer(extractor, clip=None) -> Featurize:
 
 def metrics_computer(config: SweepConfig, extractor, reference: Callable[[], object]) -> ComputeMetrics:
     """compute_metrics() through `metrics.calculate_metrics` against `reference()` (loaded once)."""
-    from metrics.calculate import calculate_metrics
-
-    names = set(config["metrics"]["names"])
+    names = set(config.metrics.names)
     loaded = []
 
     def compute_metrics(features, captions, ci):
         needs_ref = bool(names & {"fid", "precision", "recall"})
         if needs_ref and not loaded:
             loaded.append(reference())
-        gen = {"pool": features["pool"], "logits_unbiased": features.get("logits_unbiased"),
-               "clip_scores": features.get("clip_scores"),
-               "n_truncated": int(features.get("clip_truncated", np.zeros(1)).sum()),
-               "extractor": extractor.name, "extractor_sha256": extractor.weights_sha256}
+        gen = {
+            "pool": features["pool"],
+            "logits_unbiased": features.get("logits_unbiased"),
+            "clip_scores": features.get("clip_scores"),
+            "n_truncated": int(features.get("clip_truncated", np.zeros(1)).sum()),
+            "extractor": extractor.name,
+            "extractor_sha256": extractor.weights_sha256,
+        }
         out = calculate_metrics(
-            gen, loaded[0] if needs_ref else None, fid="fid" in names, isc="is" in names,
-            prc=bool(names & {"precision", "recall"}), clip_score="clip_score" in names,
+            gen,
+            loaded[0] if needs_ref else None,
+            fid="fid" in names,
+            isc="is" in names,
+            prc=bool(names & {"precision", "recall"}),
+            clip_score="clip_score" in names,
             isc_splits=min(10, len(features["pool"])),  # 10 splits, as the paper; fewer for tiny runs
-            bootstrap=config["metrics"]["bootstrap"] if ci else 0, seed=config["run"]["seed"])
+            bootstrap=config.metrics.bootstrap if ci else 0,
+            seed=config.run.seed,
+        )
         return {k: float(v) for k, v in out.items()}
 
     return compute_metrics
@@ -125,8 +168,6 @@ def metrics_computer(config: SweepConfig, extractor, reference: Callable[[], obj
 def cached_reference_stats(path: Path, extractor, build: Callable[[], object], **meta):
     """Reference statistics from `path` when made with this extractor (and `meta`), else built
     with `build()` and cached there (metrics.reference.cached_reference)."""
-    from metrics.reference import cached_reference, expected_meta
-
     expected = expected_meta(extractor, **meta)
     expected.pop("versions", None)  # a package upgrade does not invalidate real-image statistics
     return cached_reference(str(path), expected, build, log=lambda m: print(m, file=sys.stderr))
@@ -139,21 +180,16 @@ def toy_components(config: SweepConfig, device: str) -> Components:
     """The bundled toy world: trained toy GLIDE models, toy evaluation networks, reference
     statistics of the toy validation images at the sample resolution."""
     check_resolution(config)
-    toy = _import("glide_eval.toy", "the toy world (glide_eval/toy)")  # registers the toy extractors
-    try:
-        from glide_eval.toy import models as toy_models
-    except ImportError as e:
-        raise MissingComponentError(f"the toy world's models are not available: {e}") from None
     upsample, clip_guided = needs_upsampler(config), config.clip_guided
     names = ["base"] + (["upsample"] if upsample else []) + (["noised_clip"] if clip_guided else [])
-    folder = config["models"]["checkpoints"] or None  # default: the shipped weights
+    folder = config.models.checkpoints or None  # default: the shipped weights
     try:
         files = {f"toy_{name}": cached_sha256(toy_models.weight_path(name, folder)) for name in names}
     except FileNotFoundError as e:
         raise MissingComponentError(f"the toy world's trained models are missing: {e}") from None
     extractor = _create_extractor(TOY_EXTRACTORS[0], "", device, "models.engine")  # bundled weights
     clip = None
-    if "clip_score" in config["metrics"]["names"]:
+    if "clip_score" in config.metrics.names:
         clip = _create_extractor(TOY_EXTRACTORS[1], "", device, "models.engine")
         files["toy_clip"] = clip.weights_sha256
     files["toy_classifier"] = extractor.weights_sha256
@@ -161,30 +197,34 @@ def toy_components(config: SweepConfig, device: str) -> Components:
     def load(upsample, clip):
         return toy_models.load_toy_models(folder, upsample=upsample, clip=clip, device=device)
 
-    resolution = config["sampler"]["resolution"]
-    n_ref = config["metrics"]["reference_n"] or config["captions"]["n"]
-    seed = config["captions"]["seed"]
-    path = Path(config["metrics"]["reference"] or cache_dir() / "references" /
-                f"toy-validation-{resolution}px-{n_ref}-seed{seed}-{extractor.name}.npz")
+    resolution = config.sampler.resolution
+    n_ref = config.metrics.reference_n or config.captions.n
+    seed = config.captions.seed
+    path = Path(
+        config.metrics.reference
+        or cache_dir() / "references" / f"toy-validation-{resolution}px-{n_ref}-seed{seed}-{extractor.name}.npz"
+    )
 
     def reference():
         def build():
-            from metrics.reference import build_reference
-
-            batches = (toy.dataset(min(500, n_ref - start), "validation", size=resolution, seed=seed,
-                                   start=start)[0] for start in range(0, n_ref, 500))
+            batches = (
+                toy.dataset(min(500, n_ref - start), "validation", size=resolution, seed=seed, start=start)[0]
+                for start in range(0, n_ref, 500)
+            )
             return build_reference(batches, extractor, meta)
 
         meta = {"dataset": "toy-validation", "resolution": resolution, "n_images": n_ref, "world_seed": seed}
         return cached_reference_stats(path, extractor, build, **meta)
 
-    return Components(pipeline_generator(config, device, load), metrics_featurizer(extractor, clip),
-                      metrics_computer(config, extractor, reference), provenance={"files": files})
+    return Components(
+        pipeline_generator(config, device, load),
+        metrics_featurizer(extractor, clip),
+        metrics_computer(config, extractor, reference),
+        provenance={"files": files},
+    )
 
 
 def _create_extractor(name: str, weights: str, device: str, key: str):
-    from metrics.extractors import ExtractorError, create_extractor
-
     try:
         return create_extractor(name, weights or None, device=device)
     except ExtractorError as e:
@@ -193,34 +233,39 @@ def _create_extractor(name: str, weights: str, device: str, key: str):
 
 def glide_components(config: SweepConfig, device: str) -> Components:
     check_resolution(config)
-    from metrics.extractors import CLIP_B16, INCEPTION
-
     files = {label: cached_sha256(path) for label, path in glide_files(config).items()}
-    extractor = _create_extractor(INCEPTION, config["weights"]["inception"], device, "weights.inception")
+    extractor = _create_extractor(INCEPTION, config.weights.inception, device, "weights.inception")
     clip = None
-    if "clip_score" in config["metrics"]["names"]:
-        clip = _create_extractor(CLIP_B16, config["weights"]["clip"], device, "weights.clip")
+    if "clip_score" in config.metrics.names:
+        clip = _create_extractor(CLIP_B16, config.weights.clip, device, "weights.clip")
         files["clip_vit_b16"] = clip.weights_sha256
     files["inception"] = extractor.weights_sha256
-    reference = lambda: coco_reference(config, extractor)  # noqa: E731
-    return Components(glide_generator(config, device), metrics_featurizer(extractor, clip),
-                      metrics_computer(config, extractor, reference),
-                      provenance={"files": files})
+    reference = lambda: coco_reference(config, extractor)
+    return Components(
+        glide_generator(config, device),
+        metrics_featurizer(extractor, clip),
+        metrics_computer(config, extractor, reference),
+        provenance={"files": files},
+    )
 
 
 def coco_reference(config: SweepConfig, extractor):
     """Cached statistics of the MS-COCO validation images at the sample resolution
-    ([metrics.reference] file, else glide_eval.coco's default cache; the first
+    ([metrics.reference] file, else glide_eval.data.coco's default cache; the first
     [metrics.reference_n] images by id, or all of them)."""
-    coco = _import("glide_eval.coco", "MS-COCO reference images (glide_eval/coco.py)")
-    root = config["captions"]["path"] or None
+    root = config.captions.path or None
     try:
         ids = None
-        if config["metrics"]["reference_n"]:
-            ids = coco.image_ids(coco.find_coco(root))[: config["metrics"]["reference_n"]]
-        stats, _ = coco.coco_reference(extractor, root=root, resolution=config["sampler"]["resolution"],
-                                       ids=ids, out=config["metrics"]["reference"] or None,
-                                       log=lambda m: print(m, file=sys.stderr))
+        if config.metrics.reference_n:
+            ids = coco.image_ids(coco.find_coco(root))[: config.metrics.reference_n]
+        stats, _ = coco.coco_reference(
+            extractor,
+            root=root,
+            resolution=config.sampler.resolution,
+            ids=ids,
+            out=config.metrics.reference or None,
+            log=lambda m: print(m, file=sys.stderr),
+        )
     except coco.CocoError as e:
         raise MissingComponentError(f"[captions.path] {e}") from None
     return stats

@@ -7,14 +7,20 @@ missing, they are regenerated with the baseline's own config and checkpoints, af
 that those files still have the sha256 recorded in its run.json. The regenerated run's
 features are also compared with the stored ones (does the baseline reproduce here?).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from glide_eval.config import Setting, SweepConfig
-from glide_eval.sweep_components import MissingComponentError, build_components, resolve_device
+from glide_eval.regress.baseline import Baseline, RegressError, n_rows
+from glide_eval.regress.candidate import sample_run
+from glide_eval.sweep.components import resolve_device
+from glide_eval.sweep.config import Setting, SweepConfig
+from glide_eval.sweep.engines import build_components
+from glide_eval.sweep.errors import MissingComponentError
 
 LARGEST = 5  # samples listed per setting
 
@@ -27,10 +33,8 @@ def load_run_images(run_dir: Path, setting: str, n: int) -> np.ndarray | None:
     by_id = {}
     for path in sorted(folder.glob("*.npz")):
         with np.load(path) as f:
-            by_id.update(zip((int(i) for i in f["sample_ids"]), f["images"]))
+            by_id.update(zip((int(i) for i in f["sample_ids"]), f["images"], strict=False))
     if not all(i in by_id for i in range(n)):
-        from PIL import Image
-
         for i in range(n):
             png = folder / f"{i:06d}.png"
             if i not in by_id and png.is_file():
@@ -42,23 +46,45 @@ def load_run_images(run_dir: Path, setting: str, n: int) -> np.ndarray | None:
 
 def pixel_differences(base: np.ndarray, cand: np.ndarray, captions: list[str]) -> dict:
     if base.shape != cand.shape:
-        return {"n": len(base), "shape_baseline": list(base.shape), "shape_candidate": list(cand.shape),
-                "identical": 0, "max_abs_diff": None, "mean_abs_diff": None, "largest": []}
+        return {
+            "n": len(base),
+            "shape_baseline": list(base.shape),
+            "shape_candidate": list(cand.shape),
+            "identical": 0,
+            "max_abs_diff": None,
+            "mean_abs_diff": None,
+            "largest": [],
+        }
     d = np.abs(base.astype(np.int16) - cand.astype(np.int16)).reshape(len(base), -1)
     per_max, per_mean = d.max(axis=1), d.mean(axis=1)
     order = np.lexsort((-per_mean, -per_max))[:LARGEST]
     return {
-        "n": len(base), "identical": int((per_max == 0).sum()), "max_abs_diff": int(per_max.max()),
+        "n": len(base),
+        "identical": int((per_max == 0).sum()),
+        "max_abs_diff": int(per_max.max()),
         "mean_abs_diff": float(d.mean()),
-        "largest": [{"sample_id": int(i), "caption": captions[i], "max_abs_diff": int(per_max[i]),
-                     "mean_abs_diff": float(per_mean[i])} for i in order if per_max[i] > 0],
+        "largest": [
+            {
+                "sample_id": int(i),
+                "caption": captions[i],
+                "max_abs_diff": int(per_max[i]),
+                "mean_abs_diff": float(per_mean[i]),
+            }
+            for i in order
+            if per_max[i] > 0
+        ],
     }
 
 
-def compare_images(baseline, config: SweepConfig, settings: list[Setting], captions: list[str],
-                   base_side: dict, progress: bool, log) -> dict:
-    from glide_eval.regress import RegressError, n_rows, sample_run
-
+def compare_images(
+    baseline: Baseline,
+    config: SweepConfig,
+    settings: list[Setting],
+    captions: list[str],
+    base_side: dict,
+    progress: bool,
+    log,
+) -> dict:
     n = len(captions)
     sizes = {s.name: n_rows(base_side[s.name]) for s in settings}  # fewer under [grid] steps_n
     base = {s.name: load_run_images(baseline.run_dir, s.name, sizes[s.name]) for s in settings}
@@ -66,7 +92,8 @@ def compare_images(baseline, config: SweepConfig, settings: list[Setting], capti
     if any(v is None for v in base.values()):
         regen_cfg = baseline.config.with_overrides(
             run={"output_dir": str(config.output_dir.parent / "baseline-images"), "save_images": "none"},
-            captions={"n": n})
+            captions={"n": n},
+        )
         log(f"baseline images not saved; regenerating them with the baseline checkpoints into {regen_cfg.output_dir}")
         try:
             components = build_components(regen_cfg, resolve_device(regen_cfg))
@@ -79,40 +106,65 @@ def compare_images(baseline, config: SweepConfig, settings: list[Setting], capti
             raise RegressError(
                 "cannot regenerate the baseline images: files differ from the sha256 recorded in "
                 f"{baseline.run_dir / 'run.json'}: {', '.join(changed)}; rerun the baseline sweep with "
-                "--save-images npz")
+                "--save-images npz"
+            )
         side = sample_run(regen_cfg, components, captions, settings, "png", progress, log)
         out["source"] = "regenerated"
         out["reproduction"] = {
-            s.name: {name: float(np.max(np.abs(side[s.name]["features"][name].astype(np.float64)
-                                               - base_side[s.name]["features"][name].astype(np.float64))))
-                     for name in base_side[s.name]["features"]}
-            for s in settings}
+            s.name: {
+                name: float(
+                    np.max(
+                        np.abs(
+                            side[s.name]["features"][name].astype(np.float64)
+                            - base_side[s.name]["features"][name].astype(np.float64)
+                        )
+                    )
+                )
+                for name in base_side[s.name]["features"]
+            }
+            for s in settings
+        }
         base = {s.name: load_run_images(regen_cfg.output_dir, s.name, sizes[s.name]) for s in settings}
     for s in settings:
         cand = load_run_images(config.output_dir, s.name, sizes[s.name])
         if cand is None or base[s.name] is None:
             raise RegressError(f"{s.name}: sample images missing after sampling")
-        out["settings"][s.name] = pixel_differences(base[s.name], cand, captions[:sizes[s.name]])
+        out["settings"][s.name] = pixel_differences(base[s.name], cand, captions[: sizes[s.name]])
     out["identical"] = all(r["identical"] == r["n"] for r in out["settings"].values())
     return out
 
 
 def images_markdown(images: dict) -> list[str]:
-    lines = ["## Images", "",
-             f"Baseline images: {images['source']}. All identical: **{'yes' if images['identical'] else 'no'}**.", ""]
+    lines = [
+        "## Images",
+        "",
+        f"Baseline images: {images['source']}. All identical: **{'yes' if images['identical'] else 'no'}**.",
+        "",
+    ]
     if images["reproduction"] is not None:
         worst = max((v for r in images["reproduction"].values() for v in r.values()), default=0.0)
-        lines += [f"Regenerated baseline vs its stored features: largest abs difference {worst:.3g}"
-                  f" ({'reproduces exactly' if worst == 0 else 'does NOT reproduce bit-exactly here'}).", ""]
-    lines += ["| setting | identical | max abs diff | mean abs diff | largest differences (id: max/mean, caption) |",
-              "|---|---|---|---|---|"]
+        lines += [
+            f"Regenerated baseline vs its stored features: largest abs difference {worst:.3g}"
+            f" ({'reproduces exactly' if worst == 0 else 'does NOT reproduce bit-exactly here'}).",
+            "",
+        ]
+    lines += [
+        "| setting | identical | max abs diff | mean abs diff | largest differences (id: max/mean, caption) |",
+        "|---|---|---|---|---|",
+    ]
     for name, r in images["settings"].items():
         if r["max_abs_diff"] is None:
-            lines.append(f"| {name} | 0/{r['n']} | shapes differ: {r['shape_baseline']} vs "
-                         f"{r['shape_candidate']} | | |")
+            lines.append(
+                f"| {name} | 0/{r['n']} | shapes differ: {r['shape_baseline']} vs {r['shape_candidate']} | | |"
+            )
             continue
-        largest = "; ".join(f"{x['sample_id']}: {x['max_abs_diff']}/{x['mean_abs_diff']:.3g} "
-                            f"{x['caption']!r}" for x in r["largest"]) or "-"
-        lines.append(f"| {name} | {r['identical']}/{r['n']} | {r['max_abs_diff']} | "
-                     f"{r['mean_abs_diff']:.4g} | {largest} |")
+        largest = (
+            "; ".join(
+                f"{x['sample_id']}: {x['max_abs_diff']}/{x['mean_abs_diff']:.3g} {x['caption']!r}" for x in r["largest"]
+            )
+            or "-"
+        )
+        lines.append(
+            f"| {name} | {r['identical']}/{r['n']} | {r['max_abs_diff']} | {r['mean_abs_diff']:.4g} | {largest} |"
+        )
     return lines

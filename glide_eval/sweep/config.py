@@ -12,22 +12,123 @@ in it: samples are seeded per sample index, but floating-point results can still
 the last bits with the batch size, so resuming with another batch size needs --force
 (which keeps the finished shards).
 """
+
 from __future__ import annotations
 
 import copy
-import hashlib
+import dataclasses
 import json
 import math
 import os
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+from glide_eval.files import sha256_json
+from metrics.names import METRIC_NAMES
+from samplers.guidance_specs import is_unguided, split_guidance
+from samplers.sampling import SAMPLERS
+from samplers.schedules import count_steps
 
 
 class ConfigError(ValueError):
     """A config that cannot be used; the message names the file and key."""
 
+
+# One dataclass per TOML section; the field defaults are the config's defaults and their
+# types the required types (ints are accepted where floats are expected; lists hold numbers
+# or strings). `SCHEMA` below is read from them.
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    output_dir: str = "runs/sweep"
+    seed: int = 0
+    batch_size: int = 16
+    shard_size: int = 256
+    device: str = "auto"  # auto | cpu | cuda
+    dtype: str = "float32"  # float32 | float16 | bfloat16
+    previews: int = 4  # preview images kept from each shard
+    save_images: str = "none"  # none | png | npz
+
+
+@dataclass(frozen=True)
+class ModelsConfig:
+    engine: str = "glide"  # glide | toy | python:MODULE:FACTORY
+    checkpoints: str = ""  # folder with the released base.pt, upsample.pt, clip_*_enc.pt
+
+
+@dataclass(frozen=True)
+class WeightsConfig:
+    inception: str = ""
+    clip: str = ""
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    resolution: int = 64  # glide: 64 (base model) or 256 (+ upsampler); toy: 16 or 32
+    method: str = "ancestral"  # a name of samplers.sampling.SAMPLERS
+    base_respacing: str = "250"
+    upsample_respacing: str = "fast27"
+    upsample_temperature: float = 0.997
+
+
+@dataclass(frozen=True)
+class CaptionsConfig:
+    source: str = "coco"  # coco | toy | file
+    path: str = ""
+    n: int = 30000
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class GridConfig:
+    """clip_method: the sampling method of the CLIP-guided settings ("": [sampler] method).
+    steps: base respacings sampled with each of steps_methods at steps_guidance
+    ("unguided" or "cfg:SCALE"), as extra settings of family "steps" (FID vs number of steps),
+    on the first steps_n captions (0: all; else a multiple of [run] shard_size)."""
+
+    unguided: bool = True
+    cfg: list = field(default_factory=list)
+    clip: list = field(default_factory=list)
+    clip_method: str = ""
+    steps: list = field(default_factory=list)
+    steps_methods: list = field(default_factory=lambda: ["ancestral", "ddim"])
+    steps_guidance: str = "cfg:3.0"
+    steps_n: int = 0
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    names: list = field(default_factory=lambda: list(METRIC_NAMES))
+    reference: str = ""  # cached reference statistics (.npz); built there when absent or stale
+    reference_n: int = 0  # real images in the reference (0: the whole validation set)
+    ci: bool = False
+    bootstrap: int = 200
+
+
+SECTIONS: dict[str, type] = {
+    "run": RunConfig,
+    "models": ModelsConfig,
+    "weights": WeightsConfig,
+    "sampler": SamplerConfig,
+    "captions": CaptionsConfig,
+    "grid": GridConfig,
+    "metrics": MetricsConfig,
+}
+FREE_FORM = "engine_options"  # free-form table passed to a python: engine factory
+
+
+def _default(f: dataclasses.Field):
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+# section -> key -> default (the sections' dataclasses, in their order)
+SCHEMA: dict[str, dict[str, object]] = {
+    **{name: {f.name: _default(f) for f in dataclasses.fields(cls)} for name, cls in SECTIONS.items()},
+    FREE_FORM: {},
+}
 
 ENV_VARS = {
     ("models", "checkpoints"): "GLIDE_CHECKPOINTS",
@@ -35,62 +136,38 @@ ENV_VARS = {
     ("weights", "clip"): "GLIDE_EVAL_CLIP",
     ("captions", "path"): "GLIDE_EVAL_COCO",
 }
-
-# section -> key -> default. The type of the default is the required type
-# (ints are accepted where floats are expected; lists hold numbers or strings).
-SCHEMA: dict[str, dict[str, object]] = {
-    "run": {
-        "output_dir": "runs/sweep",
-        "seed": 0,
-        "batch_size": 16,
-        "shard_size": 256,
-        "device": "auto",  # auto | cpu | cuda
-        "dtype": "float32",  # float32 | float16 | bfloat16
-        "previews": 4,  # preview images kept from each shard
-        "save_images": "none",  # none | png | npz
-    },
-    "models": {
-        "engine": "glide",  # glide | toy | python:MODULE:FACTORY
-        "checkpoints": "",  # folder with the released base.pt, upsample.pt, clip_*_enc.pt
-    },
-    "weights": {"inception": "", "clip": ""},
-    "sampler": {
-        "resolution": 64,  # glide: 64 (base model) or 256 (+ upsampler); toy: 16 or 32
-        "method": "ancestral",  # ancestral | ddim
-        "base_respacing": "250",
-        "upsample_respacing": "fast27",
-        "upsample_temperature": 0.997,
-    },
-    "captions": {"source": "coco", "path": "", "n": 30000, "seed": 0},
-    # clip_method: the sampling method of the CLIP-guided settings ("": [sampler] method).
-    # steps: base respacings sampled with each of steps_methods at steps_guidance
-    # ("unguided" or "cfg:SCALE"), as extra settings of family "steps" (FID vs number of steps),
-    # on the first steps_n captions (0: all; else a multiple of [run] shard_size)
-    "grid": {"unguided": True, "cfg": [], "clip": [], "clip_method": "", "steps": [],
-             "steps_methods": ["ancestral", "ddim"], "steps_guidance": "cfg:3.0", "steps_n": 0},
-    "metrics": {
-        "names": ["fid", "is", "precision", "recall", "clip_score"],
-        "reference": "",  # cached reference statistics (.npz); built there when absent or stale
-        "reference_n": 0,  # real images in the reference (0: the whole validation set)
-        "ci": False,
-        "bootstrap": 200,
-    },
-    "engine_options": {},  # free-form table passed to a python: engine factory
-}
-
-CHOICES = {
+FIXED_CHOICES = {
     ("run", "device"): ("auto", "cpu", "cuda"),
     ("run", "dtype"): ("float32", "float16", "bfloat16"),
     ("run", "save_images"): ("none", "png", "npz"),
-    ("sampler", "method"): ("ancestral", "ddim"),
-    ("grid", "clip_method"): ("", "ancestral", "ddim"),
     ("captions", "source"): ("coco", "toy", "file"),
 }
-KNOWN_METRICS = ("fid", "is", "precision", "recall", "clip_score")
+
+
+def sampling_methods() -> tuple[str, ...]:
+    """The sampling methods a config may name: whatever samplers' registry holds when it is
+    validated (a sampler added to `samplers.sampling.SAMPLERS` needs no change here)."""
+    return tuple(SAMPLERS)
+
+
+def choices() -> dict[tuple[str, str], tuple]:
+    """(section, key) -> the values it may take, in the order they are checked."""
+    methods = sampling_methods()
+    out = {k: v for k, v in FIXED_CHOICES.items() if k[0] == "run"}
+    out.update({("sampler", "method"): methods, ("grid", "clip_method"): ("", *methods)})
+    out[("captions", "source")] = FIXED_CHOICES[("captions", "source")]
+    return out
+
+
 POSITIVE = {("run", "batch_size"), ("run", "shard_size"), ("captions", "n"), ("sampler", "resolution")}
+NON_NEGATIVE = (("run", "previews"), ("metrics", "reference_n"), ("metrics", "bootstrap"))
 PATH_KEYS = {
-    ("run", "output_dir"), ("models", "checkpoints"), ("weights", "inception"),
-    ("weights", "clip"), ("captions", "path"), ("metrics", "reference"),
+    ("run", "output_dir"),
+    ("models", "checkpoints"),
+    ("weights", "inception"),
+    ("weights", "clip"),
+    ("captions", "path"),
+    ("metrics", "reference"),
 }
 # keys that do not change what a sweep produces
 UNHASHED = {("run", "output_dir"), ("run", "save_images")}
@@ -128,31 +205,44 @@ class Setting:
             return ("none", 0.0)
         return (self.guided_by or self.family, self.scale)
 
-    def sampler(self, config: "SweepConfig") -> tuple[str, str]:
+    def sampler(self, config: SweepConfig) -> tuple[str, str]:
         """(method, base respacing): this setting's own, else [sampler]'s."""
-        return (self.method or config["sampler"]["method"],
-                self.respacing or config["sampler"]["base_respacing"])
+        return (self.method or config.sampler.method, self.respacing or config.sampler.base_respacing)
 
-    def sampling(self, config: "SweepConfig") -> tuple:
+    def sampling(self, config: SweepConfig) -> tuple:
         """What decides this setting's samples: settings equal here draw the same images."""
         return (self.guidance, self.sampler(config))
 
 
 @dataclass
 class SweepConfig:
-    data: dict  # validated, resolved: section -> key -> value
+    """A validated config: typed sections (`config.run.batch_size`, ...) over `data`, the
+    resolved section -> key -> value dict that is hashed and written to config.toml.
+    `config["section"]` gives a section's dict, for `python:` engine factories."""
+
+    data: dict
     source: Path | None = None
+
+    def __post_init__(self) -> None:
+        self.run: RunConfig = RunConfig(**self.data["run"])
+        self.models: ModelsConfig = ModelsConfig(**self.data["models"])
+        self.weights: WeightsConfig = WeightsConfig(**self.data["weights"])
+        self.sampler: SamplerConfig = SamplerConfig(**self.data["sampler"])
+        self.captions: CaptionsConfig = CaptionsConfig(**self.data["captions"])
+        self.grid: GridConfig = GridConfig(**self.data["grid"])
+        self.metrics: MetricsConfig = MetricsConfig(**self.data["metrics"])
+        self.engine_options: dict = self.data[FREE_FORM]
 
     def __getitem__(self, section: str) -> dict:
         return self.data[section]
 
     @property
     def output_dir(self) -> Path:
-        return Path(self.data["run"]["output_dir"])
+        return Path(self.run.output_dir)
 
     def n_samples(self, setting: Setting) -> int:
         """Samples of one setting: the first `[grid] steps_n` captions for a steps setting, else all."""
-        n, steps_n = self.data["captions"]["n"], self.data["grid"]["steps_n"]
+        n, steps_n = self.captions.n, self.grid.steps_n
         return steps_n if setting.family == "steps" and 0 < steps_n < n else n
 
     @property
@@ -162,13 +252,16 @@ class SweepConfig:
 
     @property
     def settings(self) -> list[Setting]:
-        grid = self.data["grid"]
-        out = [Setting("none", 0.0)] if grid["unguided"] else []
-        out += [Setting("cfg", float(s)) for s in grid["cfg"]]
-        out += [Setting("clip", float(s), grid["clip_method"] or None) for s in grid["clip"]]
-        guided_by, scale = parse_steps_guidance(grid["steps_guidance"])
-        out += [Setting("steps", scale, method, respacing, guided_by)
-                for method in grid["steps_methods"] for respacing in grid["steps"]]
+        grid = self.grid
+        out = [Setting("none", 0.0)] if grid.unguided else []
+        out += [Setting("cfg", float(s)) for s in grid.cfg]
+        out += [Setting("clip", float(s), grid.clip_method or None) for s in grid.clip]
+        guided_by, scale = parse_steps_guidance(grid.steps_guidance)
+        out += [
+            Setting("steps", scale, method, respacing, guided_by)
+            for method in grid.steps_methods
+            for respacing in grid.steps
+        ]
         return out
 
     def hashed_data(self) -> dict:
@@ -187,7 +280,7 @@ class SweepConfig:
     def config_hash(self) -> str:
         return sha256_json(self.hashed_data())
 
-    def with_overrides(self, **section_keys) -> "SweepConfig":
+    def with_overrides(self, **section_keys) -> SweepConfig:
         """A copy with e.g. run={"output_dir": ...} merged in, then validated again."""
         d = copy.deepcopy(self.data)
         for section, values in section_keys.items():
@@ -199,22 +292,13 @@ class SweepConfig:
 
 
 def parse_steps_guidance(text: str) -> tuple[str, float]:
-    """("none", 0.0) for "unguided", ("cfg", s) for "cfg:s"."""
-    if text == "unguided":
+    """("none", 0.0) for "unguided", ("cfg", s) for "cfg:s" (samplers.guidance_specs' grammar)."""
+    if is_unguided(text):
         return ("none", 0.0)
-    kind, _, scale = text.partition(":")
-    try:
-        value = float(scale)
-    except ValueError:
-        value = float("nan")
-    if kind != "cfg" or not math.isfinite(value) or value < 0:
+    parsed = split_guidance(text)
+    if parsed is None or parsed[0] != "cfg" or parsed[1] < 0:
         raise ValueError(f"must be 'unguided' or 'cfg:SCALE' (SCALE >= 0), got {text!r}")
-    return ("cfg", value)
-
-
-def sha256_json(obj) -> str:
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
+    return ("cfg", parsed[1])
 
 
 def load_config(path: str | os.PathLike, overrides: dict | None = None) -> SweepConfig:
@@ -231,98 +315,123 @@ def load_config(path: str | os.PathLike, overrides: dict | None = None) -> Sweep
     return validate(raw, path)
 
 
+class _Failer:
+    """Raises ConfigError naming the config file and the key."""
+
+    def __init__(self, source: Path | None):
+        self.where = f"{source}" if source else "config"
+
+    def __call__(self, key: str, msg: str):
+        raise ConfigError(f"{self.where}: [{key}] {msg}")
+
+
 def validate(raw: dict, source: Path | None = None, resolve_paths: bool = True) -> SweepConfig:
-    where = f"{source}" if source else "config"
+    fail = _Failer(source)
+    data = _read_sections(raw, fail)
+    _check_values(data, fail)
+    _check_grid(data, fail)
+    _fill_from_environment(data)
+    if resolve_paths:
+        _resolve_paths(data, source)
+    return SweepConfig(data, source)
 
-    def fail(key: str, msg: str):
-        raise ConfigError(f"{where}: [{key}] {msg}")
 
-    data: dict[str, dict] = {}
+def _read_sections(raw: dict, fail) -> dict[str, dict]:
+    """Every section with every key (defaults filled in); unknown names and wrong types fail."""
     for section in raw:
         if section not in SCHEMA:
             fail(section, f"unknown section (known: {', '.join(SCHEMA)})")
         if not isinstance(raw[section], dict):
             fail(section, "must be a table")
+    data: dict[str, dict] = {}
     for section, defaults in SCHEMA.items():
         given = raw.get(section, {})
-        if section == "engine_options":
+        if section == FREE_FORM:
             data[section] = copy.deepcopy(given)
             continue
         for key in given:
             if key not in defaults:
                 fail(f"{section}.{key}", f"unknown key (known: {', '.join(defaults)})")
-        values = {}
-        for key, default in defaults.items():
-            value = copy.deepcopy(given.get(key, default))
-            values[key] = _check_type(f"{section}.{key}", value, default, fail)
-        data[section] = values
+        data[section] = {
+            key: _check_type(f"{section}.{key}", copy.deepcopy(given.get(key, default)), default, fail)
+            for key, default in defaults.items()
+        }
+    return data
 
-    for (section, key), choices in CHOICES.items():
-        if data[section][key] not in choices:
-            fail(f"{section}.{key}", f"must be one of {list(choices)}, got {data[section][key]!r}")
+
+def _check_values(data: dict, fail) -> None:
+    for (section, key), allowed in choices().items():
+        if data[section][key] not in allowed:
+            fail(f"{section}.{key}", f"must be one of {list(allowed)}, got {data[section][key]!r}")
     if data["grid"]["clip_method"] == data["sampler"]["method"]:
         data["grid"]["clip_method"] = ""  # [sampler]'s own method: clip settings as without the key
     for section, key in POSITIVE:
         if data[section][key] <= 0:
             fail(f"{section}.{key}", f"must be positive, got {data[section][key]}")
-    if data["run"]["previews"] < 0:
-        fail("run.previews", "must be >= 0")
-    if data["metrics"]["reference_n"] < 0:
-        fail("metrics.reference_n", "must be >= 0")
-    if data["metrics"]["bootstrap"] < 0:
-        fail("metrics.bootstrap", "must be >= 0")
+    for section, key in NON_NEGATIVE:
+        if data[section][key] < 0:
+            fail(f"{section}.{key}", "must be >= 0")
     engine = data["models"]["engine"]
     if engine not in ("glide", "toy") and not re.fullmatch(r"python:[\w.]+:\w+", engine):
         fail("models.engine", f"must be 'glide', 'toy' or 'python:MODULE:FACTORY', got {engine!r}")
-    for family in ("cfg", "clip"):
-        scales = data["grid"][family]
-        for s in scales:
-            if not isinstance(s, (int, float)) or isinstance(s, bool) or not math.isfinite(s) or s < 0:
-                fail(f"grid.{family}", f"scales must be finite numbers >= 0, got {s!r}")
-        if len(set(map(float, scales))) != len(scales):
-            fail(f"grid.{family}", f"scales repeat: {scales}")
-        data["grid"][family] = [float(s) for s in scales]
-    _check_steps(data["grid"], fail)
-    steps_n, shard_size = data["grid"]["steps_n"], data["run"]["shard_size"]
-    if steps_n < 0:
-        fail("grid.steps_n", f"must be >= 0 (0: all captions), got {steps_n}")
-    if steps_n >= data["captions"]["n"]:
-        data["grid"]["steps_n"] = 0  # all captions: the same sweep (and hash) as without the key
-    elif steps_n % shard_size:
-        fail("grid.steps_n", f"must be a multiple of [run] shard_size ({shard_size}) so that the steps "
-                             f"settings' shards are the first shards of the others, got {steps_n}")
-    if not (data["grid"]["unguided"] or data["grid"]["cfg"] or data["grid"]["clip"] or data["grid"]["steps"]):
-        fail("grid", "no settings: set unguided = true or give cfg / clip scales or steps")
     for name in data["metrics"]["names"]:
-        if name not in KNOWN_METRICS:
-            fail("metrics.names", f"unknown metric {name!r} (known: {', '.join(KNOWN_METRICS)})")
+        if name not in METRIC_NAMES:
+            fail("metrics.names", f"unknown metric {name!r} (known: {', '.join(METRIC_NAMES)})")
     for key in ("base_respacing", "upsample_respacing"):
         try:
             count_steps(data["sampler"][key])
         except ValueError as e:
             fail(f"sampler.{key}", str(e))
 
+
+def _check_grid(data: dict, fail) -> None:
+    grid = data["grid"]
+    for family in ("cfg", "clip"):
+        scales = grid[family]
+        for s in scales:
+            if not isinstance(s, (int, float)) or isinstance(s, bool) or not math.isfinite(s) or s < 0:
+                fail(f"grid.{family}", f"scales must be finite numbers >= 0, got {s!r}")
+        if len(set(map(float, scales))) != len(scales):
+            fail(f"grid.{family}", f"scales repeat: {scales}")
+        grid[family] = [float(s) for s in scales]
+    _check_steps(grid, fail)
+    steps_n, shard_size = grid["steps_n"], data["run"]["shard_size"]
+    if steps_n < 0:
+        fail("grid.steps_n", f"must be >= 0 (0: all captions), got {steps_n}")
+    if steps_n >= data["captions"]["n"]:
+        grid["steps_n"] = 0  # all captions: the same sweep (and hash) as without the key
+    elif steps_n % shard_size:
+        fail(
+            "grid.steps_n",
+            f"must be a multiple of [run] shard_size ({shard_size}) so that the steps "
+            f"settings' shards are the first shards of the others, got {steps_n}",
+        )
+    if not (grid["unguided"] or grid["cfg"] or grid["clip"] or grid["steps"]):
+        fail("grid", "no settings: set unguided = true or give cfg / clip scales or steps")
+
+
+def _fill_from_environment(data: dict) -> None:
     for (section, key), var in ENV_VARS.items():
         if (section, key) == ("models", "checkpoints") and data["models"]["engine"] == "toy":
             continue  # GLIDE_CHECKPOINTS names released GLIDE files, never the toy weights
         if not data[section][key] and os.environ.get(var):
             data[section][key] = os.environ[var]
-    if resolve_paths:
-        for section, key in PATH_KEYS:
-            # outputs go where you run from; inputs are found next to the config file
-            base = Path.cwd() if (section, key) == ("run", "output_dir") or source is None \
-                else source.resolve().parent
-            value = data[section][key]
-            if value:
-                data[section][key] = str((base / Path(value).expanduser()).resolve())
-    return SweepConfig(data, source)
+
+
+def _resolve_paths(data: dict, source: Path | None) -> None:
+    for section, key in PATH_KEYS:
+        # outputs go where you run from; inputs are found next to the config file
+        base = Path.cwd() if (section, key) == ("run", "output_dir") or source is None else source.resolve().parent
+        value = data[section][key]
+        if value:
+            data[section][key] = str((base / Path(value).expanduser()).resolve())
 
 
 def _check_steps(grid: dict, fail) -> None:
     steps = [str(s) if isinstance(s, int) and not isinstance(s, bool) else s for s in grid["steps"]]
     for s in steps:
         if not isinstance(s, str):
-            fail("grid.steps", f"must be respacing strings like \"50\", got {s!r}")
+            fail("grid.steps", f'must be respacing strings like "50", got {s!r}')
         try:
             count_steps(s)
         except ValueError as e:
@@ -333,9 +442,10 @@ def _check_steps(grid: dict, fail) -> None:
         fail("grid.steps", f"respacings repeat: {steps}")
     grid["steps"] = steps
     methods = grid["steps_methods"]
+    known = sampling_methods()
     for m in methods:
-        if m not in CHOICES[("sampler", "method")]:
-            fail("grid.steps_methods", f"methods must be in {list(CHOICES[('sampler', 'method')])}, got {m!r}")
+        if m not in known:
+            fail("grid.steps_methods", f"methods must be in {list(known)}, got {m!r}")
     if len(set(methods)) != len(methods) or (steps and not methods):
         fail("grid.steps_methods", f"must list distinct methods, got {methods}")
     try:
@@ -361,19 +471,6 @@ def _check_type(key, value, default, fail):
     if not ok:
         fail(key, f"must be {type(default).__name__}, got {type(value).__name__} {value!r}")
     return value
-
-
-def count_steps(respacing: str) -> int:
-    """Number of denoising steps of a respacing string: "250", "fast27", "ddim50", "10,10,5"."""
-    text = str(respacing).strip()
-    if text == "fast27":
-        return 27
-    if text.startswith("ddim") and text[4:].isdigit():
-        return int(text[4:])
-    parts = text.split(",")
-    if all(p.strip().isdigit() and int(p) > 0 for p in parts):
-        return sum(int(p) for p in parts)
-    raise ValueError(f"respacing must be like '250', 'fast27', 'ddim50' or '10,10,5', got {respacing!r}")
 
 
 def dump_toml(data: dict) -> str:

@@ -1,8 +1,9 @@
-"""Fixture checks for the models, the noised CLIP and the tokenizers (see glide_eval.parity).
+"""Fixture checks for the models, the noised CLIP and the tokenizers (see glide_eval.parity.core).
 
 Everything a check builds comes from its fixture file (configs, vocab sizes, shapes), so the
 same checks run on fixtures made with other shapes, scales and seeds.
 """
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,15 @@ from pathlib import Path
 
 import torch
 
-from glide_eval.parity import MODULE_TOL, CaseResult, compare, fixture_check
+from glide_eval.parity.core import MODULE_TOL, CaseResult, compare, fixture_check
+from samplers.model_configs import (
+    OFFICIAL_FILES,
+    create_model,
+    create_noised_clip,
+    official_clip_config,
+    official_options,
+)
+from samplers.tokenizers import clip_tokenize, glide_tokenize
 
 UNET_FIXTURES = ("unet_base.pt", "unet_upsample.pt", "unet_inpaint.pt", "unet_upsample-inpaint.pt")
 UNET_CONDITIONING = ("low_res", "inpaint_image", "inpaint_mask")
@@ -24,8 +33,6 @@ def _exact(file: str, case: str, n_wrong: int, n_total: int, detail: str = "") -
 
 def load_unet_fixture(path: Path):
     """(model with the fixture's weights, fixture dict)."""
-    from samplers.model_configs import create_model
-
     blob = torch.load(path, weights_only=False)
     model = create_model({**blob["config"], "n_vocab": blob["n_vocab"]})
     model.load_state_dict(blob["state_dict"], strict=True)
@@ -41,8 +48,11 @@ def run_unet_fixture(model, blob) -> torch.Tensor:
 
 def _unet_check(path: Path) -> list[CaseResult]:
     model, blob = load_unet_fixture(path)
-    results = [compare(path.name, "output", run_unet_fixture(model, blob), blob["output"], MODULE_TOL,
-                       f"kind={blob.get('kind')}")]
+    results = [
+        compare(
+            path.name, "output", run_unet_fixture(model, blob), blob["output"], MODULE_TOL, f"kind={blob.get('kind')}"
+        )
+    ]
     inputs = blob["inputs"]
     extra = {k: inputs[k] for k in UNET_CONDITIONING if k in inputs}
     with torch.no_grad():  # the same output from a text embedding computed beforehand
@@ -57,8 +67,6 @@ for _name in UNET_FIXTURES:
 
 
 def load_clip_fixture(path: Path):
-    from samplers.model_configs import create_noised_clip
-
     blob = torch.load(path, weights_only=False)
     clip = create_noised_clip(blob["config"])
     clip.text_encoder.load_state_dict(blob["text_state_dict"], strict=True)
@@ -83,8 +91,6 @@ def check_noised_clip(path: Path) -> list[CaseResult]:
 
 @fixture_check("tokenizers.json")
 def check_tokenizers(path: Path) -> list[CaseResult]:
-    from samplers.tokenizers import clip_tokenize, glide_tokenize
-
     fixture = json.loads(path.read_text())
     rows = fixture["rows"]
     captions = [row["caption"] for row in rows]
@@ -101,15 +107,20 @@ def check_tokenizers(path: Path) -> list[CaseResult]:
     }
     results = []
     for case, (ours, expected) in checks.items():
-        wrong = [captions[i] for i, (a, b) in enumerate(zip(ours, expected)) if a != b]
-        results.append(_exact(path.name, case, len(wrong), len(rows),
-                              f"first mismatch: {wrong[0]!r}" if wrong else f"{len(rows)} captions"))
+        wrong = [captions[i] for i, (a, b) in enumerate(zip(ours, expected, strict=False)) if a != b]
+        results.append(
+            _exact(
+                path.name,
+                case,
+                len(wrong),
+                len(rows),
+                f"first mismatch: {wrong[0]!r}" if wrong else f"{len(rows)} captions",
+            )
+        )
     return results
 
 
 def _manifest_module(name: str, entry: dict):
-    from samplers.model_configs import create_model, create_noised_clip
-
     with torch.device("meta"):
         if name.startswith("clip/"):
             clip = create_noised_clip(entry["config"])
@@ -119,8 +130,6 @@ def _manifest_module(name: str, entry: dict):
 
 @fixture_check("checkpoint_manifests.json")
 def check_checkpoint_manifests(path: Path) -> list[CaseResult]:
-    from samplers.model_configs import OFFICIAL_FILES, official_clip_config, official_options
-
     manifest = json.loads(path.read_text())
     results = []
     for name, entry in manifest.items():
@@ -132,16 +141,30 @@ def check_checkpoint_manifests(path: Path) -> list[CaseResult]:
         shapes = sorted(k for k in set(ours) & set(expected) if ours[k] != expected[k])
         n_params = sum(p.numel() for p in module.parameters())
         ok = not (missing or unexpected or shapes) and n_params == entry["n_params"]
-        detail = (f"missing={missing[:3]} unexpected={unexpected[:3]} shapes={shapes[:3]} "
-                  f"n_params={n_params} expected={entry['n_params']}") if not ok else f"{len(ours)} keys, {n_params} params"
+        detail = (
+            (
+                f"missing={missing[:3]} unexpected={unexpected[:3]} shapes={shapes[:3]} "
+                f"n_params={n_params} expected={entry['n_params']}"
+            )
+            if not ok
+            else f"{len(ours)} keys, {n_params} params"
+        )
         results.append(CaseResult(path.name, f"{name} keys/shapes", 0.0 if ok else 1.0, 0.0, ok, detail))
         if name not in OFFICIAL_FILES:
             continue
         official = official_clip_config() if name.startswith("clip/") else official_options(name)
         given = entry["config"] if name.startswith("clip/") else entry["options"]
         diff = sorted(k for k in set(official) | set(given) if official.get(k) != given.get(k))
-        results.append(CaseResult(path.name, f"{name} official config", 1.0 if diff else 0.0, 0.0, not diff,
-                                  f"differs in {diff}" if diff else ""))
+        results.append(
+            CaseResult(
+                path.name,
+                f"{name} official config",
+                1.0 if diff else 0.0,
+                0.0,
+                not diff,
+                f"differs in {diff}" if diff else "",
+            )
+        )
     return results
 
 
@@ -157,8 +180,22 @@ def check_cases(path: Path) -> list[CaseResult]:
         model, blob = load_unet_fixture(unet_path)
         n_params = sum(p.numel() for p in model.parameters())
         shape = list(run_unet_fixture(model, blob).shape)
-        results.append(_exact(path.name, f"{stem} params", int(n_params != expected["params"]), 1,
-                              f"{n_params} vs {expected['params']}"))
-        results.append(_exact(path.name, f"{stem} output shape", int(shape != expected["output_shape"]), 1,
-                              f"{shape} vs {expected['output_shape']}"))
+        results.append(
+            _exact(
+                path.name,
+                f"{stem} params",
+                int(n_params != expected["params"]),
+                1,
+                f"{n_params} vs {expected['params']}",
+            )
+        )
+        results.append(
+            _exact(
+                path.name,
+                f"{stem} output shape",
+                int(shape != expected["output_shape"]),
+                1,
+                f"{shape} vs {expected['output_shape']}",
+            )
+        )
     return results

@@ -1,4 +1,5 @@
 """`glide-eval report RUN_DIR`: Figure 6, Pareto table, Table 2 and an HTML page from a sweep."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,17 +7,17 @@ from pathlib import Path
 import click
 
 from glide_eval.cli import echo_json
+from reports.build import ReportError, build_report
 
 
 @click.command("report")
 @click.argument("run_dir", type=click.Path(file_okay=False))
-@click.option("--out", "out_dir", type=click.Path(file_okay=False),
-              help="Where to write the report (default: RUN_DIR/report).")
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False), help="Where to write the report (default: RUN_DIR/report)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the written files as JSON.")
 def report_command(run_dir, out_dir, as_json):
     """Build the reports of the sweep in RUN_DIR from its results.parquet."""
-    from reports.build import ReportError, build_report
-
     try:
         paths = build_report(Path(run_dir), Path(out_dir) if out_dir else None)
     except ReportError as e:

@@ -10,7 +10,12 @@ extension does not fit. Its ops then never get registered, and
 the schemas of the two ops registered unconditionally (``nms``, ``qnms``), without
 kernels, and import again. Calling those ops still fails, loudly. Wherever torchvision
 loads normally this does nothing.
+
+It is its own top-level package, below `samplers` and `metrics` (which call
+`ensure_torchvision()` right before importing open_clip / torch_fidelity), so that neither
+needs anything from a higher package. Importing it is cheap: nothing happens until the call.
 """
+
 from __future__ import annotations
 
 import sys
@@ -25,9 +30,11 @@ patched = False  # True once the fallback was needed
 
 
 def ensure_torchvision() -> None:
+    """Import torchvision, declaring its two unconditional op schemas only if they are missing."""
     global _library, patched
     try:
-        import torchvision  # noqa: F401
+        import torchvision
+
         return
     except RuntimeError as error:
         if _MISSING_OP not in str(error):
@@ -40,7 +47,4 @@ def ensure_torchvision() -> None:
     for schema in _SCHEMAS.values():
         _library.define(schema)
     patched = True
-    import torchvision  # noqa: F401,F811
-
-
-ensure_torchvision()
+    import torchvision  # noqa: F401

@@ -1,39 +1,68 @@
 """`glide-eval elo` (human-preference Elo with bootstrap intervals) and `glide-eval elo-plot`
 (Figure 7). The judgments CSV schema is described in human_eval.judgments and docs/judgments.md."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
 import click
+import pandas as pd
 
 from glide_eval.cli import echo_json
+from human_eval.elo import analyze
+from human_eval.figure7 import FigureError, draw_figure7
+from human_eval.fit import FitError
+from human_eval.judgments import JudgmentError, read_judgments
+from human_eval.names import is_unguided
+from human_eval.outputs import format_table, provenance, result_tables, write_results
 
 _FORMAT = click.Choice(["glide", "arena"])
 
 
 def _judgment_options(f):
-    f = click.option("--encoding", default=None,
-                     help="Text encoding of the CSV (default: from its BOM, else UTF-8).")(f)
-    f = click.option("--drop-invalid", is_flag=True,
-                     help="Report invalid rows and continue without them (default: exit 1).")(f)
-    f = click.option("--format", "fmt", type=_FORMAT, default="glide", show_default=True,
-                     help="winner labels: glide = a/b/tie; arena = model_a/model_b/tie/tie (bothbad).")(f)
-    f = click.option("--l2", type=click.FloatRange(min=0), default=0.0, show_default=True,
-                     help="L2 penalty on natural-log strengths (Gaussian prior, sd 1/sqrt(L2)); "
-                          "makes separable or disconnected data finite.")(f)
+    f = click.option("--encoding", default=None, help="Text encoding of the CSV (default: from its BOM, else UTF-8).")(
+        f
+    )
+    f = click.option(
+        "--drop-invalid", is_flag=True, help="Report invalid rows and continue without them (default: exit 1)."
+    )(f)
+    f = click.option(
+        "--format",
+        "fmt",
+        type=_FORMAT,
+        default="glide",
+        show_default=True,
+        help="winner labels: glide = a/b/tie; arena = model_a/model_b/tie/tie (bothbad).",
+    )(f)
+    f = click.option(
+        "--l2",
+        type=click.FloatRange(min=0),
+        default=0.0,
+        show_default=True,
+        help="L2 penalty on natural-log strengths (Gaussian prior, sd 1/sqrt(L2)); "
+        "makes separable or disconnected data finite.",
+    )(f)
     f = click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")(f)
-    f = click.option("--rounds", type=click.IntRange(min=0), default=1000, show_default=True,
-                     help="Bootstrap rounds (0: no intervals).")(f)
-    f = click.option("--level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
-                     show_default=True, help="Confidence level of the percentile intervals.")(f)
+    f = click.option(
+        "--rounds",
+        type=click.IntRange(min=0),
+        default=1000,
+        show_default=True,
+        help="Bootstrap rounds (0: no intervals).",
+    )(f)
+    f = click.option(
+        "--level",
+        type=click.FloatRange(0, 1, min_open=True, max_open=True),
+        default=0.95,
+        show_default=True,
+        help="Confidence level of the percentile intervals.",
+    )(f)
     f = click.option("--question", default=None, help="Fit only this question (default: each separately).")(f)
     return f
 
 
 def _load(path, fmt, encoding, drop_invalid):
-    from human_eval.judgments import JudgmentError, read_judgments
-
     try:
         judgments = read_judgments(path, fmt, encoding, drop_invalid)
     except JudgmentError as e:
@@ -46,9 +75,6 @@ def _load(path, fmt, encoding, drop_invalid):
 
 
 def _fit(judgments, question, anchor, rounds, seed, l2, level):
-    from human_eval.elo import analyze
-    from human_eval.fit import FitError
-
     try:
         return analyze(judgments, question, anchor, rounds, seed, l2, level, progress=True)
     except FitError as e:
@@ -63,26 +89,39 @@ def _records(table):
 @click.argument("csv_path", metavar="FILE.csv", type=click.Path(exists=True, dir_okay=False))
 @_judgment_options
 @click.option("--anchor", default=None, help="Report ratings relative to this model (e.g. unguided).")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False),
-              help="Output folder (default: FILE_elo next to the input).")
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False), help="Output folder (default: FILE_elo next to the input)."
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def elo_command(csv_path, question, level, rounds, seed, l2, fmt, drop_invalid, encoding, anchor, out_dir, as_json):
     """Fit human-preference Elo ratings (GLIDE appendix A.1) from pairwise judgments in FILE.csv,
     with bootstrap intervals, ranks and win rates, per question."""
-    from human_eval.outputs import format_table, provenance, write_results
-
     judgments = _load(csv_path, fmt, encoding, drop_invalid)
     results = _fit(judgments, question, anchor, rounds, seed, l2, level)
-    options = {"question": question, "anchor": anchor, "rounds": rounds, "seed": seed, "l2": l2,
-               "level": level, "format": fmt, "encoding": encoding, "drop_invalid": drop_invalid}
+    options = {
+        "question": question,
+        "anchor": anchor,
+        "rounds": rounds,
+        "seed": seed,
+        "l2": l2,
+        "level": level,
+        "format": fmt,
+        "encoding": encoding,
+        "drop_invalid": drop_invalid,
+    }
     out = Path(out_dir) if out_dir else Path(csv_path).with_name(Path(csv_path).stem + "_elo")
     paths = write_results(results, out, provenance(csv_path, judgments, options, results))
     if as_json:
-        echo_json({"questions": [{**r.summary(), "ratings": _records(r.ratings_table()),
-                                  "pairs": _records(r.pairs_table())} for r in results],
-                   "rows": {"read": judgments.rows_read, "used": len(judgments.frame),
-                            "dropped": judgments.rows_dropped},
-                   "files": {k: str(v) for k, v in paths.items()}})
+        echo_json(
+            {
+                "questions": [
+                    {**r.summary(), "ratings": _records(r.ratings_table()), "pairs": _records(r.pairs_table())}
+                    for r in results
+                ],
+                "rows": {"read": judgments.rows_read, "used": len(judgments.frame), "dropped": judgments.rows_dropped},
+                "files": {k: str(v) for k, v in paths.items()},
+            }
+        )
         return
     for r in results:
         click.echo(format_table(r) + "\n")
@@ -90,8 +129,6 @@ def elo_command(csv_path, question, level, rounds, seed, l2, fmt, drop_invalid, 
 
 
 def _read_ratings(path: Path):
-    import pandas as pd
-
     if path.is_dir():
         path = path / "ratings.parquet" if (path / "ratings.parquet").exists() else path / "ratings.csv"
         if not path.exists():
@@ -102,7 +139,7 @@ def _read_ratings(path: Path):
         try:
             header = set(pd.read_csv(path, nrows=0, encoding="utf-8-sig").columns)
         except ValueError:
-            return None                 # not a ratings table: read it as judgments (precise errors)
+            return None  # not a ratings table: read it as judgments (precise errors)
         if {"model", "rating"} <= header:
             return pd.read_csv(path, encoding="utf-8-sig", keep_default_na=False, na_values=[""])
     except (OSError, ValueError) as e:
@@ -112,8 +149,13 @@ def _read_ratings(path: Path):
 
 @click.command("elo-plot")
 @click.argument("source", metavar="FILE.csv|RATINGS", type=click.Path(exists=True))
-@click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
-              help="Figure path (.png); a .pdf is written beside it.")
+@click.option(
+    "--out",
+    "out_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Figure path (.png); a .pdf is written beside it.",
+)
 @_judgment_options
 @click.option("--json", "as_json", is_flag=True, help="Print the written files as JSON.")
 def elo_plot_command(source, out_path, question, level, rounds, seed, l2, fmt, drop_invalid, encoding, as_json):
@@ -122,10 +164,6 @@ def elo_plot_command(source, out_path, question, level, rounds, seed, l2, fmt, d
 
     SOURCE is a judgments CSV (fitted here, anchored at unguided) or the ratings of
     `glide-eval elo --anchor unguided` (ratings.csv / ratings.parquet or its folder)."""
-    from human_eval.figure7 import FigureError, draw_figure7
-    from human_eval.names import is_unguided
-    from human_eval.outputs import result_tables
-
     ratings = _read_ratings(Path(source))
     if ratings is None:
         judgments = _load(source, fmt, encoding, drop_invalid)

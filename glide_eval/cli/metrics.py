@@ -1,0 +1,181 @@
+"""`glide-eval metrics`, `glide-eval coco-reference` and `glide-eval coco-captions`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from glide_eval.cli import echo_json
+from glide_eval.data.coco import CocoError, coco_reference, read_ids, sample_caption_records, save_table
+from glide_eval.data.inputs import InputError, load_input, read_captions
+from metrics import FeatureError, calculate_metrics, create_extractor
+from metrics.extractors import ExtractorError
+from metrics.reference import package_versions
+
+
+@click.command("metrics")
+@click.option("--gen", "gen_path", required=True, help="Folder of images, arr_0 .npz, or feature-state .npz.")
+@click.option("--ref", "ref_path", default=None, help="Folder, arr_0 .npz, or cached reference statistics.")
+@click.option("--fid", is_flag=True, help="Frechet Inception Distance.")
+@click.option("--isc", is_flag=True, help="Inception Score.")
+@click.option("--prc", is_flag=True, help="Precision and recall (k=3).")
+@click.option("--clip-score", is_flag=True, help="CLIP score (needs --captions).")
+@click.option(
+    "--captions",
+    type=click.Path(dir_okay=False, exists=True),
+    help="Captions of the generated images, in order: text (one a line), CSV or parquet.",
+)
+@click.option("--inception-weights", envvar="GLIDE_EVAL_INCEPTION", help="Inception weights file.")
+@click.option("--clip-weights", envvar="GLIDE_EVAL_CLIP", help="CLIP weights file (OpenAI format).")
+@click.option("--extractor", default="inception-v3-compat", show_default=True, help="Image feature extractor.")
+@click.option("--clip-extractor", default="clip-vit-b-16", show_default=True, help="CLIP scorer.")
+@click.option("--bootstrap", default=0, show_default=True, help="Bootstrap replicates for 95% intervals.")
+@click.option("--seed", default=0, show_default=True, help="Bootstrap seed.")
+@click.option(
+    "--isc-convention",
+    type=click.Choice(["torch-fidelity", "guided-diffusion"]),
+    default="torch-fidelity",
+    show_default=True,
+)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
+def metrics_command(
+    gen_path,
+    ref_path,
+    fid,
+    isc,
+    prc,
+    clip_score,
+    captions,
+    inception_weights,
+    clip_weights,
+    extractor,
+    clip_extractor,
+    bootstrap,
+    seed,
+    isc_convention,
+    device,
+    batch_size,
+    as_json,
+):
+    """Metrics of generated images (--gen) against reference images or statistics (--ref)."""
+    if not (fid or isc or prc or clip_score):
+        fid = isc = prc = True
+    if (fid or prc) and not ref_path:
+        raise click.UsageError("--fid and --prc need --ref")
+    if clip_score and not captions:
+        raise click.UsageError("--clip-score needs --captions")
+    try:
+        caps = read_captions(Path(captions)) if captions else None
+    except InputError as e:
+        raise click.ClickException(str(e)) from None
+    cache = {}
+
+    def make_extractor():
+        if "image" not in cache:
+            cache["image"] = create_extractor(extractor, inception_weights, device)
+        return cache["image"]
+
+    def make_clip():
+        return create_extractor(clip_extractor, clip_weights, device)
+
+    try:
+        gen = load_input(gen_path, make_extractor, make_clip if clip_score else None, caps, batch_size)
+        ref = load_input(ref_path, make_extractor, None, None, batch_size) if ref_path and (fid or prc) else None
+        results = calculate_metrics(
+            gen,
+            ref,
+            fid=fid,
+            isc=isc,
+            prc=prc,
+            clip_score=clip_score,
+            isc_convention=isc_convention,
+            bootstrap=bootstrap,
+            seed=seed,
+        )
+    except InputError as e:
+        raise click.ClickException(str(e)) from None
+    except (ExtractorError, FeatureError, ValueError) as e:
+        raise click.ClickException(f"--gen {gen_path} / --ref {ref_path}: {e}") from None
+    results["provenance"] = _provenance(cache.get("image"), gen, ref, bootstrap, seed)
+    if as_json:
+        echo_json(results)
+        return
+    for key in sorted(k for k in results if k != "provenance"):
+        value = results[key]
+        click.echo(f"{key:<20} {value:.6g}" if isinstance(value, float) else f"{key:<20} {value}")
+
+
+def _provenance(extractor, gen, ref, bootstrap, seed) -> dict:
+    def ext(side):
+        meta = getattr(side, "meta", {}) or {}
+        return {"extractor": meta.get("extractor"), "extractor_sha256": meta.get("extractor_sha256")}
+
+    return {
+        "gen": ext(gen),
+        "ref": ext(ref) if ref is not None else None,
+        "bootstrap": bootstrap,
+        "seed": seed,
+        "versions": package_versions(),
+    }
+
+
+@click.command("coco-reference")
+@click.option("--coco", "coco_dir", envvar="GLIDE_EVAL_COCO", required=True, help="MS-COCO folder.")
+@click.option("--resolution", default=256, show_default=True, type=int)
+@click.option("--ids", "ids_file", type=click.Path(dir_okay=False, exists=True), help="Image ids, one a line.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Statistics file (default: cache folder).")
+@click.option("--crop", type=click.Choice(["center", "adm"]), default="center", show_default=True)
+@click.option("--inception-weights", envvar="GLIDE_EVAL_INCEPTION", help="Inception weights file.")
+@click.option("--extractor", default="inception-v3-compat", show_default=True)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--batch-size", default=64, show_default=True)
+@click.option("--workers", default=None, type=int, help="Image decoding threads.")
+@click.option("--json", "as_json", is_flag=True)
+def coco_reference_command(
+    coco_dir, resolution, ids_file, out, crop, inception_weights, extractor, device, batch_size, workers, as_json
+):
+    """Build (or reuse, when its metadata matches) cached MS-COCO reference statistics."""
+    try:
+        ids = read_ids(ids_file) if ids_file else None
+        ext = create_extractor(extractor, inception_weights, device)
+        stats, path = coco_reference(
+            ext,
+            coco_dir,
+            resolution,
+            ids,
+            out,
+            crop,
+            batch_size,
+            workers,
+            progress=not as_json,
+            log=lambda m: click.echo(m, err=True),
+        )
+    except (CocoError, ExtractorError, FeatureError) as e:
+        raise click.ClickException(str(e)) from None
+    info = {"path": str(path), "n": stats.n, **stats.meta}
+    if as_json:
+        echo_json(info)
+    else:
+        click.echo(f"{path}: {stats.n} images, {stats.meta['extractor']} @ {resolution}px")
+
+
+@click.command("coco-captions")
+@click.option("--coco", "coco_dir", envvar="GLIDE_EVAL_COCO", required=True, help="MS-COCO folder.")
+@click.option("--n", default=30000, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help=".csv or .parquet")
+@click.option("--json", "as_json", is_flag=True)
+def coco_captions_command(coco_dir, n, seed, out, as_json):
+    """Seeded sample of N (image id, caption) pairs to generate from."""
+    try:
+        df = sample_caption_records(coco_dir, n, seed)
+    except CocoError as e:
+        raise click.ClickException(str(e)) from None
+    save_table(df, out)
+    if as_json:
+        echo_json({"path": out, "n": len(df), "seed": seed})
+    else:
+        click.echo(f"{out}: {len(df)} captions (seed {seed})")

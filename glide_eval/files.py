@@ -1,0 +1,137 @@
+"""File helpers of the application layer: sha256, JSON, package versions, atomic writes.
+
+Every file glide_eval writes goes through `atomic_write_with` (or a wrapper of it): the
+data goes to a temporary file in the target's folder, named ``.NAME.XXXXXXXX.tmp``
+(`TEMP_PREFIX` + name + random + `TEMP_SUFFIX`, so stale ones can be found with
+`TEMP_GLOB` and removed), which is fsynced, given the mode a plain ``open()`` would give
+(0666 minus the umask, not mkstemp's 0600), moved into place with ``os.replace`` and the
+folder fsynced, so a crash at any point leaves the old file or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+
+TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"
+TEMP_GLOB = f"{TEMP_PREFIX}*{TEMP_SUFFIX}"
+VERSIONED_PACKAGES = ("glide-eval", "torch", "numpy", "torch-fidelity", "open-clip-torch")
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk_size):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_json(obj) -> str:
+    """sha256 of the canonical JSON text of `obj` (sorted keys, no spaces)."""
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def package_versions(packages: tuple[str, ...] = VERSIONED_PACKAGES) -> dict:
+    """Python's and the installed versions of the packages that decide the numbers."""
+    out = {"python": platform.python_version()}
+    for package in packages:
+        with contextlib.suppress(PackageNotFoundError):
+            out[package] = version(package)
+    return out
+
+
+def file_mode() -> int:
+    """The mode `open()` gives a new file: 0666 minus the current umask."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # e.g. a platform without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_with(path: str | os.PathLike, writer: Callable[[str], object]) -> None:
+    """Call `writer(tmp_path)` to write the file, then fsync it and move it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.", suffix=TEMP_SUFFIX)
+    os.close(fd)
+    try:
+        writer(tmp)
+        os.chmod(tmp, file_mode())
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    atomic_write_with(path, lambda tmp: Path(tmp).write_bytes(data))
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: str | os.PathLike):
+    return json.loads(Path(path).read_text())
+
+
+def save_npz(path: str | os.PathLike, arrays: dict) -> None:
+    """np.savez_compressed, written atomically."""
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def cache_dir() -> Path:
+    """$GLIDE_EVAL_CACHE, else ~/.cache/glide-eval."""
+    return Path(os.environ.get("GLIDE_EVAL_CACHE", Path.home() / ".cache" / "glide-eval"))
+
+
+def cached_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file, remembered by (path, size, mtime) in `cache_dir()`/sha256.json."""
+    path = Path(path).resolve()
+    stat = path.stat()
+    cache_file = cache_dir() / "sha256.json"
+    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+    try:
+        cache = read_json(cache_file)
+    except (OSError, ValueError):
+        cache = {}
+    if key not in cache:
+        cache[key] = sha256_file(path)
+        try:
+            write_json(cache_file, cache)
+        except OSError:
+            pass  # a read-only home only costs re-hashing next time
+    return cache[key]

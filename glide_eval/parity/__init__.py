@@ -1,0 +1,2 @@
+"""Parity with the reference GLIDE code: fixture checks (`core` registry, `models`, `sampling`)
+and `run.run_parity` over a fixture directory (`glide-eval parity`)."""

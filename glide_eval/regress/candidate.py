@@ -1,0 +1,34 @@
+"""Sampling the candidate (or regenerating the baseline) into a run directory, resuming finished shards."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from glide_eval.sweep.components import Components
+from glide_eval.sweep.config import Setting, SweepConfig
+from glide_eval.sweep.plan import make_plan
+from glide_eval.sweep.run import Sampler, run_units
+from glide_eval.sweep.rundir import RunDir, generation_hash, work_items
+
+
+def sample_run(
+    config: SweepConfig,
+    components: Components,
+    captions: list[str],
+    settings: list[Setting],
+    save_images: str,
+    progress: bool,
+    log: Callable[[str], None],
+) -> dict[str, dict]:
+    """Sample `settings` for captions (config captions.n of them) into config.output_dir, resuming
+    finished shards; returns {setting: {"features", "nan_count"}} like `baseline_features`."""
+    run_dir = RunDir(config.output_dir)
+    gen_hash = generation_hash(config, components.provenance)
+    run_dir.write_run_files(config, components.provenance, captions, gen_hash)
+    plan = make_plan(config)
+    sampled = list(dict.fromkeys(plan.sources[s.name] for s in settings))  # settings sharing samples once
+    items = work_items([shard for s in sampled for shard in plan.shards_for(s)], gen_hash, captions)
+    todo = run_dir.unfinished(items, save_images)
+    log(f"{run_dir.path}: {len(items) - len(todo)} shards already finished, {len(todo)} to run")
+    run_units(Sampler(components, config, run_dir, save_images, progress), todo)
+    return {s.name: run_dir.load_features(plan.shards_for(s)) for s in settings}

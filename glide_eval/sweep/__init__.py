@@ -1,0 +1,13 @@
+"""The sweep: sample a grid of guidance settings and measure each one.
+
+config       TOML -> typed, validated `SweepConfig` (and its `Setting`s)
+plan         settings -> shards of sample indices; model evaluations per setting
+components   what an engine gives a sweep: generate, featurize, compute_metrics
+engines      the glide / toy / python:MODULE:FACTORY engines as `Components`
+captions     the captions to sample (file, MS-COCO, toy world)
+rundir       the run directory: files, shard keys, finished records, results
+distributed  torchrun ranks and barriers
+run          sample the unfinished shards (`run_sweep`)
+merge        check every shard, compute metrics, write results
+describe     the dry-run plan
+"""

@@ -1,0 +1,45 @@
+"""torchrun: which rank this process is, and the barriers between ranks (gloo on CPU, NCCL on CUDA)."""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    initialized: bool = False
+
+    @property
+    def prefix(self) -> str:
+        """ "[rank R/W] " for log lines and progress bars of a multi-process sweep, else ""."""
+        return f"[rank {self.rank}/{self.world}] " if self.world > 1 else ""
+
+    def barrier(self) -> None:
+        if self.initialized:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.initialized:
+            dist.destroy_process_group()
+            self.initialized = False
+
+
+def init_distributed(device: str) -> Dist:
+    """Read RANK / WORLD_SIZE (set by torchrun); join the process group when WORLD_SIZE > 1."""
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    if world <= 1:
+        return Dist()
+    backend = "nccl" if device.startswith("cuda") else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(device)  # one GPU per rank, also for NCCL's barrier
+    if not dist.is_initialized():
+        # long timeout: ranks wait at the final barrier while others finish their shards
+        dist.init_process_group(backend, timeout=datetime.timedelta(days=2))
+    return Dist(rank, world, True)

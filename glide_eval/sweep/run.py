@@ -1,0 +1,214 @@
+"""Run (or resume) a sweep: sample every unfinished shard, then merge on rank 0.
+
+The work is a list of shards (setting, range of sample indices). Each shard generates its
+samples in batches, feeds every batch straight to the featurizer and writes one shard
+file atomically (see `rundir`). Finished shards are verified and skipped, so a killed
+sweep resumes where it stopped. Under torchrun the shards are dealt round-robin to the
+ranks; rank 0 then merges the shards and computes the metrics of every setting. Samples
+are seeded by (seed, sample index), so the results do not depend on the number of
+processes, the batch size or how often the sweep was interrupted.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from glide_eval.sweep.captions import load_captions
+from glide_eval.sweep.components import Components, resolve_device
+from glide_eval.sweep.config import SweepConfig
+from glide_eval.sweep.distributed import init_distributed
+from glide_eval.sweep.engines import build_components
+from glide_eval.sweep.errors import SweepError
+from glide_eval.sweep.merge import merge
+from glide_eval.sweep.plan import make_plan
+from glide_eval.sweep.rundir import FEATURE_PREFIX, RunDir, WorkItem, generation_hash, work_items
+
+Log = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+@dataclass
+class Sampler:
+    """What sampling a shard needs besides the shard itself."""
+
+    components: Components
+    config: SweepConfig
+    run_dir: RunDir
+    save_images: str = "none"
+    progress: bool = True
+    prefix: str = ""  # "[rank R/W] " under torchrun
+
+
+def normalize_generated(out, n: int) -> tuple[np.ndarray, int]:
+    """(images uint8 [N,3,H,W], NaN count) from a generator's `images` or `(images, report)`.
+
+    The report may be a count, per-sample counts, or a dict with "nan_count"/"nan_counts".
+    """
+    nan_count = 0
+    if isinstance(out, tuple):
+        out, report = out
+        if isinstance(report, dict):
+            report = report.get("nan_count", report.get("nan_counts", 0))
+        nan_count = int(np.asarray(report if report is not None else 0, dtype=np.int64).sum())
+    if hasattr(out, "detach"):
+        out = out.detach().cpu().numpy()
+    images = np.asarray(out)
+    if images.dtype != np.uint8 or images.ndim != 4 or images.shape[0] != n or images.shape[1] != 3:
+        raise SweepError(f"generator returned {images.dtype} {images.shape}, expected uint8 [{n},3,H,W]")
+    return images, nan_count
+
+
+def _features_of(batch_feats: dict, n: int) -> dict[str, np.ndarray]:
+    out = {}
+    for name, value in batch_feats.items():
+        value = np.asarray(value.detach().cpu() if hasattr(value, "detach") else value)
+        if value.shape[:1] != (n,):
+            raise SweepError(f"featurizer output {name!r} has shape {value.shape}, expected [{n}, ...]")
+        out[name] = value
+    return out
+
+
+def run_unit(sampler: Sampler, item: WorkItem, progress: Callable[[int], None]) -> dict:
+    """Sample one shard batch by batch, featurize every batch, write the shard; its record."""
+    components, config = sampler.components, sampler.config
+    batch, n_previews = config.run.batch_size, config.run.previews
+    ids, captions = item.shard.ids, list(item.captions)
+    feats: dict[str, list] = {}
+    nan_count, previews = 0, []
+    t_gen = t_feat = 0.0
+    t0 = time.perf_counter()
+    for b in range(0, len(ids), batch):
+        b_ids, b_caps = ids[b : b + batch], captions[b : b + batch]
+        t = time.perf_counter()
+        images, nan = normalize_generated(components.generate(b_caps, b_ids, item.setting), len(b_ids))
+        t_gen += time.perf_counter() - t
+        t = time.perf_counter()
+        batch_feats = components.featurize(images, b_caps)
+        t_feat += time.perf_counter() - t
+        for name, value in _features_of(batch_feats, len(b_ids)).items():
+            feats.setdefault(name, []).append(value)
+        nan_count += nan
+        previews.extend(images[: max(0, n_previews - len(previews))])
+        if sampler.save_images != "none":
+            sampler.run_dir.save_images(item, b_ids, images, sampler.save_images)
+        progress(len(b_ids))
+    arrays = {FEATURE_PREFIX + k: np.concatenate(v) for k, v in feats.items()}
+    arrays["sample_ids"] = np.asarray(ids, dtype=np.int64)
+    arrays["nan_count"] = np.asarray(nan_count, dtype=np.int64)
+    arrays["previews"] = np.stack(previews) if previews else np.zeros((0, 3, 1, 1), np.uint8)
+    setting = item.setting
+    record = {
+        "key": item.key,
+        "setting": setting.name,
+        "family": setting.family,
+        "scale": setting.scale,
+        "shard": item.shard.index,
+        "start": ids[0],
+        "stop": ids[-1] + 1,
+        "n": len(ids),
+        "nan_count": nan_count,
+        "save_images": sampler.save_images,
+        "timings": {"generate_s": t_gen, "featurize_s": t_feat, "wall_s": time.perf_counter() - t0},
+        "host": socket.gethostname(),
+        "rank": int(os.environ.get("RANK", 0)),
+        "finished_at": datetime.datetime.now(datetime.UTC).isoformat(),
+    }
+    return sampler.run_dir.write_shard(item, arrays, record)
+
+
+def run_units(sampler: Sampler, todo: list[WorkItem]) -> None:
+    """Sample the shards in `todo`, with an overall and a per-setting progress bar."""
+    prefix, show = sampler.prefix, sampler.progress
+    overall = tqdm(
+        total=sum(item.shard.n for item in todo),
+        desc=f"{prefix}sweep",
+        unit="img",
+        disable=not show or not todo,
+        position=0,
+        dynamic_ncols=True,
+    )
+    per_setting: dict[str, int] = {}
+    for item in todo:
+        per_setting[item.setting.name] = per_setting.get(item.setting.name, 0) + item.shard.n
+    bar, current = None, None
+    try:
+        for item in todo:
+            if item.setting.name != current:
+                if bar is not None:
+                    bar.close()
+                current = item.setting.name
+                bar = tqdm(
+                    total=per_setting[current],
+                    desc=f"{prefix}{current}",
+                    unit="img",
+                    disable=not show,
+                    position=1,
+                    leave=False,
+                    dynamic_ncols=True,
+                )
+
+            def step(n, bar=bar):
+                bar.update(n)
+                overall.update(n)
+
+            run_unit(sampler, item, step)
+    finally:
+        if bar is not None:
+            bar.close()
+        overall.close()
+
+
+def run_sweep(
+    config: SweepConfig,
+    *,
+    force: bool = False,
+    save_images: str | None = None,
+    progress: bool = True,
+    log: Log | None = None,
+) -> dict:
+    """Run (or resume) a sweep; returns a summary. Rank 0 also merges and writes the results."""
+    log = log or _stderr
+    save_images = save_images or config.run.save_images
+    run_dir = RunDir(config.output_dir)
+    device = resolve_device(config)
+    dist = init_distributed(device)
+    try:
+        run_dir.check_config(config, force)
+        components = build_components(config, device)
+        captions = load_captions(config)
+        if len(captions) != config.captions.n:
+            raise SweepError(f"caption source gave {len(captions)} captions, [captions.n] = {config.captions.n}")
+        gen_hash = generation_hash(config, components.provenance)
+        dist.barrier()  # every rank has checked the old run.json before rank 0 replaces it
+        if dist.rank == 0:
+            run_dir.write_run_files(config, components.provenance, captions, gen_hash)
+        mine = work_items(make_plan(config).units[dist.rank :: dist.world], gen_hash, captions)
+        todo = run_dir.unfinished(mine, save_images)
+        skipped = len(mine) - len(todo)
+        log(f"{dist.prefix}{len(mine)} shards: {skipped} already finished, {len(todo)} to run")
+        run_units(Sampler(components, config, run_dir, save_images, progress, dist.prefix), todo)
+        dist.barrier()
+        summary = {
+            "run_dir": str(run_dir.path),
+            "rank": dist.rank,
+            "world_size": dist.world,
+            "shards_run": len(todo),
+            "shards_skipped": skipped,
+        }
+        if dist.rank == 0:
+            summary["results"] = str(merge(config, components, captions, gen_hash, log=log, remeasure=force))
+        return summary
+    finally:
+        dist.close()

@@ -1,0 +1,83 @@
+"""One parser per vocabulary (issue 17): respacing strings, sampling methods, guidance specs and
+metric names, each owned by the lowest package that uses it and used from above."""
+from __future__ import annotations
+
+import pytest
+
+from glide_eval.sweep.config import ConfigError, validate
+from metrics.names import HIGHER_IS_BETTER, METRIC_NAMES, higher_is_better
+from reports.pareto import pareto_mask
+from samplers import sampling
+from samplers.guidance_specs import parse_guidance, split_guidance
+from samplers.schedules import count_steps, parse_respacing, space_timesteps
+
+BASE = {"models": {"engine": "toy"}, "captions": {"source": "toy", "n": 8}, "grid": {"cfg": [1.0]}}
+
+
+def _config(**sections):
+    raw = {k: dict(v) for k, v in BASE.items()}
+    for section, values in sections.items():
+        raw.setdefault(section, {}).update(values)
+    return validate(raw)
+
+
+@pytest.mark.parametrize("spec", ["250", "fast27", "ddim50", "10,10,5", "ddim25", "100,20,4"])
+def test_count_steps_is_the_length_of_the_timesteps_the_sampler_keeps(spec):
+    assert count_steps(spec) == len(space_timesteps(1000, spec))
+
+
+@pytest.mark.parametrize("spec", ["", "0", "10,0", "ddim", "fast", "ten", "-5"])
+def test_count_steps_refuses_what_has_no_positive_count(spec):
+    with pytest.raises(ValueError):
+        count_steps(spec)
+
+
+def test_parse_respacing_kinds():
+    assert parse_respacing(" 10,10,5 ") == ("sections", [10, 10, 5])
+    assert parse_respacing("ddim50") == ("ddim", [50])
+    assert parse_respacing("fast27") == ("fast27", [10, 10, 3, 2, 2])
+    assert parse_respacing("") == ("all", [])
+
+
+def test_config_respacing_errors_come_from_the_samplers_parser():
+    with pytest.raises(ConfigError, match=r"\[sampler.base_respacing\].*respacing"):
+        _config(sampler={"base_respacing": "ddimX"})
+    assert _config(sampler={"base_respacing": "ddim50"}).sampler.base_respacing == "ddim50"
+
+
+def test_sampling_methods_come_from_the_sampler_registry(monkeypatch):
+    with pytest.raises(ConfigError, match="sampler.method"):
+        _config(sampler={"method": "plms"})
+    monkeypatch.setitem(sampling.SAMPLERS, "plms", sampling.sample_ddim)  # a sampler added to the registry
+    config = _config(sampler={"method": "plms"}, grid={"clip": [2.0], "clip_method": "ancestral",
+                                                       "steps": ["10"], "steps_methods": ["plms", "ddim"]})
+    assert config.sampler.method == "plms"
+    assert [s.name for s in config.settings if s.family == "steps"] == ["steps-plms-10", "steps-ddim-10"]
+
+
+def test_guidance_specs_one_grammar():
+    assert parse_guidance("cfg:3") == ("cfg", 3.0) and parse_guidance(" clip : 2.5 ") == ("clip", 2.5)
+    assert parse_guidance("none") == ("none", 0.0) and parse_guidance("Unguided") == ("none", 0.0)
+    assert parse_guidance(("cfg", 2)) == ("cfg", 2.0)
+    for bad in ("foo:1", "cfg:abc", "cfg:inf", "a:b:1"):
+        with pytest.raises(ValueError):
+            parse_guidance(bad)
+    assert split_guidance("dalle") is None and split_guidance("my-model:1e1") == ("my-model", 10.0)
+    # the sweep config's steps_guidance goes through the same grammar
+    assert _config(grid={"steps": ["5"], "steps_guidance": " cfg : 2 "}).settings[-1].guidance == ("cfg", 2.0)
+    with pytest.raises(ConfigError, match="steps_guidance"):
+        _config(grid={"steps": ["5"], "steps_guidance": "clip:2"})
+
+
+def test_metric_names_and_directions_live_in_metrics():
+    assert METRIC_NAMES == ("fid", "is", "precision", "recall", "clip_score")
+    assert [higher_is_better(m) for m in METRIC_NAMES] == [False, True, True, True, True]
+    with pytest.raises(ValueError, match="unknown metric"):
+        higher_is_better("psnr")
+    with pytest.raises(ConfigError, match="unknown metric 'psnr'"):
+        _config(metrics={"names": ["fid", "psnr"]})
+    # the Pareto fronts use the same directions: lower FID and higher precision are better
+    fid, precision = [10.0, 12.0, 9.0], [0.5, 0.7, 0.4]
+    assert pareto_mask(fid, precision, HIGHER_IS_BETTER["fid"], HIGHER_IS_BETTER["precision"]).tolist() == [
+        True, True, True]
+    assert pareto_mask([10.0, 12.0], [0.5, 0.4], False, True).tolist() == [True, False]
