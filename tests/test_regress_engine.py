@@ -84,11 +84,11 @@ def featurize(images: np.ndarray, captions: list[str]) -> dict:
 def make_components(config, device: str) -> Components:
     from metrics.calculate import calculate_metrics
 
-    folder = Path(config["models"]["checkpoints"])
+    folder = Path(config.models.checkpoints)
     if not (folder / "base.pt").is_file():
         raise MissingComponentError(f"[models.checkpoints] {folder / 'base.pt'} not found")
-    reference = np.load(config["engine_options"]["reference"])["pool"]
-    names = set(config["metrics"]["names"])
+    reference = np.load(config.engine_options["reference"])["pool"]
+    names = set(config.metrics.names)
     loaded = []
 
     def generate(captions, sample_ids, setting):

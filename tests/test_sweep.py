@@ -114,8 +114,9 @@ def test_config_errors_name_the_key(tmp_path):
 def test_config_paths_env_and_hash(tmp_path, monkeypatch):
     monkeypatch.setenv("GLIDE_CHECKPOINTS", "/ckpts")
     config = load_config(write_config(tmp_path))
-    assert config["models"]["checkpoints"] == "/ckpts"
-    assert config["captions"]["path"] == str(tmp_path / "caps.txt")
+    assert config.models.checkpoints == "/ckpts"
+    assert config.captions.path == str(tmp_path / "caps.txt")
+    assert config["captions"]["path"] == config.captions.path  # the dict view python: engine factories may use
     assert config.output_dir == tmp_path / "out"
     assert load_config(write_config(tmp_path, "rel.toml", extra="[sampler]\nresolution = 64"),
                        {"run": {"output_dir": "rel"}}).output_dir == Path.cwd() / "rel"

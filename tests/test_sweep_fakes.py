@@ -60,10 +60,10 @@ def compute_metrics(features: dict, captions: list[str], ci: bool) -> dict:
 
 
 def make_components(config, device: str) -> Components:
-    options = config["engine_options"]
+    options = config.engine_options
     delay = float(options.get("delay_s", 0.0))
     size = int(options.get("image_size", 8))
-    seed = config["run"]["seed"]
+    seed = config.run.seed
 
     def generate(captions, sample_ids, setting):
         time.sleep(delay)

@@ -19,6 +19,9 @@ from glide_eval.toy.train import train as train_stages
 @click.option("--json", "as_json", is_flag=True, help="print the results as JSON")
 def train_command(out, stages, threads, jobs, cache_dir, as_json):
     """Retrain the toy world's models (evaluation nets, base, noised CLIP, upsampler) from scratch."""
-    results = train_stages(out, [s.strip() for s in stages.split(",") if s.strip()], threads, cache_dir, jobs)
+    try:
+        results = train_stages(out, [s.strip() for s in stages.split(",") if s.strip()], threads, cache_dir, jobs)
+    except ValueError as e:  # an unknown stage name
+        raise click.BadParameter(str(e), param_hint="--stages") from None
     if as_json:
         echo_json(results)

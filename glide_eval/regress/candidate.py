@@ -7,7 +7,7 @@ from collections.abc import Callable
 from glide_eval.sweep.components import Components
 from glide_eval.sweep.config import Setting, SweepConfig
 from glide_eval.sweep.plan import make_plan
-from glide_eval.sweep.run import Sampler, run_units
+from glide_eval.sweep.run import ShardSampler, run_units
 from glide_eval.sweep.rundir import RunDir, generation_hash, work_items
 
 
@@ -30,5 +30,5 @@ def sample_run(
     items = work_items([shard for s in sampled for shard in plan.shards_for(s)], gen_hash, captions)
     todo = run_dir.unfinished(items, save_images)
     log(f"{run_dir.path}: {len(items) - len(todo)} shards already finished, {len(todo)} to run")
-    run_units(Sampler(components, config, run_dir, save_images, progress), todo)
+    run_units(ShardSampler(components, config, run_dir, save_images, progress), todo)
     return {s.name: run_dir.load_features(plan.shards_for(s)) for s in settings}

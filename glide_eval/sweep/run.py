@@ -40,7 +40,7 @@ def _stderr(msg: str) -> None:
 
 
 @dataclass
-class Sampler:
+class ShardSampler:
     """What sampling a shard needs besides the shard itself."""
 
     components: Components
@@ -80,7 +80,7 @@ def _features_of(batch_feats: dict, n: int) -> dict[str, np.ndarray]:
     return out
 
 
-def run_unit(sampler: Sampler, item: WorkItem, progress: Callable[[int], None]) -> dict:
+def run_unit(sampler: ShardSampler, item: WorkItem, progress: Callable[[int], None]) -> dict:
     """Sample one shard batch by batch, featurize every batch, write the shard; its record."""
     components, config = sampler.components, sampler.config
     batch, n_previews = config.run.batch_size, config.run.previews
@@ -128,7 +128,7 @@ def run_unit(sampler: Sampler, item: WorkItem, progress: Callable[[int], None]) 
     return sampler.run_dir.write_shard(item, arrays, record)
 
 
-def run_units(sampler: Sampler, todo: list[WorkItem]) -> None:
+def run_units(sampler: ShardSampler, todo: list[WorkItem]) -> None:
     """Sample the shards in `todo`, with an overall and a per-setting progress bar."""
     prefix, show = sampler.prefix, sampler.progress
     overall = tqdm(
@@ -198,7 +198,7 @@ def run_sweep(
         todo = run_dir.unfinished(mine, save_images)
         skipped = len(mine) - len(todo)
         log(f"{dist.prefix}{len(mine)} shards: {skipped} already finished, {len(todo)} to run")
-        run_units(Sampler(components, config, run_dir, save_images, progress, dist.prefix), todo)
+        run_units(ShardSampler(components, config, run_dir, save_images, progress, dist.prefix), todo)
         dist.barrier()
         summary = {
             "run_dir": str(run_dir.path),

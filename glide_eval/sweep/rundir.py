@@ -15,6 +15,11 @@ its record exists, names the expected key and the npz on disk has the recorded s
 record is written after the npz, so a process killed at any point leaves either a finished
 shard or one that is redone. The sweep and the regression gate both read and write run
 directories only through `RunDir`.
+
+What a run directory must guarantee lives here, so it can grow in one place: a lock
+around `run_sweep`'s use of it, sha256 of results / previews / captions / config in the
+manifest (`write_results` writes it, `results_up_to_date` checks it), and removing stale
+temporary files (`glide_eval.files.TEMP_GLOB`) before a run.
 """
 
 from __future__ import annotations

@@ -28,11 +28,11 @@ import fcntl
 import hashlib
 import json
 import math
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import click
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -620,7 +620,7 @@ def _train_stage(stage: str, cfg: dict, out: Path, threads: int, cache: Path | N
     metrics = TRAINERS[stage](cfg, out, cache)
     seconds = time.time() - start
     update_manifest(out, stage, metrics, seconds, threads, cfg)
-    click.echo(f"{stage}: {seconds:.0f} s, {json.dumps(metrics)}", err=True)
+    print(f"{stage}: {seconds:.0f} s, {json.dumps(metrics)}", file=sys.stderr)
     return {"metrics": metrics, "seconds": round(seconds, 1)}
 
 
@@ -632,7 +632,7 @@ def train(out, stages=STAGES, threads: int = 2, cache_dir=None, jobs: int = 1) -
     out.mkdir(parents=True, exist_ok=True)
     for stage in stages:
         if stage not in TRAINERS:
-            raise click.BadParameter(f"unknown stage {stage!r}; expected some of {', '.join(STAGES)}")
+            raise ValueError(f"unknown stage {stage!r}; expected some of {', '.join(STAGES)}")
     cache = Path(cache_dir) if cache_dir else None
     if jobs <= 1:
         return {stage: _train_stage(stage, CONFIG[stage], out, threads, cache) for stage in stages}
