@@ -15,18 +15,18 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 def _images_from_folder(folder: Path, batch_size: int):
     """uint8 batches [B,3,H,W] of the folder's images in name order; a batch never mixes sizes."""
     import torch
-    from PIL import Image
 
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    from metrics.images import ImageError, image_files, read_rgb_chw
+
+    files = image_files(folder, IMAGE_SUFFIXES)
     if not files:
         raise click.ClickException(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     batch = []
     for f in files:
         try:
-            with Image.open(f) as img:
-                arr = np.asarray(img.convert("RGB")).transpose(2, 0, 1)
-        except (OSError, ValueError) as e:
-            raise click.ClickException(f"{f}: cannot read image: {e}") from None
+            arr = read_rgb_chw(f)
+        except ImageError as e:
+            raise click.ClickException(str(e)) from None
         if batch and (len(batch) == batch_size or batch[0].shape != arr.shape):
             yield torch.from_numpy(np.stack(batch))
             batch = []

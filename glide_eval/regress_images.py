@@ -29,12 +29,12 @@ def load_run_images(run_dir: Path, setting: str, n: int) -> np.ndarray | None:
         with np.load(path) as f:
             by_id.update(zip((int(i) for i in f["sample_ids"]), f["images"]))
     if not all(i in by_id for i in range(n)):
-        from PIL import Image
+        from metrics.images import read_rgb_chw
 
         for i in range(n):
             png = folder / f"{i:06d}.png"
             if i not in by_id and png.is_file():
-                by_id[i] = np.asarray(Image.open(png).convert("RGB")).transpose(2, 0, 1)
+                by_id[i] = read_rgb_chw(png)
     if not all(i in by_id for i in range(n)):
         return None
     return np.stack([by_id[i] for i in range(n)])

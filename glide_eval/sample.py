@@ -15,12 +15,12 @@ from glide_eval.sweep_store import atomic_write_with
 
 
 def _read_image(path: Path) -> torch.Tensor:
-    from PIL import Image
+    from metrics.images import ImageError, read_rgb
 
     try:
-        array = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
-    except OSError as error:
-        raise click.BadParameter(f"cannot read image {path}: {error}", param_hint="--inpaint") from None
+        array = read_rgb(path).astype(np.float32)
+    except ImageError as error:
+        raise click.BadParameter(str(error), param_hint="--inpaint") from None
     return torch.from_numpy(array).permute(2, 0, 1)[None] / 127.5 - 1
 
 
