@@ -12,17 +12,34 @@ from glide_eval.cli import echo_json
 _FORMAT = click.Choice(["glide", "arena"])
 
 
+def _check_encoding(ctx, param, value):
+    from human_eval.judgments import JudgmentError, check_encoding
+
+    try:
+        return None if value is None else check_encoding(value)
+    except JudgmentError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _check_l2(ctx, param, value):
+    import math
+
+    if not math.isfinite(value):
+        raise click.BadParameter(f"must be a finite number >= 0, got {value}")
+    return value
+
+
 def _judgment_options(f):
-    f = click.option("--encoding", default=None,
+    f = click.option("--encoding", default=None, callback=_check_encoding,
                      help="Text encoding of the CSV (default: from its BOM, else UTF-8).")(f)
     f = click.option("--drop-invalid", is_flag=True,
                      help="Report invalid rows and continue without them (default: exit 1).")(f)
     f = click.option("--format", "fmt", type=_FORMAT, default="glide", show_default=True,
                      help="winner labels: glide = a/b/tie; arena = model_a/model_b/tie/tie (bothbad).")(f)
-    f = click.option("--l2", type=click.FloatRange(min=0), default=0.0, show_default=True,
+    f = click.option("--l2", type=click.FloatRange(min=0), default=0.0, show_default=True, callback=_check_l2,
                      help="L2 penalty on natural-log strengths (Gaussian prior, sd 1/sqrt(L2)); "
                           "makes separable or disconnected data finite.")(f)
-    f = click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")(f)
+    f = click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Bootstrap seed.")(f)
     f = click.option("--rounds", type=click.IntRange(min=0), default=1000, show_default=True,
                      help="Bootstrap rounds (0: no intervals).")(f)
     f = click.option("--level", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.95,
@@ -110,6 +127,19 @@ def _read_ratings(path: Path):
     return None
 
 
+def _ratings_warnings(ratings) -> list[str]:
+    """What a saved ratings table says about its fit: bootstrap replicates left out."""
+    if not {"question", "rounds", "valid_rounds"} <= set(ratings.columns):
+        return []
+    out = []
+    for question, rows in ratings.groupby("question", sort=True):
+        rounds, valid = int(rows["rounds"].iloc[0]), int(rows["valid_rounds"].iloc[0])
+        if valid < rounds:
+            out.append(f"question {question}: {rounds - valid} of {rounds} bootstrap replicates were separable or "
+                       "disconnected and left out, so the intervals understate the uncertainty")
+    return out
+
+
 @click.command("elo-plot")
 @click.argument("source", metavar="FILE.csv|RATINGS", type=click.Path(exists=True))
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
@@ -135,15 +165,20 @@ def elo_plot_command(source, out_path, question, level, rounds, seed, l2, fmt, d
             raise click.ClickException(f"{source}: no model named 'unguided' to draw Figure 7 relative to")
         results = _fit(judgments, question, unguided[0], rounds, seed, l2, level)
         ratings = result_tables(results)["ratings"]
-    elif question is not None:
-        ratings = ratings[ratings["question"] == question]
+        warnings = [f"question {r.question}: {w}" for r in results for w in r.warnings]
+    else:
+        if question is not None:
+            ratings = ratings[ratings["question"] == question.strip()]
+        warnings = _ratings_warnings(ratings)
     try:
         paths, skipped = draw_figure7(ratings, out_path)
     except FigureError as e:
         raise click.ClickException(f"{source}: {e}") from None
     if as_json:
-        echo_json({"files": [str(p) for p in paths], "skipped_models": skipped})
+        echo_json({"files": [str(p) for p in paths], "skipped_models": skipped, "warnings": warnings})
         return
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
     if skipped:
         click.echo(f"not guidance settings, left out: {', '.join(skipped)}", err=True)
     for p in paths:

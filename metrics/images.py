@@ -17,8 +17,8 @@ Rules (``v``: a pixel value as stored; results are uint8 per channel):
 - ``F`` (32-bit float grey): values must lie in [0, 1] and become ``round(255 * v)``; NaN or
   anything outside [0, 1] is refused (a float image has no standard range to guess).
 - ``RGBA``, ``LA``, ``PA``, and ``P``, ``L`` or ``RGB`` with a transparency key (a PNG ``tRNS``
-  chunk / GIF transparent index, through Pillow's RGBA conversion): composited onto a **white** background: ``round((c * a + 255 * (255 - a)) / 255)``.
-  Fully opaque pixels keep their colour exactly.
+  chunk / GIF transparent index, through Pillow's RGBA conversion): composited onto a **white**
+  background, ``round((c * a + 255 * (255 - a)) / 255)``. Fully opaque pixels keep their colour.
 - ``CMYK``: Pillow's conversion, ``round((255 - c) * (255 - k) / 255)`` per channel (C for R,
   M for G, Y for B). It ignores any embedded ICC profile (no colour management), as Pillow's
   ``convert("RGB")`` and torchvision's readers do; JPEG's Adobe inverted CMYK is undone by
