@@ -144,10 +144,11 @@ def split_lines(text: str) -> list[str]:
     return [line.rstrip("\r\n") + "\n" if line.endswith(("\r", "\n")) else line for line in lines]
 
 
-def open_quote_line(lines: list[str], start: int) -> int:
-    """The 1-based line where the quote left open in the record starting at line ``start`` opens."""
-    in_quote, opened, at_field_start = False, start, True
-    for number, line in enumerate(lines[start - 1:], start):
+def open_quote_line(lines: list[str], start: int, end: int | None = None) -> int:
+    """The 1-based line where the quote opens that carries the record starting at line ``start``
+    across its last line break before line ``end`` (or that is still open at ``end``)."""
+    in_quote, opened, carried, at_field_start = False, start, start, True
+    for number, line in enumerate(lines[start - 1:end], start):
         k = 0
         while k < len(line):
             char = line[k]
@@ -159,9 +160,11 @@ def open_quote_line(lines: list[str], start: int) -> int:
                         in_quote = False
             elif char == '"' and at_field_start:
                 in_quote, opened = True, number
+            if in_quote and char == "\n":
+                carried = opened
             at_field_start = not in_quote and char in ",\n"
             k += 1
-    return opened
+    return opened if in_quote else carried
 
 
 def parse_judgments(data: bytes | str, source: str = "<data>", format: str = "glide",
@@ -227,11 +230,16 @@ def _records(lines: list[str], source: str) -> list[tuple[int, list[str]]]:
             last_line = reader.line_num
         return records
     except csv.Error as e:
-        if reader.line_num >= len(lines) and "unexpected end of data" in str(e):
-            line = open_quote_line(lines, last_line + 1)
+        start, end = last_line + 1, reader.line_num
+        if end >= len(lines) and "unexpected end of data" in str(e):
+            line = open_quote_line(lines, start)
             raise JudgmentError(f"{source}:{line}: malformed CSV: a quote opened on this line is never closed "
                                 "(the rest of the file would be one field)") from None
-        raise JudgmentError(f"{source}:{reader.line_num}: malformed CSV: {e}") from None
+        if end > start:                 # a quoted field ran over line breaks into the error
+            line = open_quote_line(lines, start, end)
+            raise JudgmentError(f"{source}:{line}: malformed CSV: a quote opened on this line runs on to line "
+                                f"{end}, where: {e} (is its closing quote missing?)") from None
+        raise JudgmentError(f"{source}:{end}: malformed CSV: {e}") from None
     finally:
         csv.field_size_limit(limit)
 
@@ -274,11 +282,12 @@ def _row(fields, header, labels, format, line):
         return None, [Issue(line, "field_too_long", f"{name} has {n:,} characters (at most {MAX_FIELD:,})")
                       for name, n in long]
     values = dict(zip(header, (f.strip() for f in fields)))
+    raw = dict(zip(header, (f.strip(" ") for f in fields)))     # strip() alone would hide \t, \x1f, \u2029
     for col in ("model_a", "model_b") + (("question",) if "question" in header else ()):
-        where = _control_character(values[col])
+        where = _control_character(raw[col])
         if where:
             problems.append(Issue(line, "control_character",
-                                  f"{col} {short(values[col])} contains a control character ({where})"))
+                                  f"{col} {short(raw[col])} contains a control character ({where})"))
     for col in REQUIRED + (("question",) if "question" in header else ()):
         if not values[col]:
             problems.append(Issue(line, "missing_field", f"missing {col}"))
