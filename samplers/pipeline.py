@@ -8,6 +8,7 @@ batch-mates or the number of processes. Inpainting goes through the same functio
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Callable, Optional, Sequence
 
@@ -88,13 +89,30 @@ def to_uint8(x: torch.Tensor) -> torch.Tensor:
 
 
 def parse_guidance(guidance) -> tuple[str, float]:
-    """("cfg", 3.0) | "cfg:3.0" | "none" -> (kind, scale), with a clear error for anything else."""
+    """("cfg", 3.0) | "cfg:3.0" | "clip:2" | "none" | "unguided" -> (kind, scale).
+
+    A guided kind (cfg, clip) needs its scale, a finite number: "cfg" alone is an error (it would
+    silently sample at scale 0, the unconditional model). "none" and "unguided" take no scale (a
+    string "none:0" is accepted) and give ("none", 0.0). Anything else is a ValueError that says why."""
     if isinstance(guidance, str):
-        kind, _, scale = guidance.partition(":")
-        guidance = (kind, float(scale) if scale else 0.0)
+        kind, colon, scale_text = (part.strip() for part in guidance.partition(":"))
+        kind = "none" if kind == "unguided" else kind
+        if kind == "none":
+            if colon and scale_text not in ("0", "0.0"):
+                raise ValueError(f"guidance {guidance!r}: 'none' takes no scale")
+            return "none", 0.0
+        if kind in GUIDANCE_KINDS and not scale_text:
+            raise ValueError(f"guidance {guidance!r} needs a scale: {kind}:SCALE, e.g. {kind}:3.0 "
+                             "(or 'none' for unguided sampling)")
+        try:
+            guidance = (kind, float(scale_text) if colon else None)
+        except ValueError:
+            raise ValueError(f"guidance {guidance!r}: scale {scale_text!r} is not a number") from None
     kind, scale = guidance
     if kind not in GUIDANCE_KINDS:
-        raise ValueError(f"unknown guidance {kind!r}; expected one of {', '.join(GUIDANCE_KINDS)}")
+        raise ValueError(f"unknown guidance {kind!r}; expected one of {', '.join(GUIDANCE_KINDS)} (or unguided)")
+    if scale is None or not math.isfinite(float(scale)):
+        raise ValueError(f"guidance {kind!r} needs a finite scale, got {scale!r}")
     return kind, float(scale)
 
 
