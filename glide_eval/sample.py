@@ -37,7 +37,7 @@ def _read_mask(path: Path, size: int) -> torch.Tensor:
 @click.command("sample")
 @click.option("--prompt", required=True, help="Caption to sample.")
 @click.option("--guidance", default="cfg:3.0", show_default=True,
-              help="cfg:SCALE (classifier-free), clip:SCALE (noised CLIP) or none.")
+              help="cfg:SCALE (classifier-free), clip:SCALE (noised CLIP), or none / unguided.")
 @click.option("--steps", default="100", show_default=True,
               help="Base-model respacing: a step count or any respacing string (e.g. 250, ddim50, 10,10,3,2,2).")
 @click.option("--sampler", type=click.Choice(["ancestral", "ddim"]), default="ancestral", show_default=True)
