@@ -8,7 +8,8 @@ Layout read from a folder (flag or env ``GLIDE_EVAL_COCO``), the standard one::
 (2014 is preferred when both are there, as in the GLIDE paper's zero-shot MS-COCO numbers.)
 
 Reference images: decoded in a thread pool, converted to RGB by `metrics.images` (its rule
-per PIL mode: 16-bit grey scaled, alpha composited onto white, CMYK, palette...), centre-cropped to a square, then resized ADM-style (PIL BOX halving while the image
+per PIL mode: 16-bit grey scaled, alpha composited onto white, CMYK, palette...),
+centre-cropped to a square, then resized ADM-style (PIL BOX halving while the image
 is at least twice the target, then BICUBIC) to uint8 ``[3, R, R]``. ``crop="adm"`` instead
 follows guided-diffusion's ``center_crop_arr`` (resize the short side, then crop).
 Unreadable files are reported by name, never skipped silently.
