@@ -80,6 +80,15 @@ def test_one_huge_field_is_one_bad_row(tmp_path):
     assert len(parse_judgments(f"model_a,model_b,winner\n{ok},y,a\n").frame) == 1
 
 
+def test_long_model_names_are_cut_on_screen(tmp_path):
+    long = "m" * 5000
+    path = tmp_path / "j.csv"
+    path.write_text("model_a,model_b,winner\n" + f"{long},y,a\ny,{long},a\n" * 3)
+    res = _cli("elo", path, "--rounds", "5", "--out", tmp_path / "out")
+    assert res.exit_code == 0 and "m" * 79 + "\u2026" in res.output and "m" * 80 not in res.output
+    assert long in set(pd.read_csv(tmp_path / "out" / "ratings.csv")["model"])      # files keep whole names
+
+
 def test_long_labels_are_cut_in_messages():
     label = "w" * 100_000
     j = parse_judgments(f"model_a,model_b,winner\nx,y,{label}\n", "f.csv", drop_invalid=True)

@@ -204,3 +204,14 @@ def test_sixteen_bit_pngs_give_the_eight_bit_fid(tmp_path):
         fids[name] = json.loads(r.output)["fid"]
     assert fids["g16"] == pytest.approx(fids["g8"], rel=1e-9)
     assert fids["g8"] > 0.1
+
+
+def test_metrics_folder_with_a_truncated_file_names_it(tmp_path):
+    folder = tmp_path / "gen"
+    folder.mkdir()
+    for i in range(3):
+        Image.fromarray(RNG.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    (folder / "1.png").write_bytes((folder / "1.png").read_bytes()[:200])
+    r = CliRunner().invoke(main, ["metrics", "--gen", str(folder), "--isc", "--isc-splits", "1",
+                                  "--extractor", "pixel-stats-test"])
+    assert r.exit_code == 1 and f"{folder / '1.png'}: cannot read image" in r.output
