@@ -127,19 +127,6 @@ def _read_ratings(path: Path):
     return None
 
 
-def _ratings_warnings(ratings) -> list[str]:
-    """What a saved ratings table says about its fit: bootstrap replicates left out."""
-    if not {"question", "rounds", "valid_rounds"} <= set(ratings.columns):
-        return []
-    out = []
-    for question, rows in ratings.groupby("question", sort=True):
-        rounds, valid = int(rows["rounds"].iloc[0]), int(rows["valid_rounds"].iloc[0])
-        if valid < rounds:
-            out.append(f"question {question}: {rounds - valid} of {rounds} bootstrap replicates were separable or "
-                       "disconnected and left out, so the intervals understate the uncertainty")
-    return out
-
-
 @click.command("elo-plot")
 @click.argument("source", metavar="FILE.csv|RATINGS", type=click.Path(exists=True))
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
@@ -152,7 +139,7 @@ def elo_plot_command(source, out_path, question, level, rounds, seed, l2, fmt, d
 
     SOURCE is a judgments CSV (fitted here, anchored at unguided) or the ratings of
     `glide-eval elo --anchor unguided` (ratings.csv / ratings.parquet or its folder)."""
-    from human_eval.figure7 import FigureError, draw_figure7
+    from human_eval.figure7 import FigureError, draw_figure7, ratings_warnings
     from human_eval.names import is_unguided
     from human_eval.outputs import result_tables
 
@@ -169,7 +156,7 @@ def elo_plot_command(source, out_path, question, level, rounds, seed, l2, fmt, d
     else:
         if question is not None:
             ratings = ratings[ratings["question"] == question.strip()]
-        warnings = _ratings_warnings(ratings)
+        warnings = ratings_warnings(ratings)
     try:
         paths, skipped = draw_figure7(ratings, out_path)
     except FigureError as e:

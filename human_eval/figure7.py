@@ -44,6 +44,19 @@ def guidance_curves(ratings: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     return curves.sort_values(["question", "family", "scale"], ignore_index=True), skipped
 
 
+def ratings_warnings(ratings: pd.DataFrame) -> list[str]:
+    """What a saved ratings table says about its fit: bootstrap replicates left out, per question."""
+    if not {"question", "rounds", "valid_rounds"} <= set(ratings.columns):
+        return []
+    out = []
+    for question, rows in ratings.groupby("question", sort=True):
+        rounds, valid = int(rows["rounds"].iloc[0]), int(rows["valid_rounds"].iloc[0])
+        if valid < rounds:
+            out.append(f"question {question}: {rounds - valid} of {rounds} bootstrap replicates were separable or "
+                       "disconnected and left out, so the intervals understate the uncertainty")
+    return out
+
+
 def _refuse_two_spellings(curves: pd.DataFrame) -> None:
     clashes = []
     for (question, family, scale), rows in curves.groupby(["question", "family", "scale"], sort=True):
