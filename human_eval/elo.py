@@ -9,8 +9,16 @@ import numpy as np
 import pandas as pd
 
 from human_eval.bootstrap import bootstrap_ratings
-from human_eval.fit import ELO_PER_NAT, FitError, PairCounts, check_identifiable, fit_elo, pair_counts
-from human_eval.judgments import Judgments
+from human_eval.fit import (
+    ELO_PER_NAT,
+    FitError,
+    PairCounts,
+    check_identifiable,
+    comparison_groups,
+    fit_elo,
+    pair_counts,
+)
+from human_eval.judgments import Judgments, cut, short
 
 DEFAULT_ROUNDS = 1000
 DEFAULT_LEVEL = 0.95
@@ -37,6 +45,15 @@ class EloResult:
     l2: float
     separable_replicates: int = 0
     warnings: list[str] = field(default_factory=list)
+    groups: np.ndarray | None = None      # comparison group per model (see fit.comparison_groups)
+
+    def group_of(self) -> np.ndarray:
+        return np.zeros(len(self.models), np.int64) if self.groups is None else self.groups
+
+    def group_names(self) -> list[list[str]]:
+        """The models of each comparison group (one group when the graph is connected)."""
+        groups = self.group_of()
+        return [[m for m, g in zip(self.models, groups) if g == k] for k in range(int(groups.max(initial=0)) + 1)]
 
     def _quantiles(self, x, method="linear"):
         if len(x) == 0:
@@ -74,7 +91,8 @@ class EloResult:
     def pairs_table(self) -> pd.DataFrame:
         """Every ordered pair (model, opponent): judgments, wins/losses/ties, the observed win
         rate (ties half; Table 3 style) and the Elo-predicted win probability, each with its
-        bootstrap interval. Pairs never compared have n = 0 and no observed win rate."""
+        bootstrap interval. Pairs never compared have n = 0 and no observed win rate; pairs in
+        different comparison groups (no chain of comparisons joins them) have no prediction (NaN)."""
         pc, m = self.pairs, len(self.models)
         first = np.concatenate([pc.i, pc.j])
         second = np.concatenate([pc.j, pc.i])
@@ -97,6 +115,8 @@ class EloResult:
         table["predicted"] = win_probability(self.ratings[a], self.ratings[b])
         table["predicted_lower"], table["predicted_upper"] = self._quantiles(
             win_probability(self.replicates[:, a], self.replicates[:, b]))
+        unconnected = self.group_of()[a] != self.group_of()[b]    # no chain of comparisons: nothing to predict
+        table.loc[unconnected, ["predicted", "predicted_lower", "predicted_upper"]] = np.nan
         names = np.array(self.models, dtype=object)
         table["model"], table["opponent"] = names[a], names[b]
         table.insert(0, "question", self.question)
@@ -119,7 +139,8 @@ class EloResult:
     def summary(self) -> dict:
         return {"question": self.question, "judgments": self.pairs.n_judgments, "models": len(self.models),
                 "anchor": self.anchor, "rounds": self.rounds, "valid_rounds": len(self.replicates),
-                "separable_replicates": self.separable_replicates, "warnings": list(self.warnings)}
+                "separable_replicates": self.separable_replicates, "warnings": list(self.warnings),
+                "comparison_groups": self.group_names()}
 
 
 def _ranks(ratings: np.ndarray) -> np.ndarray:
@@ -138,18 +159,25 @@ def fit_question(pc: PairCounts, question: str = "all", anchor: str | None = Non
                  level: float = DEFAULT_LEVEL) -> EloResult:
     """Point ratings and bootstrap intervals of one question's judgments."""
     if anchor is not None and anchor not in pc.models:
-        raise FitError(f"anchor model {anchor!r} has no judgments for question {question!r} "
-                       f"(models: {', '.join(pc.models)})")
+        raise FitError(f"anchor model {short(anchor)} has no judgments for question {short(question)} "
+                       f"(models: {', '.join(map(cut, pc.models))})")
     if not 0 < level < 1:
         raise FitError(f"level must be in (0, 1), got {level}")
     try:
         ratings = fit_elo(pc, l2)
     except FitError as e:
-        raise FitError(f"question {question!r}: {e}") from None
+        raise FitError(f"question {short(question)}: {e}") from None
+    groups = comparison_groups(pc)
     warnings = []
     if l2 > 0:
         warnings += [f"{p} (finite only because of --l2 {l2:g}; these ratings depend on the penalty)"
-                     for p in check_identifiable(pc)]
+                     for p in check_identifiable(pc) if not p.startswith("the comparison graph is disconnected")]
+    if groups.max(initial=0) > 0:
+        names = "; ".join("{" + ", ".join(map(cut, g)) + "}" for g in
+                          ([m for m, k in zip(pc.models, groups) if k == c] for c in range(groups.max() + 1)))
+        warnings.append(f"the comparison graph is disconnected: ratings are comparable only within each group of "
+                        f"models, not across groups (their offsets are set by --l2 {l2:g} alone): {names}; "
+                        "pairs across groups get no predicted win probability (left empty)")
     theta, counts, ok = bootstrap_ratings(pc, ratings / ELO_PER_NAT, rounds, question_seed(seed, question), l2)
     replicates = theta[ok] * ELO_PER_NAT
     separable = int((~ok).sum())
@@ -162,7 +190,8 @@ def fit_question(pc: PairCounts, question: str = "all", anchor: str | None = Non
         ratings = ratings - ratings[k]
         replicates = replicates - replicates[:, k:k + 1]
     return EloResult(question, list(pc.models), pc, ratings, replicates, counts[ok], anchor, level, rounds,
-                     l2, separable, warnings)
+                     l2, separable, warnings, groups)
+
 
 
 def analyze(judgments: Judgments | pd.DataFrame, question: str | None = None, anchor: str | None = None,
@@ -170,12 +199,15 @@ def analyze(judgments: Judgments | pd.DataFrame, question: str | None = None, an
             progress: bool = False) -> list[EloResult]:
     """Fit every question of the judgments separately (or only ``question``)."""
     frame = judgments.frame if isinstance(judgments, Judgments) else judgments
+    anchor = None if anchor is None else anchor.strip()          # like the names in the file
+    question = None if question is None else question.strip()
     if len(frame) == 0:
         raise FitError("no valid judgments")
     questions = sorted(frame["question"].unique())
     if question is not None:
         if question not in questions:
-            raise FitError(f"no judgments for question {question!r} (questions: {', '.join(questions)})")
+            raise FitError(f"no judgments for question {short(question)} "
+                           f"(questions: {', '.join(map(cut, questions))})")
         questions = [question]
     from tqdm import tqdm
 

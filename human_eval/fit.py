@@ -23,6 +23,8 @@ from scipy.optimize import minimize
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
+from human_eval.judgments import cut
+
 ELO_PER_NAT = 400.0 / np.log(10.0)
 OUTCOMES = ("wins_i", "wins_j", "ties")
 
@@ -112,8 +114,18 @@ def check_identifiable(pc: PairCounts) -> list[str]:
             for kind, members in found.values()]
 
 
+def comparison_groups(pc: PairCounts) -> np.ndarray:
+    """Group number per model (0, 1, ...; in order of each group's first model): models are in one
+    group when a chain of compared pairs joins them. Ratings are comparable only within a group."""
+    m = pc.n_models
+    _, comp = connected_components(coo_matrix((np.ones(len(pc.i)), (pc.i, pc.j)), shape=(m, m)), directed=False)
+    first_seen = {c: k for k, c in reversed(list(enumerate(comp)))}
+    order = {c: rank for rank, c in enumerate(sorted(first_seen, key=first_seen.get))}
+    return np.array([order[c] for c in comp], dtype=np.int64)
+
+
 def _names(models, mask) -> str:
-    return ", ".join(m for m, keep in zip(models, mask) if keep)
+    return ", ".join(cut(m) for m, keep in zip(models, mask) if keep)
 
 
 def neg_log_likelihood(theta: np.ndarray, pc: PairCounts, l2: float = 0.0) -> tuple[float, np.ndarray]:
@@ -132,8 +144,8 @@ def fit_elo(pc: PairCounts, l2: float = 0.0) -> np.ndarray:
 
     Raises FitError when ``l2 == 0`` and the data do not identify the ratings.
     """
-    if l2 < 0:
-        raise FitError(f"l2 must be >= 0, got {l2}")
+    if not np.isfinite(l2) or l2 < 0:
+        raise FitError(f"l2 must be a finite number >= 0, got {l2}")
     if l2 == 0:
         problems = check_identifiable(pc)
         if problems:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from human_eval.elo import EloResult
+from human_eval.judgments import cut
 
 TABLES = ("ratings", "pairs", "winrate_matrix")
 
@@ -106,9 +107,10 @@ def provenance(input_path, judgments, options: dict, results: list[EloResult]) -
 def format_table(result: EloResult) -> str:
     """The ratings of one question as aligned text."""
     table = result.ratings_table()
+    table["model"] = table["model"].map(cut)          # the files keep whole names; the screen gets 80 chars
     pct = f"{result.level * 100:g}%"
-    head = f"question: {result.question}  ({result.pairs.n_judgments} judgments, {len(result.models)} models"
-    head += f", ratings relative to {result.anchor})" if result.anchor else ", ratings sum to 0)"
+    head = f"question: {cut(result.question)}  ({result.pairs.n_judgments} judgments, {len(result.models)} models"
+    head += f", ratings relative to {cut(result.anchor)})" if result.anchor else ", ratings sum to 0)"
     width = max(5, *(len(m) for m in table["model"]))
     lines = [head, f"{'rank':>4} {'[' + pct + ']':>9}  {'model':<{width}} {'elo':>8} {pct + ' interval':>20} {'n':>7}"]
     for row in table.itertuples():

@@ -44,6 +44,7 @@ CLIP_B16 = "clip-vit-b-16"
 INCEPTION_ENV = "GLIDE_EVAL_INCEPTION"
 CLIP_ENV = "GLIDE_EVAL_CLIP"
 INCEPTION_FILENAME = "weights-inception-2015-12-05-6726825d.pth"
+INCEPTION_SHA256_PREFIX = "6726825d"    # torch-fidelity's file: its name carries its sha256's first 8 hex
 CLIP_CONTEXT_LENGTH = 77
 
 _REGISTRY: dict[str, Callable] = {}
@@ -99,6 +100,20 @@ def resolve_weights(weights_path, env: str, what: str) -> Path:
     if not path.is_file():
         raise ExtractorError(f"{what} weights file not found: {path}")
     return path
+
+
+def check_known_weights(extractor) -> None:
+    """ExtractorError unless the built-in Inception extractor's weights are torch-fidelity's file
+    (sha256 starting with INCEPTION_SHA256_PREFIX). Other extractors are not checked."""
+    if getattr(extractor, "name", None) != INCEPTION:
+        return
+    sha = extractor.weights_sha256 or ""
+    if not sha.startswith(INCEPTION_SHA256_PREFIX):
+        raise ExtractorError(
+            f"{extractor.weights_path}: not torch-fidelity's Inception weights ({INCEPTION_FILENAME}, whose sha256 "
+            f"starts with {INCEPTION_SHA256_PREFIX}); this file's sha256 is {sha[:16]}... A file with other weights "
+            "loads fine but gives FID/IS values that no published number can be compared with. "
+            "Pass --allow-unknown-inception to use it anyway")
 
 
 def check_images(images) -> torch.Tensor:

@@ -6,7 +6,9 @@
   pairwise update: exact merge of shards, no cancellation of a raw second moment);
 - the per-sample pool features (float32, for precision/recall), unbiased logits
   (float32, for the Inception Score) and CLIP scores (float64), in sample order;
-- counts: samples, rows with NaN features (dropped, never averaged in), truncated captions.
+- counts: samples, rows with NaN features (dropped, never averaged in), truncated captions;
+- ``meta["image_sizes"]``: the distinct [H, W] of the images fed through `add` (sorted), so a
+  metric can tell when generated images and reference statistics differ in resolution.
 
 A shard's state is saved atomically (`save`, .npz) and shards merge in order (`merge`):
 the merged state equals the state of one accumulator fed every batch.
@@ -85,6 +87,7 @@ class FeatureAccumulator:
         if self.extractor is None:
             raise FeatureError("this accumulator has no extractor: use add_features")
         feats = self.extractor(images)
+        self._note_size(tuple(int(x) for x in images.shape[-2:]))
         scores, n_trunc = None, 0
         if self.clip is not None:
             if captions is None:
@@ -133,6 +136,10 @@ class FeatureAccumulator:
         if clip_scores is not None:
             self._clip.append(clip_scores)
 
+    def _note_size(self, size) -> None:
+        sizes = {tuple(s) for s in self.meta.get("image_sizes") or []} | {tuple(size)}
+        self.meta["image_sizes"] = [list(s) for s in sorted(sizes)]
+
     def _merge_moments(self, n_b: int, mean_b: np.ndarray, m2_b: np.ndarray) -> None:
         if self.n == 0:
             self.n, self.mean, self.m2 = n_b, mean_b.copy(), m2_b.copy()
@@ -171,6 +178,8 @@ class FeatureAccumulator:
                 raise FeatureError(f"cannot merge shards made with different {key}: {a} vs {b}")
             if a is None:
                 self.meta[key] = b
+        for size in other.meta.get("image_sizes") or []:
+            self._note_size(size)
         if other.n:
             self._merge_moments(other.n, other.mean, other.m2)
         self.n_nan += other.n_nan
@@ -200,6 +209,8 @@ class FeatureAccumulator:
                     raise FeatureError(f"{path}: not a glide-eval feature state (format {meta.get('format')!r})")
                 acc = cls(keep_pool=meta["keep_pool"],
                           meta={k: meta.get(k) for k in ("extractor", "extractor_sha256", "clip", "clip_sha256")})
+                if meta.get("image_sizes"):
+                    acc.meta["image_sizes"] = meta["image_sizes"]
                 acc.n, acc.n_nan, acc.n_truncated = meta["n"], meta["n_nan"], meta["n_truncated"]
                 if acc.n:
                     acc.mean, acc.m2 = data["mean"], data["m2"]

@@ -2,8 +2,10 @@
 
 - ``none`` or ``unguided`` (any case, surrounding spaces ignored): no guidance, scale 0;
 - ``FAMILY:SCALE``: a guidance family and its finite scale, e.g. ``cfg:3``, ``clip:2.0``,
-  ``" cfg : 1e1 "``. The samplers know the families in `GUIDANCE_KINDS`; other users of the
-  grammar (human_eval's model names, the sweep config) decide which families they accept.
+  ``" cfg : 1e1 "``. A guided family needs its scale (``cfg`` alone is an error); the
+  unguided names take none (``none:0`` is accepted). The samplers know the families in
+  `GUIDANCE_KINDS`; other users of the grammar (human_eval's model names, the sweep config)
+  decide which families they accept.
 
 Torch-free, so that configs and judgment files are validated without loading models.
 """
@@ -31,17 +33,47 @@ def split_guidance(text: str) -> tuple[str, float] | None:
 
 
 def parse_guidance(guidance, kinds: tuple[str, ...] = GUIDANCE_KINDS) -> tuple[str, float]:
-    """("cfg", 3.0) | "cfg:3.0" | "none" -> (kind, scale); ValueError naming what is wrong."""
+    """("cfg", 3.0) | "cfg:3.0" | "clip:2" | "none" | "unguided" -> (kind, scale); ValueError naming what is wrong.
+
+    A guided kind needs its scale, a finite number: "cfg" alone is an error (it would silently
+    sample at scale 0, the unconditional model). "none" and "unguided" take no scale (a scale of
+    0, as in "none:0", is accepted) and give ("none", 0.0)."""
     if isinstance(guidance, str):
-        if is_unguided(guidance):
-            return ("none", 0.0)
-        if guidance.strip() in kinds:  # a kind without a scale: scale 0
-            return (guidance.strip(), 0.0)
-        parsed = split_guidance(guidance)
-        if parsed is None:
-            raise ValueError(f"guidance must be 'none' or 'KIND:SCALE' (e.g. 'cfg:3'), got {guidance!r}")
-        guidance = parsed
+        guidance = _split_spec(guidance, kinds)
+        if guidance == ("none", 0.0):
+            return guidance
     kind, scale = guidance
     if kind not in kinds:
-        raise ValueError(f"unknown guidance {kind!r}; expected one of {', '.join(kinds)}")
+        raise ValueError(f"unknown guidance {kind!r}; expected one of {', '.join(kinds)} (or unguided)")
+    if scale is None or not math.isfinite(float(scale)):
+        raise ValueError(f"guidance {kind!r} needs a finite scale, got {scale!r}")
     return kind, float(scale)
+
+
+def _split_spec(text: str, kinds: tuple[str, ...]) -> tuple[str, float]:
+    """(kind, scale) of a spec's text; ("none", 0.0) for the unguided names (with no scale or scale 0)."""
+    kind, colon, scale_text = (part.strip() for part in text.partition(":"))
+    if is_unguided(kind):
+        if colon and _number(scale_text) != 0:
+            raise ValueError(f"guidance {text!r}: {kind!r} takes no scale")
+        return ("none", 0.0)
+    if not scale_text and kind in kinds:
+        raise ValueError(
+            f"guidance {text!r} needs a scale: {kind}:SCALE, e.g. {kind}:3.0 (or 'none' for unguided sampling)"
+        )
+    parsed = split_guidance(text)
+    if parsed is not None:
+        return parsed
+    scale = _number(scale_text)
+    if colon and scale is None:
+        raise ValueError(f"guidance {text!r}: scale {scale_text!r} is not a number")
+    if colon and not math.isfinite(scale):
+        raise ValueError(f"guidance {kind!r} needs a finite scale, got {scale_text!r}")
+    raise ValueError(f"guidance must be 'none' or 'KIND:SCALE' (e.g. 'cfg:3'), got {text!r}")
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None

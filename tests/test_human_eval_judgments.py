@@ -34,7 +34,7 @@ def test_every_bad_row_reported_with_its_file_line():
             "\n"                                 # 3 blank
             "m1,m2,draw\n"                       # 4 unknown label
             "m1,m1,a\n"                          # 5 self comparison
-            '"multi\nline",m2,b\n'               # 6-7 ok, quoted newline
+            '"multi\nline",m2,b\n'               # 6-7 quoted newline: a control character in a name
             "m1,,a\n"                            # 8 missing model_b
             "m1,m2\n"                            # 9 too few fields
             "m1,m2,model_a\n")                   # 10 arena label in glide format
@@ -42,13 +42,15 @@ def test_every_bad_row_reported_with_its_file_line():
         parse_judgments(text, "j.csv")
     msg = str(e.value)
     for line, what in ((4, "unknown winner 'draw'"), (5, "'m1' compared with itself"), (8, "missing model_b"),
-                       (9, "2 field(s) but the header has 3"), (10, "--format arena")):
+                       (9, "2 field(s) but the header has 3"), (10, "--format arena"),
+                       (6, "model_a 'multi\\nline' contains a control character (U+000A at character 6)")):
         assert f"j.csv:{line}: " in msg and what in msg
-    assert "j.csv:2:" not in msg and "j.csv:6:" not in msg and "5 invalid row(s) of 7" in msg
+    assert "j.csv:2:" not in msg and "j.csv:7:" not in msg and "6 invalid row(s) of 7" in msg
     j = parse_judgments(text, "j.csv", drop_invalid=True)
-    assert [i.line for i in j.issues] == [4, 5, 8, 9, 10]
-    assert j.issue_counts == {"unknown_winner": 2, "self_comparison": 1, "missing_field": 1, "field_count": 1}
-    assert list(j.frame["line"]) == [2, 6] and list(j.frame["model_a"]) == ["m1", "multi\nline"]
+    assert [i.line for i in j.issues] == [4, 5, 6, 8, 9, 10]
+    assert j.issue_counts == {"unknown_winner": 2, "self_comparison": 1, "missing_field": 1, "field_count": 1,
+                              "control_character": 1}
+    assert list(j.frame["line"]) == [2] and list(j.frame["model_a"]) == ["m1"]
 
 
 def test_unknown_label_is_never_a_tie():

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import click
@@ -11,19 +12,35 @@ import pandas as pd
 
 from glide_eval.cli import echo_json
 from human_eval.elo import analyze
-from human_eval.figure7 import FigureError, draw_figure7
+from human_eval.figure7 import FigureError, draw_figure7, ratings_warnings
 from human_eval.fit import FitError
-from human_eval.judgments import JudgmentError, read_judgments
+from human_eval.judgments import JudgmentError, check_encoding, read_judgments
 from human_eval.names import is_unguided
 from human_eval.outputs import format_table, provenance, result_tables, write_results
 
 _FORMAT = click.Choice(["glide", "arena"])
 
 
+def _check_encoding(ctx, param, value):
+    try:
+        return None if value is None else check_encoding(value)
+    except JudgmentError as e:
+        raise click.BadParameter(str(e)) from None
+
+
+def _check_l2(ctx, param, value):
+    if not math.isfinite(value):
+        raise click.BadParameter(f"must be a finite number >= 0, got {value}")
+    return value
+
+
 def _judgment_options(f):
-    f = click.option("--encoding", default=None, help="Text encoding of the CSV (default: from its BOM, else UTF-8).")(
-        f
-    )
+    f = click.option(
+        "--encoding",
+        default=None,
+        callback=_check_encoding,
+        help="Text encoding of the CSV (default: from its BOM, else UTF-8).",
+    )(f)
     f = click.option(
         "--drop-invalid", is_flag=True, help="Report invalid rows and continue without them (default: exit 1)."
     )(f)
@@ -40,10 +57,11 @@ def _judgment_options(f):
         type=click.FloatRange(min=0),
         default=0.0,
         show_default=True,
+        callback=_check_l2,
         help="L2 penalty on natural-log strengths (Gaussian prior, sd 1/sqrt(L2)); "
         "makes separable or disconnected data finite.",
     )(f)
-    f = click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")(f)
+    f = click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True, help="Bootstrap seed.")(f)
     f = click.option(
         "--rounds",
         type=click.IntRange(min=0),
@@ -173,15 +191,20 @@ def elo_plot_command(source, out_path, question, level, rounds, seed, l2, fmt, d
             raise click.ClickException(f"{source}: no model named 'unguided' to draw Figure 7 relative to")
         results = _fit(judgments, question, unguided[0], rounds, seed, l2, level)
         ratings = result_tables(results)["ratings"]
-    elif question is not None:
-        ratings = ratings[ratings["question"] == question]
+        warnings = [f"question {r.question}: {w}" for r in results for w in r.warnings]
+    else:
+        if question is not None:
+            ratings = ratings[ratings["question"] == question.strip()]
+        warnings = ratings_warnings(ratings)
     try:
         paths, skipped = draw_figure7(ratings, out_path)
     except FigureError as e:
         raise click.ClickException(f"{source}: {e}") from None
     if as_json:
-        echo_json({"files": [str(p) for p in paths], "skipped_models": skipped})
+        echo_json({"files": [str(p) for p in paths], "skipped_models": skipped, "warnings": warnings})
         return
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
     if skipped:
         click.echo(f"not guidance settings, left out: {', '.join(skipped)}", err=True)
     for p in paths:

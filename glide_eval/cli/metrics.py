@@ -10,13 +10,42 @@ from glide_eval.cli import echo_json
 from glide_eval.data.coco import CocoError, coco_reference, read_ids, sample_caption_records, save_table
 from glide_eval.data.inputs import InputError, load_input, read_captions
 from metrics import FeatureError, calculate_metrics, create_extractor
-from metrics.extractors import ExtractorError
+from metrics.compatibility import recorded_sizes, resolution_mismatch
+from metrics.extractors import ExtractorError, check_known_weights
 from metrics.reference import package_versions
 
 
 @click.command("metrics")
 @click.option("--gen", "gen_path", required=True, help="Folder of images, arr_0 .npz, or feature-state .npz.")
-@click.option("--ref", "ref_path", default=None, help="Folder, arr_0 .npz, or cached reference statistics.")
+@click.option(
+    "--ref",
+    "ref_path",
+    default=None,
+    help="Folder of raw images (cropped and resized like coco-reference), arr_0 .npz, or cached reference statistics.",
+)
+@click.option(
+    "--ref-resolution",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Resolution a --ref folder is resized to (default: the generated images' size).",
+)
+@click.option(
+    "--ref-crop",
+    type=click.Choice(["center", "adm"]),
+    default="center",
+    show_default=True,
+    help="Crop rule for a --ref folder (as coco-reference --crop).",
+)
+@click.option(
+    "--allow-resolution-mismatch",
+    is_flag=True,
+    help="Compare generated images with a reference of another resolution (a warning, not an error).",
+)
+@click.option(
+    "--allow-unknown-inception",
+    is_flag=True,
+    help="Use an Inception weights file that is not torch-fidelity's (sha256 6726825d...).",
+)
 @click.option("--fid", is_flag=True, help="Frechet Inception Distance.")
 @click.option("--isc", is_flag=True, help="Inception Score.")
 @click.option("--prc", is_flag=True, help="Precision and recall (k=3).")
@@ -38,12 +67,23 @@ from metrics.reference import package_versions
     default="torch-fidelity",
     show_default=True,
 )
+@click.option(
+    "--isc-splits",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="Inception Score splits (torch-fidelity convention); needs at least this many images.",
+)
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 def metrics_command(
     gen_path,
     ref_path,
+    ref_resolution,
+    ref_crop,
+    allow_resolution_mismatch,
+    allow_unknown_inception,
     fid,
     isc,
     prc,
@@ -56,6 +96,7 @@ def metrics_command(
     bootstrap,
     seed,
     isc_convention,
+    isc_splits,
     device,
     batch_size,
     as_json,
@@ -76,6 +117,8 @@ def metrics_command(
     def make_extractor():
         if "image" not in cache:
             cache["image"] = create_extractor(extractor, inception_weights, device)
+            if not allow_unknown_inception:
+                check_known_weights(cache["image"])
         return cache["image"]
 
     def make_clip():
@@ -83,7 +126,12 @@ def metrics_command(
 
     try:
         gen = load_input(gen_path, make_extractor, make_clip if clip_score else None, caps, batch_size)
-        ref = load_input(ref_path, make_extractor, None, None, batch_size) if ref_path and (fid or prc) else None
+        ref = None
+        if ref_path and (fid or prc):
+            protocol = _ref_protocol(ref_path, ref_resolution, ref_crop, gen)
+            ref = load_input(ref_path, make_extractor, None, None, batch_size, protocol)
+        isc_checked = isc and isc_convention == "torch-fidelity"
+        warnings = _check_inputs(gen, ref, isc_checked, isc_splits, allow_resolution_mismatch)
         results = calculate_metrics(
             gen,
             ref,
@@ -91,6 +139,7 @@ def metrics_command(
             isc=isc,
             prc=prc,
             clip_score=clip_score,
+            isc_splits=isc_splits,
             isc_convention=isc_convention,
             bootstrap=bootstrap,
             seed=seed,
@@ -100,12 +149,51 @@ def metrics_command(
     except (ExtractorError, FeatureError, ValueError) as e:
         raise click.ClickException(f"--gen {gen_path} / --ref {ref_path}: {e}") from None
     results["provenance"] = _provenance(cache.get("image"), gen, ref, bootstrap, seed)
+    results["provenance"].update(isc_splits=isc_splits, warnings=warnings)
+    _print_results(results, warnings, as_json)
+
+
+def _print_results(results: dict, warnings: list[str], as_json: bool) -> None:
+    for w in warnings:
+        click.echo(f"warning: {w}", err=True)
     if as_json:
         echo_json(results)
         return
     for key in sorted(k for k in results if k != "provenance"):
         value = results[key]
         click.echo(f"{key:<20} {value:.6g}" if isinstance(value, float) else f"{key:<20} {value}")
+
+
+def _ref_protocol(ref_path: str, resolution: int | None, crop: str, gen) -> tuple[int, str] | None:
+    """(resolution, crop) a --ref folder of raw images is preprocessed with; None for files."""
+    if not Path(ref_path).is_dir():
+        return None
+    if resolution is None:
+        sizes = recorded_sizes(gen) or []
+        if len(sizes) != 1 or sizes[0][0] != sizes[0][1]:
+            raise click.UsageError(
+                f"--ref {ref_path} is a folder of raw images, cropped and resized like coco-reference: pass "
+                f"--ref-resolution (the generated images do not give one square size: {sizes or 'unknown'})"
+            )
+        resolution = sizes[0][0]
+    return resolution, crop
+
+
+def _check_inputs(gen, ref, isc: bool, isc_splits: int, allow_resolution_mismatch: bool) -> list[str]:
+    """Errors for inputs that cannot give a meaningful number; returns warnings for the allowed ones."""
+    if isc and gen.n < isc_splits:
+        raise click.ClickException(
+            f"--isc: {gen.n} generated images for {isc_splits} splits; the Inception Score needs at least "
+            f"one image per split: lower --isc-splits (at most {gen.n})"
+        )
+    problem = resolution_mismatch(gen, ref) if ref is not None else None
+    if problem and not allow_resolution_mismatch:
+        raise click.ClickException(
+            f"{problem}. Sample (or upsample) at the reference's resolution, build the reference at the "
+            "samples' (coco-reference --resolution N, or --ref-resolution for a --ref folder), or pass "
+            "--allow-resolution-mismatch"
+        )
+    return [problem] if problem else []
 
 
 def _provenance(extractor, gen, ref, bootstrap, seed) -> dict:
@@ -133,14 +221,32 @@ def _provenance(extractor, gen, ref, bootstrap, seed) -> dict:
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--workers", default=None, type=int, help="Image decoding threads.")
+@click.option(
+    "--allow-unknown-inception",
+    is_flag=True,
+    help="Use an Inception weights file that is not torch-fidelity's (sha256 6726825d...).",
+)
 @click.option("--json", "as_json", is_flag=True)
 def coco_reference_command(
-    coco_dir, resolution, ids_file, out, crop, inception_weights, extractor, device, batch_size, workers, as_json
+    coco_dir,
+    resolution,
+    ids_file,
+    out,
+    crop,
+    inception_weights,
+    extractor,
+    device,
+    batch_size,
+    workers,
+    allow_unknown_inception,
+    as_json,
 ):
     """Build (or reuse, when its metadata matches) cached MS-COCO reference statistics."""
     try:
         ids = read_ids(ids_file) if ids_file else None
         ext = create_extractor(extractor, inception_weights, device)
+        if not allow_unknown_inception:
+            check_known_weights(ext)
         stats, path = coco_reference(
             ext,
             coco_dir,

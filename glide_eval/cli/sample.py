@@ -14,6 +14,7 @@ from PIL import Image
 
 from glide_eval.cli import echo_json
 from glide_eval.files import atomic_write_text, atomic_write_with, package_versions
+from metrics.images import ImageError, read_rgb
 from samplers.guidance_specs import parse_guidance
 from samplers.pipeline import InpaintSpec, load_glide_models, sample_images
 from samplers.sampling import SAMPLERS
@@ -22,9 +23,9 @@ from samplers.schedules import space_timesteps
 
 def _read_image(path: Path) -> torch.Tensor:
     try:
-        array = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
-    except OSError as error:
-        raise click.BadParameter(f"cannot read image {path}: {error}", param_hint="--inpaint") from None
+        array = read_rgb(path).astype(np.float32)
+    except ImageError as error:
+        raise click.BadParameter(str(error), param_hint="--inpaint") from None
     return torch.from_numpy(array).permute(2, 0, 1)[None] / 127.5 - 1
 
 
@@ -42,7 +43,7 @@ def _read_mask(path: Path, size: int) -> torch.Tensor:
     "--guidance",
     default="cfg:3.0",
     show_default=True,
-    help="cfg:SCALE (classifier-free), clip:SCALE (noised CLIP) or none.",
+    help="cfg:SCALE (classifier-free), clip:SCALE (noised CLIP), or none / unguided.",
 )
 @click.option(
     "--steps",

@@ -7,8 +7,9 @@ Layout read from a folder (flag or env ``GLIDE_EVAL_COCO``), the standard one::
 
 (2014 is preferred when both are there, as in the GLIDE paper's zero-shot MS-COCO numbers.)
 
-Reference images: decoded in a thread pool, converted to RGB (grayscale, CMYK, palette,
-RGBA), centre-cropped to a square, then resized ADM-style (PIL BOX halving while the image
+Reference images: decoded in a thread pool, converted to RGB by `metrics.images` (its rule
+per PIL mode: 16-bit grey scaled, alpha composited onto white, CMYK, palette...),
+centre-cropped to a square, then resized ADM-style (PIL BOX halving while the image
 is at least twice the target, then BICUBIC) to uint8 ``[3, R, R]``. ``crop="adm"`` instead
 follows guided-diffusion's ``center_crop_arr`` (resize the short side, then crop).
 Unreadable files are reported by name, never skipped silently.
@@ -27,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from glide_eval.files import atomic_write_with, cache_dir
+from metrics.images import ImageError, to_rgb_image
 from metrics.reference import build_reference, cached_reference, expected_meta, ids_sha256
 
 COCO_ENV = "GLIDE_EVAL_COCO"
@@ -123,12 +125,12 @@ def read_ids(path) -> list[int]:
     return ids
 
 
-def preprocess_image(img, resolution: int, crop: str = "center") -> np.ndarray:
-    """PIL image -> uint8 [3, R, R] by the named crop rule (see CROP_RULES)."""
+def preprocess_image(img, resolution: int, crop: str = "center", source: str = "<image>") -> np.ndarray:
+    """PIL image -> uint8 [3, R, R] by the named crop rule (see CROP_RULES); colours decoded by
+    `metrics.images.to_rgb` (``source`` names the image in its errors)."""
     from PIL import Image
 
-    if img.mode != "RGB":
-        img = img.convert("RGB")
+    img = to_rgb_image(img, source)
     if crop == "center":
         w, h = img.size
         s = min(w, h)
@@ -157,7 +159,9 @@ def _load(path: Path, resolution: int, crop: str):
     try:
         with Image.open(path) as img:
             img.load()
-            return preprocess_image(img, resolution, crop), None
+            return preprocess_image(img, resolution, crop, str(path)), None
+    except ImageError as e:
+        return None, str(e)
     except (OSError, ValueError, SyntaxError) as e:
         return None, f"{path}: {e}"
 

@@ -10,8 +10,10 @@ import pandas as pd
 import torch
 from PIL import Image
 
+from glide_eval.data.coco import CROP_RULES, preprocess_image
 from metrics import FeatureAccumulator, ReferenceStats
 from metrics.features import FORMAT as FEATURES_FORMAT
+from metrics.images import ImageError, image_files, read_rgb_chw
 from metrics.reference import FORMAT as REFERENCE_FORMAT
 
 
@@ -22,18 +24,30 @@ class InputError(ValueError):
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
 
 
-def _images_from_folder(folder: Path, batch_size: int):
-    """uint8 batches [B,3,H,W] of the folder's images in name order; a batch never mixes sizes."""
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+def _read_protocol_image(path: Path, protocol: tuple[int, str]) -> np.ndarray:
+    """A raw reference image through coco-reference's protocol: decode, crop, resize to uint8 [3, R, R]."""
+    try:
+        with Image.open(path) as img:
+            img.load()
+            return preprocess_image(img, protocol[0], protocol[1], str(path))
+    except ImageError:
+        raise
+    except (OSError, ValueError, SyntaxError) as e:
+        raise ImageError(f"{path}: cannot read image: {e}") from None
+
+
+def _images_from_folder(folder: Path, batch_size: int, protocol: tuple[int, str] | None = None):
+    """uint8 batches [B,3,H,W] of the folder's images in name order; a batch never mixes sizes.
+    With ``protocol`` = (resolution, crop rule), every image goes through coco-reference's crop and resize."""
+    files = image_files(folder, IMAGE_SUFFIXES)
     if not files:
         raise InputError(f"{folder}: no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
     batch = []
     for f in files:
         try:
-            with Image.open(f) as img:
-                arr = np.asarray(img.convert("RGB")).transpose(2, 0, 1)
-        except (OSError, ValueError) as e:
-            raise InputError(f"{f}: cannot read image: {e}") from None
+            arr = read_rgb_chw(f) if protocol is None else _read_protocol_image(f, protocol)
+        except ImageError as e:
+            raise InputError(str(e)) from None
         if batch and (len(batch) == batch_size or batch[0].shape != arr.shape):
             yield torch.from_numpy(np.stack(batch))
             batch = []
@@ -58,11 +72,19 @@ def read_captions(path: Path) -> list[str]:
     return [line for line in path.read_text().splitlines() if line.strip()]
 
 
-def load_input(path: str, make_extractor, make_clip=None, captions=None, batch_size: int = 64):
-    """A stats/feature file as is, or a folder / arr_0 npz of images through the extractors."""
+def load_input(
+    path: str,
+    make_extractor,
+    make_clip=None,
+    captions=None,
+    batch_size: int = 64,
+    protocol: tuple[int, str] | None = None,
+):
+    """A stats/feature file as is, or a folder / arr_0 npz of images through the extractors (a folder's
+    images through coco-reference's crop and resize when ``protocol`` = (resolution, crop) is given)."""
     p = Path(path)
     if p.is_dir():
-        batches = _images_from_folder(p, batch_size)
+        batches = _images_from_folder(p, batch_size, protocol)
     elif p.suffix == ".npz" and p.is_file():
         with np.load(p, allow_pickle=False) as data:
             fmt = json.loads(str(data["meta"])).get("format") if "meta" in data.files else None
@@ -90,4 +112,6 @@ def load_input(path: str, make_extractor, make_clip=None, captions=None, batch_s
         raise InputError(f"{p}: {done} images but {len(captions)} captions")
     if acc.n_nan:
         raise InputError(f"{p}: {acc.n_nan} of {acc.n + acc.n_nan} images gave NaN/inf features")
+    if protocol is not None:
+        acc.meta.update(resolution=protocol[0], crop=protocol[1], crop_rule=CROP_RULES[protocol[1]])
     return acc

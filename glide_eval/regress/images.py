@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from glide_eval.regress.baseline import Baseline, RegressError, n_rows
 from glide_eval.regress.candidate import sample_run
@@ -21,6 +20,7 @@ from glide_eval.sweep.components import resolve_device
 from glide_eval.sweep.config import Setting, SweepConfig
 from glide_eval.sweep.engines import build_components
 from glide_eval.sweep.errors import MissingComponentError
+from metrics.images import read_rgb_chw
 
 LARGEST = 5  # samples listed per setting
 
@@ -38,7 +38,7 @@ def load_run_images(run_dir: Path, setting: str, n: int) -> np.ndarray | None:
         for i in range(n):
             png = folder / f"{i:06d}.png"
             if i not in by_id and png.is_file():
-                by_id[i] = np.asarray(Image.open(png).convert("RGB")).transpose(2, 0, 1)
+                by_id[i] = read_rgb_chw(png)
     if not all(i in by_id for i in range(n)):
         return None
     return np.stack([by_id[i] for i in range(n)])
