@@ -34,7 +34,8 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--solvers", default="ddim,dpmpp_2m,unipc,plms", help="comma-separated sampler names")
     parser.add_argument("--steps", default="5,10,15,20,25", help="comma-separated base respacings")
-    parser.add_argument("--reference", default="ancestral:250", help="METHOD:RESPACING of the reference setting")
+    parser.add_argument("--reference", default="ancestral:250",
+                        help="METHOD:RESPACING of the reference setting ('' for none: FID rows only)")
     parser.add_argument("--scale", type=float, default=3.0, help="classifier-free guidance scale")
     parser.add_argument("--n", type=int, default=1024, help="captions (one sample each)")
     parser.add_argument("--seed", type=int, default=0)
@@ -49,6 +50,9 @@ def parse_args():
     if unknown:
         parser.error(f"unknown sampler {unknown[0]!r}; known: {', '.join(SAMPLERS)}")
     args.steps = [s for s in args.steps.split(",") if s]
+    if not args.reference:
+        args.reference = None
+        return args
     method, _, respacing = args.reference.partition(":")
     if method not in SAMPLERS or not respacing:
         parser.error(f"--reference must be METHOD:RESPACING with METHOD one of {', '.join(SAMPLERS)}")
@@ -111,7 +115,8 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     settings = [(m, s) for m in args.solvers for s in args.steps]
-    counts = evaluation_rows([args.reference, *settings], guided=args.scale > 0)
+    reference = [args.reference] if args.reference else []
+    counts = evaluation_rows(reference + settings, guided=args.scale > 0)
     print(f"{'method':>10} {'steps':>6} {'evals':>6} {'UNet rows':>9} {'of protocol':>11}")
     for row in counts:
         print(f"{row['method']:>10} {row['respacing']:>6} {row['evaluations']:>6} {row['unet_rows']:>9} "
@@ -129,14 +134,15 @@ def main():
         reference_images = dataset(args.n, "validation", BASE_RESOLUTION, seed=args.seed, start=args.n)[0]
         reference_pool = classifier(torch.from_numpy(reference_images))["pool"].numpy()
         rows = []
-        for method, respacing in [args.reference, *settings]:
+        for method, respacing in reference + settings:
             rows.append(toy_fid(method, respacing, args, captions, classifier, reference_pool))
             r = rows[-1]
             print(f"{method:>10} {respacing:>6} FID {r['fid']:.3f} [{r['fid_ci_low']:.3f}, {r['fid_ci_high']:.3f}]"
                   f" nan {r['nan_samples']} {r['seconds']:.0f} s", flush=True)
         payload["toy_fid"] = rows
-        payload["fewest_steps_within_reference"] = fewest_steps(rows[1:], rows[0])
-        print("fewest steps with FID inside the reference interval:", payload["fewest_steps_within_reference"])
+        if reference:
+            payload["fewest_steps_within_reference"] = fewest_steps(rows[1:], rows[0])
+            print("fewest steps with FID inside the reference interval:", payload["fewest_steps_within_reference"])
     if args.json:
         write_json(args.json, payload)
 

@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import numbers
 from typing import Callable, Optional
 
 import torch
@@ -129,7 +130,7 @@ def check_sampler_options(name: str, options: Optional[dict] = None) -> dict:
     merged = {**defaults, **options}
     if name == "ddim":
         eta = merged["eta"]
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not eta >= 0:
+        if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not eta >= 0:
             raise ValueError(f"ddim option 'eta' must be a number >= 0; got {eta!r}")
         merged["eta"] = float(eta)
     if name == "unipc":
