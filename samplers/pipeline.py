@@ -21,7 +21,7 @@ from samplers.guidance_specs import parse_guidance
 from samplers.inpaint import inpaint_model_kwargs, known_region_denoised_fn, replacement_post_step, upsample_mask
 from samplers.model_configs import create_model, create_noised_clip, official_clip_config, official_options
 from samplers.noise import PerSampleNoise
-from samplers.sampling import NanMonitor, get_sampler, sample_ddim
+from samplers.sampling import NanMonitor, check_sampler_options, get_sampler, min_steps, sample_ddim
 from samplers.tokenizers import clip_tokenize, glide_tokenize
 
 
@@ -92,20 +92,33 @@ def _resize(image: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def sample_base(models: GlideModels, captions: Sequence[str], noise, *, guidance=("cfg", 3.0), respacing="100",
-                sampler="ancestral", eta: float = 0.0, inpaint: InpaintSpec | None = None, device="cpu",
-                autocast: torch.dtype | None = None, callback=None, progress=False) -> torch.Tensor:
-    """Sample the base model for `captions` (one row each); returns x_0 in [-1, 1], float32."""
+                sampler="ancestral", eta: float = 0.0, sampler_options: dict | None = None,
+                inpaint: InpaintSpec | None = None, device="cpu", autocast: torch.dtype | None = None,
+                callback=None, progress=False) -> torch.Tensor:
+    """Sample the base model for `captions` (one row each); returns x_0 in [-1, 1], float32.
+
+    `sampler_options` are the sampler's own options (samplers.sampling.SAMPLER_OPTIONS, e.g.
+    {"order": 3} for "unipc"), validated before any model call; `eta` is ddim's (also accepted there).
+    """
     kind, scale = parse_guidance(guidance)
-    options = models.base_options
-    n, size = len(captions), int(options["image_size"])
-    tokens, mask = models.glide_tokens(captions, int(options["text_ctx"]), device)
-    diffusion = Diffusion.spaced(options.get("noise_schedule", "squaredcos_cap_v2"), respacing)
+    loop = get_sampler(sampler)
+    options = dict(sampler_options or {})
+    if sampler == "ddim":
+        options.setdefault("eta", eta)
+    options = check_sampler_options(sampler, options)
+    base_options = models.base_options
+    n, size = len(captions), int(base_options["image_size"])
+    diffusion = Diffusion.spaced(base_options.get("noise_schedule", "squaredcos_cap_v2"), respacing)
+    if diffusion.num_steps < min_steps(sampler, options):
+        raise ValueError(f"sampler {sampler!r} needs a respacing of at least {min_steps(sampler, options)} steps; "
+                         f"respacing {respacing!r} has {diffusion.num_steps}")
+    tokens, mask = models.glide_tokens(captions, int(base_options["text_ctx"]), device)
 
     model_kwargs, denoised_fn, post_step = {}, None, None
     if inpaint is not None:
         image = _resize(inpaint.image.to(device).float(), size).expand(n, -1, -1, -1)
         known = upsample_mask(inpaint.mask.to(device), size).expand(n, -1, -1, -1)
-        if options.get("inpaint"):
+        if base_options.get("inpaint"):
             model_kwargs = inpaint_model_kwargs(image, known)
             denoised_fn = known_region_denoised_fn(image, known)
         else:
@@ -113,7 +126,7 @@ def sample_base(models: GlideModels, captions: Sequence[str], noise, *, guidance
 
     cond_fn = None
     if kind == "cfg":
-        uncond_tokens, uncond_mask = models.glide_tokens([""] * n, int(options["text_ctx"]), device)
+        uncond_tokens, uncond_mask = models.glide_tokens([""] * n, int(base_options["text_ctx"]), device)
         model_fn = classifier_free_model_fn(models.base, tokens, mask, uncond_tokens, uncond_mask, scale,
                                             autocast=autocast, **model_kwargs)
     else:
@@ -124,11 +137,9 @@ def sample_base(models: GlideModels, captions: Sequence[str], noise, *, guidance
             clip_tokens, clip_lens = models.clip_tokens(captions, device)
             cond_fn = clip_cond_fn(models.clip, clip_tokens, clip_lens, scale)
 
-    loop = get_sampler(sampler)
-    extra = {"eta": eta} if sampler == "ddim" else {}
     x = noise.initial((n, 3, size, size), device)
     return loop(model_fn, x, diffusion, noise=noise, cond_fn=cond_fn, clip_denoised=True, denoised_fn=denoised_fn,
-                post_step=post_step, callback=callback, progress=progress, **extra)
+                post_step=post_step, callback=callback, progress=progress, **options)
 
 
 def sample_upsample(models: GlideModels, captions: Sequence[str], low_res: torch.Tensor, noise, *,
@@ -159,8 +170,8 @@ def sample_upsample(models: GlideModels, captions: Sequence[str], low_res: torch
 
 def sample_images(models: GlideModels, captions: Sequence[str], sample_ids: Sequence, seed: int, *,
                   guidance=("cfg", 3.0), respacing="100", sampler="ancestral", eta: float = 0.0,
-                  upsample: bool = False, upsample_respacing="fast27", upsample_temp: float = 0.997,
-                  inpaint: InpaintSpec | None = None, batch_size: int = 8, device="cpu",
+                  sampler_options: dict | None = None, upsample: bool = False, upsample_respacing="fast27",
+                  upsample_temp: float = 0.997, inpaint: InpaintSpec | None = None, batch_size: int = 8, device="cpu",
                   dtype: torch.dtype = torch.float32, progress: bool = False) -> SampleResult:
     """Generate one image per (caption, sample id): uint8 [N, 3, H, W] and a per-sample NaN report.
 
@@ -184,8 +195,8 @@ def sample_images(models: GlideModels, captions: Sequence[str], sample_ids: Sequ
         caps, ids = captions[start:start + batch_size], sample_ids[start:start + batch_size]
         monitor = NanMonitor(len(caps), device)
         x = sample_base(models, caps, PerSampleNoise(seed, ids, "base"), guidance=guidance, respacing=respacing,
-                        sampler=sampler, eta=eta, inpaint=inpaint, device=device, autocast=autocast,
-                        callback=monitor)
+                        sampler=sampler, eta=eta, sampler_options=sampler_options, inpaint=inpaint, device=device,
+                        autocast=autocast, callback=monitor)
         if upsample:
             x = sample_upsample(models, caps, x, PerSampleNoise(seed, ids, "upsample"), respacing=upsample_respacing,
                                 temperature=upsample_temp, inpaint=inpaint, device=device, autocast=autocast,

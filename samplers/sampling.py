@@ -12,11 +12,13 @@
 """
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 
 import torch
 
 from samplers.diffusion import Diffusion
+from samplers.solvers import check_unipc_options, plms_evaluations, sample_dpmpp_2m, sample_plms, sample_unipc
 
 ModelFn = Callable[..., torch.Tensor]
 CondFn = Callable[..., torch.Tensor]
@@ -100,15 +102,52 @@ def sample_ddim(model_fn: ModelFn, x: torch.Tensor, diffusion: Diffusion, extra_
     return x
 
 
-SAMPLERS = {"ancestral": sample_ancestral, "ddim": sample_ddim}
+SAMPLERS = {"ancestral": sample_ancestral, "ddim": sample_ddim, "dpmpp_2m": sample_dpmpp_2m,
+            "unipc": sample_unipc, "plms": sample_plms}
+
+# Each sampler's options (keyword arguments of its loop) and their defaults.
+SAMPLER_OPTIONS = {"ancestral": {}, "ddim": {"eta": 0.0}, "dpmpp_2m": {}, "plms": {},
+                   "unipc": {"order": 2, "variant": "bh2", "corrector": True}}
 
 
 def get_sampler(name: str):
-    """`"ancestral"` or `"ddim"` -> the loop function."""
+    """A sampler name of `SAMPLERS` -> the loop function."""
     try:
         return SAMPLERS[name]
     except KeyError:
         raise ValueError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}") from None
+
+
+def check_sampler_options(name: str, options: dict | None = None) -> dict:
+    """The sampler's full options (defaults filled in), or a ValueError naming the bad key or value."""
+    get_sampler(name)
+    defaults = SAMPLER_OPTIONS[name]
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(defaults))
+    if unknown:
+        known = ", ".join(defaults) or "none"
+        raise ValueError(f"sampler {name!r} has no option {unknown[0]!r}; its options: {known}")
+    merged = {**defaults, **options}
+    if name == "ddim":
+        eta = merged["eta"]
+        if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not eta >= 0:
+            raise ValueError(f"ddim option 'eta' must be a number >= 0; got {eta!r}")
+        merged["eta"] = float(eta)
+    if name == "unipc":
+        check_unipc_options(merged["order"], merged["variant"], merged["corrector"])
+    return merged
+
+
+def min_steps(name: str, options: dict | None = None) -> int:
+    """The fewest respaced steps the sampler accepts (multistep solvers need their order's history)."""
+    options = check_sampler_options(name, options)
+    return {"dpmpp_2m": 2, "plms": 2, "unipc": options.get("order", 1)}.get(name, 1)
+
+
+def model_evaluations(name: str, num_steps: int) -> int:
+    """Model calls per sample for `num_steps` respaced steps (a classifier-free call runs a doubled batch)."""
+    get_sampler(name)
+    return plms_evaluations(num_steps) if name == "plms" else num_steps
 
 
 class NanMonitor:

@@ -41,6 +41,9 @@ def test_steps_settings_and_validation(tmp_path):
     # other settings use [sampler]; per-sample evaluations follow the setting's own steps
     assert config.settings[1].sampler(config) == ("ancestral", "250")
     assert model_evaluations(config, ddim5)["base"] == 2 * 5
+    # PLMS's pseudo improved-Euler warm-up: one model call more than its 5 steps, doubled under cfg
+    plms = load_config(steps_config(tmp_path, "plms.toml", grid=STEPS.replace('"ddim"]', '"plms"]')))
+    assert model_evaluations(plms, plms.settings[-1]) == {"base": 2 * 6, "clip": 0, "upsampler": 0}
     unguided = load_config(steps_config(tmp_path, "u.toml", grid=STEPS.replace('"cfg:2.0"', '"unguided"')))
     assert unguided.settings[-1].guidance == ("none", 0.0)
     assert model_evaluations(unguided, unguided.settings[-1])["base"] == 5
@@ -53,7 +56,7 @@ def test_steps_settings_and_validation(tmp_path):
         (text.replace('steps = ["20", "5"]', 'steps = ["20", "fast"]'), "grid.steps"),
         (text.replace('steps = ["20", "5"]', 'steps = ["20", "20"]'), "grid.steps"),
         (text.replace('steps = ["20", "5"]', 'steps = [20.5]'), "grid.steps"),
-        (text.replace('["ancestral", "ddim"]', '["ancestral", "plms"]'), "grid.steps_methods"),
+        (text.replace('["ancestral", "ddim"]', '["ancestral", "heun"]'), "grid.steps_methods"),
         (text.replace('["ancestral", "ddim"]', '[]'), "grid.steps_methods"),
         (text.replace('"cfg:2.0"', '"clip:2.0"'), "grid.steps_guidance"),
         (text.replace('"cfg:2.0"', '"cfg:x"'), "grid.steps_guidance"),
@@ -153,8 +156,8 @@ def test_clip_method_samples_the_clip_settings_with_their_own_method(tmp_path):
     plain = load_config(write_config(tmp_path, "plain.toml"))
     assert load_config(tmp_path / "same.toml").settings == plain.settings
     assert load_config(tmp_path / "same.toml").config_hash == plain.config_hash != config.config_hash
-    (tmp_path / "bad.toml").write_text(path.read_text().replace('"ddim"', '"plms"'))
-    with pytest.raises(ConfigError, match=r"bad\.toml: \[grid[.]clip_method\].*plms"):
+    (tmp_path / "bad.toml").write_text(path.read_text().replace('"ddim"', '"heun"'))
+    with pytest.raises(ConfigError, match=r"bad\.toml: \[grid[.]clip_method\].*heun"):
         load_config(tmp_path / "bad.toml")
 
 

@@ -47,12 +47,12 @@ def test_config_respacing_errors_come_from_the_samplers_parser():
 
 def test_sampling_methods_come_from_the_sampler_registry(monkeypatch):
     with pytest.raises(ConfigError, match="sampler.method"):
-        _config(sampler={"method": "plms"})
-    monkeypatch.setitem(sampling.SAMPLERS, "plms", sampling.sample_ddim)  # a sampler added to the registry
-    config = _config(sampler={"method": "plms"}, grid={"clip": [2.0], "clip_method": "ancestral",
-                                                       "steps": ["10"], "steps_methods": ["plms", "ddim"]})
-    assert config.sampler.method == "plms"
-    assert [s.name for s in config.settings if s.family == "steps"] == ["steps-plms-10", "steps-ddim-10"]
+        _config(sampler={"method": "heun"})
+    monkeypatch.setitem(sampling.SAMPLERS, "heun", sampling.sample_ddim)  # a sampler added to the registry
+    config = _config(sampler={"method": "heun"}, grid={"clip": [2.0], "clip_method": "ancestral",
+                                                       "steps": ["10"], "steps_methods": ["heun", "ddim"]})
+    assert config.sampler.method == "heun"
+    assert [s.name for s in config.settings if s.family == "steps"] == ["steps-heun-10", "steps-ddim-10"]
 
 
 def test_guidance_specs_one_grammar():

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 from glide_eval.sweep.components import needs_upsampler
 from glide_eval.sweep.config import Setting, SweepConfig
+from samplers.sampling import model_evaluations as sampler_evaluations
 from samplers.schedules import count_steps
 
 
@@ -87,12 +88,14 @@ def model_evaluations(config: SweepConfig, setting: Setting) -> dict:
 
     Classifier-free guidance runs the base model on the conditional and the unconditional
     input at every step (2 evaluations); CLIP guidance adds one CLIP image-encoder forward
-    and backward pass per step; the 256x256 upsampler runs unguided.
+    and backward pass per step; the 256x256 upsampler runs unguided. A sampler's own count per
+    step comes from `samplers.sampling.model_evaluations` (plms: one more than its steps).
     """
-    base_steps = count_steps(setting.sampler(config)[1])
+    method, respacing = setting.sampler(config)
+    base_calls = sampler_evaluations(method, count_steps(respacing))
     kind = setting.guidance[0]
     return {
-        "base": base_steps * (2 if kind == "cfg" else 1),
-        "clip": base_steps if kind == "clip" else 0,
+        "base": base_calls * (2 if kind == "cfg" else 1),
+        "clip": base_calls if kind == "clip" else 0,
         "upsampler": count_steps(config.sampler.upsample_respacing) if needs_upsampler(config) else 0,
     }
