@@ -27,6 +27,7 @@ COMMANDS: dict[str, str] = {
     "elo": "glide_eval.elo_cli:elo_command",
     "elo-plot": "glide_eval.elo_cli:elo_plot_command",
     "toy-models": "glide_eval.toy.train:train_command",
+    "judge": "glide_eval.judge_cli:judge_command",
 }
 
 
