@@ -249,6 +249,9 @@ def test_bad_requests_get_4xx_and_write_nothing(session):
         assert res.status_code == status and message in res.json()["error"], (data, res.text)
     res = client.post("/api/answer", content=b"{" + b" " * MAX_BODY + b"}", headers={"content-type": "application/json"})
     assert res.status_code == 413
+    chunked = client.post("/api/answer", content=iter([b"{", b" " * MAX_BODY, b"}"]),
+                          headers={"content-type": "application/json"})       # no content-length
+    assert chunked.status_code == 413
     assert client.post("/api/answer", content=b"[1]", headers={"content-type": "application/json"}).status_code == 400
     assert client.post("/api/answer", content=b"{oops", headers={"content-type": "application/json"}).status_code == 400
     assert client.post("/api/answer", data={"answer": "left"}).status_code == 415
@@ -272,6 +275,25 @@ def test_images_only_from_the_run_directories(session, tmp_path):
                 "/image/run/unguided/000002", "/image/run/config.toml", "/image/%2fetc%2fpasswd", "/image/run/cfg-3/000099.png"]:
         res = client.get(url)
         assert 400 <= res.status_code < 500 and b"not for raters" not in res.content, url
+
+
+def test_adaptive_session_and_cli_options(tmp_path):
+    run = write_run(tmp_path)
+    with JudgmentStore(tmp_path / "j.csv") as store:
+        app = JudgeApp(build_catalog([run]), store, ["caption"], adaptive=True, seed=2)
+        rng = np.random.default_rng(0)
+        with TestClient(app.app) as client:
+            for _ in range(30):
+                trial = client.post("/api/next", json={"rater_id": "r1"}).json()["trial"]
+                assert trial["question"] == "caption"
+                assert answer(client, trial, ("left", "right", "tie")[rng.integers(3)]).status_code == 200
+    frame = read_judgments(store.path).frame
+    assert len(frame) == 30 and set(frame["question"]) == {"caption"}
+    assert frame.groupby(["model_a", "model_b"]).size().min() >= 1
+    res = CliRunner().invoke(main, ["judge", str(run), "--out", str(tmp_path / "k.csv"), "--questions", "beauty"])
+    assert res.exit_code == 2 and "unknown beauty" in res.output
+    res = CliRunner().invoke(main, ["judge", str(run), "--out", str(tmp_path / "k.csv"), "--settings", "cfg:3"])
+    assert res.exit_code == 1 and "need two settings" in res.output and not (tmp_path / "k.csv").exists()
 
 
 def test_undo_restart_and_elo_page(session, tmp_path):
