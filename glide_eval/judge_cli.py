@@ -16,7 +16,8 @@ def _names(text: str | None) -> list[str] | None:
 
 
 @click.command("judge")
-@click.argument("run_dirs", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False))
+@click.argument("run_dirs", metavar="RUN_DIR...", nargs=-1, required=True,
+                type=click.Path(exists=True, file_okay=False))
 @click.option("--out", "out_path", required=True, type=click.Path(dir_okay=False),
               help="Judgments CSV: created, or appended to when it exists (a restarted session).")
 @click.option("--questions", default="photorealism,caption", show_default=True,
@@ -40,7 +41,7 @@ def judge_command(run_dirs, out_path, questions, settings, host, port, adaptive,
     from human_eval.judge.app import QUESTIONS, JudgeApp, run_server
     from human_eval.judge.store import JudgmentStore, StoreError
 
-    asked = _names(questions)
+    asked = list(dict.fromkeys(_names(questions)))
     unknown = [q for q in asked if q not in QUESTIONS]
     if unknown:
         raise click.BadParameter(f"unknown {', '.join(unknown)}; known: {', '.join(QUESTIONS)}",
@@ -58,5 +59,7 @@ def judge_command(run_dirs, out_path, questions, settings, host, port, adaptive,
         pairs = len(session.scheduler.pairs)
         click.echo(f"judging {len(catalog.models)} settings ({', '.join(catalog.models)}), {pairs} pairs, "
                    f"{len(catalog.captions)} captions; {len(store)} judgments already in {out_path}", err=True)
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            click.echo(f"warning: listening on {host}: anyone who can reach it can submit judgments", err=True)
         click.echo(f"open http://{host}:{port}/  (Elo table: /elo; Ctrl-C stops)", err=True)
         run_server(session, host, port)

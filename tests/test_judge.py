@@ -324,3 +324,29 @@ def test_undo_restart_and_elo_page(session, tmp_path):
     assert counts["judgments"] == 42 and sum(p["n"] for p in counts["pairs"]) == 42
     assert "Current Elo ratings" in page and "Not enough" not in page
     assert all(f"<td>{m}</td>" in page for m in ("unguided", "cfg:1", "cfg:3"))
+
+
+def test_a_real_sweep_with_saved_images_is_served_pixel_exact(tmp_path, monkeypatch):
+    """The layout written by `run_sweep(save_images=...)` itself (the fake engine of the sweep tests);
+    the served PNGs decode to the images regress reads from the same run (another reader)."""
+    import test_sweep
+
+    from glide_eval.config import load_config
+    from glide_eval.regress_images import load_run_images
+    from glide_eval.sweep import run_sweep
+
+    monkeypatch.chdir(tmp_path)
+    for fmt in ("npz", "png"):
+        config = load_config(test_sweep.write_config(tmp_path, name=f"{fmt}.toml", n=7, shard_size=4, batch_size=3,
+                                                     clip="[]"), {"run": {"output_dir": f"out-{fmt}"}})
+        run_sweep(config, save_images=fmt, progress=False, log=lambda msg: None)
+        catalog = build_catalog([config.output_dir])
+        assert catalog.models == ["unguided", "cfg:1", "cfg:3"] and len(catalog.captions) == 7
+        with JudgmentStore(tmp_path / f"{fmt}.csv") as store:
+            client = TestClient(JudgeApp(catalog, store, ["photorealism"]).app)
+            for setting in ("unguided", "cfg-1", "cfg-3"):
+                expected = load_run_images(config.output_dir, setting, 7)
+                for sid in range(7):
+                    res = client.get(f"/image/out-{fmt}/{setting}/{sid:06d}.png")
+                    decoded = np.asarray(Image.open(io.BytesIO(res.content)).convert("RGB")).transpose(2, 0, 1)
+                    np.testing.assert_array_equal(decoded, expected[sid])

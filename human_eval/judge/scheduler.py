@@ -13,8 +13,8 @@ judgment of pair (i, j) changes it by a rank-one update (Sherman-Morrison)
 ``C' = C - w C u u^T C / (1 + w u^T C u)``, ``u = e_i - e_j``. The chosen pair minimises
 a smooth maximum of the variances, ``sum_k C'_kk^32``: the plain ``max_k C'_kk`` is a poor
 greedy target (when several models share the widest interval no single judgment lowers
-the maximum, and the greedy choice wanders; on 12 models 1100 Elo apart it needed 1.8x the
-judgments of balanced in the design calculation of bench/judge_scheduler.py's docstring),
+the maximum, and the greedy choice wanders: with known ratings of 12 models 1100 Elo apart its
+widest variance after 3000 judgments was 1.8x that of balanced, the smooth maximum's 0.55x),
 while the 32nd powers still weigh the widest interval almost alone. Until the fit is finite (some pair unjudged, or separable data) the choice
 is balanced.
 """
