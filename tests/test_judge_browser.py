@@ -189,6 +189,11 @@ def test_judging_in_chromium_survives_a_killed_server(tmp_path):
         if server.poll() is None:
             server.send_signal(signal.SIGKILL)
             server.wait(10)
+    check_csv(out, made, tmp_path)
+
+
+def check_csv(out: Path, made: list[tuple[str, str, dict]], tmp_path: Path) -> None:
+    """The CSV holds exactly the judgments made, in order, and `glide-eval elo` reads all of them."""
     judgments = read_judgments(out)
     frame = judgments.frame
     assert judgments.issues == [] and len(frame) == 20 and frame["judgment_id"].is_unique
