@@ -3,6 +3,7 @@ TestClient). Every CSV written here is read back with human_eval's own reader.""
 from __future__ import annotations
 
 import io
+import json
 import os
 import threading
 
@@ -207,9 +208,13 @@ def test_answers_are_written_in_the_elo_schema(session, tmp_path):
         trial = shown["trial"]
         side = ("left", "right", "tie")[k % 3]
         assert answer(client, trial, side).json()["status"] == "recorded"
-        left_model = trial["model_a"] if trial["left"] == "a" else trial["model_b"]
-        right_model = trial["model_b"] if trial["left"] == "a" else trial["model_a"]
-        assert shown["left_image"].startswith(f"/image/run/{app.catalog.images[left_model][0].image_id.split('/')[1]}/")
+        model_a, model_b = (app.catalog.models[m] for m in app.scheduler.pairs[trial["pair"]])
+        left_model, right_model = (model_a, model_b) if trial["left"] == "a" else (model_b, model_a)
+        images = app.catalog.images
+        assert shown["left_image"] == app.image_url(images[left_model][trial["prompt_id"]].image_id)
+        assert shown["right_image"] == app.image_url(images[right_model][trial["prompt_id"]].image_id)
+        text = json.dumps(shown)                   # raters judge blind: no model or setting names
+        assert not any(name in text for name in ("unguided", "cfg:1", "cfg:3", "cfg-1", "cfg-3"))
         assert shown["caption"] == CAPTIONS[trial["prompt_id"]]
         winner = {"left": left_model, "right": right_model, "tie": "tie"}[side]
         expected.append((trial["trial_id"], winner, left_model))
@@ -234,7 +239,9 @@ def test_bad_requests_get_4xx_and_write_nothing(session):
     cases = [
         ({**body, "answer": "up"}, 400, "answer must be"),
         ({**body, "left": "c"}, 400, "left must be"),
-        ({**body, "model_b": "cfg:9"}, 404, "unknown pair"),
+        ({**body, "pair": 3}, 404, "unknown pair id"),
+        ({**body, "pair": "0"}, 404, "unknown pair id"),
+        ({**body, "pair": (trial["pair"] + 1) % 3}, 400, "signature"),
         ({**body, "prompt_id": 99}, 404, "unknown prompt_id"),
         ({**body, "prompt_id": True}, 404, "unknown prompt_id"),
         ({**body, "question": "beauty"}, 400, "unknown question"),
@@ -260,19 +267,20 @@ def test_bad_requests_get_4xx_and_write_nothing(session):
 
 
 def test_images_only_from_the_run_directories(session, tmp_path):
-    _app, client, run = session
-    png = client.get("/image/run/unguided/000002.png")
+    app, client, run = session
+    png = client.get(app.image_url("run/unguided/000002"))
     assert png.status_code == 200 and png.content == (run / "images/unguided/000002.png").read_bytes()
-    from_npz = client.get("/image/run/cfg-1/000005.png")
+    from_npz = client.get(app.image_url("run/cfg-1/000005"))
     decoded = np.asarray(Image.open(io.BytesIO(from_npz.content))).transpose(2, 0, 1)
     np.testing.assert_array_equal(decoded, sample_image("cfg-1", 5))
     (tmp_path / "secret.png").write_bytes(b"not for raters")
     target = run / "images/cfg-3/000003.png"
     target.unlink()
     os.symlink(tmp_path / "secret.png", target)                 # a symlink out of the run directory
-    assert client.get("/image/run/cfg-3/000003.png").status_code == 403
+    assert client.get(app.image_url("run/cfg-3/000003")).status_code == 403
+    assert client.get("/image/run/unguided/000002.png").status_code == 404      # names are not URLs
     for url in ["/image/run/../../secret.png", "/image/%2e%2e/%2e%2e/secret.png", "/image/run/unguided/..%2f..%2fconfig.toml",
-                "/image/run/unguided/000002", "/image/run/config.toml", "/image/%2fetc%2fpasswd", "/image/run/cfg-3/000099.png"]:
+                app.image_url("run/unguided/000002")[:-4], "/image/run/config.toml", "/image/%2fetc%2fpasswd", "/image/run/cfg-3/000099.png"]:
         res = client.get(url)
         assert 400 <= res.status_code < 500 and b"not for raters" not in res.content, url
 
@@ -343,10 +351,11 @@ def test_a_real_sweep_with_saved_images_is_served_pixel_exact(tmp_path, monkeypa
         catalog = build_catalog([config.output_dir])
         assert catalog.models == ["unguided", "cfg:1", "cfg:3"] and len(catalog.captions) == 7
         with JudgmentStore(tmp_path / f"{fmt}.csv") as store:
-            client = TestClient(JudgeApp(catalog, store, ["photorealism"]).app)
+            app = JudgeApp(catalog, store, ["photorealism"])
+            client = TestClient(app.app)
             for setting in ("unguided", "cfg-1", "cfg-3"):
                 expected = load_run_images(config.output_dir, setting, 7)
                 for sid in range(7):
-                    res = client.get(f"/image/out-{fmt}/{setting}/{sid:06d}.png")
+                    res = client.get(app.image_url(f"out-{fmt}/{setting}/{sid:06d}"))
                     decoded = np.asarray(Image.open(io.BytesIO(res.content)).convert("RGB")).transpose(2, 0, 1)
                     np.testing.assert_array_equal(decoded, expected[sid])

@@ -25,6 +25,7 @@ from judge_runs import CAPTIONS, SETTING_COLOURS, write_run
 from PIL import Image
 
 from glide_eval.cli import main
+from glide_eval.judge_images import build_catalog
 from human_eval.judgments import read_judgments
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -99,7 +100,14 @@ def wait_for(predicate, what: str, timeout: float = 30.0):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def check_screenshot(driver, path: Path) -> None:
+def models_of(run: Path, trial: dict) -> tuple[str, str, str, str]:
+    """(model_a, model_b, left model, right model) of a trial, from the session's catalog."""
+    catalog = build_catalog([run])
+    a, b = (catalog.models[k] for k in sorted(catalog.pair_prompts())[trial["pair"]])
+    return (a, b, a, b) if trial["left"] == "a" else (a, b, b, a)
+
+
+def check_screenshot(driver, path: Path, run: Path) -> None:
     """Caption visible, both images loaded, and their colours on the 1280x800 screenshot."""
     state = driver.execute_script("""
         const vis = (e) => { const r = e.getBoundingClientRect();
@@ -115,9 +123,8 @@ def check_screenshot(driver, path: Path) -> None:
     path.write_bytes(png)
     shot = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
     assert shot.shape == (800, 1280, 3)
-    trial = driver.execute_script("return state.trial")
-    for side in ("a", "b"):
-        setting = trial[f"model_{side}"].replace(":", "-")
+    for model in models_of(run, driver.execute_script("return state.trial"))[:2]:
+        setting = model.replace(":", "-")
         colour = np.array(SETTING_COLOURS[setting])
         assert (np.abs(shot.astype(int) - colour).max(-1) <= 8).sum() > 100 * 100, f"{setting} image not on screen"
 
@@ -143,7 +150,7 @@ def test_judging_in_chromium_survives_a_killed_server(tmp_path):
         wait_for(lambda: driver.execute_script(
             "return ['left','right'].every(i => document.getElementById(i).complete"
             " && document.getElementById(i).naturalWidth > 0)"), "both images")
-        check_screenshot(driver, tmp_path / "judge_1280x800.png")
+        check_screenshot(driver, tmp_path / "judge_1280x800.png", run)
         body = driver.find_element(By.TAG_NAME, "body")
         mouse = {"left": "left", "right": "btn-right", "tie": "btn-tie"}
         keys = {"left": Keys.ARROW_LEFT, "right": "l", "tie": Keys.SPACE}
@@ -189,20 +196,19 @@ def test_judging_in_chromium_survives_a_killed_server(tmp_path):
         if server.poll() is None:
             server.send_signal(signal.SIGKILL)
             server.wait(10)
-    check_csv(out, made, tmp_path)
+    check_csv(out, made, run, tmp_path)
 
 
-def check_csv(out: Path, made: list[tuple[str, str, dict]], tmp_path: Path) -> None:
+def check_csv(out: Path, made: list[tuple[str, str, dict]], run: Path, tmp_path: Path) -> None:
     """The CSV holds exactly the judgments made, in order, and `glide-eval elo` reads all of them."""
     judgments = read_judgments(out)
     frame = judgments.frame
     assert judgments.issues == [] and len(frame) == 20 and frame["judgment_id"].is_unique
     assert list(frame["judgment_id"]) == [m[0] for m in made]
     for (jid, side, trial), r in zip(made, frame.itertuples()):
-        left = trial["model_a"] if trial["left"] == "a" else trial["model_b"]
-        right = trial["model_b"] if trial["left"] == "a" else trial["model_a"]
-        assert (r.model_a, r.model_b, r.left_model, int(r.prompt_id)) == (
-            trial["model_a"], trial["model_b"], left, trial["prompt_id"])
+        model_a, model_b, left, right = models_of(run, trial)
+        assert (r.model_a, r.model_b, r.left_model, r.right_model, int(r.prompt_id)) == (
+            model_a, model_b, left, right, trial["prompt_id"])
         won = {"left": left, "right": right, "tie": "tie"}[side]
         assert won == ("tie" if r.winner == "tie" else (r.model_a if r.winner == "a" else r.model_b))
         assert r.rater_id == "tester_1"

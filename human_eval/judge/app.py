@@ -7,11 +7,13 @@
     POST /api/undo         {"rater_id", "judgment_id"} -> the rater's last judgment removed
     GET  /api/pairs        judgments per (question, pair)
     GET  /elo              current Elo table (the CSV read back by human_eval, as `glide-eval elo`)
-    GET  /image/{id}.png   an image of the catalog, only from inside its run directory
+    GET  /image/{token}.png  an image of the catalog, only from inside its run directory
 
-A trial's fields come back with the answer, signed (HMAC-SHA256 with a key kept beside the
-CSV in ``FILE.key``), so a restarted server accepts answers to trials it handed out before a
-crash and nothing else; the ``trial_id`` becomes the CSV's ``judgment_id``, so an answer
+Raters are blind to the settings: a trial names its pair by index and its images by opaque
+tokens (an HMAC of the image id), never by model or setting name. A trial's fields come back
+with the answer, signed (HMAC-SHA256 with a key kept beside the CSV in ``FILE.key``; the
+signature covers the pair's model names), so a restarted server accepts answers to trials it
+handed out before a crash, and nothing else (not even if the pair indices changed); the ``trial_id`` becomes the CSV's ``judgment_id``, so an answer
 sent twice is written once. Every field is checked; a bad request gets a 4xx with a message
 and writes nothing.
 """
@@ -49,7 +51,7 @@ MAX_BODY = 4096
 UNDO_S = 30.0
 RATER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 TRIAL_ID = re.compile(r"^[0-9a-f]{32}$")
-ANSWER_KEYS = {"trial_id", "rater_id", "question", "model_a", "model_b", "prompt_id", "left", "signature", "answer"}
+ANSWER_KEYS = {"trial_id", "rater_id", "question", "pair", "prompt_id", "left", "signature", "answer"}
 
 
 class BadRequest(Exception):
@@ -143,6 +145,9 @@ class JudgeApp:
         self.catalog, self.store, self.questions, self.target = catalog, store, list(questions), target
         self.key = key if key is not None else load_key(Path(f"{store.path}.key"))
         self.scheduler = Scheduler(catalog.models, self.questions, catalog.pair_prompts(), adaptive, seed)
+        self.tokens = {i: hmac.new(self.key, f"image\x1f{i}".encode(), hashlib.sha256).hexdigest()[:32]
+                       for i in catalog.by_id}
+        self.by_token = {t: catalog.by_id[i] for i, t in self.tokens.items()}
         self.lock = threading.Lock()
         for row in store.rows():
             self.scheduler.record(row["question"], row["model_a"], row["model_b"], row["winner"],
@@ -150,7 +155,7 @@ class JudgeApp:
         self.app = Starlette(routes=[
             Route("/", self.page), Route("/api/config", self.config), Route("/api/next", self.next, methods=["POST"]),
             Route("/api/answer", self.answer, methods=["POST"]), Route("/api/undo", self.undo, methods=["POST"]),
-            Route("/api/pairs", self.pairs), Route("/elo", self.elo), Route("/image/{image_id:path}", self.image),
+            Route("/api/pairs", self.pairs), Route("/elo", self.elo), Route("/image/{token:path}", self.image),
         ], exception_handlers={BadRequest: self._bad_request})
 
     @staticmethod
@@ -171,14 +176,14 @@ class JudgeApp:
             return JSONResponse({"pairs": self.scheduler.pair_table(), "judgments": len(self.store)})
 
     def image(self, request: Request) -> Response:
-        image_id = request.path_params["image_id"]
-        entry = self.catalog.by_id.get(image_id[:-4]) if image_id.endswith(".png") else None
+        token = request.path_params["token"]
+        entry = self.by_token.get(token[:-4]) if token.endswith(".png") else None
         if entry is None:
-            raise BadRequest(404, f"no image {image_id!r} in this session")
+            raise BadRequest(404, f"no image {token!r} in this session")
         try:
             data = png_bytes(entry)
         except OSError as e:
-            raise BadRequest(404, f"image {image_id!r} cannot be read: {e.strerror or e}") from None
+            raise BadRequest(404, f"image {token!r} cannot be read: {e.strerror or e}") from None
         return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
 
     # ------------------------------------------------------------ trials
@@ -190,14 +195,20 @@ class JudgeApp:
                   "model_b": self.catalog.models[b], "prompt_id": t.prompt_id, "left": "a" if t.left_is_a else "b"}
         return self.present(fields, rater)
 
+    def image_url(self, image_id: str) -> str:
+        return f"/image/{self.tokens[image_id]}.png"
+
     def present(self, fields: dict, rater: str) -> dict:
-        """What the page needs to show a trial (the models' names stay hidden from the rater)."""
+        """What the page needs to show a trial: no model or setting names (raters judge blind)."""
         a, b = (self.catalog.images[fields[m]][fields["prompt_id"]] for m in ("model_a", "model_b"))
         left, right = (a, b) if fields["left"] == "a" else (b, a)
-        return {"trial": {**fields, "signature": sign(self.key, fields)},
+        public = {"trial_id": fields["trial_id"], "question": fields["question"],
+                  "pair": self.scheduler.pair_of(fields["model_a"], fields["model_b"])[0],
+                  "prompt_id": fields["prompt_id"], "left": fields["left"], "signature": sign(self.key, fields)}
+        return {"trial": public,
                 "caption": self.catalog.captions[fields["prompt_id"]],
                 "question_text": QUESTIONS[fields["question"]],
-                "left_image": f"/image/{left.image_id}.png", "right_image": f"/image/{right.image_id}.png",
+                "left_image": self.image_url(left.image_id), "right_image": self.image_url(right.image_id),
                 **self.progress(rater, fields)}
 
     def progress(self, rater: str, fields: dict) -> dict:
@@ -222,18 +233,20 @@ class JudgeApp:
             raise BadRequest(400, "trial_id must be 32 lowercase hex digits")
         if data["question"] not in self.questions:
             raise BadRequest(400, f"unknown question {data['question']!r}; this session asks {self.questions}")
-        if not isinstance(data["model_a"], str) or not isinstance(data["model_b"], str) \
-                or self.scheduler.pair_of(data["model_a"], data["model_b"]) is None:
-            raise BadRequest(404, f"unknown pair {data['model_a']!r} / {data['model_b']!r}")
+        pair = data["pair"]
+        if not isinstance(pair, int) or isinstance(pair, bool) or not 0 <= pair < len(self.scheduler.pairs):
+            raise BadRequest(404, f"unknown pair id {pair!r} (this session has {len(self.scheduler.pairs)} pairs)")
+        model_a, model_b = (self.catalog.models[k] for k in self.scheduler.pairs[pair])
         prompt = data["prompt_id"]
         if not isinstance(prompt, int) or isinstance(prompt, bool) or prompt not in self.catalog.captions \
-                or prompt not in self.catalog.images[data["model_a"]] or prompt not in self.catalog.images[data["model_b"]]:
+                or prompt not in self.catalog.images[model_a] or prompt not in self.catalog.images[model_b]:
             raise BadRequest(404, f"unknown prompt_id {prompt!r} for this pair")
         if data["left"] not in ("a", "b"):
             raise BadRequest(400, f"left must be 'a' or 'b', got {data['left']!r}")
         if data["answer"] not in ("left", "right", "tie"):
             raise BadRequest(400, f"answer must be 'left', 'right' or 'tie', got {data['answer']!r}")
-        fields = {k: data[k] for k in ("trial_id", "question", "model_a", "model_b", "prompt_id", "left")}
+        fields = {"trial_id": data["trial_id"], "question": data["question"], "model_a": model_a,
+                  "model_b": model_b, "prompt_id": prompt, "left": data["left"]}
         if not isinstance(data["signature"], str) or not hmac.compare_digest(sign(self.key, fields), data["signature"]):
             raise BadRequest(400, "the trial was not handed out by this session (bad signature)")
         return fields
