@@ -332,6 +332,10 @@ def test_undo_restart_and_elo_page(session, tmp_path):
     assert counts["judgments"] == 42 and sum(p["n"] for p in counts["pairs"]) == 42
     assert "Current Elo ratings" in page and "Not enough" not in page
     assert all(f"<td>{m}</td>" in page for m in ("unguided", "cfg:1", "cfg:3"))
+    for p in counts["pairs"]:                   # the operator's per-pair counts, also on /elo
+        assert f"<td>{p['question']}</td><td>{p['model_a']}</td><td>{p['model_b']}</td><td>{p['n']}</td>" in page
+    assert sorted(frame.groupby(["question", "model_a", "model_b"]).size().tolist()) == sorted(
+        p["n"] for p in counts["pairs"] if p["n"])
 
 
 def test_a_real_sweep_with_saved_images_is_served_pixel_exact(tmp_path, monkeypatch):

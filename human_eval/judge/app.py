@@ -310,6 +310,7 @@ class JudgeApp:
                     "<p>No judgments yet.</p>"
             except (FitError, JudgmentError) as e:
                 body = f"<p>Not enough judgments for finite ratings yet: {html.escape(str(e))}</p>"
+            body += _pairs_html(self.scheduler.pair_table())
         return HTMLResponse(f"<!doctype html><html><head><meta charset='utf-8'><title>Elo</title>"
                             f"<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 10px;"
                             f"text-align:right}}td:first-child{{text-align:left}}</style></head><body>"
@@ -323,6 +324,13 @@ def _ratings_html(table, question: str) -> str:
                    f"<td>{r.lower:.0f} to {r.upper:.0f}</td><td>{r.n_judgments}</td></tr>"
                    for r in table.itertuples())
     return (f"<h2>{html.escape(question)}</h2><table><tr><th>model</th><th>Elo</th><th>95% interval</th>"
+            f"<th>judgments</th></tr>{rows}</table>")
+
+
+def _pairs_html(pairs: list[dict]) -> str:
+    rows = "".join(f"<tr><td>{html.escape(p['question'])}</td><td>{html.escape(p['model_a'])}</td>"
+                   f"<td>{html.escape(p['model_b'])}</td><td>{p['n']}</td></tr>" for p in pairs)
+    return (f"<h2>Judgments per pair</h2><table><tr><th>question</th><th>model a</th><th>model b</th>"
             f"<th>judgments</th></tr>{rows}</table>")
 
 
