@@ -10,6 +10,12 @@ as `glide-eval elo` does (human_eval.elo.fit_question: point fit + multinomial b
 sum-zero ratings), and a run stops once every interval is narrower than 2 x ``--half-width``.
 Coverage: how often the stopped intervals hold the true (sum-zero) ratings.
 
+Measured (2 shared CPU cores): the default (10 models 0..700 Elo, ties 15% between equals)
+with --reps 24 --seed 100: balanced 7418 +- 589 judgments, adaptive 5020 +- 183 (0.68x),
+coverage of the 95% intervals 95.4% and 97.1% of 240 each, 10 min; the default 8 runs: 0.67x,
+2.4 min. With --ratings 0,30,60,100,150,210,280,360 (8 runs): 3005 vs 2687 (0.89x; a
+design calculation with the true ratings puts the best possible near 0.8x there).
+
     .venv/bin/python bench/judge_scheduler.py                       # 10 models, 8 runs each
     .venv/bin/python bench/judge_scheduler.py --reps 40 --json
     .venv/bin/python bench/judge_scheduler.py --ratings 0,40,80,120 --tie-rate 0.2
