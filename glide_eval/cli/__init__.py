@@ -63,6 +63,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Draw GLIDE Figure 7: Elo against guidance scale per guidance family (model names "
         "FAMILY:SCALE, e.g. cfg:3.0, clip:2.0), relative to the model named `unguided`.",
     ),
+    "judge": (
+        "glide_eval.cli.judge:judge_command",
+        "Serve a judging page for the images sweeps saved in RUN_DIR(s) (`--save-images png|npz`).",
+    ),
     "toy-models": (
         "glide_eval.cli.toy:train_command",
         "Retrain the toy world's models (evaluation nets, base, noised CLIP, upsampler) from scratch.",

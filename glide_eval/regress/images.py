@@ -10,6 +10,7 @@ features are also compared with the stored ones (does the baseline reproduce her
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from glide_eval.sweep.components import resolve_device
 from glide_eval.sweep.config import Setting, SweepConfig
 from glide_eval.sweep.engines import build_components
 from glide_eval.sweep.errors import MissingComponentError
+from glide_eval.sweep.rundir import RunDir
 from metrics.images import read_rgb_chw
 
 LARGEST = 5  # samples listed per setting
@@ -27,18 +29,16 @@ LARGEST = 5  # samples listed per setting
 
 def load_run_images(run_dir: Path, setting: str, n: int) -> np.ndarray | None:
     """Images of samples 0..n-1 ([n,3,H,W] uint8) saved by a sweep, or None if any is missing."""
-    folder = Path(run_dir) / "images" / setting
-    if not folder.is_dir():
-        return None
-    by_id = {}
-    for path in sorted(folder.glob("*.npz")):
+    saved = RunDir(run_dir).saved_images(setting)
+    by_id: dict[int, np.ndarray] = {}
+    in_npz = (image for image in saved if image.index is not None)
+    for path, group in itertools.groupby(in_npz, key=lambda image: image.path):
         with np.load(path) as f:
-            by_id.update(zip((int(i) for i in f["sample_ids"]), f["images"], strict=False))
-    if not all(i in by_id for i in range(n)):
-        for i in range(n):
-            png = folder / f"{i:06d}.png"
-            if i not in by_id and png.is_file():
-                by_id[i] = read_rgb_chw(png)
+            images = f["images"]
+            by_id.update((image.sample_id, images[image.index]) for image in group)
+    for image in saved:
+        if image.index is None and image.sample_id < n and image.sample_id not in by_id:
+            by_id[image.sample_id] = read_rgb_chw(image.path)
     if not all(i in by_id for i in range(n)):
         return None
     return np.stack([by_id[i] for i in range(n)])

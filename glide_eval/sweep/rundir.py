@@ -24,6 +24,7 @@ temporary files (`glide_eval.files.TEMP_GLOB`) before a run.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +47,9 @@ from glide_eval.sweep.errors import SweepError
 from glide_eval.sweep.plan import Shard
 
 FEATURE_PREFIX = "feat__"
+# the names `RunDir.save_images` gives: NNNNNN.png per sample id, SSSSS_NNNNNN.npz per batch
+_SAVED_PNG = re.compile(r"^(\d{6,})\.png$")
+_SAVED_NPZ = re.compile(r"^\d{5,}_\d{6,}\.npz$")
 # keys that change the captions or the metrics but not a shard made from given captions
 # (and the batch size: a --force run may finish a sweep with another batch size)
 _NOT_IN_SHARD_KEY = {
@@ -100,6 +104,15 @@ def work_items(shards: list[Shard], gen_hash: str, captions: list[str]) -> list[
         caps = tuple(captions[shard.start : shard.stop])
         out.append(WorkItem(shard, shard_key(gen_hash, shard, caps), caps))
     return out
+
+
+@dataclass(frozen=True)
+class SavedImage:
+    """One image saved by `--save-images`: a png file, or entry `index` of an npz's ``images``."""
+
+    sample_id: int
+    path: Path
+    index: int | None = None
 
 
 class RunDir:
@@ -235,6 +248,32 @@ class RunDir:
                 Image.fromarray(np.ascontiguousarray(img.transpose(1, 2, 0))).save(tmp, format="PNG")
 
             atomic_write_with(folder / f"{int(sid):06d}.png", writer)
+
+    def saved_images(self, setting_name: str) -> list[SavedImage]:
+        """The images `save_images` wrote for one setting, in file-name order (none: an empty list).
+        Other files (the temp files of an interrupted write) are left out; an npz without
+        ``sample_ids`` is a SweepError naming it."""
+        folder = self.path / "images" / setting_name
+        if not folder.is_dir():
+            return []
+        out = []
+        for path in sorted(folder.iterdir()):
+            png = _SAVED_PNG.match(path.name)
+            if png:
+                out.append(SavedImage(int(png[1]), path))
+            elif _SAVED_NPZ.match(path.name):
+                try:
+                    with np.load(path) as f:
+                        ids = [int(i) for i in f["sample_ids"]]
+                except (OSError, KeyError, ValueError) as e:
+                    raise SweepError(f"{path}: not a saved-images npz ({e})") from None
+                out += [SavedImage(sid, path, k) for k, sid in enumerate(ids)]
+        return out
+
+    def saved_image_settings(self) -> list[str]:
+        """The setting folders under RUN_DIR/images (none: an empty list)."""
+        folder = self.path / "images"
+        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
     # ------------------------------------------------------------ results
 
