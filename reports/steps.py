@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from glide_eval.config import count_steps  # noqa: E402
-from reports.figure6 import save_figure  # noqa: E402
+from reports.figure6 import interval, save_figure  # noqa: E402
 
 METHOD_STYLE = {"ancestral": {"color": "tab:blue", "marker": "o"},
                 "ddim": {"color": "tab:green", "marker": "s"}}
@@ -47,6 +47,10 @@ def plot_steps(df: pd.DataFrame, out_dir: Path, stem: str = "steps") -> list[Pat
         rows = rows.sort_values("steps")
         style = METHOD_STYLE.get(method, {"color": None, "marker": "^"})
         ax.plot(rows["steps"], rows["fid"], label=method, linestyle="-", markersize=7, **style)
+        yerr = interval(rows, "fid")  # fid_ci_low / fid_ci_high, when the sweep computed intervals
+        if yerr is not None:
+            ax.errorbar(rows["steps"], rows["fid"], yerr=yerr, fmt="none", ecolor=style["color"], alpha=0.5,
+                        capsize=2)
     ax.set_xscale("log")
     ticks = sorted(set(part["steps"]))
     ax.set_xticks(ticks, [str(t) for t in ticks])
