@@ -56,7 +56,7 @@ def knn_lists(features, k: int = DEFAULT_K, depth: int = DEPTH, batch_size: int 
 
 def prc_pairs(gen, real, gen_radii, gen_reach, real_radii, batch_size: int = DEFAULT_BATCH):
     """One real x gen pass: (gen_hit, real_hit) as `precision_recall_hits`, and every pair
-    (real j, gen l, distance) with distance <= gen_reach[l]."""
+    (real j, gen gi, distance) with distance <= gen_reach[gi]."""
     gen, real = _as_float32(gen), _as_float32(real)
     gen_radii, gen_reach = torch.as_tensor(gen_radii).float(), torch.as_tensor(gen_reach).float()
     real_radii = torch.as_tensor(real_radii).float()
@@ -70,10 +70,10 @@ def prc_pairs(gen, real, gen_radii, gen_reach, real_radii, batch_size: int = DEF
             d = torch.cdist(rows, gen[g0:g0 + batch_size])
             real_hit[r0:r0 + batch_size] |= (d <= gen_radii[None, g0:g0 + batch_size]).any(dim=1)
             gen_hit[g0:g0 + batch_size] |= (d <= rr).any(dim=0)
-            j, l = (d <= gen_reach[None, g0:g0 + batch_size]).nonzero(as_tuple=True)
+            j, gi = (d <= gen_reach[None, g0:g0 + batch_size]).nonzero(as_tuple=True)
             js.append(j + r0)
-            ls.append(l + g0)
-            ds.append(d[j, l])
+            ls.append(gi + g0)
+            ds.append(d[j, gi])
     return (gen_hit.numpy(), real_hit.numpy(), torch.cat(js).numpy(), torch.cat(ls).numpy(),
             torch.cat(ds).numpy())
 
@@ -88,7 +88,7 @@ def half_radii(dist: np.ndarray, idx: np.ndarray, member: np.ndarray, k: int) ->
     return np.where(found, dist[np.arange(len(dist)), hit.argmax(axis=1)], dist[:, -1])
 
 
-def half_recalls(n_real: int, dist, idx, j, l, d, k: int = DEFAULT_K, halves: int = HALVES,
+def half_recalls(n_real: int, dist, idx, j, gi, d, k: int = DEFAULT_K, halves: int = HALVES,
                  seed: int = SEED) -> tuple[np.ndarray, int]:
     """(recall on each of `halves` seeded random halves of the generated samples, half size)."""
     n = len(dist)
@@ -99,7 +99,7 @@ def half_recalls(n_real: int, dist, idx, j, l, d, k: int = DEFAULT_K, halves: in
         member = np.zeros(n, dtype=bool)
         member[rng.choice(n, size, replace=False)] = True
         radii = half_radii(dist, idx, member, k)
-        ok = member[l] & (d <= radii[l])
+        ok = member[gi] & (d <= radii[gi])
         out[b] = np.count_nonzero(np.bincount(j[ok], minlength=n_real)) / n_real
     return out, size
 
@@ -111,6 +111,6 @@ def recall_interval(gen, real, real_radii, k: int = DEFAULT_K, batch_size: int =
     from metrics.influence import HalfSamples
 
     radii, dist, idx = knn_lists(gen, k, DEPTH, batch_size)
-    gen_hit, real_hit, j, l, d = prc_pairs(gen, real, radii, dist[:, -1], real_radii, batch_size)
-    reps, size = half_recalls(len(real_hit), dist, idx, j, l, d, k, halves, seed)
+    gen_hit, real_hit, j, gi, d = prc_pairs(gen, real, radii, dist[:, -1], real_radii, batch_size)
+    reps, size = half_recalls(len(real_hit), dist, idx, j, gi, d, k, halves, seed)
     return gen_hit, real_hit, HalfSamples(reps, size / (len(gen_hit) - size))

@@ -129,10 +129,10 @@ def test_recall_halves_equal_recomputation_and_full_decisions_equal_prc():
     rr = knn_radii(real)
     radii, dist, idx = knn_lists(gen, 3, 32, 16)
     assert torch.equal(radii, knn_radii(gen, 3, 16))
-    gh, rh, j, l, d = prc_pairs(gen, real, radii, dist[:, -1], rr, 16)
+    gh, rh, j, gi, d = prc_pairs(gen, real, radii, dist[:, -1], rr, 16)
     gh0, rh0 = precision_recall_hits(gen, real, None, rr, 3, 16)
     assert np.array_equal(gh, gh0) and np.array_equal(rh, rh0)
-    reps, size = half_recalls(50, dist, idx, j, l, d, 3, halves=6, seed=2)
+    reps, size = half_recalls(50, dist, idx, j, gi, d, 3, halves=6, seed=2)
     state = np.random.default_rng(2)
     for value in reps:
         member = np.zeros(70, bool)

@@ -100,7 +100,8 @@ def test_steps_figure_draws_fid_error_bars(tmp_path, monkeypatch):
                        "n_samples": [100, 100]})
     calls = []
     original = matplotlib.axes.Axes.errorbar
-    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar", lambda self, *a, **k: calls.append(k) or original(self, *a, **k))
+    monkeypatch.setattr(matplotlib.axes.Axes, "errorbar",
+                        lambda self, *a, **k: calls.append(k) or original(self, *a, **k))
     plot_steps(df, tmp_path / "plain")
     assert calls == []
     plot_steps(df.assign(fid_ci_low=[2.5, 1.9], fid_ci_high=[3.5, 2.1]), tmp_path / "bars")
