@@ -88,14 +88,15 @@ def fid_influence(pool, mu_g, sigma_g, mu_r, sigma_r, chunk: int = 4096) -> np.n
     w = _clip_noise(w)
     inv_sqrt = np.where(w > 0, 1 / np.sqrt(np.where(w > 0, w, 1)), 0.0)
     fv = f @ v
-    k = (fv * inv_sqrt) @ fv.T
+    k = ((fv * inv_sqrt) @ fv.T).astype(np.float32)  # the n d^2 quadratic forms in float32 (SE needs ~3 digits)
     tr_sqrt = float(np.sqrt(w).sum())
     shift = mu_g - mu_r
     pool = np.asarray(pool)
     psi = np.empty(pool.shape[0])
     for s in range(0, pool.shape[0], chunk):
         c = pool[s:s + chunk].astype(np.float64) - mu_g
-        psi[s:s + chunk] = 2 * c @ shift + (c * c).sum(1) - ((c @ k) * c).sum(1)
+        quad = ((c.astype(np.float32) @ k) * c.astype(np.float32)).sum(1, dtype=np.float64)
+        psi[s:s + chunk] = 2 * c @ shift + (c * c).sum(1) - quad
     return psi - float(np.trace(sigma_g)) + tr_sqrt
 
 
