@@ -12,6 +12,11 @@
   wall and CPU time (the fairer measure on a shared machine), peak RSS and the RSS once
   the features were made (the floor); modes interleaved --repeat times, best kept; the
   0/1 decisions are checked equal (same counts).
+- intervals (--intervals N, e.g. 30000): one N-sample setting with 2048-d features, 1008 logits
+  and CLIP scores against a cached N-sample reference: the point estimates alone, then with
+  every interval (`ci=True`: FID delta method, IS per split, precision/CLIP means, recall
+  half-sampling), wall and CPU time, each interval's own cost, beside today's percentile
+  bootstrap of FID (--bootstrap-rounds timed, scaled to 200) and torch-fidelity's FID.
 """
 from __future__ import annotations
 
@@ -169,6 +174,69 @@ def bench_extraction(n_images: int) -> dict:
     return out
 
 
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def _timed(fn):
+    c, t = _cpu(), time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t, _cpu() - c
+
+
+def bench_intervals(n: int, bootstrap_rounds: int) -> dict:
+    from metrics import calculate_metrics
+    from metrics.bootstrap import bootstrap
+    from metrics.fid import factor, gaussian_statistics, trace_sqrt_product
+    from metrics.influence import fid_influence, inception_score_influence
+    from metrics.prc import knn_radii
+    from metrics.reference import ReferenceStats
+
+    gen_t, real_t = _features(n, 0)
+    gen, real = gen_t.numpy(), real_t.numpy()
+    rng = np.random.default_rng(0)
+    g = {"pool": gen, "logits_unbiased": rng.normal(size=(n, 1008)).astype(np.float32) * 3,
+         "clip_scores": rng.normal(30, 3, n)}
+    mu_r, sig_r = gaussian_statistics(real)
+    ref = ReferenceStats(mu=mu_r, sigma=sig_r, n=n, pool=real, radii=knn_radii(real_t).numpy(),
+                         meta={"k": 3, "prc_batch_size": 10000})
+    names = ["fid", "is", "precision", "recall", "clip_score"]
+    out: dict = {"n": n, "d": gen.shape[1]}
+    point, out["points_s"], out["points_cpu_s"] = _timed(lambda: calculate_metrics(g, ref, names=names))
+    full, out["with_intervals_s"], out["with_intervals_cpu_s"] = _timed(
+        lambda: calculate_metrics(g, ref, names=names, ci=True))
+    assert all(full[m] == point[m] for m in names), "intervals changed a point estimate"
+    out["intervals_s"] = out["with_intervals_s"] - out["points_s"]
+    out["intervals_cpu_s"] = out["with_intervals_cpu_s"] - out["points_cpu_s"]
+    mu_g, sig_g = gaussian_statistics(gen)
+    _, out["fid_influence_s"], _ = _timed(lambda: fid_influence(gen, mu_g, sig_g, mu_r, sig_r))
+    _, out["is_influence_s"], _ = _timed(lambda: inception_score_influence(g["logits_unbiased"]))
+    out["values"] = {k: full[k] for k in full if k.split("_")[0] in {"fid", "is", "precision", "recall", "clip"}}
+    print(f"intervals n={n}: points {out['points_s']:.1f} s ({out['points_cpu_s']:.1f} CPU), with every "
+          f"interval {out['with_intervals_s']:.1f} s ({out['with_intervals_cpu_s']:.1f} CPU): intervals "
+          f"{out['intervals_s']:.1f} s wall, {out['intervals_cpu_s']:.1f} s CPU (FID influence "
+          f"{out['fid_influence_s']:.1f} s, IS {out['is_influence_s']:.2f} s)", flush=True)
+    if bootstrap_rounds:
+        root, tr_r, pool = factor(sig_r), np.trace(sig_r), gen.astype(np.float64)
+
+        def fid_of(idx):
+            mu, sig = gaussian_statistics(pool[idx])
+            d = mu - mu_r
+            return float(d @ d + tr_r + np.trace(sig) - 2 * trace_sqrt_product(root, sig))
+        _, t, c = _timed(lambda: bootstrap(n, fid_of, bootstrap_rounds, 0))
+        out["percentile_bootstrap_fid_200_s"] = t / bootstrap_rounds * 200
+        out["percentile_bootstrap_fid_200_cpu_s"] = c / bootstrap_rounds * 200
+        print(f"  today's percentile bootstrap of FID: {t / bootstrap_rounds:.1f} s per round -> "
+              f"{out['percentile_bootstrap_fid_200_s']:.0f} s for 200 rounds (FID alone)", flush=True)
+    from torch_fidelity.metric_fid import fid_statistics_to_metric
+
+    _, out["torch_fidelity_fid_from_stats_s"], _ = _timed(
+        lambda: fid_statistics_to_metric({"mu": mu_r, "sigma": sig_r}, {"mu": mu_g, "sigma": sig_g}, False))
+    print(f"  torch-fidelity FID from statistics: {out['torch_fidelity_fid_from_stats_s']:.1f} s", flush=True)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, action="append", help="precision/recall sample counts (default 10000)")
@@ -177,6 +245,10 @@ def main():
     ap.add_argument("--no-fid", action="store_true", help="skip the FID-from-statistics timing")
     ap.add_argument("--no-torch-fidelity-prc", action="store_true",
                     help="skip torch-fidelity's precision/recall (it needs ~15 GB at 30k)")
+    ap.add_argument("--intervals", type=int, default=0, help="time every interval at this N (0: skip)")
+    ap.add_argument("--bootstrap-rounds", type=int, default=3,
+                    help="percentile-bootstrap rounds timed beside the intervals (scaled to 200)")
+    ap.add_argument("--no-prc", action="store_true", help="skip the precision/recall comparison")
     ap.add_argument("--json", help="write results here")
     args = ap.parse_args()
     results = {"threads": torch.get_num_threads(), "torch": torch.__version__}
@@ -186,7 +258,10 @@ def main():
         results["fid"] = bench_fid()
     modes = ("ours", "ours-cached") if args.no_torch_fidelity_prc else \
         ("torch-fidelity", "torch-fidelity-part", "ours", "ours-cached")
-    results["prc"] = [row for n in (args.n or [10000]) for row in bench_prc(n, args.repeat, modes)]
+    if args.intervals:
+        results["intervals"] = bench_intervals(args.intervals, args.bootstrap_rounds)
+    if not args.no_prc:
+        results["prc"] = [row for n in (args.n or [10000]) for row in bench_prc(n, args.repeat, modes)]
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
 

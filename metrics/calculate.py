@@ -1,16 +1,21 @@
 """One entry point for every metric (torch-fidelity style): `calculate_metrics`."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from metrics import bootstrap as boot
 from metrics.clip_score import clip_cosines  # noqa: F401  (re-exported for callers)
 from metrics.features import FeatureAccumulator, FeatureError
-from metrics.fid import factor, frechet_distance, gaussian_statistics, trace_sqrt_product
+from metrics.fid import frechet_distance
+from metrics.fid_infinity import fid_infinity
 from metrics.inception_score import inception_score
+from metrics.influence import fid_influence, inception_score_influence, interval, mean_influence
+from metrics.kid import DEFAULT_SEED, DEFAULT_SUBSET_SIZE, DEFAULT_SUBSETS, kid
+from metrics.names import register_direction
 from metrics.prc import DEFAULT_BATCH, DEFAULT_K, knn_radii, precision_recall_hits
+from metrics.recall_interval import recall_interval
 from metrics.reference import ReferenceStats
 
 
@@ -21,6 +26,7 @@ class _Side:
     sigma: np.ndarray | None = None
     pool: np.ndarray | None = None
     radii: np.ndarray | None = None
+    radii_meta: tuple | None = None  # (k, block size) the cached radii were made with
     logits: np.ndarray | None = None
     clip_scores: np.ndarray | None = None
     n_nan: int = 0
@@ -35,6 +41,7 @@ def _side(x, label: str) -> _Side:
         return x
     if isinstance(x, ReferenceStats):
         return _Side(n=x.n, mu=x.mu, sigma=x.sigma, pool=x.pool, radii=x.radii, label=label,
+                     radii_meta=(x.meta.get("k"), x.meta.get("prc_batch_size")),
                      extractor=x.meta.get("extractor"), extractor_sha256=x.meta.get("extractor_sha256"))
     if isinstance(x, dict):
         acc = FeatureAccumulator(meta={"extractor": x.get("extractor"), "extractor_sha256": x.get("extractor_sha256")})
@@ -56,83 +63,188 @@ def _need(value, what: str, side: _Side):
     return value
 
 
-def calculate_metrics(gen, ref=None, fid: bool = True, isc: bool = True, prc: bool = True,
-                      clip_score: bool = False, k: int = DEFAULT_K, prc_batch_size: int = DEFAULT_BATCH,
-                      isc_splits: int = 10, isc_convention: str = "torch-fidelity", isc_seed: int = 2020,
-                      bootstrap: int = 0, seed: int = 0, level: float = 0.95, allow_nan: bool = False) -> dict:
-    """Metrics of generated features `gen` against reference `ref`.
+@dataclass
+class Options:
+    """Every metric's settings (see `calculate_metrics`)."""
+    k: int = DEFAULT_K
+    prc_batch_size: int = DEFAULT_BATCH
+    isc_splits: int = 10
+    isc_convention: str = "torch-fidelity"
+    isc_seed: int = 2020
+    kid_subsets: int = DEFAULT_SUBSETS
+    kid_subset_size: int = DEFAULT_SUBSET_SIZE
+    kid_seed: int = DEFAULT_SEED
+    fid_infinity_points: int = 15
+    fid_infinity_seed: int = 0
+    recall_seed: int = 0  # which halves (the same for paired settings)
 
-    gen: `FeatureAccumulator` (merged shards) or dict {"pool", "logits_unbiased", "clip_scores"};
-    ref: `ReferenceStats` (cached, with k-NN radii), `FeatureAccumulator` or dict; only FID
-    and precision/recall need it. Returns {"fid", "is", "is_std", "precision", "recall",
-    "clip_score", "clip_truncated", "n_gen", "n_ref", "n_nan"} for the requested metrics and,
-    with `bootstrap` > 0, "<metric>_ci_low"/"<metric>_ci_high" (seeded percentile intervals).
-    """
+
+# A metric: fn(generated _Side, reference _Side or None, Options) -> (values {key: float},
+# influence {metric key: psi [n_gen]}); `needs_ref`: it needs the reference.
+@dataclass
+class Metric:
+    fn: Callable
+    needs_ref: bool
+    keys: tuple[str, ...]
+
+
+def _fid(g: _Side, r: _Side, o: Options):
+    mu_g, sig_g = _need(g.mu, "statistics (>= 2 samples)", g), g.sigma
+    mu_r, sig_r = _need(r.mu, "statistics", r), r.sigma
+    if mu_g.shape != mu_r.shape:
+        raise FeatureError(f"feature dims differ: generated {mu_g.shape[0]} vs reference {mu_r.shape[0]}")
+    value = frechet_distance(mu_r, sig_r, mu_g, sig_g)
+
+    def psi():
+        pool = _need(g.pool, "per-sample pool features (for the FID interval)", g)
+        return fid_influence(pool, mu_g, sig_g, mu_r, sig_r)
+    return {"fid": value}, {"fid": psi}
+
+
+def _isc(g: _Side, r, o: Options):
+    logits = _need(g.logits, "logits_unbiased (for the Inception Score)", g)
+    value, std = inception_score(logits, o.isc_splits, True, o.isc_seed, o.isc_convention)
+    return {"is": value, "is_std": std}, {
+        "is": lambda: inception_score_influence(logits, o.isc_splits, True, o.isc_seed, o.isc_convention)}
+
+
+def _prc_pools(g: _Side, r: _Side, o: Options):
+    gen_pool = _need(g.pool, "per-sample pool features (for precision/recall)", g)
+    ref_pool = _need(r.pool, "per-sample pool features (for precision/recall)", r)
+    if gen_pool.shape[1] != ref_pool.shape[1]:
+        raise FeatureError(f"feature dims differ: generated {gen_pool.shape[1]} vs reference {ref_pool.shape[1]}")
+    ref_radii = r.radii
+    if r.radii_meta is not None and r.radii_meta != (o.k, o.prc_batch_size):
+        ref_radii = None  # cached for another k or block size
+    if ref_radii is None:
+        ref_radii = knn_radii(ref_pool, o.k, o.prc_batch_size)
+    return gen_pool, ref_pool, ref_radii
+
+
+def _prc(g: _Side, r: _Side, o: Options, influence: bool = False):
+    gen_pool, ref_pool, ref_radii = _prc_pools(g, r, o)
+    if influence:  # the same decisions, plus the recall jackknife (no extra distance pass)
+        gen_hit, real_hit, recall_psi = recall_interval(gen_pool, ref_pool, ref_radii, o.k, o.prc_batch_size,
+                                                        seed=o.recall_seed)
+    else:
+        gen_hit, real_hit = precision_recall_hits(gen_pool, ref_pool, None, ref_radii, o.k, o.prc_batch_size)
+        recall_psi = None
+    values = {"precision": float(gen_hit.mean()), "recall": float(real_hit.mean())}
+    return values, {"precision": lambda: mean_influence(gen_hit), "recall": lambda: recall_psi}
+
+
+def _clip(g: _Side, r, o: Options):
+    scores = _need(g.clip_scores, "CLIP scores", g)
+    return ({"clip_score": float(np.mean(scores)), "clip_truncated": g.n_truncated},
+            {"clip_score": lambda: mean_influence(scores)})
+
+
+def _kid(g: _Side, r: _Side, o: Options):
+    gen_pool = _need(g.pool, "per-sample pool features (for KID)", g)
+    ref_pool = _need(r.pool, "per-sample pool features (for KID)", r)
+    out = kid(gen_pool, ref_pool, o.kid_subsets, min(o.kid_subset_size, g.n, r.n), seed=o.kid_seed)
+    return {"kid": out["kid"], "kid_std": out["kid_std"]}, {"kid": lambda: out["psi"]}
+
+
+def _fid_infinity(g: _Side, r: _Side, o: Options):
+    pool = _need(g.pool, "per-sample pool features (for FID∞)", g)
+    mu_r = _need(r.mu, "statistics", r)
+    out = fid_infinity(pool, mu_r, r.sigma, o.fid_infinity_points, seed=o.fid_infinity_seed)
+    return {"fid_infinity": out["fid_infinity"]}, {"fid_infinity": lambda: out["psi"]}
+
+
+METRICS: dict[str, Metric] = {
+    "fid": Metric(_fid, True, ("fid",)),
+    "is": Metric(_isc, False, ("is",)),
+    "prc": Metric(_prc, True, ("precision", "recall")),
+    "clip_score": Metric(_clip, False, ("clip_score",)),
+    "kid": Metric(_kid, True, ("kid",)),
+    "fid_infinity": Metric(_fid_infinity, True, ("fid_infinity",)),
+}
+# names accepted in `names` -> registry entry: each entry's metric keys (their directions:
+# `metrics.names.HIGHER_IS_BETTER`, which holds every one of them)
+NAMES = {key: entry for entry, metric in METRICS.items() for key in metric.keys}
+
+
+def register_metric(name: str, fn: Callable, needs_ref: bool, keys: tuple[str, ...],
+                    higher_is_better: bool | None = None) -> None:
+    """Add a metric `name`: fn(generated, reference, Options) -> (values, {key: () -> psi}).
+    With `higher_is_better`, its keys' direction is recorded in `metrics.names` (Pareto fronts,
+    the regression gate and difference tables need it)."""
+    METRICS[name] = Metric(fn, needs_ref, tuple(keys))
+    NAMES.update({key: name for key in (name, *keys)})
+    if higher_is_better is not None:
+        for key in keys:
+            register_direction(key, higher_is_better)
+
+
+def _entries(names) -> list[str]:
+    unknown = sorted(set(names) - set(NAMES))
+    if unknown:
+        raise ValueError(f"unknown metric name(s) {unknown}; known: {sorted(NAMES)}")
+    return sorted({NAMES[n] for n in names}, key=list(METRICS).index)
+
+
+def _sides(gen, ref, entries: list[str], allow_nan: bool) -> tuple[_Side, _Side | None]:
     g = _side(gen, "generated")
     r = _side(ref, "reference") if ref is not None else None
     if g.n_nan and not allow_nan:
         raise FeatureError(f"generated: {g.n_nan} of {g.n + g.n_nan} samples have NaN/inf features")
-    out: dict = {"n_gen": g.n, "n_nan": g.n_nan}
-    if (fid or prc) and r is None:
-        raise FeatureError("FID and precision/recall need a reference")
+    needs = [e for e in entries if METRICS[e].needs_ref]
+    if needs and r is None:
+        raise FeatureError(f"{', '.join(needs)} need(s) a reference")
+    if r is not None and r.extractor and g.extractor and \
+            (r.extractor, r.extractor_sha256) != (g.extractor, g.extractor_sha256):
+        raise FeatureError(f"generated features come from {g.extractor} ({g.extractor_sha256}) but the "
+                           f"reference from {r.extractor} ({r.extractor_sha256})")
+    return g, r
+
+
+def evaluate(gen, ref, names, options: Options | None = None, influence: bool = False,
+             allow_nan: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
+    """(values, {metric: influence values psi [n_gen] or HalfSamples} when `influence`) for metric `names`."""
+    o = options or Options()
+    entries = _entries(names)
+    g, r = _sides(gen, ref, entries, allow_nan)
+    values: dict = {"n_gen": g.n, "n_nan": g.n_nan}
     if r is not None:
-        out["n_ref"] = r.n
-        if r.extractor and g.extractor and (r.extractor, r.extractor_sha256) != (g.extractor, g.extractor_sha256):
-            raise FeatureError(f"generated features come from {g.extractor} ({g.extractor_sha256}) but the "
-                               f"reference from {r.extractor} ({r.extractor_sha256})")
-    rng_seed = seed
+        values["n_ref"] = r.n
+    psis: dict[str, np.ndarray] = {}
+    for e in entries:
+        metric = METRICS[e]
+        got, lazy = metric.fn(g, r, o, influence) if e == "prc" else metric.fn(g, r, o)
+        values.update(got)
+        if influence:
+            psis.update({key: fn() for key, fn in lazy.items()})
+    return values, psis
 
-    if fid:
-        mu_g, sig_g = _need(g.mu, "statistics (>= 2 samples)", g), g.sigma
-        mu_r, sig_r = _need(r.mu, "statistics", r), r.sigma
-        if mu_g.shape != mu_r.shape:
-            raise FeatureError(f"feature dims differ: generated {mu_g.shape[0]} vs reference {mu_r.shape[0]}")
-        out["fid"] = frechet_distance(mu_r, sig_r, mu_g, sig_g)
-        if bootstrap:
-            pool = _need(g.pool, "per-sample pool features (for the FID bootstrap)", g).astype(np.float64)
-            root = factor(sig_r)  # once: the reference side is fixed
-            tr_r = np.trace(sig_r)
 
-            def fid_of(idx):
-                mu, sig = gaussian_statistics(pool[idx])
-                d = mu - mu_r
-                return float(d @ d + tr_r + np.trace(sig) - 2 * trace_sqrt_product(root, sig))
+def calculate_metrics(gen, ref=None, fid: bool = True, isc: bool = True, prc: bool = True,
+                      clip_score: bool = False, k: int = DEFAULT_K, prc_batch_size: int = DEFAULT_BATCH,
+                      isc_splits: int = 10, isc_convention: str = "torch-fidelity", isc_seed: int = 2020,
+                      bootstrap: int = 0, seed: int = 0, level: float = 0.95, allow_nan: bool = False,
+                      names=None, ci: bool = False, **options) -> dict:
+    """Metrics of generated features `gen` against reference `ref`.
 
-            out["fid_ci_low"], out["fid_ci_high"] = boot.bootstrap(g.n, fid_of, bootstrap, rng_seed, level)
-
-    if isc:
-        logits = _need(g.logits, "logits_unbiased (for the Inception Score)", g)
-        out["is"], out["is_std"] = inception_score(logits, isc_splits, True, isc_seed, isc_convention)
-        if bootstrap:
-            out["is_ci_low"], out["is_ci_high"] = boot.bootstrap(
-                g.n, lambda i: inception_score(logits[i], isc_splits, True, isc_seed, isc_convention)[0],
-                bootstrap, rng_seed + 1, level)
-
-    if prc:
-        gen_pool = _need(g.pool, "per-sample pool features (for precision/recall)", g)
-        ref_pool = _need(r.pool, "per-sample pool features (for precision/recall)", r)
-        if gen_pool.shape[1] != ref_pool.shape[1]:
-            raise FeatureError(f"feature dims differ: generated {gen_pool.shape[1]} vs reference {ref_pool.shape[1]}")
-        ref_radii = r.radii
-        ref_prc = (ref.meta.get("k"), ref.meta.get("prc_batch_size")) if isinstance(ref, ReferenceStats) else None
-        if ref_prc is not None and ref_prc != (k, prc_batch_size):
-            ref_radii = None  # cached for another k or block size
-        if ref_radii is None:
-            ref_radii = knn_radii(ref_pool, k, prc_batch_size)
-        gen_hit, real_hit = precision_recall_hits(gen_pool, ref_pool, None, ref_radii, k, prc_batch_size)
-        out["precision"], out["recall"] = float(gen_hit.mean()), float(real_hit.mean())
-        if bootstrap:
-            gh, rh = gen_hit.astype(np.float64), real_hit.astype(np.float64)
-            out["precision_ci_low"], out["precision_ci_high"] = boot.bootstrap(
-                len(gh), lambda i: gh[i].mean(), bootstrap, rng_seed + 2, level)
-            out["recall_ci_low"], out["recall_ci_high"] = boot.bootstrap(
-                len(rh), lambda i: rh[i].mean(), bootstrap, rng_seed + 3, level)
-
-    if clip_score:
-        scores = _need(g.clip_scores, "CLIP scores", g)
-        out["clip_score"] = float(np.mean(scores))
-        out["clip_truncated"] = g.n_truncated
-        if bootstrap:
-            out["clip_score_ci_low"], out["clip_score_ci_high"] = boot.bootstrap(
-                len(scores), lambda i: scores[i].mean(), bootstrap, rng_seed + 4, level)
-    return out
+    gen: `FeatureAccumulator` (merged shards) or dict {"pool", "logits_unbiased", "clip_scores"};
+    ref: `ReferenceStats` (cached, with k-NN radii), `FeatureAccumulator` or dict; FID, FID∞, KID
+    and precision/recall need it. `names` (e.g. ["fid", "is", "kid", "fid_infinity"], see `NAMES`)
+    replaces the fid/isc/prc/clip_score switches. Returns {"fid", "is", "is_std", "precision",
+    "recall", "clip_score", "clip_truncated", "kid", "kid_std", "fid_infinity", "n_gen", "n_ref",
+    "n_nan"} for the requested metrics and, with `ci` (or `bootstrap` > 0, kept for old callers;
+    its count is not used), "<metric>_se", "<metric>_ci_low", "<metric>_ci_high": value ± z·SE at
+    `level` from per-sample influence values (metrics/README.md says what each covers).
+    `options`: further `Options` fields (kid_subsets, kid_subset_size, kid_seed,
+    fid_infinity_points; fid_infinity_seed defaults to `seed`).
+    """
+    if names is None:
+        names = [n for n, on in (("fid", fid), ("is", isc), ("precision", prc), ("clip_score", clip_score)) if on]
+    options.setdefault("fid_infinity_seed", seed)
+    o = Options(k=k, prc_batch_size=prc_batch_size, isc_splits=isc_splits, isc_convention=isc_convention,
+                isc_seed=isc_seed, **options)
+    want_ci = ci or bootstrap > 0
+    values, psis = evaluate(gen, ref, names, o, influence=want_ci, allow_nan=allow_nan)
+    for key, psi in psis.items():
+        iv = interval(values[key], psi, level)
+        values[f"{key}_se"], values[f"{key}_ci_low"], values[f"{key}_ci_high"] = iv["se"], iv["low"], iv["high"]
+    return values

@@ -18,6 +18,22 @@ def _split_score(logits: torch.Tensor) -> float:
     return (p * (log_p - q.log())).sum(dim=1).mean().exp().item()
 
 
+def split_bounds(n: int, splits: int = 10, shuffle: bool = True, seed: int = 2020,
+                 convention: str = "torch-fidelity", split_size: int = 5000) -> tuple[np.ndarray, list]:
+    """(row order, [(lo, hi)] per split): split j holds rows order[lo:hi] of the original logits."""
+    if convention == "torch-fidelity":
+        order = np.random.RandomState(seed).permutation(n) if shuffle else np.arange(n)
+        bounds = [(i * n // splits, (i + 1) * n // splits) for i in range(splits)]
+    elif convention == "guided-diffusion":
+        order = np.arange(n)
+        bounds = [(i, min(i + split_size, n)) for i in range(0, n, split_size)]
+    else:
+        raise ValueError(f"unknown Inception Score convention {convention!r}")
+    if any(hi <= lo for lo, hi in bounds):
+        raise ValueError(f"Inception Score needs at least {splits} samples for {splits} splits, got {n}")
+    return order, bounds
+
+
 def inception_score(logits, splits: int = 10, shuffle: bool = True, seed: int = 2020,
                     convention: str = "torch-fidelity", split_size: int = 5000) -> tuple[float, float]:
     """(mean, std) of exp(E KL(p(y|x) || p(y))) over splits."""
@@ -25,15 +41,8 @@ def inception_score(logits, splits: int = 10, shuffle: bool = True, seed: int = 
     if logits.ndim != 2 or logits.shape[0] < 1:
         raise ValueError(f"logits must be [N, K] with N >= 1, got {tuple(logits.shape)}")
     n = logits.shape[0]
-    if convention == "torch-fidelity":
-        if shuffle:
-            logits = logits[np.random.RandomState(seed).permutation(n)]
-        bounds = [(i * n // splits, (i + 1) * n // splits) for i in range(splits)]
-    elif convention == "guided-diffusion":
-        bounds = [(i, min(i + split_size, n)) for i in range(0, n, split_size)]
-    else:
-        raise ValueError(f"unknown Inception Score convention {convention!r}")
-    if any(hi <= lo for lo, hi in bounds):
-        raise ValueError(f"Inception Score needs at least {splits} samples for {splits} splits, got {n}")
+    order, bounds = split_bounds(n, splits, shuffle, seed, convention, split_size)
+    if convention == "torch-fidelity" and shuffle:
+        logits = logits[order]
     scores = [_split_score(logits[lo:hi]) for lo, hi in bounds]
     return float(np.mean(scores)), float(np.std(scores))

@@ -1,15 +1,19 @@
-"""The metrics a sweep can report, and which direction of each is better.
+"""Metric names, and which direction of each is better: the one registry of both.
 
-The one list of metric names: the sweep config validates `[metrics] names` with it, the
-regression gate turns differences into worsening with it, and the reports draw Pareto
-fronts with it.
+`HIGHER_IS_BETTER` holds every metric `metrics.calculate_metrics` reports a value for (its
+built-in registry, plus any added with `register_metric(..., higher_is_better=...)`, which
+records the direction here). `METRIC_NAMES` are the ones a sweep computes: the sweep config
+validates `[metrics] names` with it (and takes it as the default), the regression gate turns
+differences into worsening with the directions, and the reports draw Pareto fronts and
+compare settings with them.
 """
 from __future__ import annotations
 
 # metric -> True when a larger value is better
 HIGHER_IS_BETTER: dict[str, bool] = {"fid": False, "is": True, "precision": True, "recall": True,
-                                     "clip_score": True}
-METRIC_NAMES: tuple[str, ...] = tuple(HIGHER_IS_BETTER)
+                                     "clip_score": True, "kid": False, "fid_infinity": False}
+# the metrics a sweep computes (the config's `[metrics] names`)
+METRIC_NAMES: tuple[str, ...] = ("fid", "is", "precision", "recall", "clip_score")
 
 
 def higher_is_better(metric: str) -> bool:
@@ -17,4 +21,13 @@ def higher_is_better(metric: str) -> bool:
     try:
         return HIGHER_IS_BETTER[metric]
     except KeyError:
-        raise ValueError(f"unknown metric {metric!r} (known: {', '.join(METRIC_NAMES)})") from None
+        raise ValueError(f"unknown metric {metric!r} (known: {', '.join(HIGHER_IS_BETTER)})") from None
+
+
+def register_direction(metric: str, higher: bool) -> None:
+    """Record which direction of a new metric is better; a known metric keeps its direction."""
+    if not isinstance(higher, bool):
+        raise TypeError(f"metric {metric!r}: higher_is_better must be True or False, got {higher!r}")
+    if HIGHER_IS_BETTER.get(metric, higher) != higher:
+        raise ValueError(f"metric {metric!r} is already registered with higher_is_better={not higher}")
+    HIGHER_IS_BETTER[metric] = higher

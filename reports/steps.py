@@ -13,7 +13,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from reports.figure6 import save_figure
+from reports.figure6 import interval, save_figure
 from samplers.schedules import count_steps
 
 METHOD_STYLE = {"ancestral": {"color": "tab:blue", "marker": "o"},
@@ -47,6 +47,10 @@ def plot_steps(df: pd.DataFrame, out_dir: Path, stem: str = "steps") -> list[Pat
         rows = rows.sort_values("steps")
         style = METHOD_STYLE.get(method, {"color": None, "marker": "^"})
         ax.plot(rows["steps"], rows["fid"], label=method, linestyle="-", markersize=7, **style)
+        yerr = interval(rows, "fid")  # fid_ci_low / fid_ci_high, when the sweep computed intervals
+        if yerr is not None:
+            ax.errorbar(rows["steps"], rows["fid"], yerr=yerr, fmt="none", ecolor=style["color"], alpha=0.5,
+                        capsize=2)
     ax.set_xscale("log")
     ticks = sorted(set(part["steps"]))
     ax.set_xticks(ticks, [str(t) for t in ticks])

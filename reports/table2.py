@@ -10,6 +10,8 @@ import math
 
 import pandas as pd
 
+from reports.intervals import format_interval
+
 # (model, FID, zero-shot, how the paper prints it)
 PAPER_ROWS = [
     ("AttnGAN", 35.49, False, "35.49"),
@@ -42,8 +44,9 @@ def protocol_gaps(row) -> list[str]:
     return gaps
 
 
-def table2(results: pd.DataFrame) -> pd.DataFrame:
-    """Paper rows, then one row per setting of this run that has an FID."""
+def table2(results: pd.DataFrame, style: str = "pm") -> pd.DataFrame:
+    """Paper rows, then one row per setting of this run that has an FID; with fid_ci_low /
+    fid_ci_high columns its display is "12.24 ± 0.08" (style "pm") or "12.24 [12.16, 12.32]"."""
     rows = [{"model": m, "fid": v if not zs else None, "zero_shot_fid": v if zs else None,
              "display": d, "zero_shot": zs, "source": "GLIDE paper", "protocol": ""}
             for m, v, zs, d in PAPER_ROWS]
@@ -54,7 +57,8 @@ def table2(results: pd.DataFrame) -> pd.DataFrame:
             value = float(r["fid"])
             rows.append({
                 "model": f"Ours: {r['setting']}", "fid": None if on_coco else value,
-                "zero_shot_fid": value if on_coco else None, "display": f"{value:.2f}",
+                "zero_shot_fid": value if on_coco else None,
+                "display": format_interval(value, r.get("fid_ci_low"), r.get("fid_ci_high"), style),
                 "zero_shot": bool(on_coco), "source": "this run",
                 "protocol": "Table 2 protocol" if not gaps else "differs: " + ", ".join(gaps),
             })
@@ -88,6 +92,10 @@ def _tex(text: str) -> str:
     return "".join(TEX_ESCAPES.get(c, c) for c in str(text))
 
 
+def _pm(cell: str) -> str:
+    return _tex(cell).replace("±", r"$\pm$")
+
+
 def to_latex(table: pd.DataFrame) -> str:
     lines = [r"\begin{tabular}{lrrl}", r"\toprule", r"Model & FID & Zero-shot FID & Source \\",
              r"\midrule"]
@@ -98,6 +106,6 @@ def to_latex(table: pd.DataFrame) -> str:
         previous = r["source"]
         fid, zs = _cells(r)
         source = r["source"] if not r["protocol"] else f"{r['source']} ({r['protocol']})"
-        lines.append(f"{_tex(r['model'])} & {_tex(fid)} & {_tex(zs)} & {_tex(source)} \\\\")
+        lines.append(f"{_tex(r['model'])} & {_pm(fid)} & {_pm(zs)} & {_tex(source)} \\\\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"

@@ -2,10 +2,16 @@
 metric names, each owned by the lowest package that uses it and used from above."""
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from glide_eval.sweep.config import ConfigError, validate
-from metrics.names import HIGHER_IS_BETTER, METRIC_NAMES, higher_is_better
+from metrics import calculate_metrics, paired, register_metric
+from metrics.calculate import METRICS, NAMES
+from metrics.names import HIGHER_IS_BETTER, METRIC_NAMES, higher_is_better, register_direction
+from reports import intervals
+from reports.intervals import DIFFERENCE_COLUMNS, difference_table
 from reports.pareto import pareto_mask
 from samplers import sampling
 from samplers.guidance_specs import parse_guidance, split_guidance
@@ -81,3 +87,27 @@ def test_metric_names_and_directions_live_in_metrics():
     assert pareto_mask(fid, precision, HIGHER_IS_BETTER["fid"], HIGHER_IS_BETTER["precision"]).tolist() == [
         True, True, True]
     assert pareto_mask([10.0, 12.0], [0.5, 0.4], False, True).tolist() == [True, False]
+    # every metric calculate_metrics can report has its direction there, and only there
+    assert set(NAMES) == set(HIGHER_IS_BETTER) and set(METRIC_NAMES) < set(NAMES)
+    assert [higher_is_better(m) for m in ("kid", "fid_infinity")] == [False, False]
+    assert intervals.HIGHER_IS_BETTER is HIGHER_IS_BETTER and paired.HIGHER_IS_BETTER is HIGHER_IS_BETTER
+
+
+def test_a_registered_metric_brings_its_direction():
+    pool = np.arange(12.0).reshape(4, 3)
+    register_metric("pool_mean", lambda g, r, o: ({"pool_mean": float(g.pool.mean())}, {}), False, ("pool_mean",),
+                    higher_is_better=True)
+    try:
+        assert calculate_metrics({"pool": pool}, names=["pool_mean"])["pool_mean"] == pool.mean()
+        assert higher_is_better("pool_mean") is True
+        row = dict.fromkeys(DIFFERENCE_COLUMNS, 0.0)
+        row.update(setting_a="a", setting_b="b", kind="adjacent", metric="pool_mean", difference=1.0,
+                   ci_low=0.5, ci_high=1.5)
+        assert difference_table(pd.DataFrame([row]))["better"].tolist() == ["b"]  # higher is better: b
+        for metric, higher in (("pool_mean", False), ("fid", True)):
+            with pytest.raises(ValueError, match="already registered"):
+                register_direction(metric, higher)
+    finally:
+        METRICS.pop("pool_mean")
+        NAMES.pop("pool_mean")
+        HIGHER_IS_BETTER.pop("pool_mean")
