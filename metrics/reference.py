@@ -20,7 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
-from filelock import FileLock
+from filelock import FileLock, Timeout
 
 from metrics.features import LOAD_ERRORS, CorruptFileError, FeatureAccumulator, FeatureError, atomic_save_npz
 from metrics.prc import DEFAULT_BATCH, DEFAULT_K, knn_radii
@@ -124,6 +124,9 @@ def cached_reference(path, expected: dict, build: Callable[[], ReferenceStats], 
     lock = FileLock(f"{path}.lock")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire(blocking=False)
+    except Timeout:
+        log(f"waiting for {path}.lock (another process is building or reading {path})")
         lock.acquire()
     except OSError:  # a read-only folder: nothing is written there, so nothing to guard
         lock = None

@@ -129,6 +129,6 @@ def test_metrics_gen_bad_npz_is_an_error_naming_it(tmp_path, kind, damage):
     DAMAGE[damage](path)
     result = CliRunner().invoke(main, ["metrics", "--gen", str(path), "--isc"])
     assert result.exit_code == 1, result.output
-    named = [f"--gen {path}: cannot be read (", f"--gen cannot read feature state {path}: "]
+    named = [f"--gen {path}: cannot be read (", f"--gen: cannot read feature state {path}: "]
     assert any(text in result.output for text in named), result.output
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)

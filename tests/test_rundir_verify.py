@@ -194,3 +194,12 @@ def test_stale_temp_files_are_removed_under_the_lock(copy):
     assert code == 0 and "removed 2 temporary files of an interrupted run" in text, text
     assert not any(p.exists() for p in stale) and kept.exists()
     assert [p for p in out.rglob(TEMP_GLOB) if p != kept] == []
+
+
+@pytest.mark.parametrize("damage", DAMAGE)
+def test_the_report_refuses_damaged_results_naming_them(copy, damage):
+    DAMAGE[damage](copy / "out" / "results.parquet")
+    result = CliRunner().invoke(main, ["report", str(copy / "out")])
+    assert result.exit_code == 1 and "Traceback" not in result.output and "ArrowInvalid" not in result.output
+    assert f"{copy / 'out' / 'results.parquet'} is {'missing' if damage == 'delete' else 'damaged'}" in result.output
+    assert "rerun `glide-eval sweep`" in result.output

@@ -212,3 +212,23 @@ def test_torchrun_workers_end_when_torchrun_is_sigkilled(tmp_path):
         for pid in workers:
             if not gone(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_regress_sampling_into_a_locked_directory_is_refused(tmp_path):
+    import test_sweep_fakes as fakes
+
+    from glide_eval.regress.candidate import sample_run
+    from glide_eval.sweep.captions import load_captions
+
+    config = load_config(write_config(tmp_path))
+    components, captions = fakes.make_components(config, "cpu"), load_captions(config)
+    holder = RunLock(config.output_dir, "a sweep")
+    holder.acquire()
+    try:
+        with pytest.raises(RunDirBusy, match=rf"PID {os.getpid()}, since .*a sweep"):
+            sample_run(config, components, captions, config.settings[:1], "none", False, quiet)
+        assert not (config.output_dir / "run.json").exists()
+    finally:
+        holder.release()
+    features = sample_run(config, components, captions, config.settings[:1], "none", False, quiet)
+    assert features["unguided"]["features"]["pool"].shape == (14, 6)

@@ -124,7 +124,7 @@ def _load_input(flag: str, path: str, *args):
     try:
         return load_input(path, *args)
     except CorruptFileError as e:
-        raise click.ClickException(f"{flag} {e}") from None
+        raise click.ClickException(f"{flag}: {e}") from None
     except UNREADABLE as e:
         raise click.ClickException(f"{flag} {path}: cannot be read ({type(e).__name__}: {e})") from None
 

@@ -353,6 +353,21 @@ class RunDir:
                 return f"{path} is damaged (its sha256 differs from the one in {self.manifest_json.name})"
         return None
 
+    def damaged_results(self) -> str | None:
+        """For readers of finished results (the report): what is wrong with the result files
+        manifest.json records, or None (also for a manifest of older code, which records none)."""
+        if not self.manifest_json.is_file():
+            return None
+        try:
+            hashes = read_json(self.manifest_json).get("files", {})
+        except (OSError, ValueError, AttributeError):
+            return f"{self.manifest_json} is damaged"
+        for name in RESULT_FILES:
+            path = self.path / name
+            if name in hashes and (not path.is_file() or sha256_file(path) != hashes[name]):
+                return f"{path} is {'damaged' if path.is_file() else 'missing'}"
+        return None
+
     def write_results(
         self, rows: list[dict], previews: dict[str, np.ndarray], captions: list[str], manifest: dict
     ) -> Path:
