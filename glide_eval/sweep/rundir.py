@@ -247,10 +247,12 @@ class RunDir:
         texts = {"config.toml": config.to_toml(), "captions.json": json_text(captions)}
         for name, text in texts.items():
             path = self.path / name
-            if path.is_file() and path.read_bytes() != text.encode() and log is not None:
+            old = path.read_bytes() if path.is_file() else None
+            if old == text.encode():
+                continue
+            if old is not None and log is not None:
                 log(f"{path} differs from the one this config gives (damaged, or its source changed); rewriting it")
-            if not path.is_file() or path.read_bytes() != text.encode():
-                atomic_write_text(path, text)
+            atomic_write_text(path, text)
         run = {
             "config_hash": config.config_hash,
             "generation_hash": gen_hash,
