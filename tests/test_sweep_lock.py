@@ -99,7 +99,7 @@ def test_wait_waits_for_the_holder_then_runs(tmp_path):
 def test_two_sweeps_racing_on_a_fresh_directory_one_runs(tmp_path):
     """Two configs (cfg 1,3 vs 1,5) on one fresh directory, started together: exactly one runs;
     the other exits 1 naming the winner's PID; the results are the winner's config's alone."""
-    paths = [write_config(tmp_path, "a.toml", delay=0.1), write_config(tmp_path, "b.toml", cfg="[1.0, 5.0]", delay=0.1)]
+    paths = [write_config(tmp_path, "a.toml", delay=0.2), write_config(tmp_path, "b.toml", cfg="[1.0, 5.0]", delay=0.2)]
     procs = [subprocess.Popen([sys.executable, "-m", "glide_eval", "sweep", str(p), "--no-progress"],
                               env=env_with_tests_on_path(), cwd=tmp_path, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for p in paths]
