@@ -122,6 +122,8 @@ def test_damaged_run_json_falls_back_to_config_toml(copy, made, damage):
     DAMAGE[damage](copy / "out" / "run.json")
     code, out = rerun(copy)
     assert code == 0 and "Traceback" not in out, out
+    if damage != "delete":
+        assert f"{copy / 'out' / 'run.json'} is damaged" in out and "run.json is rewritten" in out
     assert RunDir(copy / "out").read_run()["config_hash"] == load_config(copy / "cfg.toml").config_hash
     assert_rebuilt_equal(copy, made)
 

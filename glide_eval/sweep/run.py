@@ -184,7 +184,7 @@ def take_run_dir(run_dir: RunDir, config: SweepConfig, dist: Dist, force: bool, 
             removed = run_dir.remove_temp_files()
             if removed:
                 log(f"removed {len(removed)} temporary files of an interrupted run")
-            run_dir.check_config(config, force)
+            run_dir.check_config(config, force, log)
         except BaseException as e:
             lock.release()
             dist.share(f"rank 0 stopped: {e}")

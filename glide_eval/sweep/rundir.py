@@ -185,7 +185,7 @@ class RunDir:
 
     # ------------------------------------------------------------ config
 
-    def check_config(self, config: SweepConfig, force: bool) -> None:
+    def check_config(self, config: SweepConfig, force: bool, log: Callable[[str], None] | None = None) -> None:
         """Refuse a directory made with another config (unless `force`), naming what changed."""
         if force:
             return
@@ -193,6 +193,8 @@ class RunDir:
             old = self.read_run()
         except DamagedFile as e:
             old = self._run_from_config_toml(str(e))
+            if log is not None:
+                log(f"{e}; config.toml tells which config made {self.path}, run.json is rewritten")
         if old is None:
             return
         self._check_config_being_run(config, old)
