@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -27,22 +28,27 @@ from glide_eval.sweep.lock import HOLDER_NAME, RunDirBusy, RunLock
 from glide_eval.sweep.run import run_sweep
 
 HOLD = """
-import sys, time
+import sys
 from glide_eval.sweep.lock import RunLock
 lock = RunLock(sys.argv[1], "test holder")
 lock.acquire()
 print("locked", flush=True)
-time.sleep(float(sys.argv[2]))
+sys.stdin.readline()  # hold until told (or killed)
 lock.release()
 """
 
 
-def hold_lock(folder: Path, seconds: float) -> subprocess.Popen:
-    """A process that holds `folder`'s lock for `seconds` (returns once it holds it)."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder), str(seconds)], env=env_with_tests_on_path(),
-                            stdout=subprocess.PIPE, text=True)
+def hold_lock(folder: Path) -> subprocess.Popen:
+    """A process that holds `folder`'s lock until a line reaches its stdin (returns once it holds it)."""
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], env=env_with_tests_on_path(),
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"
     return proc
+
+
+def let_go(proc: subprocess.Popen) -> None:
+    proc.stdin.write("\n")
+    proc.stdin.flush()
 
 
 def quiet(_msg: str) -> None:
@@ -66,7 +72,7 @@ def test_a_second_sweep_is_refused_naming_the_holder(tmp_path):
 
 def test_a_sigkilled_holder_does_not_block_the_next_run(tmp_path):
     config = load_config(write_config(tmp_path))
-    proc = hold_lock(config.output_dir, 600)
+    proc = hold_lock(config.output_dir)
     record = json.loads((config.output_dir / HOLDER_NAME).read_text())
     assert record["pid"] == proc.pid and record["purpose"] == "test holder"
     with pytest.raises(RunDirBusy, match=f"PID {proc.pid}"):
@@ -81,17 +87,24 @@ def test_a_sigkilled_holder_does_not_block_the_next_run(tmp_path):
 def test_wait_waits_for_the_holder_then_runs(tmp_path):
     path = write_config(tmp_path)
     out = tmp_path / "out"
-    proc = hold_lock(out, 1.5)
+    proc = hold_lock(out)
     refused = CliRunner().invoke(main, ["sweep", str(path), "--no-progress"])
     assert refused.exit_code == 1 and f"PID {proc.pid}" in refused.output and "--wait" in refused.output
     assert "Traceback" not in refused.output
-    t0 = time.monotonic()
+    released = []
+
+    def release_later():
+        time.sleep(1.0)
+        released.append(time.time())
+        let_go(proc)
+
+    threading.Thread(target=release_later, daemon=True).start()
     waited = CliRunner().invoke(main, ["sweep", str(path), "--no-progress", "--wait"])
-    elapsed = time.monotonic() - t0
     proc.wait()
     assert waited.exit_code == 0, waited.output
     assert f"PID {proc.pid}" in waited.output and "waiting for" in waited.output
-    assert proc.returncode == 0 and elapsed > 0.5  # it ran only after the holder let go
+    assert proc.returncode == 0 and released  # it ran only after the holder let go
+    assert (out / "results.parquet").stat().st_mtime > released[0] - 0.1  # written after the release
     assert len(pd.read_parquet(out / "results.parquet")) == 4
 
 
