@@ -16,11 +16,11 @@ from metrics.extractors import (
                                 list_extractors,
                                 register_extractor,
 )
-from metrics.features import FeatureAccumulator, FeatureError
+from metrics.features import CorruptFileError, FeatureAccumulator, FeatureError
 from metrics.reference import ReferenceStats, build_reference, cached_reference, expected_meta
 
 __all__ = [
     "calculate_metrics", "create_extractor", "register_extractor", "list_extractors", "INCEPTION", "CLIP_B16",
-    "ExtractorError", "FeatureAccumulator", "FeatureError", "ReferenceStats", "build_reference",
+    "CorruptFileError", "ExtractorError", "FeatureAccumulator", "FeatureError", "ReferenceStats", "build_reference",
     "cached_reference", "expected_meta",
 ]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
+import zipfile
+import zlib
 from pathlib import Path
 
 import click
@@ -9,7 +12,7 @@ import click
 from glide_eval.cli import echo_json
 from glide_eval.data.coco import CocoError, coco_reference, read_ids, sample_caption_records, save_table
 from glide_eval.data.inputs import InputError, load_input, read_captions
-from metrics import FeatureError, calculate_metrics, create_extractor
+from metrics import CorruptFileError, FeatureError, calculate_metrics, create_extractor
 from metrics.compatibility import recorded_sizes, resolution_mismatch
 from metrics.extractors import ExtractorError, check_known_weights
 from metrics.reference import package_versions
@@ -125,11 +128,11 @@ def metrics_command(
         return create_extractor(clip_extractor, clip_weights, device)
 
     try:
-        gen = load_input(gen_path, make_extractor, make_clip if clip_score else None, caps, batch_size)
+        gen = _load_input("--gen", gen_path, make_extractor, make_clip if clip_score else None, caps, batch_size)
         ref = None
         if ref_path and (fid or prc):
             protocol = _ref_protocol(ref_path, ref_resolution, ref_crop, gen)
-            ref = load_input(ref_path, make_extractor, None, None, batch_size, protocol)
+            ref = _load_input("--ref", ref_path, make_extractor, None, None, batch_size, protocol)
         isc_checked = isc and isc_convention == "torch-fidelity"
         warnings = _check_inputs(gen, ref, isc_checked, isc_splits, allow_resolution_mismatch)
         results = calculate_metrics(
@@ -194,6 +197,20 @@ def _check_inputs(gen, ref, isc: bool, isc_splits: int, allow_resolution_mismatc
             "--allow-resolution-mismatch"
         )
     return [problem] if problem else []
+
+
+# what reading a damaged .npz raises besides CorruptFileError (truncated zip, bad CRC, bad deflate data)
+UNREADABLE = (zipfile.BadZipFile, zlib.error, EOFError, pickle.UnpicklingError, OSError, KeyError)
+
+
+def _load_input(flag: str, path: str, *args):
+    """`load_input`, with a file that cannot be read reported as FLAG PATH and the reason."""
+    try:
+        return load_input(path, *args)
+    except CorruptFileError as e:
+        raise click.ClickException(f"{flag}: {e}") from None
+    except UNREADABLE as e:
+        raise click.ClickException(f"{flag} {path}: cannot be read ({type(e).__name__}: {e})") from None
 
 
 def _provenance(extractor, gen, ref, bootstrap, seed) -> dict:

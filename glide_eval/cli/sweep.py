@@ -33,12 +33,19 @@ from reports.build import build_report
 @click.option(
     "--report", "make_report", is_flag=True, help="Then build the reports (Figure 6, Table 2, HTML) in RUN_DIR/report."
 )
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="If another process holds RUN_DIR's lock, wait for it instead of stopping (and then resume).",
+)
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def sweep_command(config_path, output_dir, dry_run, force, save_images, make_report, no_progress, as_json):
+def sweep_command(config_path, output_dir, dry_run, force, save_images, make_report, wait, no_progress, as_json):
     """Sample every guidance setting of CONFIG, measure it, and write results.parquet.
 
-    Rerunning resumes: finished shards are verified and skipped. Under
+    Rerunning resumes: finished shards are verified and skipped, and missing or damaged
+    results are rebuilt from them. One process at a time writes a run directory (a second
+    one stops, naming the first, or waits with --wait). Under
     `torchrun --nproc-per-node N -m glide_eval sweep CONFIG` shards are spread over ranks.
     """
     try:
@@ -48,15 +55,19 @@ def sweep_command(config_path, output_dir, dry_run, force, save_images, make_rep
             plan = describe_plan(config, config.output_dir)
             echo_json(plan) if as_json else click.echo(format_plan(plan))
             return
+
+        def report(summary: dict) -> None:  # on rank 0, still holding the run directory's lock
+            summary["report"] = str(build_report(config.output_dir)["html"])
+
         summary = run_sweep(
             config,
             force=force,
             save_images=save_images,
             progress=not no_progress,
             log=lambda msg: click.echo(msg, err=True),
+            wait=wait,
+            after_merge=report if make_report else None,
         )
-        if make_report and "results" in summary:
-            summary["report"] = str(build_report(config.output_dir)["html"])
     except (ConfigError, SweepError, MissingComponentError) as e:
         raise click.ClickException(str(e)) from None
     if as_json:

@@ -29,6 +29,7 @@ from glide_eval.toy import models as toy_models
 from metrics.calculate import calculate_metrics
 from metrics.clip_score import clip_scores
 from metrics.extractors import CLIP_B16, INCEPTION, ExtractorError, create_extractor
+from metrics.features import CorruptFileError
 from metrics.reference import build_reference, cached_reference, expected_meta
 from samplers.pipeline import load_glide_models, sample_images
 
@@ -165,12 +166,17 @@ def metrics_computer(config: SweepConfig, extractor, reference: Callable[[], obj
     return compute_metrics
 
 
-def cached_reference_stats(path: Path, extractor, build: Callable[[], object], **meta):
+def cached_reference_stats(path: Path, extractor, build: Callable[[], object], user_file: bool = False, **meta):
     """Reference statistics from `path` when made with this extractor (and `meta`), else built
-    with `build()` and cached there (metrics.reference.cached_reference)."""
+    with `build()` and cached there (metrics.reference.cached_reference). An unreadable cache is
+    rebuilt; an unreadable file the user named (`user_file`) is an error naming it."""
     expected = expected_meta(extractor, **meta)
     expected.pop("versions", None)  # a package upgrade does not invalidate real-image statistics
-    return cached_reference(str(path), expected, build, log=lambda m: print(m, file=sys.stderr))
+    log = lambda m: print(m, file=sys.stderr)
+    try:
+        return cached_reference(str(path), expected, build, log=log, rebuild_unreadable=not user_file)
+    except CorruptFileError as e:  # only the user's [metrics] reference: a cache is rebuilt
+        raise MissingComponentError(f"[metrics.reference] {e}; repair or remove it, or set another path") from None
 
 
 TOY_EXTRACTORS = ("toy-classifier", "toy-clip")
@@ -214,7 +220,7 @@ def toy_components(config: SweepConfig, device: str) -> Components:
             return build_reference(batches, extractor, meta)
 
         meta = {"dataset": "toy-validation", "resolution": resolution, "n_images": n_ref, "world_seed": seed}
-        return cached_reference_stats(path, extractor, build, **meta)
+        return cached_reference_stats(path, extractor, build, user_file=bool(config.metrics.reference), **meta)
 
     return Components(
         pipeline_generator(config, device, load),
@@ -265,7 +271,10 @@ def coco_reference(config: SweepConfig, extractor):
             ids=ids,
             out=config.metrics.reference or None,
             log=lambda m: print(m, file=sys.stderr),
+            rebuild_unreadable=not config.metrics.reference,
         )
     except coco.CocoError as e:
         raise MissingComponentError(f"[captions.path] {e}") from None
+    except CorruptFileError as e:  # only the user's [metrics] reference: a cache is rebuilt
+        raise MissingComponentError(f"[metrics.reference] {e}; repair or remove it, or set another path") from None
     return stats

@@ -4,7 +4,9 @@ The work is a list of shards (setting, range of sample indices). Each shard gene
 samples in batches, feeds every batch straight to the featurizer and writes one shard
 file atomically (see `rundir`). Finished shards are verified and skipped, so a killed
 sweep resumes where it stopped. Under torchrun the shards are dealt round-robin to the
-ranks; rank 0 then merges the shards and computes the metrics of every setting. Samples
+ranks; rank 0 then merges the shards and computes the metrics of every setting. Rank 0
+holds the run directory's lock from before the config check to the end, so no other
+sweep (or regression gate) writes there meanwhile; the other ranks follow rank 0. Samples
 are seeded by (seed, sample index), so the results do not depend on the number of
 processes, the batch size or how often the sweep was interrupted.
 """
@@ -25,9 +27,10 @@ from tqdm import tqdm
 from glide_eval.sweep.captions import load_captions
 from glide_eval.sweep.components import Components, resolve_device
 from glide_eval.sweep.config import SweepConfig
-from glide_eval.sweep.distributed import init_distributed
+from glide_eval.sweep.distributed import Dist, init_distributed
 from glide_eval.sweep.engines import build_components
 from glide_eval.sweep.errors import SweepError
+from glide_eval.sweep.lock import RunLock
 from glide_eval.sweep.merge import merge
 from glide_eval.sweep.plan import make_plan
 from glide_eval.sweep.rundir import FEATURE_PREFIX, RunDir, WorkItem, generation_hash, work_items
@@ -170,6 +173,28 @@ def run_units(sampler: ShardSampler, todo: list[WorkItem]) -> None:
         overall.close()
 
 
+def take_run_dir(run_dir: RunDir, config: SweepConfig, dist: Dist, force: bool, wait: bool, log: Log) -> RunLock | None:
+    """Rank 0 locks the run directory, removes stale temporary files and checks the config
+    before any rank goes on; every rank raises rank 0's refusal. Rank 0's lock (or None)."""
+    lock, refusal = None, None
+    if dist.rank == 0:
+        lock = run_dir.lock("sweep " + (str(config.source) if config.source else config.config_hash[:12]))
+        try:
+            lock.acquire(wait=wait, log=log)
+            removed = run_dir.remove_temp_files()
+            if removed:
+                log(f"removed {len(removed)} temporary files of an interrupted run")
+            run_dir.check_config(config, force, log)
+        except BaseException as e:
+            lock.release()
+            dist.share(f"rank 0 stopped: {e}")
+            raise
+    refusal = dist.share(refusal)
+    if refusal is not None:
+        raise SweepError(refusal)
+    return lock
+
+
 def run_sweep(
     config: SweepConfig,
     *,
@@ -177,23 +202,28 @@ def run_sweep(
     save_images: str | None = None,
     progress: bool = True,
     log: Log | None = None,
+    wait: bool = False,
+    after_merge: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Run (or resume) a sweep; returns a summary. Rank 0 also merges and writes the results."""
+    """Run (or resume) a sweep; returns a summary. Rank 0 also merges and writes the results,
+    then calls `after_merge(summary)` (e.g. to build the report), all under the run directory's
+    lock: a second sweep on the directory is refused (`RunDirBusy`) or, with `wait`, waits."""
     log = log or _stderr
     save_images = save_images or config.run.save_images
     run_dir = RunDir(config.output_dir)
     device = resolve_device(config)
     dist = init_distributed(device)
+    lock = None
     try:
-        run_dir.check_config(config, force)
+        lock = take_run_dir(run_dir, config, dist, force, wait, log)
         components = build_components(config, device)
         captions = load_captions(config)
         if len(captions) != config.captions.n:
             raise SweepError(f"caption source gave {len(captions)} captions, [captions.n] = {config.captions.n}")
         gen_hash = generation_hash(config, components.provenance)
-        dist.barrier()  # every rank has checked the old run.json before rank 0 replaces it
+        dist.barrier()  # every rank has its components before rank 0 replaces the run files
         if dist.rank == 0:
-            run_dir.write_run_files(config, components.provenance, captions, gen_hash)
+            run_dir.write_run_files(config, components.provenance, captions, gen_hash, log)
         mine = work_items(make_plan(config).units[dist.rank :: dist.world], gen_hash, captions)
         todo = run_dir.unfinished(mine, save_images)
         skipped = len(mine) - len(todo)
@@ -209,6 +239,10 @@ def run_sweep(
         }
         if dist.rank == 0:
             summary["results"] = str(merge(config, components, captions, gen_hash, log=log, remeasure=force))
+            if after_merge is not None:
+                after_merge(summary)
         return summary
     finally:
+        if lock is not None:
+            lock.release()
         dist.close()
