@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from glide_eval.cli import echo_json
-from glide_eval.files import atomic_write_text, atomic_write_with, package_versions
+from glide_eval.files import atomic_write_text, atomic_write_with, package_versions, unwritable_folder
 from samplers.guidance_specs import parse_guidance
 from samplers.pipeline import InpaintSpec, load_glide_models, sample_images
 from samplers.sampling import SAMPLERS
@@ -188,6 +188,9 @@ def _check(opts: SampleOptions) -> tuple[str, float]:
         raise click.UsageError("no checkpoints: pass --checkpoints DIR, set GLIDE_CHECKPOINTS, or use --random-weights")
     if opts.out_path.suffix.lower() != ".png":
         raise click.BadParameter(f"{opts.out_path}: the output must be a .png file", param_hint="--out")
+    problem = unwritable_folder(opts.out_path.parent)  # before sampling, not after
+    if problem:
+        raise click.BadParameter(f"{opts.out_path}: {problem}", param_hint="--out")
     return kind, scale
 
 

@@ -43,6 +43,17 @@ class Components:
     compute_metrics: ComputeMetrics
     # {"files": {label: sha256}, "versions": {package: version}}; recorded with every result
     provenance: dict = field(default_factory=dict)
+    # reference() -> the reference statistics (built or loaded once); the pre-flight calls it
+    # before any sample is drawn. None: the engine has no reference (or builds it in compute_metrics)
+    reference: Callable[[], object] | None = None
+
+
+REFERENCE_METRICS = frozenset({"fid", "precision", "recall"})
+
+
+def needs_reference(config: SweepConfig) -> bool:
+    """Whether the configured metrics are measured against reference statistics."""
+    return bool(REFERENCE_METRICS & set(config.metrics.names))
 
 
 def resolve_device(config: SweepConfig) -> str:

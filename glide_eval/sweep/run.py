@@ -22,14 +22,13 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from glide_eval.sweep.captions import load_captions
 from glide_eval.sweep.components import Components, resolve_device
 from glide_eval.sweep.config import SweepConfig
 from glide_eval.sweep.distributed import init_distributed
-from glide_eval.sweep.engines import build_components
 from glide_eval.sweep.errors import SweepError
 from glide_eval.sweep.merge import merge
 from glide_eval.sweep.plan import make_plan
+from glide_eval.sweep.preflight import preflight
 from glide_eval.sweep.rundir import FEATURE_PREFIX, RunDir, WorkItem, generation_hash, work_items
 
 Log = Callable[[str], None]
@@ -170,6 +169,25 @@ def run_units(sampler: ShardSampler, todo: list[WorkItem]) -> None:
         overall.close()
 
 
+def check_same_files(run_dir: RunDir, provenance: dict, force: bool) -> None:
+    """Refuse (unless `force`) a run directory whose samples were drawn with other files: compared
+    by content (sha256), so the same files under another folder resume the run."""
+    old = run_dir.read_run()
+    if old is None or force:
+        return
+    before, now = old.get("provenance", {}).get("files", {}), provenance.get("files", {})
+    changed = [
+        f"{k}: sha256 {before.get(k)} -> {now.get(k)}"
+        for k in sorted(set(before) | set(now))
+        if before.get(k) != now.get(k)
+    ]
+    if changed:
+        raise SweepError(
+            f"{run_dir.path} holds a sweep made with other files ({'; '.join(changed)}). "
+            "Use another run.output_dir, or --force to reuse the shards that are still valid."
+        )
+
+
 def run_sweep(
     config: SweepConfig,
     *,
@@ -186,10 +204,9 @@ def run_sweep(
     dist = init_distributed(device)
     try:
         run_dir.check_config(config, force)
-        components = build_components(config, device)
-        captions = load_captions(config)
-        if len(captions) != config.captions.n:
-            raise SweepError(f"caption source gave {len(captions)} captions, [captions.n] = {config.captions.n}")
+        ready = preflight(config, device, reference=dist.rank == 0)  # every file opened before sampling
+        components, captions = ready.components, ready.captions
+        check_same_files(run_dir, components.provenance, force)
         gen_hash = generation_hash(config, components.provenance)
         dist.barrier()  # every rank has checked the old run.json before rank 0 replaces it
         if dist.rank == 0:
