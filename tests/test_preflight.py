@@ -223,6 +223,7 @@ def test_same_files_in_another_folder_resume_without_force(tmp_path, monkeypatch
     runner = CliRunner()
     first = runner.invoke(main, ["sweep", str(tmp_path / "a.toml"), "--no-progress", "--json"])
     assert first.exit_code == 0, first.output
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["provenance"]["tf32"] is False
     a, b = load_config(tmp_path / "a.toml"), load_config(tmp_path / "b.toml")
     assert a.models.checkpoints != b.models.checkpoints and a.config_hash == b.config_hash
     again = runner.invoke(main, ["sweep", str(tmp_path / "b.toml"), "--no-progress", "--json"])

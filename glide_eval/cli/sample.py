@@ -15,7 +15,7 @@ from PIL import Image
 from glide_eval.cli import echo_json
 from glide_eval.files import atomic_write_text, atomic_write_with, package_versions, unwritable_folder
 from samplers.guidance_specs import parse_guidance
-from samplers.pipeline import InpaintSpec, load_glide_models, sample_images
+from samplers.pipeline import InpaintSpec, convert_models, load_glide_models, sample_images
 from samplers.sampling import SAMPLERS
 from samplers.schedules import space_timesteps
 
@@ -109,6 +109,7 @@ def sample_command(**options):
         )
     except (FileNotFoundError, ValueError) as error:
         raise click.ClickException(str(error)) from None
+    models = convert_models(models, getattr(torch, opts.dtype))  # once, not autocast at every step
     inpaint = None
     if opts.inpaint_image is not None:
         size = int(models.base_options["image_size"])

@@ -68,6 +68,15 @@ def resolve_device(config: SweepConfig) -> str:
     return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
 
 
+def apply_tf32(enabled: bool) -> bool:
+    """Set TF32 for CUDA matmuls and cuDNN convolutions explicitly (torch's defaults differ
+    between the two and between versions); returns `enabled`, for the provenance. Off keeps
+    float32 results comparable with a CPU's."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+    return enabled
+
+
 def engine_resolutions(engine: str) -> tuple[int, int] | None:
     """(base, upsampled) image sizes of a built-in engine; None for python: engines."""
     return {"glide": GLIDE_RESOLUTIONS, "toy": TOY_RESOLUTIONS}.get(engine)

@@ -54,7 +54,8 @@ class RunConfig:
     batch_size: int = 16
     shard_size: int = 256
     device: str = "auto"  # auto | cpu | cuda
-    dtype: str = "float32"  # float32 | float16 | bfloat16
+    dtype: str = "float32"  # float32 | float16 | bfloat16 (the UNets converted once, norms float32)
+    tf32: bool = False  # TF32 matmuls/convolutions on CUDA (off: float32 as on a CPU)
     previews: int = 4  # preview images kept from each shard
     save_images: str = "none"  # none | png | npz
 
@@ -285,6 +286,8 @@ class SweepConfig:
         for key in ("clip_method", "steps_n"):  # nor do configs without these keys
             if not d["grid"].get(key):
                 d["grid"].pop(key, None)
+        if not d["run"].get("tf32"):  # nor configs from before the key (TF32 off)
+            d["run"].pop("tf32", None)
         return d
 
     @property

@@ -31,7 +31,7 @@ from metrics.clip_score import clip_scores
 from metrics.extractors import CLIP_B16, INCEPTION, ExtractorError, create_extractor
 from metrics.reference import build_reference
 from samplers.model_configs import OFFICIAL_FILES
-from samplers.pipeline import load_glide_models, sample_images
+from samplers.pipeline import convert_models, load_glide_models, sample_images
 
 
 def build_components(config: SweepConfig, device: str) -> Components:
@@ -88,8 +88,8 @@ def pipeline_generator(config: SweepConfig, device: str, load_models: Callable[[
     loaded = []
 
     def generate(captions, sample_ids, setting):
-        if not loaded:
-            loaded.append(load_models(upsample, config.clip_guided))
+        if not loaded:  # converted once to [run] dtype, not autocast at every step
+            loaded.append(convert_models(load_models(upsample, config.clip_guided), dtype))
         method, respacing = setting.sampler(config)  # a "steps" setting's own, else [sampler]'s
         result = sample_images(
             loaded[0],

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from glide_eval.sweep.components import Components, resolve_device
+from glide_eval.sweep.components import Components, apply_tf32, resolve_device
 from glide_eval.sweep.config import SweepConfig
 from glide_eval.sweep.distributed import init_distributed
 from glide_eval.sweep.errors import SweepError
@@ -206,6 +206,7 @@ def run_sweep(
         run_dir.check_config(config, force)
         ready = preflight(config, device, reference=dist.rank == 0)  # every file opened before sampling
         components, captions = ready.components, ready.captions
+        components.provenance["tf32"] = apply_tf32(config.run.tf32)  # run.json records it
         check_same_files(run_dir, components.provenance, force)
         gen_hash = generation_hash(config, components.provenance)
         dist.barrier()  # every rank has checked the old run.json before rank 0 replaces it
