@@ -158,3 +158,16 @@ def cached_sha256(path: str | os.PathLike) -> str:
         except OSError:
             pass  # a read-only home only costs re-hashing next time
     return cache[key]
+
+
+def unwritable_folder(path: str | os.PathLike) -> str | None:
+    """None when `path` is (or can be made) a folder this process can create files in; else why not."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return f"cannot write files in the folder {path} ({e.strerror or e})"
+    return None

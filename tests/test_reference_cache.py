@@ -15,8 +15,8 @@ import pytest
 from click.testing import CliRunner
 
 from glide_eval.cli import main
-from glide_eval.sweep.engines import cached_reference_stats
 from glide_eval.sweep.errors import MissingComponentError
+from glide_eval.sweep.references import reference_stats
 from metrics import CorruptFileError, FeatureAccumulator, ReferenceStats
 from metrics.reference import cached_reference, reference_from_accumulator
 
@@ -88,12 +88,14 @@ def test_an_unreadable_user_reference_is_an_error_naming_it(tmp_path, damage):
         cached_reference(path, EXPECTED, build, log=print, rebuild_unreadable=False)
     assert path.read_bytes() == damaged  # the user's file is left as it was
 
-    class Extractor:
-        name, weights_sha256 = "fake", "0" * 64
-
+    # the sweep: [metrics] reference = the damaged file is an error naming it, and left as it was
     with pytest.raises(MissingComponentError, match=rf"\[metrics.reference\] cannot read reference statistics {path}"):
-        cached_reference_stats(path, Extractor(), build, user_file=True, dataset="random")
-    assert_true_statistics(cached_reference_stats(path, Extractor(), build, dataset="random"))  # a cache: rebuilt
+        reference_stats(str(path), tmp_path / "cache.npz", EXPECTED, build, log=print)
+    assert path.read_bytes() == damaged and not (tmp_path / "cache.npz").exists()
+    # the same damaged file as the sweep's own cache ([metrics] reference empty): rebuilt
+    logs = []
+    assert_true_statistics(reference_stats("", path, EXPECTED, build, log=logs.append))
+    assert len(logs) == 1 and "rebuilding" in logs[0]
 
 
 def test_a_killed_builds_temp_files_are_removed_and_no_others(tmp_path):

@@ -48,7 +48,7 @@ seed = 7
 engine = "python:test_sweep_fakes:make_components"
 [captions]
 source = "file"
-path = "caps.txt"
+path = "{tmp_path / 'caps.txt'}"
 n = {n}
 seed = 3
 [grid]

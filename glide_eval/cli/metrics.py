@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from glide_eval.cli import echo_json
+from glide_eval.cli import auto_device, echo_json
 from glide_eval.data.coco import CocoError, coco_reference, read_ids, sample_caption_records, save_table
 from glide_eval.data.inputs import InputError, load_input, read_captions
 from metrics import CorruptFileError, FeatureError, calculate_metrics, create_extractor
@@ -77,7 +77,7 @@ from metrics.reference import package_versions
     show_default=True,
     help="Inception Score splits (torch-fidelity convention); needs at least this many images.",
 )
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="auto", show_default=True, callback=auto_device, help="auto: cuda if available.")
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 def metrics_command(
@@ -235,7 +235,7 @@ def _provenance(extractor, gen, ref, bootstrap, seed) -> dict:
 @click.option("--crop", type=click.Choice(["center", "adm"]), default="center", show_default=True)
 @click.option("--inception-weights", envvar="GLIDE_EVAL_INCEPTION", help="Inception weights file.")
 @click.option("--extractor", default="inception-v3-compat", show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="auto", show_default=True, callback=auto_device, help="auto: cuda if available.")
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--workers", default=None, type=int, help="Image decoding threads.")
 @click.option(

@@ -36,6 +36,15 @@ class Dist:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def first_failure(self, failure: str | None) -> str | None:
+        """The first rank's non-None `failure`, on every rank (each rank gives its own, or None):
+        every rank learns that one of them stopped, so none waits at a barrier for it."""
+        if not self.initialized:
+            return failure
+        every: list[str | None] = [None] * self.world
+        dist.all_gather_object(every, failure)
+        return next((f for f in every if f is not None), None)
+
     def close(self) -> None:
         if self.initialized:
             dist.destroy_process_group()

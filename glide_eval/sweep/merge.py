@@ -157,6 +157,8 @@ def result_row(
             "method": method,
             "base_respacing": respacing,
             "upsample_respacing": config.sampler.upsample_respacing if needs_upsampler(config) else "",
+            "upsample_temperature": config.sampler.upsample_temperature if needs_upsampler(config) else None,
+            "dtype": config.run.dtype,
             "seed": config.run.seed,
             "captions_source": config.captions.source,
             "captions_seed": config.captions.seed,

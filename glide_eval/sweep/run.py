@@ -24,16 +24,15 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from glide_eval.sweep.captions import load_captions
-from glide_eval.sweep.components import Components, resolve_device
+from glide_eval.sweep.components import Components, apply_tf32, resolve_device
 from glide_eval.sweep.config import SweepConfig
 from glide_eval.sweep.distributed import Dist, init_distributed
-from glide_eval.sweep.engines import build_components
 from glide_eval.sweep.errors import SweepError
 from glide_eval.sweep.lock import RunLock
 from glide_eval.sweep.merge import merge
 from glide_eval.sweep.plan import make_plan
-from glide_eval.sweep.rundir import FEATURE_PREFIX, RunDir, WorkItem, generation_hash, work_items
+from glide_eval.sweep.preflight import Ready, output_problems, preflight
+from glide_eval.sweep.rundir import FEATURE_PREFIX, DamagedFile, RunDir, WorkItem, generation_hash, work_items
 
 Log = Callable[[str], None]
 
@@ -173,26 +172,86 @@ def run_units(sampler: ShardSampler, todo: list[WorkItem]) -> None:
         overall.close()
 
 
-def take_run_dir(run_dir: RunDir, config: SweepConfig, dist: Dist, force: bool, wait: bool, log: Log) -> RunLock | None:
-    """Rank 0 locks the run directory, removes stale temporary files and checks the config
-    before any rank goes on; every rank raises rank 0's refusal. Rank 0's lock (or None)."""
-    lock, refusal = None, None
+def on_rank0(dist: Dist, action: Callable[[], None]) -> None:
+    """Run `action` on rank 0 only; every rank raises its failure (the others as a SweepError
+    saying rank 0 stopped), so no rank is left waiting at a barrier for a rank 0 that quit."""
     if dist.rank == 0:
-        lock = run_dir.lock("sweep " + (str(config.source) if config.source else config.config_hash[:12]))
         try:
-            lock.acquire(wait=wait, log=log)
-            removed = run_dir.remove_temp_files()
-            if removed:
-                log(f"removed {len(removed)} temporary files of an interrupted run")
-            run_dir.check_config(config, force, log)
+            action()
         except BaseException as e:
-            lock.release()
             dist.share(f"rank 0 stopped: {e}")
             raise
-    refusal = dist.share(refusal)
+    refusal = dist.share(None)
     if refusal is not None:
         raise SweepError(refusal)
-    return lock
+
+
+def take_run_dir(run_dir: RunDir, config: SweepConfig, dist: Dist, force: bool, wait: bool, log: Log) -> RunLock | None:
+    """Rank 0 locks the run directory, removes stale temporary files and checks the config
+    before any rank goes on; every rank raises rank 0's refusal. Rank 0's lock (or None). An
+    output folder that cannot be written is reported with every other problem of the
+    pre-flight (`preflight.PreflightError`) instead of failing to take the lock."""
+    taken = []
+
+    def take() -> None:
+        if output_problems(run_dir.path):
+            preflight(config, resolve_device(config), reference=False)  # raises, listing every problem
+        lock = run_dir.lock("sweep " + (str(config.source) if config.source else config.config_hash[:12]))
+        lock.acquire(wait=wait, log=log)
+        taken.append(lock)
+        removed = run_dir.remove_temp_files()
+        if removed:
+            log(f"removed {len(removed)} temporary files of an interrupted run")
+        run_dir.check_config(config, force, log)
+
+    try:
+        on_rank0(dist, take)
+    except BaseException:
+        for lock in taken:
+            lock.release()
+        raise
+    return taken[0] if taken else None
+
+
+def preflight_every_rank(config: SweepConfig, device: str, dist: Dist) -> Ready:
+    """`preflight` on every rank (rank 0 also loads or builds the reference statistics). A rank
+    whose pre-flight fails raises its PreflightError; the others then stop too, with a
+    SweepError naming the rank, instead of waiting at the next barrier."""
+    ready, failure = None, None
+    try:
+        ready = preflight(config, device, reference=dist.rank == 0)  # every file opened before sampling
+    except BaseException as e:
+        failure = e
+    first = dist.first_failure(None if failure is None else f"rank {dist.rank} stopped: {failure}")
+    if failure is not None:
+        raise failure
+    if first is not None:
+        raise SweepError(first)
+    return ready
+
+
+def check_same_files(run_dir: RunDir, provenance: dict, force: bool) -> None:
+    """Refuse (unless `force`) a run directory whose samples were drawn with other files: compared
+    by content (sha256), so the same files under another folder resume the run. A damaged
+    run.json (`check_config` said so; it is rewritten) tells nothing: shard keys still hold
+    the files' sha256, so shards of other files are redone."""
+    try:
+        old = run_dir.read_run()
+    except DamagedFile:
+        return
+    if old is None or force:
+        return
+    before, now = old.get("provenance", {}).get("files", {}), provenance.get("files", {})
+    changed = [
+        f"{k}: sha256 {before.get(k)} -> {now.get(k)}"
+        for k in sorted(set(before) | set(now))
+        if before.get(k) != now.get(k)
+    ]
+    if changed:
+        raise SweepError(
+            f"{run_dir.path} holds a sweep made with other files ({'; '.join(changed)}). "
+            "Use another run.output_dir, or --force to reuse the shards that are still valid."
+        )
 
 
 def run_sweep(
@@ -216,10 +275,10 @@ def run_sweep(
     lock = None
     try:
         lock = take_run_dir(run_dir, config, dist, force, wait, log)
-        components = build_components(config, device)
-        captions = load_captions(config)
-        if len(captions) != config.captions.n:
-            raise SweepError(f"caption source gave {len(captions)} captions, [captions.n] = {config.captions.n}")
+        ready = preflight_every_rank(config, device, dist)
+        components, captions = ready.components, ready.captions
+        components.provenance["tf32"] = apply_tf32(config.run.tf32)  # run.json records it
+        on_rank0(dist, lambda: check_same_files(run_dir, components.provenance, force))
         gen_hash = generation_hash(config, components.provenance)
         dist.barrier()  # every rank has its components before rank 0 replaces the run files
         if dist.rank == 0:
