@@ -80,7 +80,8 @@ def test_check_checkpoint_file_names_renamed_key_and_truncated_file(tmp_path, mo
         check_checkpoint_file("base", tmp_path / "cut.pt")
 
 
-def glide_config(tmp_path, inception, extra: str = "") -> str:
+def glide_config(tmp_path, inception, extra: str = "", allow_unknown_inception: bool = True) -> str:
+    """A GLIDE sweep over tiny stand-ins; random Inception weights are allowed unless said otherwise."""
     return f"""
 [run]
 output_dir = "{tmp_path / "out"}"
@@ -92,6 +93,7 @@ engine = "glide"
 checkpoints = "{tmp_path / "ckpt"}"
 [weights]
 inception = "{inception}"
+allow_unknown_inception = {str(allow_unknown_inception).lower()}
 [sampler]
 base_respacing = "2"
 [captions]
@@ -150,6 +152,39 @@ def test_missing_files_and_unwritable_output_are_listed_together(tmp_path, monke
     out = result.output
     assert "[run.output_dir]" in out and str(tmp_path / "out") in out
     assert "base.pt" in out and "[weights.inception]" in out and "[captions.path]" in out
+
+
+def test_check_lists_an_inception_file_that_is_not_torch_fidelitys(tmp_path, monkeypatch):
+    """A well-formed Inception file with other weights (random ones, in torch-fidelity's format and
+    under its file name) is a [weights.inception] problem of the pre-flight, named with its sha256,
+    unless allowed; the sha256 is computed here independently of the extractor."""
+    import hashlib
+
+    from metrics.extractors import INCEPTION_SHA256_PREFIX
+    from metrics.testing import make_random_inception
+
+    monkeypatch.setenv("GLIDE_EVAL_CACHE", str(tmp_path / "cache"))
+    tiny_official(monkeypatch)
+    (tmp_path / "ckpt").mkdir()
+    save_tiny_base(tmp_path / "ckpt" / "base.pt")
+    make_coco(tmp_path / "coco")
+    inception = make_random_inception(tmp_path)
+    sha = hashlib.sha256(inception.read_bytes()).hexdigest()
+    assert not sha.startswith(INCEPTION_SHA256_PREFIX)
+    path = tmp_path / "sweep.toml"
+    path.write_text(glide_config(tmp_path, inception, allow_unknown_inception=False))
+    result = CliRunner().invoke(main, ["sweep", str(path), "--check"])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    line = next(x for x in result.output.splitlines() if "[weights.inception]" in x)
+    assert "1 problem " in result.output and str(inception) in line and sha[:16] in line
+    assert f"sha256 starts with {INCEPTION_SHA256_PREFIX}" in line and "--allow-unknown-inception" in line
+    assert not (tmp_path / "reference.npz").exists()  # stopped before the reference was built
+    # a sweep stops the same way before sampling; --allow-unknown-inception lets both through
+    ran = CliRunner().invoke(main, ["sweep", str(path), "--no-progress"])
+    assert ran.exit_code == 1 and "[weights.inception]" in ran.output and not (tmp_path / "out" / "shards").exists()
+    allowed = CliRunner().invoke(main, ["sweep", str(path), "--check", "--allow-unknown-inception", "--json"])
+    assert allowed.exit_code == 0, allowed.output
+    assert json.loads(allowed.stdout)["provenance"]["files"]["inception"] == sha
 
 
 class Extractor:

@@ -48,6 +48,11 @@ def os_error_message(e: OSError) -> str:
 @click.option("--inception-weights", type=click.Path(dir_okay=False), help="Override [weights.inception].")
 @click.option("--clip-weights", type=click.Path(dir_okay=False), help="Override [weights.clip].")
 @click.option(
+    "--allow-unknown-inception",
+    is_flag=True,
+    help="Use an Inception weights file that is not torch-fidelity's (sets [weights] allow_unknown_inception).",
+)
+@click.option(
     "--dry-run", is_flag=True, help="Print the plan (settings, shards, model evaluations) and stop; opens no file."
 )
 @click.option(
@@ -85,6 +90,7 @@ def sweep_command(
     coco,
     inception_weights,
     clip_weights,
+    allow_unknown_inception,
     dry_run,
     check,
     force,
@@ -109,7 +115,10 @@ def sweep_command(
         clip_weights=clip_weights,
     )
     try:
-        config = load_config(config_path, path_overrides(flags))
+        overrides = path_overrides(flags)
+        if allow_unknown_inception:
+            overrides.setdefault("weights", {})["allow_unknown_inception"] = True
+        config = load_config(config_path, overrides)
         if dry_run:
             plan = describe_plan(config, config.output_dir)
             echo_json(plan) if as_json else click.echo(format_plan(plan))

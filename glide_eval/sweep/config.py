@@ -70,6 +70,8 @@ class ModelsConfig:
 class WeightsConfig:
     inception: str = ""
     clip: str = ""
+    # use an Inception file that is not torch-fidelity's (its numbers match no published one)
+    allow_unknown_inception: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,7 +181,7 @@ PATH_KEYS = {
 INPUT_PATH_KEYS = PATH_KEYS - {("run", "output_dir")}
 GIVEN = "<given>"  # what the config hash holds of a set input path (its content is hashed instead)
 # keys that do not change what a sweep produces
-UNHASHED = {("run", "output_dir"), ("run", "save_images")}
+UNHASHED = {("run", "output_dir"), ("run", "save_images"), ("weights", "allow_unknown_inception")}
 STEPS_KEYS = ("steps", "steps_methods", "steps_guidance", "steps_n")  # hashed only when steps are given
 
 

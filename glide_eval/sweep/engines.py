@@ -28,7 +28,7 @@ from glide_eval.sweep.errors import MissingComponentError
 from glide_eval.toy import models as toy_models
 from metrics.calculate import calculate_metrics
 from metrics.clip_score import clip_scores
-from metrics.extractors import CLIP_B16, INCEPTION, ExtractorError, create_extractor
+from metrics.extractors import CLIP_B16, INCEPTION, ExtractorError, check_known_weights, create_extractor
 from metrics.reference import build_reference
 from samplers.model_configs import OFFICIAL_FILES
 from samplers.pipeline import convert_models, load_glide_models, sample_images
@@ -255,6 +255,16 @@ def _create_extractor(name: str, weights: str, device: str, key: str):
         raise MissingComponentError(f"[{key}] {e}") from None
 
 
+def _check_known_inception(extractor) -> None:
+    """MissingComponentError unless the Inception weights are torch-fidelity's file (by sha256)."""
+    try:
+        check_known_weights(extractor)
+    except ExtractorError as e:
+        raise MissingComponentError(
+            f"[weights.inception] {e} (sweep: --allow-unknown-inception, or [weights] allow_unknown_inception = true)"
+        ) from None
+
+
 def glide_components(config: SweepConfig, device: str) -> Components:
     """The released GLIDE models, Inception and CLIP ViT-B/16, MS-COCO reference statistics.
     Every missing file is reported at once (one MissingComponentError, one line each)."""
@@ -263,6 +273,8 @@ def glide_components(config: SweepConfig, device: str) -> Components:
     files = collect(errors, lambda: {k: cached_sha256(path) for k, path in glide_files(config).items()}) or {}
     inception = config.weights.inception
     extractor = collect(errors, lambda: _create_extractor(INCEPTION, inception, device, "weights.inception"))
+    if extractor is not None and not config.weights.allow_unknown_inception:
+        collect(errors, lambda: _check_known_inception(extractor))
     clip = None
     if "clip_score" in config.metrics.names:
         clip = collect(errors, lambda: _create_extractor(CLIP_B16, config.weights.clip, device, "weights.clip"))
