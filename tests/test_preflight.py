@@ -6,7 +6,10 @@ and a user's reference file is never overwritten."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
+from test_sweep import env_with_tests_on_path, write_config
 from test_sweep_toy import make_random_toy_assets
 
 from glide_eval.cli import main
@@ -335,3 +339,25 @@ def test_sample_checks_its_output_before_sampling(tmp_path, monkeypatch):
     result = CliRunner().invoke(main, [*args, "--out", str(tmp_path / "file" / "x.png")])
     assert result.exit_code == 2 and "Traceback" not in result.output
     assert f"{tmp_path / 'file' / 'x.png'}: cannot write files in the folder {tmp_path / 'file'}" in result.output
+
+
+def test_a_failed_preflight_on_rank_0_stops_every_rank(tmp_path):
+    """Two ranks started by hand (no torchrun agent to kill the survivor): only rank 0 opens the
+    reference, it is unreadable; rank 0 reports the problem, and rank 1 -- already past its own
+    pre-flight -- stops on its own with rank 0's message instead of waiting at a barrier."""
+    path = write_config(tmp_path, n=4, extra=f'unreadable_reference = "{tmp_path / "ref.npz"}"')
+    env = dict(env_with_tests_on_path(), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", OMP_NUM_THREADS="1",
+               MASTER_PORT=str(33500 + os.getpid() % 1000))
+    cmd = [sys.executable, "-m", "glide_eval", "sweep", str(path), "--no-progress"]
+    procs = [subprocess.Popen(cmd, env=dict(env, RANK=str(r), LOCAL_RANK=str(r)), cwd=tmp_path, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for r in (0, 1)]
+    try:
+        errs = [p.communicate(timeout=120)[1] for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    assert [p.returncode for p in procs] == [1, 1], errs
+    problem = f"[metrics.reference] {tmp_path / 'ref.npz'}: cannot be read"
+    assert "1 problem " in errs[0] and problem in errs[0] and "Traceback" not in errs[0]
+    assert "rank 0 stopped: 1 problem " in errs[1] and problem in errs[1] and "Traceback" not in errs[1]
+    assert not (tmp_path / "out" / "shards").exists()
