@@ -13,6 +13,7 @@ import time
 import numpy as np
 
 from glide_eval.sweep.components import Components
+from glide_eval.sweep.errors import MissingComponentError
 from samplers.schedules import count_steps
 
 FAMILY_CODE = {"none": 0, "cfg": 1, "clip": 2}
@@ -75,8 +76,14 @@ def make_components(config, device: str) -> Components:
                            for i, c in zip(sample_ids, captions)])
         return images, np.zeros(len(sample_ids), dtype=np.int64)
 
+    reference = None
+    if options.get("unreadable_reference"):  # a reference only the pre-flight of rank 0 opens
+
+        def reference():
+            raise MissingComponentError(f"[metrics.reference] {options['unreadable_reference']}: cannot be read")
+
     return Components(generate, featurize, compute_metrics,
-                      provenance={"files": {"fake_model": "0" * 64}, "versions": {"fake": "1"}})
+                      provenance={"files": {"fake_model": "0" * 64}, "versions": {"fake": "1"}}, reference=reference)
 
 
 def test_fake_image_depends_only_on_its_inputs():
