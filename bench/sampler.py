@@ -36,6 +36,11 @@ def parse_args():
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
                         help="autocast dtype for the model (sampling arithmetic stays float32)")
+    parser.add_argument("--convert", action="store_true",
+                        help="ours: weights converted once to --dtype (GLIDEUNet.to_dtype, as the sweep does) "
+                             "instead of autocast")
+    parser.add_argument("--reference-fp16", action="store_true",
+                        help="the reference with use_fp16=True (its convert_to_fp16), as glide-text2im runs on a GPU")
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (ours only)")
     parser.add_argument("--channels-last", action="store_true", help="channels_last UNet weights (ours only)")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference implementation")
@@ -62,7 +67,7 @@ def build_ours(device):
     return model.to(device).eval(), options
 
 
-def build_reference(options, state_dict, device):
+def build_reference(options, state_dict, device, fp16: bool = False):
     """The reference Text2ImUNet with our weights, or None when glide_text2im is not importable."""
     try:
         from glide_text2im.model_creation import create_model_and_diffusion, model_and_diffusion_defaults
@@ -70,7 +75,7 @@ def build_reference(options, state_dict, device):
         return None, None
     ref_options = model_and_diffusion_defaults()
     ref_options.update({k: v for k, v in options.items() if k in ref_options})
-    ref_options.update(use_fp16=False, cache_text_emb=False, timestep_respacing="")
+    ref_options.update(use_fp16=fp16, cache_text_emb=False, timestep_respacing="")
     model, _ = create_model_and_diffusion(**ref_options)
     model.load_state_dict(state_dict, strict=True)
     return model.to(device).eval(), ref_options
@@ -205,7 +210,10 @@ def main():
     torch.manual_seed(0)
     device, autocast = args.device, (None if args.dtype == "float32" else getattr(torch, args.dtype))
     model, options = build_ours(device)
-    reference, _ = (None, None) if args.no_reference else build_reference(options, model.state_dict(), device)
+    reference, _ = ((None, None) if args.no_reference
+                    else build_reference(options, model.state_dict(), device, args.reference_fp16))
+    if args.convert and autocast is not None:
+        model, autocast = model.to_dtype(autocast), None
     ours_model = model
     if args.channels_last:
         ours_model = model.to(memory_format=torch.channels_last)
@@ -230,6 +238,7 @@ def main():
     ours_seconds = sum(map(min, zip(*ours_times)))
     report = {
         "device": device, "dtype": args.dtype, "compile": args.compile, "channels_last": args.channels_last,
+        "converted": args.convert, "reference_fp16": args.reference_fp16,
         "threads": torch.get_num_threads(), "steps": args.steps, "batch": args.batch, "repeats": args.repeats,
         "torch": torch.__version__, "load_average": os.getloadavg()[0],
         "gflop_per_image_step_unet": round(unet_flops / 1e9, 2), "gflop_per_caption_text": round(text_flops / 1e9, 2),

@@ -6,6 +6,8 @@ data goes to a temporary file in the target's folder, named ``.NAME.XXXXXXXX.tmp
 `TEMP_GLOB` and removed), which is fsynced, given the mode a plain ``open()`` would give
 (0666 minus the umask, not mkstemp's 0600), moved into place with ``os.replace`` and the
 folder fsynced, so a crash at any point leaves the old file or the new one, never a mix.
+A process killed mid-write leaves its temporary file; `remove_temp_files` deletes them, and
+is called only by a process that holds the lock of the folder (so no live writer owns them).
 """
 
 from __future__ import annotations
@@ -90,6 +92,22 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[str], object]) 
     _fsync_dir(path.parent)
 
 
+def remove_temp_files(folder: str | os.PathLike, pattern: str = TEMP_GLOB, recursive: bool = False) -> list[Path]:
+    """Delete the temporary files of `atomic_write_with` that match `pattern` in `folder`
+    (and its subfolders when `recursive`); the paths removed. Call it only while holding a
+    lock that every writer of these files holds too: a live writer's file would vanish."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for path in sorted(folder.rglob(pattern) if recursive else folder.glob(pattern)):
+        if path.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+                removed.append(path)
+    return removed
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     atomic_write_with(path, lambda tmp: Path(tmp).write_bytes(data))
 
@@ -98,8 +116,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def json_text(obj) -> str:
+    """The text `write_json` writes."""
+    return json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n"
+
+
 def write_json(path: str | os.PathLike, obj) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    atomic_write_text(path, json_text(obj))
 
 
 def read_json(path: str | os.PathLike):
@@ -135,3 +158,16 @@ def cached_sha256(path: str | os.PathLike) -> str:
         except OSError:
             pass  # a read-only home only costs re-hashing next time
     return cache[key]
+
+
+def unwritable_folder(path: str | os.PathLike) -> str | None:
+    """None when `path` is (or can be made) a folder this process can create files in; else why not."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return f"cannot write files in the folder {path} ({e.strerror or e})"
+    return None

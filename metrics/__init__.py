@@ -19,13 +19,13 @@ from metrics.extractors import (
                                 list_extractors,
                                 register_extractor,
 )
-from metrics.features import FeatureAccumulator, FeatureError
+from metrics.features import CorruptFileError, FeatureAccumulator, FeatureError
 from metrics.paired import paired_differences
 from metrics.reference import ReferenceStats, build_reference, cached_reference, expected_meta
 
 __all__ = [
     "calculate_metrics", "register_metric", "NAMES", "paired_differences",
     "create_extractor", "register_extractor", "list_extractors", "INCEPTION", "CLIP_B16",
-    "ExtractorError", "FeatureAccumulator", "FeatureError", "ReferenceStats", "build_reference",
+    "CorruptFileError", "ExtractorError", "FeatureAccumulator", "FeatureError", "ReferenceStats", "build_reference",
     "cached_reference", "expected_meta",
 ]

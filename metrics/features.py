@@ -17,7 +17,10 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import tempfile
+import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +58,24 @@ def atomic_save_npz(path: str | os.PathLike, **arrays) -> None:
 
 class FeatureError(ValueError):
     """Features that cannot be used: wrong shapes, mismatched extractors, NaNs, bad files."""
+
+
+class CorruptFileError(FeatureError):
+    """A statistics or feature file that cannot be read (truncated, damaged, not ours); names it.
+
+    A cache raising it can be rebuilt; a file the user gave cannot, and is an error."""
+
+    def __init__(self, path, what: str, cause: BaseException | str):
+        reason = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
+        super().__init__(f"cannot read {what} {path}: {reason}")
+        self.path = path
+
+
+# what np.load and reading the arrays of a damaged .npz raise: truncated or damaged zip (BadZipFile,
+# "Bad CRC-32"), damaged deflate stream (zlib.error), short reads (EOFError, ValueError), a missing or
+# mangled member (KeyError, pickle errors), metadata of the wrong shape (TypeError, AttributeError)
+LOAD_ERRORS = (OSError, EOFError, KeyError, ValueError, TypeError, AttributeError, zipfile.BadZipFile, zlib.error,
+               pickle.UnpicklingError)
 
 
 class FeatureAccumulator:
@@ -202,11 +223,13 @@ class FeatureAccumulator:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> FeatureAccumulator:
+        """A saved state; `CorruptFileError` naming `path` when it cannot be read."""
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 if meta.get("format") != FORMAT:
-                    raise FeatureError(f"{path}: not a glide-eval feature state (format {meta.get('format')!r})")
+                    raise CorruptFileError(path, "feature state",
+                                           f"not a glide-eval feature state (format {meta.get('format')!r})")
                 acc = cls(keep_pool=meta["keep_pool"],
                           meta={k: meta.get(k) for k in ("extractor", "extractor_sha256", "clip", "clip_sha256")})
                 if meta.get("image_sizes"):
@@ -217,10 +240,10 @@ class FeatureAccumulator:
                 for name, target in (("pool", acc._pool), ("logits", acc._logits), ("clip_scores", acc._clip)):
                     if name in data.files:
                         target.append(data[name])
-        except (OSError, KeyError, ValueError) as e:
-            if isinstance(e, FeatureError):
-                raise
-            raise FeatureError(f"cannot read feature state {path}: {e}") from e
+        except CorruptFileError:
+            raise
+        except LOAD_ERRORS as e:
+            raise CorruptFileError(path, "feature state", e) from e
         return acc
 
     @classmethod

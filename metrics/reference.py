@@ -5,21 +5,24 @@ of the pool features, the per-sample pool features and their k-NN radii (for
 precision/recall), and a metadata record: extractor name and weights sha256, image
 resolution, crop rule, hash of the image-id list, k, the distance block size and package
 versions. `cached_reference` reuses a file only when every metadata entry matches the
-expected one; otherwise it rebuilds it (and says why), never reusing a stale cache.
+expected one; otherwise it rebuilds it (and says why in one line), never reusing a stale cache.
+A file that cannot be read at all (truncated, a flipped byte: `CorruptFileError`) is rebuilt the
+same way when it is a cache, and an error naming it when the caller says it is the user's.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 import numpy as np
+from filelock import FileLock, Timeout
 
-from metrics.features import FeatureAccumulator, FeatureError, atomic_save_npz
+from metrics.features import LOAD_ERRORS, CorruptFileError, FeatureAccumulator, FeatureError, atomic_save_npz
 from metrics.prc import DEFAULT_BATCH, DEFAULT_K, knn_radii
 
 FORMAT = "glide-eval-reference/1"
@@ -60,19 +63,20 @@ class ReferenceStats:
 
     @classmethod
     def load(cls, path) -> ReferenceStats:
+        """Statistics saved by `save`; `CorruptFileError` naming `path` when it cannot be read."""
         try:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 if meta.pop("format", None) != FORMAT:
-                    raise FeatureError(f"{path}: not a glide-eval reference statistics file")
+                    raise CorruptFileError(path, "reference statistics", "not a glide-eval reference statistics file")
                 n = meta.pop("n")
                 return cls(mu=data["mu"], sigma=data["sigma"], n=n,
                            pool=data["pool"] if "pool" in data.files else None,
                            radii=data["radii"] if "radii" in data.files else None, meta=meta)
-        except (OSError, KeyError, ValueError) as e:
-            if isinstance(e, FeatureError):
-                raise
-            raise FeatureError(f"cannot read reference statistics {path}: {e}") from e
+        except CorruptFileError:
+            raise
+        except LOAD_ERRORS as e:
+            raise CorruptFileError(path, "reference statistics", e) from e
 
     def mismatches(self, expected: dict) -> dict:
         """{key: (cached, expected)} for every expected metadata entry that differs."""
@@ -108,18 +112,48 @@ def expected_meta(extractor, **entries) -> dict:
             "versions": package_versions(), **entries}
 
 
-def cached_reference(path, expected: dict, build: Callable[[], ReferenceStats], log=print) -> ReferenceStats:
-    """Load `path` if its metadata matches `expected`; else build, save atomically, return."""
-    if os.path.exists(path):
+def cached_reference(path, expected: dict, build: Callable[[], ReferenceStats], log=print,
+                     rebuild_unreadable: bool = True) -> ReferenceStats:
+    """Load `path` if its metadata matches `expected`; else build, save atomically, return.
+
+    Under the cache's lock (``PATH.lock``, where the folder is writable): concurrent callers
+    build it once, and temporary files of a killed build of `path` are removed. A file that
+    cannot be read is rebuilt with a one-line warning, or, with `rebuild_unreadable=False` (a
+    file the user named), raises `CorruptFileError`."""
+    path = Path(path)
+    lock = FileLock(f"{path}.lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire(blocking=False)
+    except Timeout:
+        log(f"waiting for {path}.lock (another process is building or reading {path})")
+        lock.acquire()
+    except OSError:  # a read-only folder: nothing is written there, so nothing to guard
+        lock = None
+    try:
+        if lock is not None:
+            for tmp in path.parent.glob(f".{path.name}.*.tmp"):  # only a holder of this lock writes them
+                tmp.unlink(missing_ok=True)
+        return _load_or_build(path, expected, build, log, rebuild_unreadable)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _load_or_build(path: Path, expected: dict, build, log, rebuild_unreadable: bool) -> ReferenceStats:
+    if path.exists():
         try:
             stats = ReferenceStats.load(path)
+        except CorruptFileError as e:
+            if not rebuild_unreadable:
+                raise
+            log(f"warning: {e}; rebuilding it")
+        else:
             diff = stats.mismatches(expected)
-        except FeatureError as e:
-            stats, diff = None, {"file": (str(e), "readable")}
-        if stats is not None and not diff:
-            return stats
-        log(f"reference cache {path} is stale ({', '.join(f'{k}: {a!r} != {b!r}' for k, (a, b) in diff.items())}); "
-            "recomputing")
+            if not diff:
+                return stats
+            log(f"reference cache {path} is stale "
+                f"({', '.join(f'{k}: {a!r} != {b!r}' for k, (a, b) in diff.items())}); recomputing")
     stats = build()
     stats.save(path)
     return stats

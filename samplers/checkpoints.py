@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import pickle
+import zipfile
 from pathlib import Path
 
 import torch
@@ -28,6 +30,10 @@ ENV_VAR = "GLIDE_CHECKPOINTS"
 
 class CheckpointMismatchError(ValueError):
     """A checkpoint's keys or shapes do not fit the model built for it."""
+
+
+class CheckpointReadError(ValueError):
+    """A checkpoint file that torch cannot read (truncated, not a PyTorch file); names the file."""
 
 
 def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
@@ -79,10 +85,40 @@ def check_state_dict(module: torch.nn.Module, state_dict: dict, source: str) -> 
         raise CheckpointMismatchError(f"{source} does not match the model: " + "; ".join(parts))
 
 
-def load_state_dict_file(path: Path, map_location="cpu") -> dict:
+def load_state_dict_file(path: Path, map_location="cpu", mmap: bool = False) -> dict:
+    """torch.load(weights_only=True) of `path`; CheckpointReadError naming the file when torch
+    cannot read it (truncated download, another format), FileNotFoundError when absent."""
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file not found: {path}")
-    return torch.load(path, map_location=map_location, weights_only=True)
+    mmap = mmap and zipfile.is_zipfile(path)  # torch maps only its zip format (not legacy files)
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError) as e:
+        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointReadError(
+            f"{path}: not a readable PyTorch checkpoint (truncated or another format?): {first_line}"
+        ) from None
+
+
+def official_module(name: str) -> torch.nn.Module:
+    """The official model behind OFFICIAL_FILES[name], built on the meta device (no memory)."""
+    with torch.device("meta"):
+        if name in GLIDE_MODELS:
+            return create_model(official_options(name))
+        if name in ("clip/image-enc", "clip/text-enc"):
+            clip = create_noised_clip(official_clip_config())
+            return clip.image_encoder if name == "clip/image-enc" else clip.text_encoder
+    raise ValueError(f"unknown checkpoint {name!r}; expected one of {list(OFFICIAL_FILES)}")
+
+
+def check_checkpoint_file(name: str, path: str | os.PathLike) -> str:
+    """Check a released checkpoint without loading it: memory-map `path` and compare its keys and
+    shapes with the official `name` model built on the meta device. Returns the file's sha256;
+    raises FileNotFoundError, CheckpointReadError or CheckpointMismatchError naming the file."""
+    path = Path(path)
+    state_dict = load_state_dict_file(path, map_location="cpu", mmap=True)
+    check_state_dict(official_module(name), state_dict, str(path))
+    return sha256_file(path)
 
 
 def _load_checked(module: torch.nn.Module, path: Path, device) -> None:

@@ -168,6 +168,26 @@ def sample_upsample(models: GlideModels, captions: Sequence[str], low_res: torch
                        post_step=post_step, callback=callback, progress=progress)
 
 
+def convert_models(models: GlideModels, dtype: torch.dtype) -> GlideModels:
+    """Run the UNets in `dtype` (float16 / bfloat16), converted once with `GLIDEUNet.to_dtype`:
+    convolutions, the text transformer and its token embedding in `dtype`; norms, the timestep
+    MLP, embedding projections, positional embeddings and the output head float32, as the
+    reference's `convert_to_fp16` keeps them. The noised CLIP stays float32 (the reference
+    converts only the UNets). float32: unchanged."""
+    if dtype != torch.float32:
+        for model in (models.base, models.upsampler):
+            if model is not None and model.dtype != dtype:
+                model.to_dtype(dtype)
+    return models
+
+
+def _autocast_for(model, dtype: torch.dtype) -> torch.dtype | None:
+    """The autocast dtype a model needs to compute in `dtype`: None when it already does."""
+    if dtype == torch.float32 or model is None or getattr(model, "dtype", torch.float32) == dtype:
+        return None
+    return dtype
+
+
 def sample_images(models: GlideModels, captions: Sequence[str], sample_ids: Sequence, seed: int, *,
                   guidance=("cfg", 3.0), respacing="100", sampler="ancestral", eta: float = 0.0,
                   sampler_options: dict | None = None, upsample: bool = False, upsample_respacing="fast27",
@@ -176,15 +196,17 @@ def sample_images(models: GlideModels, captions: Sequence[str], sample_ids: Sequ
     """Generate one image per (caption, sample id): uint8 [N, 3, H, W] and a per-sample NaN report.
 
     Sample i's noise depends only on (seed, sample_ids[i]) (streams "base" and "upsample"),
-    so results are the same whatever the batch size or sharding. `dtype` float16/bfloat16
-    runs the models under autocast.
+    so results are the same whatever the batch size or sharding. `dtype` float16/bfloat16:
+    models converted with `convert_models(models, dtype)` run in it as they are; float32 ones
+    run under autocast (every step re-casts their weights: convert them once instead).
     """
     captions, sample_ids = list(captions), list(sample_ids)
     if len(captions) != len(sample_ids):
         raise ValueError(f"{len(captions)} captions but {len(sample_ids)} sample ids")
     if len(set(map(str, sample_ids))) != len(sample_ids):
         raise ValueError("sample ids must be unique (each one seeds its own noise)")
-    autocast = None if dtype == torch.float32 else dtype
+    autocast = _autocast_for(models.base, dtype)
+    upsample_autocast = _autocast_for(models.upsampler, dtype)
     images, nan_steps = [], []
     batches = range(0, len(captions), batch_size)
     if progress:
@@ -199,8 +221,8 @@ def sample_images(models: GlideModels, captions: Sequence[str], sample_ids: Sequ
                         autocast=autocast, callback=monitor)
         if upsample:
             x = sample_upsample(models, caps, x, PerSampleNoise(seed, ids, "upsample"), respacing=upsample_respacing,
-                                temperature=upsample_temp, inpaint=inpaint, device=device, autocast=autocast,
-                                callback=monitor)
+                                temperature=upsample_temp, inpaint=inpaint, device=device,
+                                autocast=upsample_autocast, callback=monitor)
         images.append(to_uint8(x).cpu())
         nan_steps.extend(monitor.counts.cpu().tolist())
     return SampleResult(torch.cat(images) if images else torch.empty(0, 3, 0, 0, dtype=torch.uint8),

@@ -68,3 +68,16 @@ def test_package_versions_lists_python_and_asked_packages():
     versions = files.package_versions(("numpy", "no-such-package-xyz"))
     assert versions["numpy"] == np.__version__ and "no-such-package-xyz" not in versions
     assert set(versions) == {"python", "numpy"}
+
+
+def test_remove_temp_files_takes_only_temp_names(tmp_path):
+    (tmp_path / "sub").mkdir()
+    temps = [tmp_path / ".a.csv.k2j4h5g6.tmp", tmp_path / "sub" / ".b.npz.q1w2e3r4.tmp"]
+    others = [tmp_path / "a.csv", tmp_path / "x.tmp", tmp_path / ".hidden", tmp_path / "sub" / "b.npz"]
+    for p in temps + others:
+        p.write_bytes(b"x")
+    assert files.remove_temp_files(tmp_path) == [temps[0]]  # this folder only
+    assert temps[1].exists()
+    assert files.remove_temp_files(tmp_path, recursive=True) == [temps[1]]
+    assert all(p.exists() for p in others) and not any(p.exists() for p in temps)
+    assert files.remove_temp_files(tmp_path / "absent") == []

@@ -42,7 +42,7 @@ checkpoints = "{checkpoints}"
 base_respacing = "{respacing}"
 [captions]
 source = "file"
-path = "{captions_file}"
+path = "{folder / captions_file}"
 n = {N}
 seed = 1
 [grid]

@@ -16,7 +16,7 @@ from PIL import Image
 from glide_eval.cli import main
 from reports.build import build_report
 from reports.pareto import pareto_mask, pareto_table
-from reports.table2 import PAPER_ROWS, table2, to_latex, to_markdown
+from reports.table2 import PAPER_ROWS, protocol_gaps, table2, to_latex, to_markdown
 
 
 def brute_force_front(points: list[tuple[float, float]]) -> set[int]:
@@ -55,7 +55,8 @@ def synthetic_results(with_protocol_row: bool = False) -> pd.DataFrame:
                          "is": 10 + 2 * s, "precision": 0.5 + 0.1 * s, "recall": 0.6 - 0.1 * s,
                          "clip_score": 0.2 + 0.02 * s, "n_samples": 30000 if with_protocol_row else 100,
                          "nan_count": 0, "resolution": 256, "base_respacing": "250",
-                         "upsample_respacing": "fast27", "captions_source": "coco",
+                         "upsample_respacing": "fast27", "captions_source": "coco", "method": "ancestral",
+                         "upsample_temperature": 0.997, "dtype": "float32", "n_ref": 40504.0,
                          "config_hash": "c" * 64, "sha256_base": "b" * 64,
                          "versions": '{"numpy": "2"}'})
     return pd.DataFrame(rows)
@@ -78,6 +79,21 @@ def test_table2_rows_and_formats():
     assert r"DALL-E &  & $\sim$28 & GLIDE paper \\" in tex
     assert r"Ours: cfg-1.5 &  & 15.50 & this run (Table 2 protocol) \\" in tex
     assert tex.count(r"\midrule") == 2
+
+
+def test_table2_labels_every_departure_from_the_protocol():
+    row = synthetic_results(with_protocol_row=True).set_index("setting").loc["cfg-1.5"].to_dict()
+    assert protocol_gaps(row) == []
+    assert protocol_gaps({**row, "dtype": "float16"}) == []  # the reference code's GPU precision
+    for key, value in (("method", "ddim"), ("n_ref", 5000.0), ("dtype", "bfloat16"),
+                       ("upsample_temperature", 1.0), ("captions_source", "toy")):
+        assert protocol_gaps({**row, key: value}) == [f"{key}={value}"]
+    old = {k: v for k, v in row.items() if k not in ("method", "dtype")}  # results of an older version
+    assert protocol_gaps(old) == ["method=None", "dtype=None"]
+    results = synthetic_results(with_protocol_row=True)
+    results["method"] = "ddim"
+    ours = table2(results).set_index("model")
+    assert ours.loc["Ours: cfg-1.5", "protocol"] == "differs: method=ddim"
 
 
 def test_report_builds_from_results_alone(tmp_path):

@@ -48,6 +48,7 @@ device = "cpu"
 engine = "glide"
 [weights]
 inception = "{inception}"
+allow_unknown_inception = true  # random weights stand in for torch-fidelity's file
 clip = "{clip}"
 [sampler]
 resolution = 256

@@ -74,6 +74,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def auto_device(ctx, param, value: str) -> str:
+    """click callback of --device: "auto" is "cuda" when torch sees a GPU, else "cpu"."""
+    if value != "auto":
+        return value
+    import torch  # only when a command asks for a device (`glide-eval --help` stays light)
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def echo_json(obj) -> None:
     """Print one JSON document (the global `--json` convention)."""
     click.echo(json.dumps(obj, indent=2, sort_keys=True, default=str))

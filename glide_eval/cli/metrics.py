@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import pickle
+import zipfile
+import zlib
 from pathlib import Path
 
 import click
 
-from glide_eval.cli import echo_json
+from glide_eval.cli import auto_device, echo_json
 from glide_eval.data.coco import CocoError, coco_reference, read_ids, sample_caption_records, save_table
 from glide_eval.data.inputs import InputError, load_input, read_captions
-from metrics import FeatureError, calculate_metrics, create_extractor
+from metrics import CorruptFileError, FeatureError, calculate_metrics, create_extractor
 from metrics.compatibility import recorded_sizes, resolution_mismatch
 from metrics.extractors import ExtractorError, check_known_weights
 from metrics.reference import package_versions
@@ -74,7 +77,7 @@ from metrics.reference import package_versions
     show_default=True,
     help="Inception Score splits (torch-fidelity convention); needs at least this many images.",
 )
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="auto", show_default=True, callback=auto_device, help="auto: cuda if available.")
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print results as JSON.")
 def metrics_command(
@@ -125,11 +128,11 @@ def metrics_command(
         return create_extractor(clip_extractor, clip_weights, device)
 
     try:
-        gen = load_input(gen_path, make_extractor, make_clip if clip_score else None, caps, batch_size)
+        gen = _load_input("--gen", gen_path, make_extractor, make_clip if clip_score else None, caps, batch_size)
         ref = None
         if ref_path and (fid or prc):
             protocol = _ref_protocol(ref_path, ref_resolution, ref_crop, gen)
-            ref = load_input(ref_path, make_extractor, None, None, batch_size, protocol)
+            ref = _load_input("--ref", ref_path, make_extractor, None, None, batch_size, protocol)
         isc_checked = isc and isc_convention == "torch-fidelity"
         warnings = _check_inputs(gen, ref, isc_checked, isc_splits, allow_resolution_mismatch)
         results = calculate_metrics(
@@ -196,6 +199,20 @@ def _check_inputs(gen, ref, isc: bool, isc_splits: int, allow_resolution_mismatc
     return [problem] if problem else []
 
 
+# what reading a damaged .npz raises besides CorruptFileError (truncated zip, bad CRC, bad deflate data)
+UNREADABLE = (zipfile.BadZipFile, zlib.error, EOFError, pickle.UnpicklingError, OSError, KeyError)
+
+
+def _load_input(flag: str, path: str, *args):
+    """`load_input`, with a file that cannot be read reported as FLAG PATH and the reason."""
+    try:
+        return load_input(path, *args)
+    except CorruptFileError as e:
+        raise click.ClickException(f"{flag}: {e}") from None
+    except UNREADABLE as e:
+        raise click.ClickException(f"{flag} {path}: cannot be read ({type(e).__name__}: {e})") from None
+
+
 def _provenance(extractor, gen, ref, bootstrap, seed) -> dict:
     def ext(side):
         meta = getattr(side, "meta", {}) or {}
@@ -218,7 +235,7 @@ def _provenance(extractor, gen, ref, bootstrap, seed) -> dict:
 @click.option("--crop", type=click.Choice(["center", "adm"]), default="center", show_default=True)
 @click.option("--inception-weights", envvar="GLIDE_EVAL_INCEPTION", help="Inception weights file.")
 @click.option("--extractor", default="inception-v3-compat", show_default=True)
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--device", default="auto", show_default=True, callback=auto_device, help="auto: cuda if available.")
 @click.option("--batch-size", default=64, show_default=True)
 @click.option("--workers", default=None, type=int, help="Image decoding threads.")
 @click.option(

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from glide_eval.cli import echo_json
+from glide_eval.sweep.rundir import RunDir
 from reports.build import ReportError, build_report
 
 
@@ -18,6 +19,9 @@ from reports.build import ReportError, build_report
 @click.option("--json", "as_json", is_flag=True, help="Print the written files as JSON.")
 def report_command(run_dir, out_dir, as_json):
     """Build the reports of the sweep in RUN_DIR from its results.parquet."""
+    damaged = RunDir(run_dir).damaged_results()
+    if damaged:
+        raise click.ClickException(f"{damaged}; rerun `glide-eval sweep` on its config to rebuild it from the shards")
     try:
         paths = build_report(Path(run_dir), Path(out_dir) if out_dir else None)
     except ReportError as e:

@@ -13,10 +13,10 @@ import torch
 from PIL import Image
 
 from glide_eval.cli import echo_json
-from glide_eval.files import atomic_write_text, atomic_write_with, package_versions
+from glide_eval.files import atomic_write_text, atomic_write_with, package_versions, unwritable_folder
 from metrics.images import ImageError, read_rgb
 from samplers.guidance_specs import parse_guidance
-from samplers.pipeline import InpaintSpec, load_glide_models, sample_images
+from samplers.pipeline import InpaintSpec, convert_models, load_glide_models, sample_images
 from samplers.sampling import SAMPLERS
 from samplers.schedules import space_timesteps
 
@@ -110,6 +110,7 @@ def sample_command(**options):
         )
     except (FileNotFoundError, ValueError) as error:
         raise click.ClickException(str(error)) from None
+    models = convert_models(models, getattr(torch, opts.dtype))  # once, not autocast at every step
     inpaint = None
     if opts.inpaint_image is not None:
         size = int(models.base_options["image_size"])
@@ -189,6 +190,9 @@ def _check(opts: SampleOptions) -> tuple[str, float]:
         raise click.UsageError("no checkpoints: pass --checkpoints DIR, set GLIDE_CHECKPOINTS, or use --random-weights")
     if opts.out_path.suffix.lower() != ".png":
         raise click.BadParameter(f"{opts.out_path}: the output must be a .png file", param_hint="--out")
+    problem = unwritable_folder(opts.out_path.parent)  # before sampling, not after
+    if problem:
+        raise click.BadParameter(f"{opts.out_path}: {problem}", param_hint="--out")
     return kind, scale
 
 

@@ -246,11 +246,13 @@ def coco_reference(
     workers: int | None = None,
     progress: bool = True,
     log=print,
+    rebuild_unreadable: bool = True,
 ):
     """Cached reference statistics of MS-COCO validation images (`metrics.ReferenceStats`).
 
     Reuses `out` only when its metadata (extractor + weights sha256, resolution, crop rule,
-    image-id list hash, package versions) matches; otherwise recomputes and rewrites it."""
+    image-id list hash, package versions) matches; otherwise recomputes and rewrites it. An
+    unreadable `out` is rebuilt too, unless `rebuild_unreadable` is False (metrics.CorruptFileError)."""
     layout = find_coco(root)
     ids = image_ids(layout, ids)
     meta = reference_meta(layout, resolution, ids, crop)
@@ -261,4 +263,7 @@ def coco_reference(
             reference_batches(layout, resolution, ids, crop, batch_size, workers, progress), extractor, meta
         )
 
-    return cached_reference(out, expected_meta(extractor, **meta), build, log=log), out
+    stats = cached_reference(
+        out, expected_meta(extractor, **meta), build, log=log, rebuild_unreadable=rebuild_unreadable
+    )
+    return stats, out

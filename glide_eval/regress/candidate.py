@@ -21,14 +21,17 @@ def sample_run(
     log: Callable[[str], None],
 ) -> dict[str, dict]:
     """Sample `settings` for captions (config captions.n of them) into config.output_dir, resuming
-    finished shards; returns {setting: {"features", "nan_count"}} like `baseline_features`."""
+    finished shards; returns {setting: {"features", "nan_count"}} like `baseline_features`. Holds the
+    run directory's lock meanwhile (a sweep or another gate writing there stops this one: RunDirBusy)."""
     run_dir = RunDir(config.output_dir)
     gen_hash = generation_hash(config, components.provenance)
-    run_dir.write_run_files(config, components.provenance, captions, gen_hash)
-    plan = make_plan(config)
-    sampled = list(dict.fromkeys(plan.sources[s.name] for s in settings))  # settings sharing samples once
-    items = work_items([shard for s in sampled for shard in plan.shards_for(s)], gen_hash, captions)
-    todo = run_dir.unfinished(items, save_images)
-    log(f"{run_dir.path}: {len(items) - len(todo)} shards already finished, {len(todo)} to run")
-    run_units(ShardSampler(components, config, run_dir, save_images, progress), todo)
-    return {s.name: run_dir.load_features(plan.shards_for(s)) for s in settings}
+    with run_dir.lock("regress"):
+        run_dir.remove_temp_files()
+        run_dir.write_run_files(config, components.provenance, captions, gen_hash, log)
+        plan = make_plan(config)
+        sampled = list(dict.fromkeys(plan.sources[s.name] for s in settings))  # settings sharing samples once
+        items = work_items([shard for s in sampled for shard in plan.shards_for(s)], gen_hash, captions)
+        todo = run_dir.unfinished(items, save_images)
+        log(f"{run_dir.path}: {len(items) - len(todo)} shards already finished, {len(todo)} to run")
+        run_units(ShardSampler(components, config, run_dir, save_images, progress), todo)
+        return {s.name: run_dir.load_features(plan.shards_for(s)) for s in settings}

@@ -22,6 +22,11 @@ from glide_eval.sweep.engines import build_components
 from glide_eval.sweep.errors import MissingComponentError, SweepError
 from metrics.names import HIGHER_IS_BETTER
 from metrics.paired_bootstrap import normal_z
+from metrics.prc import DEFAULT_K
+
+# the fewest samples each metric can be computed on (precision/recall: k nearest neighbours
+# besides the sample itself); the paired bootstrap needs 2 of every metric
+MIN_SAMPLES = {"fid": 2, "is": 2, "precision": DEFAULT_K + 1, "recall": DEFAULT_K + 1, "clip_score": 2}
 
 EXIT_OK, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
 
@@ -61,6 +66,18 @@ def _requested_n(baseline: Baseline, n: int | None) -> int:
     return n_req
 
 
+def check_enough_samples(config: SweepConfig, settings: list[Setting], metric_names: list[str], n: int) -> None:
+    """RegressError before any sampling when a setting would have fewer samples than a metric needs."""
+    for setting in settings:
+        n_s = min(n, config.n_samples(setting))
+        short = [f"{m} needs {MIN_SAMPLES[m]}" for m in metric_names if n_s < MIN_SAMPLES.get(m, 2)]
+        if short:
+            raise RegressError(
+                f"{setting.name} would be compared on {n_s} samples, too few: {', '.join(short)}; "
+                f"use a larger -n or leave those metrics out of [metrics] names (--config)"
+            )
+
+
 def prepare(baseline_dir, candidate_dir, config_path, n, tolerances, rounds, out_dir, level) -> Request:
     """Load the baseline, build the candidate config and check the protocol; RegressError otherwise."""
     baseline = load_baseline(Path(baseline_dir))
@@ -84,6 +101,7 @@ def prepare(baseline_dir, candidate_dir, config_path, n, tolerances, rounds, out
         )
     settings = config.settings
     metric_names = [m for m in config.metrics.names if m in HIGHER_IS_BETTER]
+    check_enough_samples(config, settings, metric_names, n_eff)
     rounds = DEFAULT_ROUNDS if rounds is None else int(rounds)
     if rounds < 2:
         raise RegressError(f"--bootstrap must be at least 2, got {rounds}")

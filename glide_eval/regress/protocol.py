@@ -9,6 +9,12 @@ from glide_eval.regress.baseline import Baseline, RegressError
 from glide_eval.sweep.captions import load_captions
 from glide_eval.sweep.config import SweepConfig, load_config
 from glide_eval.sweep.errors import MissingComponentError
+from glide_eval.toy.models import FILES as TOY_FILES
+from samplers.model_configs import OFFICIAL_FILES
+
+# file names a checkpoint folder may hold besides the ones a run loads (a 64px run leaves
+# upsample.pt, the inpainting models and the noised CLIP unread)
+RELEASED_NAMES = frozenset(OFFICIAL_FILES.values()) | frozenset(TOY_FILES.values())
 
 # config keys that define the protocol and must equal the baseline's (captions are compared by content)
 PROTOCOL_KEYS = [
@@ -70,11 +76,29 @@ def caption_difference(baseline: Baseline, config: SweepConfig, n: int) -> str |
     return None
 
 
+def suspicious_unused(unused: list[str], candidate_dir: Path, baseline_dir: str, used: set[str]) -> list[str]:
+    """Unused files of the candidate folder that suggest the engine ignored the folder: a file of
+    another name than the released ones (`RELEASED_NAMES`), or one whose namesake in the
+    baseline's checkpoint folder was loaded instead."""
+    base = Path(baseline_dir) if baseline_dir else None
+    out = []
+    for name in unused:
+        namesake = base / name if base is not None else None
+        loaded_namesake = namesake is not None and namesake.is_file() and cached_sha256(namesake) in used
+        if name not in RELEASED_NAMES or loaded_namesake:
+            out.append(name)
+    return out
+
+
 def check_files(base_files: dict, cand_files: dict, candidate_dir: Path, baseline_dir: str) -> None:
     """Refuse when the candidate run would not use the candidate folder (an engine that ignores
     [models.checkpoints] would compare the baseline with itself and pass), or when provenance
     files other than checkpoints from that folder differ (e.g. the feature extractor: the
-    baseline's features would not be comparable)."""
+    baseline's features would not be comparable). Files are compared by content (sha256): the
+    baseline's own files copied to another folder are a valid candidate, and so is a folder
+    also holding released files the run does not load (upsample.pt for a 64px run). Files the
+    candidate run does not load at all (the noised CLIP of a --config without CLIP settings)
+    are not compared."""
     candidate_dir = Path(candidate_dir).resolve()
     in_folder = {cached_sha256(p): p.name for p in sorted(candidate_dir.iterdir()) if p.is_file()}
     used = set(cand_files.values())
@@ -86,12 +110,13 @@ def check_files(base_files: dict, cand_files: dict, candidate_dir: Path, baselin
         )
     unused = sorted(name for sha, name in in_folder.items() if sha not in used)
     same_folder = baseline_dir and Path(baseline_dir).resolve() == candidate_dir
-    if cand_files == base_files and unused and not same_folder:
+    suspicious = suspicious_unused(unused, candidate_dir, baseline_dir, used)
+    if all(base_files.get(k) == v for k, v in cand_files.items()) and suspicious and not same_folder:
         raise RegressError(
             f"the candidate run would load exactly the baseline's files, although {candidate_dir} holds "
-            f"other files ({', '.join(unused)}); {ignores}"
+            f"other files ({', '.join(suspicious)}); {ignores}"
         )
-    differing = sorted(k for k in set(base_files) | set(cand_files) if base_files.get(k) != cand_files.get(k))
+    differing = sorted(k for k in cand_files if base_files.get(k) != cand_files[k])
     diffs = [
         f"{label}: baseline sha256 {base_files.get(label)}, candidate {cand_files.get(label)}"
         for label in differing

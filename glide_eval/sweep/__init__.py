@@ -4,6 +4,8 @@ config       TOML -> typed, validated `SweepConfig` (and its `Setting`s)
 plan         settings -> shards of sample indices; model evaluations per setting
 components   what an engine gives a sweep: generate, featurize, compute_metrics
 engines      the glide / toy / python:MODULE:FACTORY engines as `Components`
+references   reference statistics: the sweep's cache, or the user's file used as given
+preflight    open every file the config names before sampling (`sweep --check`)
 captions     the captions to sample (file, MS-COCO, toy world)
 rundir       the run directory: files, shard keys, finished records, results
 distributed  torchrun ranks and barriers

@@ -43,6 +43,17 @@ class Components:
     compute_metrics: ComputeMetrics
     # {"files": {label: sha256}, "versions": {package: version}}; recorded with every result
     provenance: dict = field(default_factory=dict)
+    # reference() -> the reference statistics (built or loaded once); the pre-flight calls it
+    # before any sample is drawn. None: the engine has no reference (or builds it in compute_metrics)
+    reference: Callable[[], object] | None = None
+
+
+REFERENCE_METRICS = frozenset({"fid", "precision", "recall"})
+
+
+def needs_reference(config: SweepConfig) -> bool:
+    """Whether the configured metrics are measured against reference statistics."""
+    return bool(REFERENCE_METRICS & set(config.metrics.names))
 
 
 def resolve_device(config: SweepConfig) -> str:
@@ -55,6 +66,15 @@ def resolve_device(config: SweepConfig) -> str:
             raise MissingComponentError("[run.device] = 'cuda' but no CUDA device is available")
         return "cpu"
     return f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+
+
+def apply_tf32(enabled: bool) -> bool:
+    """Set TF32 for CUDA matmuls and cuDNN convolutions explicitly (torch's defaults differ
+    between the two and between versions); returns `enabled`, for the provenance. Off keeps
+    float32 results comparable with a CPU's."""
+    torch.backends.cuda.matmul.allow_tf32 = enabled
+    torch.backends.cudnn.allow_tf32 = enabled
+    return enabled
 
 
 def engine_resolutions(engine: str) -> tuple[int, int] | None:

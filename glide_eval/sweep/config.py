@@ -3,14 +3,20 @@
 Every key has a default (see `glide_eval/configs/default.toml` for a commented example).
 Unknown keys and wrong types are errors that name the key, so a typo never silently
 falls back to a default. Paths left empty are filled from the environment
-(GLIDE_CHECKPOINTS, GLIDE_EVAL_INCEPTION, GLIDE_EVAL_CLIP, GLIDE_EVAL_COCO). Relative
-input paths are resolved against the config file's folder; a relative `run.output_dir`
-against the current directory.
+(GLIDE_CHECKPOINTS, GLIDE_EVAL_INCEPTION, GLIDE_EVAL_CLIP, GLIDE_EVAL_COCO).
 
-`config_hash` covers every key except `output_dir` and `save_images`. The batch size is
-in it: samples are seeded per sample index, but floating-point results can still move in
-the last bits with the batch size, so resuming with another batch size needs --force
-(which keeps the finished shards).
+One rule for relative paths: every relative path -- written in the config file, given in an
+environment variable or a command-line flag -- is relative to the current directory (the
+folder you run glide-eval from), never to the config file's folder; `~` is expanded. The
+resolved, absolute paths are written to RUN_DIR/config.toml.
+
+`config_hash` covers every key except `output_dir` and `save_images`, and the input paths
+(checkpoints, weights, captions, reference) only as whether they are set: what they hold
+enters by content (the files' sha256 in the generation hash, the captions themselves in
+the shard keys), so the same files under another folder resume the same run. The batch
+size is in it: samples are seeded per sample index, but floating-point results can still
+move in the last bits with the batch size, so resuming with another batch size needs
+--force (which keeps the finished shards).
 """
 
 from __future__ import annotations
@@ -48,7 +54,8 @@ class RunConfig:
     batch_size: int = 16
     shard_size: int = 256
     device: str = "auto"  # auto | cpu | cuda
-    dtype: str = "float32"  # float32 | float16 | bfloat16
+    dtype: str = "float32"  # float32 | float16 | bfloat16 (the UNets converted once, norms float32)
+    tf32: bool = False  # TF32 matmuls/convolutions on CUDA (off: float32 as on a CPU)
     previews: int = 4  # preview images kept from each shard
     save_images: str = "none"  # none | png | npz
 
@@ -63,6 +70,8 @@ class ModelsConfig:
 class WeightsConfig:
     inception: str = ""
     clip: str = ""
+    # use an Inception file that is not torch-fidelity's (its numbers match no published one)
+    allow_unknown_inception: bool = False
 
 
 @dataclass(frozen=True)
@@ -169,8 +178,10 @@ PATH_KEYS = {
     ("captions", "path"),
     ("metrics", "reference"),
 }
+INPUT_PATH_KEYS = PATH_KEYS - {("run", "output_dir")}
+GIVEN = "<given>"  # what the config hash holds of a set input path (its content is hashed instead)
 # keys that do not change what a sweep produces
-UNHASHED = {("run", "output_dir"), ("run", "save_images")}
+UNHASHED = {("run", "output_dir"), ("run", "save_images"), ("weights", "allow_unknown_inception")}
 STEPS_KEYS = ("steps", "steps_methods", "steps_guidance", "steps_n")  # hashed only when steps are given
 
 
@@ -268,12 +279,17 @@ class SweepConfig:
         d = copy.deepcopy(self.data)
         for section, key in UNHASHED:
             d[section].pop(key, None)
+        for section, key in INPUT_PATH_KEYS:  # where the files are is not what they hold
+            if d[section].get(key):
+                d[section][key] = GIVEN
         if not d["grid"].get("steps"):  # configs without steps keep the hash they had before
             for key in STEPS_KEYS:
                 d["grid"].pop(key, None)
         for key in ("clip_method", "steps_n"):  # nor do configs without these keys
             if not d["grid"].get(key):
                 d["grid"].pop(key, None)
+        if not d["run"].get("tf32"):  # nor configs from before the key (TF32 off)
+            d["run"].pop("tf32", None)
         return d
 
     @property
@@ -332,7 +348,7 @@ def validate(raw: dict, source: Path | None = None, resolve_paths: bool = True) 
     _check_grid(data, fail)
     _fill_from_environment(data)
     if resolve_paths:
-        _resolve_paths(data, source)
+        _resolve_paths(data)
     return SweepConfig(data, source)
 
 
@@ -418,13 +434,17 @@ def _fill_from_environment(data: dict) -> None:
             data[section][key] = os.environ[var]
 
 
-def _resolve_paths(data: dict, source: Path | None) -> None:
+def _resolve_paths(data: dict) -> None:
     for section, key in PATH_KEYS:
-        # outputs go where you run from; inputs are found next to the config file
-        base = Path.cwd() if (section, key) == ("run", "output_dir") or source is None else source.resolve().parent
         value = data[section][key]
-        if value:
-            data[section][key] = str((base / Path(value).expanduser()).resolve())
+        if value:  # relative to the current directory, wherever the value came from (module docstring)
+            data[section][key] = resolve_path(value)
+
+
+def resolve_path(value: str | os.PathLike) -> str:
+    """The absolute form of a path from a config file, an environment variable or a flag: `~`
+    expanded, a relative path taken from the current directory."""
+    return str((Path.cwd() / Path(value).expanduser()).resolve())
 
 
 def _check_steps(grid: dict, fail) -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 import datetime
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from glide_eval.sweep.launcher import exit_with_launcher
 
 
 @dataclass
@@ -25,6 +28,23 @@ class Dist:
         if self.initialized:
             dist.barrier()
 
+    def share(self, value: Any) -> Any:
+        """Rank 0's `value` on every rank (a picklable object)."""
+        if not self.initialized:
+            return value
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def first_failure(self, failure: str | None) -> str | None:
+        """The first rank's non-None `failure`, on every rank (each rank gives its own, or None):
+        every rank learns that one of them stopped, so none waits at a barrier for it."""
+        if not self.initialized:
+            return failure
+        every: list[str | None] = [None] * self.world
+        dist.all_gather_object(every, failure)
+        return next((f for f in every if f is not None), None)
+
     def close(self) -> None:
         if self.initialized:
             dist.destroy_process_group()
@@ -32,7 +52,9 @@ class Dist:
 
 
 def init_distributed(device: str) -> Dist:
-    """Read RANK / WORLD_SIZE (set by torchrun); join the process group when WORLD_SIZE > 1."""
+    """Read RANK / WORLD_SIZE (set by torchrun); join the process group when WORLD_SIZE > 1.
+    A torchrun worker also ends with its launcher (`launcher.exit_with_launcher`)."""
+    exit_with_launcher()
     rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
     if world <= 1:
         return Dist()

@@ -5,7 +5,6 @@ MS-COCO) and `toy` (the bundled toy world), as `Components` over `samplers` and 
 from __future__ import annotations
 
 import importlib
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,14 +12,15 @@ import numpy as np
 import torch
 
 from glide_eval import toy  # registers the toy extractors with metrics
-from glide_eval.data import coco
 from glide_eval.files import cache_dir, cached_sha256
+from glide_eval.sweep import references
 from glide_eval.sweep.components import (
     Components,
     ComputeMetrics,
     Featurize,
     Generate,
     check_resolution,
+    needs_reference,
     needs_upsampler,
 )
 from glide_eval.sweep.config import SweepConfig
@@ -28,9 +28,10 @@ from glide_eval.sweep.errors import MissingComponentError
 from glide_eval.toy import models as toy_models
 from metrics.calculate import calculate_metrics
 from metrics.clip_score import clip_scores
-from metrics.extractors import CLIP_B16, INCEPTION, ExtractorError, create_extractor
-from metrics.reference import build_reference, cached_reference, expected_meta
-from samplers.pipeline import load_glide_models, sample_images
+from metrics.extractors import CLIP_B16, INCEPTION, ExtractorError, check_known_weights, create_extractor
+from metrics.reference import build_reference
+from samplers.model_configs import OFFICIAL_FILES
+from samplers.pipeline import convert_models, load_glide_models, sample_images
 
 
 def build_components(config: SweepConfig, device: str) -> Components:
@@ -48,21 +49,30 @@ def build_components(config: SweepConfig, device: str) -> Components:
     return glide_components(config, device)
 
 
+def glide_checkpoints(config: SweepConfig) -> dict[str, str]:
+    """label -> official checkpoint name (samplers.model_configs.OFFICIAL_FILES) of the files a
+    GLIDE sweep loads; {} with random weights."""
+    if config.engine_options.get("random_weights"):
+        return {}
+    names = {"base": "base"}
+    if needs_upsampler(config):
+        names["upsample"] = "upsample"
+    if config.clip_guided:
+        names.update({"clip_image_enc": "clip/image-enc", "clip_text_enc": "clip/text-enc"})
+    return names
+
+
 def glide_files(config: SweepConfig) -> dict[str, Path]:
     """The checkpoint files a GLIDE sweep needs, by label; a clear error lists what is missing."""
     folder = config.models.checkpoints
-    if config.engine_options.get("random_weights"):
+    names = glide_checkpoints(config)
+    if not names:
         return {}
     if not folder:
         raise MissingComponentError(
             "[models.checkpoints] GLIDE checkpoint folder not set: set GLIDE_CHECKPOINTS or models.checkpoints"
         )
-    names = {"base": "base.pt"}
-    if needs_upsampler(config):
-        names["upsample"] = "upsample.pt"
-    if config.clip_guided:
-        names.update({"clip_image_enc": "clip_image_enc.pt", "clip_text_enc": "clip_text_enc.pt"})
-    files = {label: Path(folder) / name for label, name in names.items()}
+    files = {label: Path(folder) / OFFICIAL_FILES[name] for label, name in names.items()}
     missing = [str(p) for p in files.values() if not p.is_file()]
     if missing:
         raise MissingComponentError("[models.checkpoints] missing GLIDE checkpoint files: " + ", ".join(missing))
@@ -78,8 +88,8 @@ def pipeline_generator(config: SweepConfig, device: str, load_models: Callable[[
     loaded = []
 
     def generate(captions, sample_ids, setting):
-        if not loaded:
-            loaded.append(load_models(upsample, config.clip_guided))
+        if not loaded:  # converted once to [run] dtype, not autocast at every step
+            loaded.append(convert_models(load_models(upsample, config.clip_guided), dtype))
         method, respacing = setting.sampler(config)  # a "steps" setting's own, else [sampler]'s
         result = sample_images(
             loaded[0],
@@ -132,15 +142,24 @@ def metrics_featurizer(extractor, clip=None) -> Featurize:
     return featurize
 
 
+def once(make: Callable[[], object]) -> Callable[[], object]:
+    """make() on the first call; the same object on every later call."""
+    made = []
+
+    def get():
+        if not made:
+            made.append(make())
+        return made[0]
+
+    return get
+
+
 def metrics_computer(config: SweepConfig, extractor, reference: Callable[[], object]) -> ComputeMetrics:
-    """compute_metrics() through `metrics.calculate_metrics` against `reference()` (loaded once)."""
+    """compute_metrics() through `metrics.calculate_metrics` against `reference()` (see `once`)."""
     names = set(config.metrics.names)
-    loaded = []
+    needs_ref = needs_reference(config)
 
     def compute_metrics(features, captions, ci):
-        needs_ref = bool(names & {"fid", "precision", "recall"})
-        if needs_ref and not loaded:
-            loaded.append(reference())
         gen = {
             "pool": features["pool"],
             "logits_unbiased": features.get("logits_unbiased"),
@@ -151,7 +170,7 @@ def metrics_computer(config: SweepConfig, extractor, reference: Callable[[], obj
         }
         out = calculate_metrics(
             gen,
-            loaded[0] if needs_ref else None,
+            reference() if needs_ref else None,
             fid="fid" in names,
             isc="is" in names,
             prc=bool(names & {"precision", "recall"}),
@@ -163,14 +182,6 @@ def metrics_computer(config: SweepConfig, extractor, reference: Callable[[], obj
         return {k: float(v) for k, v in out.items()}
 
     return compute_metrics
-
-
-def cached_reference_stats(path: Path, extractor, build: Callable[[], object], **meta):
-    """Reference statistics from `path` when made with this extractor (and `meta`), else built
-    with `build()` and cached there (metrics.reference.cached_reference)."""
-    expected = expected_meta(extractor, **meta)
-    expected.pop("versions", None)  # a package upgrade does not invalidate real-image statistics
-    return cached_reference(str(path), expected, build, log=lambda m: print(m, file=sys.stderr))
 
 
 TOY_EXTRACTORS = ("toy-classifier", "toy-clip")
@@ -200,28 +211,41 @@ def toy_components(config: SweepConfig, device: str) -> Components:
     resolution = config.sampler.resolution
     n_ref = config.metrics.reference_n or config.captions.n
     seed = config.captions.seed
-    path = Path(
-        config.metrics.reference
-        or cache_dir() / "references" / f"toy-validation-{resolution}px-{n_ref}-seed{seed}-{extractor.name}.npz"
+    default = cache_dir() / "references" / f"toy-validation-{resolution}px-{n_ref}-seed{seed}-{extractor.name}.npz"
+    meta = {"dataset": "toy-validation", "resolution": resolution, "n_images": n_ref, "world_seed": seed}
+
+    def build():
+        batches = (
+            toy.dataset(min(500, n_ref - start), "validation", size=resolution, seed=seed, start=start)[0]
+            for start in range(0, n_ref, 500)
+        )
+        return build_reference(batches, extractor, meta)
+
+    provenance = {"files": files}
+    given = config.metrics.reference
+    reference = recording(
+        lambda: references.reference_stats(given, default, references.toy_expected(extractor, **meta), build),
+        provenance,
+        given,
     )
-
-    def reference():
-        def build():
-            batches = (
-                toy.dataset(min(500, n_ref - start), "validation", size=resolution, seed=seed, start=start)[0]
-                for start in range(0, n_ref, 500)
-            )
-            return build_reference(batches, extractor, meta)
-
-        meta = {"dataset": "toy-validation", "resolution": resolution, "n_images": n_ref, "world_seed": seed}
-        return cached_reference_stats(path, extractor, build, **meta)
-
     return Components(
         pipeline_generator(config, device, load),
         metrics_featurizer(extractor, clip),
         metrics_computer(config, extractor, reference),
-        provenance={"files": files},
+        provenance=provenance,
+        reference=reference,
     )
+
+
+def recording(load: Callable[[], object], provenance: dict, given: str) -> Callable[[], object]:
+    """`once(load)` that also records the reference's metadata in `provenance["reference"]`."""
+
+    def load_and_record():
+        stats = load()
+        provenance["reference"] = references.recorded(stats, given)
+        return stats
+
+    return once(load_and_record)
 
 
 def _create_extractor(name: str, weights: str, device: str, key: str):
@@ -231,41 +255,50 @@ def _create_extractor(name: str, weights: str, device: str, key: str):
         raise MissingComponentError(f"[{key}] {e}") from None
 
 
+def _check_known_inception(extractor) -> None:
+    """MissingComponentError unless the Inception weights are torch-fidelity's file (by sha256)."""
+    try:
+        check_known_weights(extractor)
+    except ExtractorError as e:
+        raise MissingComponentError(
+            f"[weights.inception] {e} (sweep: --allow-unknown-inception, or [weights] allow_unknown_inception = true)"
+        ) from None
+
+
 def glide_components(config: SweepConfig, device: str) -> Components:
+    """The released GLIDE models, Inception and CLIP ViT-B/16, MS-COCO reference statistics.
+    Every missing file is reported at once (one MissingComponentError, one line each)."""
     check_resolution(config)
-    files = {label: cached_sha256(path) for label, path in glide_files(config).items()}
-    extractor = _create_extractor(INCEPTION, config.weights.inception, device, "weights.inception")
+    errors: list[str] = []
+    files = collect(errors, lambda: {k: cached_sha256(path) for k, path in glide_files(config).items()}) or {}
+    inception = config.weights.inception
+    extractor = collect(errors, lambda: _create_extractor(INCEPTION, inception, device, "weights.inception"))
+    if extractor is not None and not config.weights.allow_unknown_inception:
+        collect(errors, lambda: _check_known_inception(extractor))
     clip = None
     if "clip_score" in config.metrics.names:
-        clip = _create_extractor(CLIP_B16, config.weights.clip, device, "weights.clip")
+        clip = collect(errors, lambda: _create_extractor(CLIP_B16, config.weights.clip, device, "weights.clip"))
+    if errors:
+        raise MissingComponentError("\n".join(errors))
+    if clip is not None:
         files["clip_vit_b16"] = clip.weights_sha256
     files["inception"] = extractor.weights_sha256
-    reference = lambda: coco_reference(config, extractor)
+    provenance = {"files": files}
+    given = config.metrics.reference
+    reference = recording(lambda: references.coco_reference_stats(config, extractor), provenance, given)
     return Components(
         glide_generator(config, device),
         metrics_featurizer(extractor, clip),
         metrics_computer(config, extractor, reference),
-        provenance={"files": files},
+        provenance=provenance,
+        reference=reference,
     )
 
 
-def coco_reference(config: SweepConfig, extractor):
-    """Cached statistics of the MS-COCO validation images at the sample resolution
-    ([metrics.reference] file, else glide_eval.data.coco's default cache; the first
-    [metrics.reference_n] images by id, or all of them)."""
-    root = config.captions.path or None
+def collect(errors: list[str], make: Callable[[], object]):
+    """make(), or None with its MissingComponentError's message appended to `errors`."""
     try:
-        ids = None
-        if config.metrics.reference_n:
-            ids = coco.image_ids(coco.find_coco(root))[: config.metrics.reference_n]
-        stats, _ = coco.coco_reference(
-            extractor,
-            root=root,
-            resolution=config.sampler.resolution,
-            ids=ids,
-            out=config.metrics.reference or None,
-            log=lambda m: print(m, file=sys.stderr),
-        )
-    except coco.CocoError as e:
-        raise MissingComponentError(f"[captions.path] {e}") from None
-    return stats
+        return make()
+    except MissingComponentError as e:
+        errors.append(str(e))
+        return None

@@ -47,8 +47,8 @@ def merge(
 ):
     """Check every shard, compute each setting's metrics, write manifest, previews, results.
 
-    Skipped when results.parquet exists and manifest.json already lists exactly these shards
-    (unless `remeasure`).
+    Skipped when manifest.json lists exactly these shards and every result file has the
+    sha256 it records (unless `remeasure`); anything missing or damaged is rebuilt.
     """
     run_dir = RunDir(config.output_dir)
     plan = make_plan(config)
@@ -66,9 +66,11 @@ def merge(
         for r in rs
     ]
     manifest = {"config_hash": config.config_hash, "generation_hash": gen_hash, "shards": manifest}
-    if not remeasure and run_dir.results_up_to_date(manifest):
-        log(f"results are up to date: {run_dir.results_parquet}")
+    stale = "remeasuring (--force)" if remeasure else run_dir.stale_results(manifest)
+    if stale is None:
+        log(f"results are up to date (every file checked): {run_dir.results_parquet}")
         return run_dir.results_parquet
+    log(f"merging the shards: {stale}")
     rows, previews = [], {}
     for setting in plan.settings:
         metrics, row, previews[setting.name] = measure_setting(
@@ -155,6 +157,8 @@ def result_row(
             "method": method,
             "base_respacing": respacing,
             "upsample_respacing": config.sampler.upsample_respacing if needs_upsampler(config) else "",
+            "upsample_temperature": config.sampler.upsample_temperature if needs_upsampler(config) else None,
+            "dtype": config.run.dtype,
             "seed": config.run.seed,
             "captions_source": config.captions.source,
             "captions_seed": config.captions.seed,

@@ -4,7 +4,9 @@ The work is a list of shards (setting, range of sample indices). Each shard gene
 samples in batches, feeds every batch straight to the featurizer and writes one shard
 file atomically (see `rundir`). Finished shards are verified and skipped, so a killed
 sweep resumes where it stopped. Under torchrun the shards are dealt round-robin to the
-ranks; rank 0 then merges the shards and computes the metrics of every setting. Samples
+ranks; rank 0 then merges the shards and computes the metrics of every setting. Rank 0
+holds the run directory's lock from before the config check to the end, so no other
+sweep (or regression gate) writes there meanwhile; the other ranks follow rank 0. Samples
 are seeded by (seed, sample index), so the results do not depend on the number of
 processes, the batch size or how often the sweep was interrupted.
 """
@@ -22,15 +24,15 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from glide_eval.sweep.captions import load_captions
-from glide_eval.sweep.components import Components, resolve_device
+from glide_eval.sweep.components import Components, apply_tf32, resolve_device
 from glide_eval.sweep.config import SweepConfig
-from glide_eval.sweep.distributed import init_distributed
-from glide_eval.sweep.engines import build_components
+from glide_eval.sweep.distributed import Dist, init_distributed
 from glide_eval.sweep.errors import SweepError
+from glide_eval.sweep.lock import RunLock
 from glide_eval.sweep.merge import merge
 from glide_eval.sweep.plan import make_plan
-from glide_eval.sweep.rundir import FEATURE_PREFIX, RunDir, WorkItem, generation_hash, work_items
+from glide_eval.sweep.preflight import Ready, output_problems, preflight
+from glide_eval.sweep.rundir import FEATURE_PREFIX, DamagedFile, RunDir, WorkItem, generation_hash, work_items
 
 Log = Callable[[str], None]
 
@@ -170,6 +172,88 @@ def run_units(sampler: ShardSampler, todo: list[WorkItem]) -> None:
         overall.close()
 
 
+def on_rank0(dist: Dist, action: Callable[[], None]) -> None:
+    """Run `action` on rank 0 only; every rank raises its failure (the others as a SweepError
+    saying rank 0 stopped), so no rank is left waiting at a barrier for a rank 0 that quit."""
+    if dist.rank == 0:
+        try:
+            action()
+        except BaseException as e:
+            dist.share(f"rank 0 stopped: {e}")
+            raise
+    refusal = dist.share(None)
+    if refusal is not None:
+        raise SweepError(refusal)
+
+
+def take_run_dir(run_dir: RunDir, config: SweepConfig, dist: Dist, force: bool, wait: bool, log: Log) -> RunLock | None:
+    """Rank 0 locks the run directory, removes stale temporary files and checks the config
+    before any rank goes on; every rank raises rank 0's refusal. Rank 0's lock (or None). An
+    output folder that cannot be written is reported with every other problem of the
+    pre-flight (`preflight.PreflightError`) instead of failing to take the lock."""
+    taken = []
+
+    def take() -> None:
+        if output_problems(run_dir.path):
+            preflight(config, resolve_device(config), reference=False)  # raises, listing every problem
+        lock = run_dir.lock("sweep " + (str(config.source) if config.source else config.config_hash[:12]))
+        lock.acquire(wait=wait, log=log)
+        taken.append(lock)
+        removed = run_dir.remove_temp_files()
+        if removed:
+            log(f"removed {len(removed)} temporary files of an interrupted run")
+        run_dir.check_config(config, force, log)
+
+    try:
+        on_rank0(dist, take)
+    except BaseException:
+        for lock in taken:
+            lock.release()
+        raise
+    return taken[0] if taken else None
+
+
+def preflight_every_rank(config: SweepConfig, device: str, dist: Dist) -> Ready:
+    """`preflight` on every rank (rank 0 also loads or builds the reference statistics). A rank
+    whose pre-flight fails raises its PreflightError; the others then stop too, with a
+    SweepError naming the rank, instead of waiting at the next barrier."""
+    ready, failure = None, None
+    try:
+        ready = preflight(config, device, reference=dist.rank == 0)  # every file opened before sampling
+    except BaseException as e:
+        failure = e
+    first = dist.first_failure(None if failure is None else f"rank {dist.rank} stopped: {failure}")
+    if failure is not None:
+        raise failure
+    if first is not None:
+        raise SweepError(first)
+    return ready
+
+
+def check_same_files(run_dir: RunDir, provenance: dict, force: bool) -> None:
+    """Refuse (unless `force`) a run directory whose samples were drawn with other files: compared
+    by content (sha256), so the same files under another folder resume the run. A damaged
+    run.json (`check_config` said so; it is rewritten) tells nothing: shard keys still hold
+    the files' sha256, so shards of other files are redone."""
+    try:
+        old = run_dir.read_run()
+    except DamagedFile:
+        return
+    if old is None or force:
+        return
+    before, now = old.get("provenance", {}).get("files", {}), provenance.get("files", {})
+    changed = [
+        f"{k}: sha256 {before.get(k)} -> {now.get(k)}"
+        for k in sorted(set(before) | set(now))
+        if before.get(k) != now.get(k)
+    ]
+    if changed:
+        raise SweepError(
+            f"{run_dir.path} holds a sweep made with other files ({'; '.join(changed)}). "
+            "Use another run.output_dir, or --force to reuse the shards that are still valid."
+        )
+
+
 def run_sweep(
     config: SweepConfig,
     *,
@@ -177,23 +261,28 @@ def run_sweep(
     save_images: str | None = None,
     progress: bool = True,
     log: Log | None = None,
+    wait: bool = False,
+    after_merge: Callable[[dict], None] | None = None,
 ) -> dict:
-    """Run (or resume) a sweep; returns a summary. Rank 0 also merges and writes the results."""
+    """Run (or resume) a sweep; returns a summary. Rank 0 also merges and writes the results,
+    then calls `after_merge(summary)` (e.g. to build the report), all under the run directory's
+    lock: a second sweep on the directory is refused (`RunDirBusy`) or, with `wait`, waits."""
     log = log or _stderr
     save_images = save_images or config.run.save_images
     run_dir = RunDir(config.output_dir)
     device = resolve_device(config)
     dist = init_distributed(device)
+    lock = None
     try:
-        run_dir.check_config(config, force)
-        components = build_components(config, device)
-        captions = load_captions(config)
-        if len(captions) != config.captions.n:
-            raise SweepError(f"caption source gave {len(captions)} captions, [captions.n] = {config.captions.n}")
+        lock = take_run_dir(run_dir, config, dist, force, wait, log)
+        ready = preflight_every_rank(config, device, dist)
+        components, captions = ready.components, ready.captions
+        components.provenance["tf32"] = apply_tf32(config.run.tf32)  # run.json records it
+        on_rank0(dist, lambda: check_same_files(run_dir, components.provenance, force))
         gen_hash = generation_hash(config, components.provenance)
-        dist.barrier()  # every rank has checked the old run.json before rank 0 replaces it
+        dist.barrier()  # every rank has its components before rank 0 replaces the run files
         if dist.rank == 0:
-            run_dir.write_run_files(config, components.provenance, captions, gen_hash)
+            run_dir.write_run_files(config, components.provenance, captions, gen_hash, log)
         mine = work_items(make_plan(config).units[dist.rank :: dist.world], gen_hash, captions)
         todo = run_dir.unfinished(mine, save_images)
         skipped = len(mine) - len(todo)
@@ -209,6 +298,10 @@ def run_sweep(
         }
         if dist.rank == 0:
             summary["results"] = str(merge(config, components, captions, gen_hash, log=log, remeasure=force))
+            if after_merge is not None:
+                after_merge(summary)
         return summary
     finally:
+        if lock is not None:
+            lock.release()
         dist.close()

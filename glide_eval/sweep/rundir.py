@@ -1,30 +1,38 @@
 """A sweep's run directory: the one place that knows its files, shard keys and records.
 
     RUN_DIR/config.toml                 resolved config (rerun with it to resume)
-    RUN_DIR/run.json                    config hash, provenance, captions hash
+    RUN_DIR/run.json                    config hash, provenance, captions hash, sha256 of
+                                        config.toml and captions.json, its own sha256
     RUN_DIR/captions.json               the N captions, by sample index
     RUN_DIR/shards/SETTING/NNNNN.npz    per-sample features, NaN counts, previews
     RUN_DIR/shards/SETTING/NNNNN.json   the shard's record: key, sha256 of the npz, timings
     RUN_DIR/images/SETTING/...          only with --save-images
-    RUN_DIR/manifest.json               every finished shard and its sha256 (after merge)
+    RUN_DIR/manifest.json               every finished shard and its sha256, and the sha256 of
+                                        results, previews, captions and config (after merge)
     RUN_DIR/previews.npz                preview images per setting (after merge)
     RUN_DIR/results.parquet, .csv       one row per setting (after merge)
+    RUN_DIR/.lock, lock.json            the lock of the process writing here, and who it is
 
 Every file is written atomically (`glide_eval.files`). A shard counts as finished only when
 its record exists, names the expected key and the npz on disk has the recorded sha256. The
 record is written after the npz, so a process killed at any point leaves either a finished
 shard or one that is redone. The sweep and the regression gate both read and write run
-directories only through `RunDir`.
+directories only through `RunDir`, and only while holding its lock (`RunDir.lock`, see
+`glide_eval.sweep.lock`): one writer at a time, across processes and nodes.
 
-What a run directory must guarantee lives here, so it can grow in one place: a lock
-around `run_sweep`'s use of it, sha256 of results / previews / captions / config in the
-manifest (`write_results` writes it, `results_up_to_date` checks it), and removing stale
-temporary files (`glide_eval.files.TEMP_GLOB`) before a run.
+Nothing is trusted unverified. Results are up to date only when manifest.json lists exactly
+the expected shards and every file it names has its recorded sha256 (`stale_results`); a
+missing or damaged one is rebuilt from the shards. run.json carries its own sha256; a
+damaged one falls back to config.toml to tell which config made the directory, else is an
+error naming it. config.toml and captions.json are rewritten from the config at every run;
+a damaged config.toml that is itself the config being run is an error naming it. Temporary
+files of killed writes (`glide_eval.files.TEMP_GLOB`) are removed by the next lock holder.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,21 +43,28 @@ from PIL import Image
 from glide_eval.files import (
     atomic_write_text,
     atomic_write_with,
+    json_text,
     package_versions,
     read_json,
+    remove_temp_files,
     save_npz,
     sha256_file,
     sha256_json,
     write_json,
 )
-from glide_eval.sweep.config import Setting, SweepConfig
+from glide_eval.sweep.config import ConfigError, Setting, SweepConfig, load_config
 from glide_eval.sweep.errors import SweepError
+from glide_eval.sweep.lock import RunLock
 from glide_eval.sweep.plan import Shard
+from metrics.features import LOAD_ERRORS
 
 FEATURE_PREFIX = "feat__"
 # the names `RunDir.save_images` gives: NNNNNN.png per sample id, SSSSS_NNNNNN.npz per batch
 _SAVED_PNG = re.compile(r"^(\d{6,})\.png$")
 _SAVED_NPZ = re.compile(r"^\d{5,}_\d{6,}\.npz$")
+RESULT_FILES = ("results.parquet", "results.csv", "previews.npz")  # made by merge from the shards
+RUN_FILES = ("config.toml", "captions.json")  # written from the config at every run
+TEMP_FOLDERS = ("shards", "images")  # where else the sweep writes (report/ is not the sweep's)
 # keys that change the captions or the metrics but not a shard made from given captions
 # (and the batch size: a --force run may finish a sweep with another batch size)
 _NOT_IN_SHARD_KEY = {
@@ -61,6 +76,10 @@ _NOT_IN_SHARD_KEY = {
     ("metrics", "bootstrap"),
     ("run", "batch_size"),
 }
+
+
+class DamagedFile(SweepError):
+    """A run-directory file that fails its check; the message names it."""
 
 
 @dataclass(frozen=True)
@@ -141,18 +160,59 @@ class RunDir:
         return base.with_suffix(".npz"), base.with_suffix(".json")
 
     def read_run(self) -> dict | None:
-        """run.json, or None when the directory holds no run yet."""
-        return read_json(self.run_json) if self.run_json.is_file() else None
+        """run.json, or None when the directory holds no run yet; `DamagedFile` when it fails its check."""
+        if not self.run_json.is_file():
+            return None
+        try:
+            run = read_json(self.run_json)
+        except (OSError, ValueError) as e:
+            raise DamagedFile(f"{self.run_json} is damaged ({e})") from None
+        if not isinstance(run, dict) or "config_hash" not in run:
+            raise DamagedFile(f"{self.run_json} is damaged (not a run record)")
+        # run.json written before its sha256 was recorded has none: trusted as it parses
+        if "sha256" in run and run["sha256"] != sha256_json({k: v for k, v in run.items() if k != "sha256"}):
+            raise DamagedFile(f"{self.run_json} is damaged (its content does not match its sha256)")
+        return run
 
     def read_captions(self) -> list[str]:
-        return list(read_json(self.path / "captions.json"))
+        """captions.json, checked against the captions_sha256 of run.json."""
+        path = self.path / "captions.json"
+        run = self.read_run()
+        try:
+            captions = read_json(path)
+        except (OSError, ValueError) as e:
+            raise DamagedFile(f"{path} is damaged ({e})") from None
+        if run is not None and sha256_json(captions) != run.get("captions_sha256"):
+            raise DamagedFile(f"{path} is damaged (it does not match the captions_sha256 in {self.run_json})")
+        return list(captions)
+
+    def lock(self, purpose: str = "sweep") -> RunLock:
+        """The directory's lock (not yet taken): one writer at a time (`glide_eval.sweep.lock`)."""
+        return RunLock(self.path, purpose)
+
+    def remove_temp_files(self) -> list[Path]:
+        """Temporary files of killed writes; call only while holding `lock()`."""
+        removed = remove_temp_files(self.path)
+        for folder in TEMP_FOLDERS:
+            removed += remove_temp_files(self.path / folder, recursive=True)
+        return removed
 
     # ------------------------------------------------------------ config
 
-    def check_config(self, config: SweepConfig, force: bool) -> None:
+    def check_config(self, config: SweepConfig, force: bool, log: Callable[[str], None] | None = None) -> None:
         """Refuse a directory made with another config (unless `force`), naming what changed."""
-        old = self.read_run()
-        if old is None or old.get("config_hash") == config.config_hash or force:
+        if force:
+            return
+        try:
+            old = self.read_run()
+        except DamagedFile as e:
+            old = self._run_from_config_toml(str(e))
+            if log is not None:
+                log(f"{e}; config.toml tells which config made {self.path}, run.json is rewritten")
+        if old is None:
+            return
+        self._check_config_being_run(config, old)
+        if old.get("config_hash") == config.config_hash:
             return
         changed = []
         old_data = old.get("config", {})
@@ -167,21 +227,59 @@ class RunDir:
             "Use another run.output_dir, or --force to reuse the shards that are still valid."
         )
 
-    def write_run_files(self, config: SweepConfig, provenance: dict, captions: list[str], gen_hash: str) -> None:
-        atomic_write_text(self.path / "config.toml", config.to_toml())
-        write_json(self.path / "captions.json", captions)
-        write_json(
-            self.run_json,
-            {
-                "config_hash": config.config_hash,
-                "generation_hash": gen_hash,
-                "config": config.hashed_data(),
-                "source": str(config.source) if config.source else None,
-                "captions_sha256": sha256_json(captions),
-                "provenance": provenance,
-                "versions": package_versions(),
-            },
-        )
+    def _run_from_config_toml(self, damage: str) -> dict:
+        """What a damaged run.json said about the config, from config.toml; else an error naming both."""
+        path = self.path / "config.toml"
+        try:
+            old = load_config(path)
+        except (ConfigError, OSError) as e:
+            raise DamagedFile(
+                f"{damage}, and {path} cannot tell which config made {self.path} either ({e}). "
+                "Rerun with --force to rewrite them (finished shards are kept where their keys match)."
+            ) from None
+        return {"config_hash": old.config_hash, "config": old.hashed_data()}
+
+    def _check_config_being_run(self, config: SweepConfig, run: dict) -> None:
+        """RUN_DIR/config.toml, when it is the config being run, must be the one run.json recorded."""
+        path = self.path / "config.toml"
+        recorded = run.get("files", {}).get("config.toml")
+        if config.source is None or recorded is None or Path(config.source).resolve() != path.resolve():
+            return
+        if sha256_file(path) != recorded:
+            raise DamagedFile(
+                f"{path} is damaged (its sha256 differs from the one in {self.run_json}); "
+                f"rerun with the config file it was made from ({run.get('source')})"
+            )
+
+    def write_run_files(
+        self,
+        config: SweepConfig,
+        provenance: dict,
+        captions: list[str],
+        gen_hash: str,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        """config.toml and captions.json (rewritten when they differ), then run.json naming their sha256."""
+        texts = {"config.toml": config.to_toml(), "captions.json": json_text(captions)}
+        for name, text in texts.items():
+            path = self.path / name
+            old = path.read_bytes() if path.is_file() else None
+            if old == text.encode():
+                continue
+            if old is not None and log is not None:
+                log(f"{path} differs from the one this config gives (damaged, or its source changed); rewriting it")
+            atomic_write_text(path, text)
+        run = {
+            "config_hash": config.config_hash,
+            "generation_hash": gen_hash,
+            "config": config.hashed_data(),
+            "source": str(config.source) if config.source else None,
+            "captions_sha256": sha256_json(captions),
+            "files": {name: sha256_file(self.path / name) for name in texts},
+            "provenance": provenance,
+            "versions": package_versions(),
+        }
+        write_json(self.run_json, dict(run, sha256=sha256_json(run)))
 
     # ------------------------------------------------------------ shards
 
@@ -265,8 +363,8 @@ class RunDir:
                 try:
                     with np.load(path) as f:
                         ids = [int(i) for i in f["sample_ids"]]
-                except (OSError, KeyError, ValueError) as e:
-                    raise SweepError(f"{path}: not a saved-images npz ({e})") from None
+                except LOAD_ERRORS as e:  # a truncated or damaged npz too, named
+                    raise SweepError(f"{path}: not a saved-images npz ({type(e).__name__}: {e})") from None
                 out += [SavedImage(sid, path, k) for k, sid in enumerate(ids)]
         return out
 
@@ -277,18 +375,48 @@ class RunDir:
 
     # ------------------------------------------------------------ results
 
-    def results_up_to_date(self, manifest: dict) -> bool:
-        """Whether results.parquet exists and manifest.json lists exactly these shards."""
-        return (
-            self.results_parquet.is_file()
-            and self.manifest_json.is_file()
-            and read_json(self.manifest_json) == manifest
-        )
+    def stale_results(self, manifest: dict) -> str | None:
+        """None when the results are up to date: manifest.json lists exactly `manifest`'s shards and
+        every result and run file has the sha256 it records; else what is wrong."""
+        if not self.manifest_json.is_file():
+            return "no results yet"
+        try:
+            recorded = read_json(self.manifest_json)
+        except (OSError, ValueError):
+            return f"{self.manifest_json} is damaged"
+        if not isinstance(recorded, dict) or {k: recorded.get(k) for k in manifest} != manifest:
+            return "the shards changed since the last merge"
+        hashes = recorded.get("files")
+        if not isinstance(hashes, dict):
+            return f"{self.manifest_json} was written by an older glide-eval (no sha256 of the results)"
+        for name in RESULT_FILES + RUN_FILES:
+            path = self.path / name
+            if not path.is_file():
+                return f"{path} is missing"
+            if hashes.get(name) != sha256_file(path):
+                return f"{path} is damaged (its sha256 differs from the one in {self.manifest_json.name})"
+        return None
+
+    def damaged_results(self) -> str | None:
+        """For readers of finished results (the report): what is wrong with the result files
+        manifest.json records, or None (also for a manifest of older code, which records none)."""
+        if not self.manifest_json.is_file():
+            return None
+        try:
+            hashes = read_json(self.manifest_json).get("files", {})
+        except (OSError, ValueError, AttributeError):
+            return f"{self.manifest_json} is damaged"
+        for name in RESULT_FILES:
+            path = self.path / name
+            if name in hashes and (not path.is_file() or sha256_file(path) != hashes[name]):
+                return f"{path} is {'damaged' if path.is_file() else 'missing'}"
+        return None
 
     def write_results(
         self, rows: list[dict], previews: dict[str, np.ndarray], captions: list[str], manifest: dict
     ) -> Path:
-        """previews.npz, results.csv, results.parquet, then manifest.json (which marks them up to date)."""
+        """previews.npz, results.csv, results.parquet, then manifest.json with their sha256 and those of
+        config.toml and captions.json (last: it marks the results up to date)."""
         n_prev = min((len(p) for p in previews.values()), default=0)
         save_npz(
             self.path / "previews.npz",
@@ -301,5 +429,6 @@ class RunDir:
         df = pd.DataFrame(rows)
         atomic_write_with(self.path / "results.csv", lambda tmp: df.to_csv(tmp, index=False))
         atomic_write_with(self.results_parquet, lambda tmp: df.to_parquet(tmp, index=False))
-        write_json(self.manifest_json, manifest)  # last: marks the results up to date
+        files = {name: sha256_file(self.path / name) for name in RESULT_FILES + RUN_FILES}
+        write_json(self.manifest_json, dict(manifest, files=files))
         return self.results_parquet

@@ -1,0 +1,99 @@
+"""Issue 19, item 6: `regress` on a user's files. A --config subset without CLIP settings is
+compared (the noised CLIP it does not load is not an evaluation file), -n too small for a
+metric fails before sampling, and the baseline's checkpoint files copied to another folder
+(beside other released files) are a valid candidate. Toy engine, random toy weights."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from click.testing import CliRunner
+from test_sweep_toy import make_random_toy_assets
+
+from glide_eval.cli import main
+from glide_eval.sweep.config import load_config
+from glide_eval.sweep.run import run_sweep
+
+CONFIG = """
+[run]
+output_dir = "{out}"
+batch_size = {batch}
+shard_size = {batch}
+device = "cpu"
+[models]
+engine = "toy"
+checkpoints = "{ckpt}"
+[sampler]
+resolution = 16
+method = "ddim"
+base_respacing = "2"
+[captions]
+source = "toy"
+n = 8
+[grid]
+unguided = false
+cfg = [3.0]
+clip = {clip}
+[metrics]
+names = ["fid", "precision", "recall"]
+reference = "{reference}"
+reference_n = 16
+"""
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    root = tmp_path_factory.mktemp("userpath")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("GLIDE_EVAL_CACHE", str(root / "cache"))
+    make_random_toy_assets(root / "assets")
+    mp.setenv("GLIDE_EVAL_TOY_ASSETS", str(root / "assets"))
+
+    def write(name, batch=4, clip="[1.0]", out="baseline", ckpt=root / "assets"):
+        path = root / name
+        path.write_text(
+            CONFIG.format(out=root / out, batch=batch, ckpt=ckpt, clip=clip, reference=root / "reference.npz")
+        )
+        return path
+
+    run_sweep(load_config(write("baseline.toml")), progress=False, log=lambda m: None)
+    yield root, write
+    mp.undo()
+
+
+def regress(*args):
+    return CliRunner().invoke(main, ["regress", "--no-progress", "--bootstrap", "5", "--json", *map(str, args)])
+
+
+def test_config_subset_without_clip_settings_is_compared(baseline, tmp_path):
+    root, write = baseline
+    subset = write("subset.toml", clip="[]")
+    result = regress("--baseline", root / "baseline", "--candidate", root / "assets", "--config", subset,
+                     "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert report["settings"] == ["cfg-3"]
+    assert "toy_noised_clip" not in report["provenance"]["candidate_files"]
+    assert "toy_noised_clip" in report["provenance"]["baseline_files"]
+    assert all(r["verdict"] == "identical" for r in report["rows"])
+
+
+def test_too_few_samples_for_precision_fail_before_sampling(baseline, tmp_path):
+    root, write = baseline
+    small = write("small.toml", batch=2, out="small")
+    run_sweep(load_config(small), progress=False, log=lambda m: None)
+    result = regress("--baseline", root / "small", "--candidate", root / "assets", "-n", 2, "--out", tmp_path / "o")
+    assert result.exit_code == 2
+    assert "2 samples, too few: precision needs 4, recall needs 4" in result.output
+    assert not (tmp_path / "o" / "candidate").exists()  # nothing sampled
+
+
+def test_same_checkpoints_in_another_folder_with_other_released_files(baseline, tmp_path):
+    root, _ = baseline
+    copy = tmp_path / "copy"
+    shutil.copytree(root / "assets", copy)  # also holds upsample.pt, which a 16px run does not load
+    result = regress("--baseline", root / "baseline", "--candidate", copy, "--out", tmp_path / "o")
+    assert result.exit_code == 0, result.output
+    assert all(r["verdict"] == "identical" for r in json.loads(result.stdout)["rows"])
