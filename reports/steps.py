@@ -13,11 +13,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from metrics.names import HIGHER_IS_BETTER
 from reports.figure6 import interval, save_figure
 from samplers.schedules import count_steps
 
 METHOD_STYLE = {"ancestral": {"color": "tab:blue", "marker": "o"},
-                "ddim": {"color": "tab:green", "marker": "s"}}
+                "ddim": {"color": "tab:green", "marker": "s"},
+                "dpmpp_2m": {"color": "tab:red", "marker": "D"},
+                "unipc": {"color": "tab:purple", "marker": "v"},
+                "plms": {"color": "tab:orange", "marker": "P"}}
 
 
 def steps_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -62,3 +66,42 @@ def plot_steps(df: pd.DataFrame, out_dir: Path, stem: str = "steps") -> list[Pat
     ax.legend(frameon=False)
     fig.tight_layout()
     return save_figure(fig, out_dir, stem)
+
+
+VERDICT_COLUMNS = ["method", "reference", "fewest_steps", "setting", "difference", "ci_low", "ci_high", "steps_tried"]
+
+
+def steps_verdicts(results: pd.DataFrame, differences: pd.DataFrame, metric: str = "fid") -> pd.DataFrame:
+    """Per sampler of the `steps` rows: the fewest steps whose `metric` is not distinguishably worse
+    than the reference setting's, by the paired interval of (setting - reference) in `differences`
+    (kind "steps-reference", `reports.intervals.DIFFERENCE_COLUMNS`): for FID, ci_low <= 0. A row
+    sampled like the reference (samples_from) counts as equal. fewest_steps is None when no
+    setting of that sampler qualifies; samplers without any compared row are left out."""
+    part = steps_rows(results) if metric == "fid" else results[results["family"] == "steps"]
+    diffs = differences[(differences["kind"] == "steps-reference") & (differences["metric"] == metric)]
+    if part.empty or diffs.empty:
+        return pd.DataFrame(columns=VERDICT_COLUMNS)
+    reference = diffs["setting_a"].iloc[0]
+    higher = HIGHER_IS_BETTER[metric]
+    out = []
+    for method, rows in part.groupby("method", sort=True):
+        candidates = []
+        for _, r in rows.sort_values("steps").iterrows():
+            if reference in (r["setting"], r.get("samples_from")):
+                candidates.append((r, 0.0, 0.0, 0.0))
+                continue
+            d = diffs[diffs["setting_b"] == r["setting"]]
+            if not d.empty:
+                candidates.append((r, *d[["difference", "ci_low", "ci_high"]].iloc[0]))
+        if not candidates:
+            continue
+        ok = [c for c in candidates if (c[3] >= 0 if higher else c[2] <= 0)]
+        best = ok[0] if ok else None
+        out.append({"method": method, "reference": reference,
+                    "fewest_steps": int(best[0]["steps"]) if best else None,
+                    "setting": best[0]["setting"] if best else "",
+                    "difference": float(best[1]) if best else float("nan"),
+                    "ci_low": float(best[2]) if best else float("nan"),
+                    "ci_high": float(best[3]) if best else float("nan"),
+                    "steps_tried": ", ".join(str(int(c[0]["steps"])) for c in candidates)})
+    return pd.DataFrame(out, columns=VERDICT_COLUMNS)
