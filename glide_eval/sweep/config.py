@@ -34,7 +34,7 @@ from pathlib import Path
 from glide_eval.files import sha256_json
 from metrics.names import METRIC_NAMES, SELECTABLE_NAMES
 from samplers.guidance_specs import is_unguided, split_guidance
-from samplers.sampling import SAMPLERS
+from samplers.sampling import SAMPLERS, check_sampler_options, min_steps
 from samplers.schedules import count_steps
 
 
@@ -130,6 +130,9 @@ SECTIONS: dict[str, type] = {
     "metrics": MetricsConfig,
 }
 FREE_FORM = "engine_options"  # free-form table passed to a python: engine factory
+# [sampler_options.METHOD] tables: a sampler's own options (samplers.sampling.SAMPLER_OPTIONS, e.g.
+# unipc order / variant / corrector, ddim eta), validated by samplers.sampling.check_sampler_options
+SAMPLER_OPTIONS_SECTION = "sampler_options"
 
 
 def _default(f: dataclasses.Field):
@@ -140,6 +143,7 @@ def _default(f: dataclasses.Field):
 SCHEMA: dict[str, dict[str, object]] = {
     **{name: {f.name: _default(f) for f in dataclasses.fields(cls)} for name, cls in SECTIONS.items()},
     FREE_FORM: {},
+    SAMPLER_OPTIONS_SECTION: {},
 }
 
 ENV_VARS = {
@@ -252,6 +256,7 @@ class SweepConfig:
         self.grid: GridConfig = GridConfig(**self.data["grid"])
         self.metrics: MetricsConfig = MetricsConfig(**self.data["metrics"])
         self.engine_options: dict = self.data[FREE_FORM]
+        self.sampler_options: dict = self.data[SAMPLER_OPTIONS_SECTION]
 
     def __getitem__(self, section: str) -> dict:
         return self.data[section]
@@ -297,6 +302,8 @@ class SweepConfig:
         for key in ("clip_method", "steps_n", "steps_reference"):  # nor do configs without these keys
             if not d["grid"].get(key):
                 d["grid"].pop(key, None)
+        if not d.get(SAMPLER_OPTIONS_SECTION):  # nor configs without sampler options
+            d.pop(SAMPLER_OPTIONS_SECTION, None)
         if not d["run"].get("tf32"):  # nor configs from before the key (TF32 off)
             d["run"].pop("tf32", None)
         return d
@@ -355,6 +362,7 @@ def validate(raw: dict, source: Path | None = None, resolve_paths: bool = True) 
     data = _read_sections(raw, fail)
     _check_values(data, fail)
     _check_grid(data, fail)
+    _check_sampler_options(data, fail)
     _fill_from_environment(data)
     if resolve_paths:
         _resolve_paths(data)
@@ -373,7 +381,7 @@ def _read_sections(raw: dict, fail) -> dict[str, dict]:
     data: dict[str, dict] = {}
     for section, defaults in SCHEMA.items():
         given = raw.get(section, {})
-        if section == FREE_FORM:
+        if section in (FREE_FORM, SAMPLER_OPTIONS_SECTION):
             data[section] = copy.deepcopy(given)
             continue
         for key in given:
@@ -518,6 +526,37 @@ def _check_steps_reference(config: SweepConfig, fail) -> None:
             f"{given!r} at {config.grid.steps_guidance} is not sampled by this sweep: add its respacing to "
             "[grid] steps and its method to steps_methods, or make it a grid setting",
         )
+
+
+def _check_sampler_options(data: dict, fail) -> None:
+    """[sampler_options.METHOD] tables valid for their sampler, and every respacing a sampler is used
+    with long enough for it (a multistep solver's order: samplers.sampling.min_steps)."""
+    options = data[SAMPLER_OPTIONS_SECTION]
+    known = sampling_methods()
+    for method, table in options.items():
+        key = f"{SAMPLER_OPTIONS_SECTION}.{method}"
+        if method not in known:
+            fail(key, f"unknown sampler {method!r} (known: {', '.join(known)})")
+        if not isinstance(table, dict):
+            fail(key, f"must be a table of the sampler's options, e.g. [{key}] with its keys, got {table!r}")
+        try:
+            check_sampler_options(method, table)
+        except ValueError as e:
+            fail(key, str(e))
+    sampler, grid = data["sampler"], data["grid"]
+    uses = [(sampler["method"], sampler["base_respacing"], "sampler.base_respacing")]
+    if grid["clip"] and grid["clip_method"]:
+        uses.append((grid["clip_method"], sampler["base_respacing"], "sampler.base_respacing"))
+    uses += [(m, r, "grid.steps") for m in grid["steps_methods"] for r in grid["steps"]]
+    for method, respacing, key in uses:
+        need = min_steps(method, options.get(method))
+        where = f", [{SAMPLER_OPTIONS_SECTION}.{method}]" if method in options else ""
+        if count_steps(respacing) < need:
+            fail(
+                key,
+                f"respacing {respacing!r} has {count_steps(respacing)} steps; sampler {method!r} needs at "
+                f"least {need} (its multistep order{where})",
+            )
 
 
 def _check_type(key, value, default, fail):

@@ -101,6 +101,7 @@ def pipeline_generator(config: SweepConfig, device: str, load_models: Callable[[
             guidance=setting.guidance,
             respacing=respacing,
             sampler=method,
+            sampler_options=config.sampler_options.get(method),
             upsample=upsample,
             upsample_respacing=sampler.upsample_respacing,
             upsample_temp=sampler.upsample_temperature,

@@ -1,0 +1,65 @@
+"""Issue 21 in sweep configs: [sampler_options.METHOD] validated by samplers.sampling.check_sampler_options
+(errors name the config key), respacings shorter than a solver's min_steps refused naming the key,
+unknown solver names listing the known ones, and the options in the hashes only when given."""
+
+from __future__ import annotations
+
+import pytest
+from test_sweep import write_config
+
+from glide_eval.sweep.config import ConfigError, load_config
+from glide_eval.sweep.rundir import generation_hash
+from samplers.sampling import SAMPLERS, check_sampler_options, min_steps
+
+
+def config(tmp_path, extra: str, steps: str = ""):
+    path = write_config(tmp_path, extra=extra)
+    if steps:
+        path.write_text(path.read_text().replace("clip = [2.0]", "clip = [2.0]\n" + steps))
+    return load_config(path)
+
+
+def test_sampler_options_are_validated_and_reach_the_config(tmp_path):
+    c = config(tmp_path, "[sampler_options.unipc]\norder = 3\ncorrector = false\n")
+    assert c.sampler_options == {"unipc": {"order": 3, "corrector": False}}
+    assert check_sampler_options("unipc", c.sampler_options["unipc"])["order"] == 3
+    with pytest.raises(ConfigError, match=r"\[sampler_options.unipc\] sampler 'unipc' has no option 'ordr'"):
+        config(tmp_path, "[sampler_options.unipc]\nordr = 3\n")
+    with pytest.raises(ConfigError, match=r"\[sampler_options.ddim\] .*eta"):
+        config(tmp_path, "[sampler_options.ddim]\neta = -1.0\n")
+    with pytest.raises(
+        ConfigError, match=r"\[sampler_options.heun\] unknown sampler 'heun' \(known: " + ", ".join(SAMPLERS)
+    ):
+        config(tmp_path, "[sampler_options.heun]\norder = 2\n")
+    with pytest.raises(ConfigError, match=r"\[sampler.method\] must be one of \[.*'dpmpp_2m'.*\], got 'heun'"):
+        config(tmp_path, '[sampler]\nmethod = "heun"\n')
+    with pytest.raises(ConfigError, match=r"\[grid.steps_methods\] methods must be in \[.*'unipc'.*\], got 'heun'"):
+        config(tmp_path, "", steps='steps = ["5"]\nsteps_methods = ["heun"]\n')
+
+
+def test_respacing_shorter_than_the_solvers_order_is_refused(tmp_path):
+    need = min_steps("unipc", {"order": 3})
+    assert need == 3
+    ok = config(
+        tmp_path, "[sampler_options.unipc]\norder = 3\n", steps=f'steps = ["{need}"]\nsteps_methods = ["unipc"]\n'
+    )
+    assert ok.grid.steps == [str(need)]
+    with pytest.raises(
+        ConfigError,
+        match=r"\[grid.steps\] respacing '2' has 2 steps; sampler 'unipc' needs at least 3"
+        r" .*\[sampler_options.unipc\]",
+    ):
+        config(tmp_path, "[sampler_options.unipc]\norder = 3\n", steps='steps = ["2"]\nsteps_methods = ["unipc"]\n')
+    assert min_steps("dpmpp_2m") == 2
+    with pytest.raises(ConfigError, match=r"\[sampler.base_respacing\] respacing '1' has 1 steps; sampler 'dpmpp_2m'"):
+        config(tmp_path, '[sampler]\nmethod = "dpmpp_2m"\nbase_respacing = "1"\n')
+
+
+def test_sampler_options_enter_the_hashes_only_when_given(tmp_path):
+    plain = config(tmp_path, "")
+    assert "sampler_options" not in plain.hashed_data()
+    empty = config(tmp_path, "[sampler_options]\n")
+    assert empty.config_hash == plain.config_hash
+    other = config(tmp_path, "[sampler_options.ddim]\neta = 0.5\n")
+    assert other.config_hash != plain.config_hash
+    assert generation_hash(other, {}) != generation_hash(plain, {})  # they change the samples
