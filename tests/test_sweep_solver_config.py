@@ -63,3 +63,21 @@ def test_sampler_options_enter_the_hashes_only_when_given(tmp_path):
     other = config(tmp_path, "[sampler_options.ddim]\neta = 0.5\n")
     assert other.config_hash != plain.config_hash
     assert generation_hash(other, {}) != generation_hash(plain, {})  # they change the samples
+
+
+def test_dry_run_counts_model_evaluations_against_the_steps_reference():
+    from pathlib import Path
+
+    from glide_eval.sweep.describe import describe_plan, format_plan
+    from samplers.sampling import model_evaluations
+
+    solvers = load_config(Path(__file__).parent.parent / "glide_eval" / "configs" / "solvers.toml")
+    plan = describe_plan(solvers)
+    assert plan["steps_reference"] == "cfg-3"  # 250-step ancestral at cfg 3: the grid setting
+    rows = {s["setting"]: s for s in plan["settings"]}
+    for method in ("dpmpp_2m", "unipc", "plms", "ddim"):
+        ratio = rows[f"steps-{method}-20"]["vs_steps_reference"]
+        assert ratio == pytest.approx(model_evaluations(method, 20) / model_evaluations("ancestral", 250))
+        assert ratio <= 0.1  # issue 21's target: a 20-step solver at <= 1/10 of the 250-step protocol
+    assert rows["cfg-3"]["vs_steps_reference"] is None
+    assert "0.080x cfg-3 per sample" in format_plan(plan)
