@@ -88,7 +88,10 @@ def build_report(run_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
 
     figures = plot_figure6(guidance, out_dir)
     out.update({f"figure6_{p.suffix[1:]}": p for p in figures})
-    steps_figures = plot_steps(df, out_dir)
+    differences = read_differences(run_dir)
+    compared = differences[differences["kind"] == "steps-reference"] if differences is not None else None
+    reference = compared["setting_a"].iloc[0] if compared is not None and len(compared) else None
+    steps_figures = plot_steps(df, out_dir, reference=reference)
     out.update({f"steps_{p.suffix[1:]}": p for p in steps_figures})
 
     pareto = pareto_table(guidance)
@@ -96,7 +99,6 @@ def build_report(run_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
     atomic_write_text(out_dir / "pareto.md", pareto_markdown(pareto))
     out["pareto_csv"], out["pareto_md"] = out_dir / "pareto.csv", out_dir / "pareto.md"
 
-    differences = read_differences(run_dir)
     dominance = dominance_table(guidance, FIGURE6_PAIRS, differences)
     atomic_write_text(out_dir / "dominance.csv", dominance.to_csv(index=False))
     out["dominance_csv"] = out_dir / "dominance.csv"

@@ -41,12 +41,20 @@ def steps_title(part: pd.DataFrame) -> str:
     return f"FID vs number of sampling steps ({guidance}{f', {counts} samples' if counts else ''})"
 
 
-def plot_steps(df: pd.DataFrame, out_dir: Path, stem: str = "steps") -> list[Path]:
-    """Write STEM.png and STEM.pdf atomically; returns their paths (none without steps rows)."""
+def plot_steps(df: pd.DataFrame, out_dir: Path, stem: str = "steps", reference: str | None = None) -> list[Path]:
+    """Write STEM.png and STEM.pdf atomically; returns their paths (none without steps rows).
+    `reference`: the setting the steps settings were compared with, drawn as a dashed line with its
+    FID interval as a band."""
     part = steps_rows(df)
     if part.empty:
         return []
     fig, ax = plt.subplots(figsize=(5.6, 4.4))
+    ref = df[df["setting"] == reference] if reference is not None else df.iloc[0:0]
+    if not ref.empty and pd.notna(ref["fid"].iloc[0]):
+        r = ref.iloc[0]
+        ax.axhline(r["fid"], color="grey", linestyle="--", linewidth=1, label=f"reference: {reference}")
+        if pd.notna(r.get("fid_ci_low")) and pd.notna(r.get("fid_ci_high")):
+            ax.axhspan(r["fid_ci_low"], r["fid_ci_high"], color="grey", alpha=0.15)
     for method, rows in part.groupby("method", sort=True):
         rows = rows.sort_values("steps")
         style = METHOD_STYLE.get(method, {"color": None, "marker": "^"})

@@ -142,3 +142,19 @@ def test_report_of_an_old_run_directory_says_there_are_no_differences(tmp_path):
     out = build_report(tmp_path)
     assert "differences_csv" not in out
     assert "no differences.csv" in out["html"].read_text()
+
+
+def test_steps_figure_draws_the_reference_and_its_interval(tmp_path, monkeypatch):
+    import matplotlib.axes
+
+    from reports.steps import plot_steps
+
+    results, _ = run_dir_with_steps(tmp_path)
+    calls = []
+    original = matplotlib.axes.Axes.axhspan
+    monkeypatch.setattr(
+        matplotlib.axes.Axes, "axhspan", lambda self, *a, **k: calls.append(a) or original(self, *a, **k)
+    )
+    plot_steps(results, tmp_path / "fig", reference="steps-ancestral-250")
+    ref = results.set_index("setting").loc["steps-ancestral-250"]
+    assert calls == [(ref["fid_ci_low"], ref["fid_ci_high"])]
