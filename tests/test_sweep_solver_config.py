@@ -81,3 +81,30 @@ def test_dry_run_counts_model_evaluations_against_the_steps_reference():
         assert ratio <= 0.1  # issue 21's target: a 20-step solver at <= 1/10 of the 250-step protocol
     assert rows["cfg-3"]["vs_steps_reference"] is None
     assert "0.080x cfg-3 per sample" in format_plan(plan)
+
+
+def test_the_generator_passes_the_samplers_options(tmp_path, monkeypatch):
+    import numpy as np
+
+    from glide_eval.sweep import engines
+
+    seen = []
+
+    def fake_sample_images(models, captions, sample_ids, seed, **kwargs):
+        seen.append((kwargs["sampler"], kwargs["sampler_options"]))
+
+        class Result:
+            images = np.zeros((len(captions), 3, 2, 2), np.uint8)
+            nan_steps = [0] * len(captions)
+
+        return Result()
+
+    monkeypatch.setattr(engines, "sample_images", fake_sample_images)
+    monkeypatch.setattr(engines, "convert_models", lambda models, dtype: models)
+    c = config(tmp_path, "[sampler_options.unipc]\norder = 3\n",
+               steps='steps = ["5"]\nsteps_methods = ["unipc", "ddim"]\n')
+    generate = engines.pipeline_generator(c, "cpu", lambda upsample, clip: object())
+    for setting in c.settings:
+        if setting.family == "steps":
+            generate(["a"], [0], setting)
+    assert seen == [("unipc", {"order": 3}), ("ddim", None)]
