@@ -132,6 +132,7 @@ def test_metrics_only_change_merges_again_without_sampling(tmp_path):
     summary = run_sweep(new, progress=False, log=logs.append)
     assert summary["shards_run"] == 0
     assert any("only the metrics changed" in m for m in logs)
+    assert any("the config changed since the last merge" in m for m in logs)
     assert {p: p.stat().st_mtime_ns for p in shards} == shards
     results = pd.read_parquet(new.output_dir / "results.parquet").set_index("setting")
     pool = shard_pool(new.output_dir, "cfg-3", 16)

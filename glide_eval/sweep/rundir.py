@@ -417,6 +417,8 @@ class RunDir:
         except (OSError, ValueError):
             return f"{self.manifest_json} is damaged"
         if not isinstance(recorded, dict) or {k: recorded.get(k) for k in manifest} != manifest:
+            if isinstance(recorded, dict) and recorded.get("shards") == manifest.get("shards"):
+                return "the config changed since the last merge (what the merge computes)"
             return "the shards changed since the last merge"
         hashes = recorded.get("files")
         if not isinstance(hashes, dict):
