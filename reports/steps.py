@@ -32,6 +32,11 @@ def steps_rows(df: pd.DataFrame) -> pd.DataFrame:
     return part.assign(steps=[count_steps(r) for r in part["base_respacing"]]).dropna(subset=["fid"])
 
 
+def line_label(method: str, respacing: str) -> str:
+    """One line per sampler and respacing kind: "ddimN" respacings (stride 1000/N, never t = 999) apart."""
+    return f"{method} (ddimN)" if str(respacing).startswith("ddim") else method
+
+
 def steps_title(part: pd.DataFrame) -> str:
     """The figure's title, naming the guidance the steps rows were sampled with (scale 0: unguided)
     and their number of samples (FID's bias depends on it: compare rows of one count only)."""
@@ -55,10 +60,13 @@ def plot_steps(df: pd.DataFrame, out_dir: Path, stem: str = "steps", reference: 
         ax.axhline(r["fid"], color="grey", linestyle="--", linewidth=1, label=f"reference: {reference}")
         if pd.notna(r.get("fid_ci_low")) and pd.notna(r.get("fid_ci_high")):
             ax.axhspan(r["fid_ci_low"], r["fid_ci_high"], color="grey", alpha=0.15)
-    for method, rows in part.groupby("method", sort=True):
+    part = part.assign(_line=[line_label(m, r) for m, r in zip(part["method"], part["base_respacing"])])
+    for label, rows in part.groupby("_line", sort=True):
         rows = rows.sort_values("steps")
+        method = rows["method"].iloc[0]
         style = METHOD_STYLE.get(method, {"color": None, "marker": "^"})
-        ax.plot(rows["steps"], rows["fid"], label=method, linestyle="-", markersize=7, **style)
+        dashed = label != method  # "ddimN" respacings of the same sampler: dashed, same colour
+        ax.plot(rows["steps"], rows["fid"], label=label, linestyle="--" if dashed else "-", markersize=7, **style)
         yerr = interval(rows, "fid")  # fid_ci_low / fid_ci_high, when the sweep computed intervals
         if yerr is not None:
             ax.errorbar(rows["steps"], rows["fid"], yerr=yerr, fmt="none", ecolor=style["color"], alpha=0.5,
@@ -80,11 +88,12 @@ VERDICT_COLUMNS = ["method", "reference", "fewest_steps", "setting", "difference
 
 
 def steps_verdicts(results: pd.DataFrame, differences: pd.DataFrame, metric: str = "fid") -> pd.DataFrame:
-    """Per sampler of the `steps` rows: the fewest steps whose `metric` is not distinguishably worse
-    than the reference setting's, by the paired interval of (setting - reference) in `differences`
-    (kind "steps-reference", `reports.intervals.DIFFERENCE_COLUMNS`): for FID, ci_low <= 0. A row
-    sampled like the reference (samples_from) counts as equal. fewest_steps is None when no
-    setting of that sampler qualifies; samplers without any compared row are left out."""
+    """Per sampler (and respacing kind, `line_label`) of the `steps` rows: the fewest steps whose
+    `metric` is not distinguishably worse than the reference setting's, by the paired interval of
+    (setting - reference) in `differences` (kind "steps-reference", `reports.intervals.DIFFERENCE_COLUMNS`):
+    for FID, ci_low <= 0. A row sampled like the reference (samples_from) counts as equal. fewest_steps
+    is None (NaN) when no setting of that sampler qualifies; samplers without any compared row are
+    left out."""
     part = steps_rows(results) if metric == "fid" else results[results["family"] == "steps"]
     diffs = differences[(differences["kind"] == "steps-reference") & (differences["metric"] == metric)]
     if part.empty or diffs.empty:
@@ -92,7 +101,8 @@ def steps_verdicts(results: pd.DataFrame, differences: pd.DataFrame, metric: str
     reference = diffs["setting_a"].iloc[0]
     higher = HIGHER_IS_BETTER[metric]
     out = []
-    for method, rows in part.groupby("method", sort=True):
+    part = part.assign(_line=[line_label(m, r) for m, r in zip(part["method"], part["base_respacing"])])
+    for method, rows in part.groupby("_line", sort=True):  # a sampler's "ddimN" respacings apart
         candidates = []
         for _, r in rows.sort_values("steps").iterrows():
             if reference in (r["setting"], r.get("samples_from")):
