@@ -2,8 +2,8 @@
 
 `HIGHER_IS_BETTER` holds every metric `metrics.calculate_metrics` reports a value for (its
 built-in registry, plus any added with `register_metric(..., higher_is_better=...)`, which
-records the direction here). `METRIC_NAMES` are the ones a sweep computes: the sweep config
-validates `[metrics] names` with it (and takes it as the default), the regression gate turns
+records the direction here). `METRIC_NAMES` are the ones a sweep computes by default and
+`SELECTABLE_NAMES` the ones its `[metrics] names` accepts, the regression gate turns
 differences into worsening with the directions, and the reports draw Pareto fronts and
 compare settings with them.
 """
@@ -14,6 +14,10 @@ HIGHER_IS_BETTER: dict[str, bool] = {"fid": False, "is": True, "precision": True
                                      "clip_score": True, "kid": False, "fid_infinity": False}
 # the metrics a sweep computes (the config's `[metrics] names`)
 METRIC_NAMES: tuple[str, ...] = ("fid", "is", "precision", "recall", "clip_score")
+# the metrics a sweep may compute: METRIC_NAMES plus the bias-free ones (KID, FID-infinity)
+SELECTABLE_NAMES: tuple[str, ...] = (*METRIC_NAMES, "kid", "fid_infinity")
+# the metrics measured against reference statistics
+REFERENCE_NAMES: frozenset[str] = frozenset({"fid", "precision", "recall", "kid", "fid_infinity"})
 
 
 def higher_is_better(metric: str) -> bool:

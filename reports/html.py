@@ -24,6 +24,7 @@ img.broken { outline: 3px solid red; }
 .caption { max-width: 16em; text-align: left; font-size: 0.85em; }
 div.scroll { overflow-x: auto; }
 code { background: #f3f3f3; padding: 0 0.2em; }
+tr.marked td { font-weight: bold; background: #eef6ee; }
 """
 
 CHECK_IMAGES = """
@@ -50,11 +51,13 @@ def image_data_uri(image_chw: np.ndarray) -> str:
     return png_data_uri(buf.getvalue())
 
 
-def table_html(df: pd.DataFrame, float_format="{:.4g}", text_columns=()) -> str:
+def table_html(df: pd.DataFrame, float_format="{:.4g}", text_columns=(), marked=None) -> str:
+    """`marked`: one bool per row; those rows get class "marked" (bold, tinted)."""
     head = "".join(f'<th class="{"text" if c in text_columns else ""}">{html.escape(str(c))}</th>'
                    for c in df.columns)
     body = []
-    for _, r in df.iterrows():
+    marks = [False] * len(df) if marked is None else [bool(m) for m in marked]
+    for (_, r), mark in zip(df.iterrows(), marks):
         cells = []
         for c in df.columns:
             v = r[c]
@@ -62,7 +65,7 @@ def table_html(df: pd.DataFrame, float_format="{:.4g}", text_columns=()) -> str:
                 float_format.format(v) if isinstance(v, float) else str(v)
             cls = "text" if c in text_columns or not isinstance(v, (int, float)) else ""
             cells.append(f'<td class="{cls}">{html.escape(text)}</td>')
-        body.append("<tr>" + "".join(cells) + "</tr>")
+        body.append(('<tr class="marked">' if mark else "<tr>") + "".join(cells) + "</tr>")
     return (f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
             f"<tbody>{''.join(body)}</tbody></table></div>")
 

@@ -146,3 +146,19 @@ def format_interval(value: float, low: float | None = None, high: float | None =
     if style == "interval":
         return f"{text} [{low:.{digits}f}, {high:.{digits}f}]"
     raise ValueError(f"unknown interval style {style!r} (pm or interval)")
+
+
+def dominance_table(results: pd.DataFrame, pairs, differences: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Every setting for each metric pair (x, y) in `pairs` whose columns `results` has: columns
+    pair, setting, x_metric, x, y_metric, y, status (`dominance_status`), Pareto points first."""
+    out = []
+    for x, y in pairs:
+        if x not in results.columns or y not in results.columns:
+            continue
+        part = results.dropna(subset=[x, y])
+        status = dominance_status(part, x, y, differences)
+        order = {"pareto": 0, "dominated, within uncertainty": 1, "dominated": 2}
+        for (_, r), st in sorted(zip(part.iterrows(), status), key=lambda t: (order[t[1]], t[0][1][x])):
+            out.append({"pair": f"{y} vs {x}", "setting": r["setting"], "x_metric": x, "x": r[x],
+                        "y_metric": y, "y": r[y], "status": st})
+    return pd.DataFrame(out, columns=["pair", "setting", "x_metric", "x", "y_metric", "y", "status"])

@@ -13,11 +13,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from metrics.names import HIGHER_IS_BETTER
 from reports.figure6 import interval, save_figure
 from samplers.schedules import count_steps
 
 METHOD_STYLE = {"ancestral": {"color": "tab:blue", "marker": "o"},
-                "ddim": {"color": "tab:green", "marker": "s"}}
+                "ddim": {"color": "tab:green", "marker": "s"},
+                "dpmpp_2m": {"color": "tab:red", "marker": "D"},
+                "unipc": {"color": "tab:purple", "marker": "v"},
+                "plms": {"color": "tab:orange", "marker": "P"}}
 
 
 def steps_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -26,6 +30,11 @@ def steps_rows(df: pd.DataFrame) -> pd.DataFrame:
         return df.iloc[0:0]
     part = df[df["family"] == "steps"]
     return part.assign(steps=[count_steps(r) for r in part["base_respacing"]]).dropna(subset=["fid"])
+
+
+def line_label(method: str, respacing: str) -> str:
+    """One line per sampler and respacing kind: "ddimN" respacings (stride 1000/N, never t = 999) apart."""
+    return f"{method} (ddimN)" if str(respacing).startswith("ddim") else method
 
 
 def steps_title(part: pd.DataFrame) -> str:
@@ -37,16 +46,27 @@ def steps_title(part: pd.DataFrame) -> str:
     return f"FID vs number of sampling steps ({guidance}{f', {counts} samples' if counts else ''})"
 
 
-def plot_steps(df: pd.DataFrame, out_dir: Path, stem: str = "steps") -> list[Path]:
-    """Write STEM.png and STEM.pdf atomically; returns their paths (none without steps rows)."""
+def plot_steps(df: pd.DataFrame, out_dir: Path, stem: str = "steps", reference: str | None = None) -> list[Path]:
+    """Write STEM.png and STEM.pdf atomically; returns their paths (none without steps rows).
+    `reference`: the setting the steps settings were compared with, drawn as a dashed line with its
+    FID interval as a band."""
     part = steps_rows(df)
     if part.empty:
         return []
     fig, ax = plt.subplots(figsize=(5.6, 4.4))
-    for method, rows in part.groupby("method", sort=True):
+    ref = df[df["setting"] == reference] if reference is not None else df.iloc[0:0]
+    if not ref.empty and pd.notna(ref["fid"].iloc[0]):
+        r = ref.iloc[0]
+        ax.axhline(r["fid"], color="grey", linestyle="--", linewidth=1, label=f"reference: {reference}")
+        if pd.notna(r.get("fid_ci_low")) and pd.notna(r.get("fid_ci_high")):
+            ax.axhspan(r["fid_ci_low"], r["fid_ci_high"], color="grey", alpha=0.15)
+    part = part.assign(_line=[line_label(m, r) for m, r in zip(part["method"], part["base_respacing"])])
+    for label, rows in part.groupby("_line", sort=True):
         rows = rows.sort_values("steps")
+        method = rows["method"].iloc[0]
         style = METHOD_STYLE.get(method, {"color": None, "marker": "^"})
-        ax.plot(rows["steps"], rows["fid"], label=method, linestyle="-", markersize=7, **style)
+        dashed = label != method  # "ddimN" respacings of the same sampler: dashed, same colour
+        ax.plot(rows["steps"], rows["fid"], label=label, linestyle="--" if dashed else "-", markersize=7, **style)
         yerr = interval(rows, "fid")  # fid_ci_low / fid_ci_high, when the sweep computed intervals
         if yerr is not None:
             ax.errorbar(rows["steps"], rows["fid"], yerr=yerr, fmt="none", ecolor=style["color"], alpha=0.5,
@@ -62,3 +82,44 @@ def plot_steps(df: pd.DataFrame, out_dir: Path, stem: str = "steps") -> list[Pat
     ax.legend(frameon=False)
     fig.tight_layout()
     return save_figure(fig, out_dir, stem)
+
+
+VERDICT_COLUMNS = ["method", "reference", "fewest_steps", "setting", "difference", "ci_low", "ci_high", "steps_tried"]
+
+
+def steps_verdicts(results: pd.DataFrame, differences: pd.DataFrame, metric: str = "fid") -> pd.DataFrame:
+    """Per sampler (and respacing kind, `line_label`) of the `steps` rows: the fewest steps whose
+    `metric` is not distinguishably worse than the reference setting's, by the paired interval of
+    (setting - reference) in `differences` (kind "steps-reference", `reports.intervals.DIFFERENCE_COLUMNS`):
+    for FID, ci_low <= 0. A row sampled like the reference (samples_from) counts as equal. fewest_steps
+    is None (NaN) when no setting of that sampler qualifies; samplers without any compared row are
+    left out."""
+    part = steps_rows(results) if metric == "fid" else results[results["family"] == "steps"]
+    diffs = differences[(differences["kind"] == "steps-reference") & (differences["metric"] == metric)]
+    if part.empty or diffs.empty:
+        return pd.DataFrame(columns=VERDICT_COLUMNS)
+    reference = diffs["setting_a"].iloc[0]
+    higher = HIGHER_IS_BETTER[metric]
+    out = []
+    part = part.assign(_line=[line_label(m, r) for m, r in zip(part["method"], part["base_respacing"])])
+    for method, rows in part.groupby("_line", sort=True):  # a sampler's "ddimN" respacings apart
+        candidates = []
+        for _, r in rows.sort_values("steps").iterrows():
+            if reference in (r["setting"], r.get("samples_from")):
+                candidates.append((r, 0.0, 0.0, 0.0))
+                continue
+            d = diffs[diffs["setting_b"] == r["setting"]]
+            if not d.empty:
+                candidates.append((r, *d[["difference", "ci_low", "ci_high"]].iloc[0]))
+        if not candidates:
+            continue
+        ok = [c for c in candidates if (c[3] >= 0 if higher else c[2] <= 0)]
+        best = ok[0] if ok else None
+        out.append({"method": method, "reference": reference,
+                    "fewest_steps": int(best[0]["steps"]) if best else None,
+                    "setting": best[0]["setting"] if best else "",
+                    "difference": float(best[1]) if best else float("nan"),
+                    "ci_low": float(best[2]) if best else float("nan"),
+                    "ci_high": float(best[3]) if best else float("nan"),
+                    "steps_tried": ", ".join(str(int(c[0]["steps"])) for c in candidates)})
+    return pd.DataFrame(out, columns=VERDICT_COLUMNS)

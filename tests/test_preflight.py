@@ -25,7 +25,7 @@ from glide_eval.sweep.config import load_config
 from glide_eval.sweep.errors import MissingComponentError
 from glide_eval.sweep.preflight import PreflightError, preflight
 from glide_eval.sweep.references import reference_stats
-from glide_eval.sweep.rundir import generation_hash
+from glide_eval.sweep.rundir import generation_hash, merge_only_change
 from metrics.reference import ReferenceStats
 from samplers import checkpoints
 from samplers.checkpoints import CheckpointMismatchError, CheckpointReadError, check_checkpoint_file
@@ -283,7 +283,11 @@ def test_default_config_keeps_its_hashes(tmp_path):
     import glide_eval
 
     config = load_config(Path(glide_eval.__file__).parent / "configs" / "default.toml")
-    assert config.config_hash == "86660a7a290b5dae1c0ff853ae29a96407c74acacfda6fc8a0e90222eaa479af"
+    # issue 20 turned intervals on (ci = true): the only change, one the merge alone computes, so the
+    # run directories of the old hash resume without --force (merged again, nothing resampled)
+    old = config.with_overrides(metrics={"ci": False})
+    assert old.config_hash == "86660a7a290b5dae1c0ff853ae29a96407c74acacfda6fc8a0e90222eaa479af"
+    assert merge_only_change(old.hashed_data(), config.hashed_data())
     files = {
         "toy_base": "b12a0e77cd9e6fa7e1f4b41a754f89657d2c6b79b14ec5e7596d8c47044c5da1",
         "toy_classifier": "5ff8bb7a043299dc8c81af053f2dfc99c196c021157b48f0dffd5656c180478d",

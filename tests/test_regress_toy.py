@@ -94,3 +94,27 @@ def test_toy_checkpoint_against_itself_and_a_degraded_copy(toy_baseline, tmp_pat
     assert result.exit_code == 1, result.output
     report = json.loads(result.stdout)
     assert report["regressions"] and all(r.startswith("cfg-3/") for r in report["regressions"])
+    # the toy engine gives paired differences: the SE is metrics.paired_differences' on both sides' features
+    assert "influence" in report["interval_method"]
+    from metrics import paired_differences
+    from metrics.calculate import Options
+    from metrics.reference import ReferenceStats
+
+    def side(run_dir):
+        import numpy as np
+
+        arrays = {}
+        for npz in sorted((Path(run_dir) / "shards" / "cfg-3").glob("*.npz")):
+            with np.load(npz) as f:
+                for name in ("pool", "logits_unbiased", "clip_scores"):
+                    arrays.setdefault(name, []).append(f["feat__" + name])
+        return {k: np.concatenate(v) for k, v in arrays.items()}
+
+    expected = paired_differences(side(toy_baseline["baseline"]), side(tmp_path / "bad" / "candidate"),
+                                  ReferenceStats.load(toy_baseline["root"] / "reference.npz"),
+                                  ["fid", "is", "precision", "recall", "clip_score"], comparisons=5,
+                                  options=Options(isc_splits=10, fid_infinity_seed=3))
+    for row in report["rows"]:
+        if row["metric"] != "nan_count":
+            assert row["se"] == pytest.approx(expected[row["metric"]]["se"], rel=1e-9), row["metric"]
+            assert row["difference"] == pytest.approx(expected[row["metric"]]["difference"], rel=1e-9, abs=1e-12)

@@ -15,6 +15,7 @@ from glide_eval.data.inputs import InputError, load_input, read_captions
 from metrics import CorruptFileError, FeatureError, calculate_metrics, create_extractor
 from metrics.compatibility import recorded_sizes, resolution_mismatch
 from metrics.extractors import ExtractorError, check_known_weights
+from metrics.names import REFERENCE_NAMES, SELECTABLE_NAMES
 from metrics.reference import package_versions
 
 
@@ -62,8 +63,19 @@ from metrics.reference import package_versions
 @click.option("--clip-weights", envvar="GLIDE_EVAL_CLIP", help="CLIP weights file (OpenAI format).")
 @click.option("--extractor", default="inception-v3-compat", show_default=True, help="Image feature extractor.")
 @click.option("--clip-extractor", default="clip-vit-b-16", show_default=True, help="CLIP scorer.")
-@click.option("--bootstrap", default=0, show_default=True, help="Bootstrap replicates for 95% intervals.")
-@click.option("--seed", default=0, show_default=True, help="Bootstrap seed.")
+@click.option(
+    "--names",
+    help="Comma-separated metrics instead of --fid/--isc/--prc/--clip-score, e.g. fid,kid,fid_infinity "
+    f"(known: {', '.join(SELECTABLE_NAMES)}).",
+)
+@click.option("--ci", is_flag=True, help="95% intervals of every metric (<metric>_se, _ci_low, _ci_high).")
+@click.option(
+    "--bootstrap",
+    default=0,
+    show_default=True,
+    help="Obsolete alias of --ci (any N > 0 turns intervals on; they are no longer bootstrapped).",
+)
+@click.option("--seed", default=0, show_default=True, help="Seed of the randomised metrics (FID-infinity subsets).")
 @click.option(
     "--isc-convention",
     type=click.Choice(["torch-fidelity", "guided-diffusion"]),
@@ -96,6 +108,8 @@ def metrics_command(
     clip_weights,
     extractor,
     clip_extractor,
+    names,
+    ci,
     bootstrap,
     seed,
     isc_convention,
@@ -105,10 +119,11 @@ def metrics_command(
     as_json,
 ):
     """Metrics of generated images (--gen) against reference images or statistics (--ref)."""
-    if not (fid or isc or prc or clip_score):
-        fid = isc = prc = True
-    if (fid or prc) and not ref_path:
-        raise click.UsageError("--fid and --prc need --ref")
+    wanted = _metric_names(names, fid, isc, prc, clip_score)
+    needs_ref = bool(REFERENCE_NAMES & set(wanted))
+    if needs_ref and not ref_path:
+        raise click.UsageError(f"{', '.join(n for n in wanted if n in REFERENCE_NAMES)} need(s) --ref")
+    clip_score = "clip_score" in wanted
     if clip_score and not captions:
         raise click.UsageError("--clip-score needs --captions")
     try:
@@ -130,28 +145,25 @@ def metrics_command(
     try:
         gen = _load_input("--gen", gen_path, make_extractor, make_clip if clip_score else None, caps, batch_size)
         ref = None
-        if ref_path and (fid or prc):
+        if ref_path and needs_ref:
             protocol = _ref_protocol(ref_path, ref_resolution, ref_crop, gen)
             ref = _load_input("--ref", ref_path, make_extractor, None, None, batch_size, protocol)
-        isc_checked = isc and isc_convention == "torch-fidelity"
+        isc_checked = "is" in wanted and isc_convention == "torch-fidelity"
         warnings = _check_inputs(gen, ref, isc_checked, isc_splits, allow_resolution_mismatch)
         results = calculate_metrics(
             gen,
             ref,
-            fid=fid,
-            isc=isc,
-            prc=prc,
-            clip_score=clip_score,
+            names=wanted,
+            ci=ci or bootstrap > 0,
             isc_splits=isc_splits,
             isc_convention=isc_convention,
-            bootstrap=bootstrap,
             seed=seed,
         )
     except InputError as e:
         raise click.ClickException(str(e)) from None
     except (ExtractorError, FeatureError, ValueError) as e:
         raise click.ClickException(f"--gen {gen_path} / --ref {ref_path}: {e}") from None
-    results["provenance"] = _provenance(cache.get("image"), gen, ref, bootstrap, seed)
+    results["provenance"] = _provenance(cache.get("image"), gen, ref, ci or bootstrap > 0, seed)
     results["provenance"].update(isc_splits=isc_splits, warnings=warnings)
     _print_results(results, warnings, as_json)
 
@@ -213,7 +225,24 @@ def _load_input(flag: str, path: str, *args):
         raise click.ClickException(f"{flag} {path}: cannot be read ({type(e).__name__}: {e})") from None
 
 
-def _provenance(extractor, gen, ref, bootstrap, seed) -> dict:
+def _metric_names(names: str | None, fid: bool, isc: bool, prc: bool, clip_score: bool) -> list[str]:
+    """The metrics asked for: --names, else the flags, else FID, IS, precision and recall."""
+    if names is not None:
+        if fid or isc or prc or clip_score:
+            raise click.UsageError("--names replaces --fid/--isc/--prc/--clip-score: give one or the other")
+        wanted = [n.strip() for n in names.split(",") if n.strip()]
+        unknown = [n for n in wanted if n not in SELECTABLE_NAMES]
+        if unknown or not wanted:
+            raise click.UsageError(
+                f"--names: unknown metric(s) {unknown or [names]} (known: {', '.join(SELECTABLE_NAMES)})"
+            )
+        return wanted
+    if not (fid or isc or prc or clip_score):
+        fid = isc = prc = True
+    return [n for n, on in (("fid", fid), ("is", isc), ("precision", prc), ("clip_score", clip_score)) if on]
+
+
+def _provenance(extractor, gen, ref, ci, seed) -> dict:
     def ext(side):
         meta = getattr(side, "meta", {}) or {}
         return {"extractor": meta.get("extractor"), "extractor_sha256": meta.get("extractor_sha256")}
@@ -221,7 +250,7 @@ def _provenance(extractor, gen, ref, bootstrap, seed) -> dict:
     return {
         "gen": ext(gen),
         "ref": ext(ref) if ref is not None else None,
-        "bootstrap": bootstrap,
+        "ci": ci,
         "seed": seed,
         "versions": package_versions(),
     }

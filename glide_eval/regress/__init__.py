@@ -11,8 +11,11 @@ Comparison, per (setting, metric). Both sides' metrics come from the same metric
 (the engine's `compute_metrics`, reference statistics fixed). The difference is
 ``d = candidate - baseline``; its worsening is ``w = d`` for FID (lower is better) and
 ``w = -d`` for IS, precision, recall and CLIP score (higher is better). The interval is
-``w ± z·SE``, SE the standard deviation of a paired bootstrap (each replicate resamples
-the same sample indices on both sides, `metrics.paired_bootstrap`), z the two-sided normal
+``w ± z·SE``, SE the paired standard error from per-sample influence values
+(`metrics.paired_differences` through the engine's `compute_differences`; the toy and glide
+engines) or, for an engine without it, the standard deviation of a paired bootstrap (each
+replicate resamples the same sample indices on both sides, `metrics.paired_bootstrap`,
+`--bootstrap` rounds), z the two-sided normal
 quantile at `level` (default 0.95) Bonferroni-corrected over all m compared
 (setting, metric) pairs, i.e. at 1 - 0.05/m each. With tolerance t >= 0 (absolute, or a
 percentage of the baseline value; default 0):

@@ -74,9 +74,31 @@ def compare_setting(
     return {"baseline": point_b, "candidate": point_c, "replicates": replicates}
 
 
-def judge(metric: str, b: float, c: float, replicates, z: float, tolerance: tuple[float, bool]) -> dict:
+def compare_setting_paired(
+    compute_differences, base: dict, cand: dict, metric_names: list[str], comparisons: int
+) -> dict:
+    """Point values and the paired standard error (influence values, `metrics.paired_differences`) of
+    candidate - baseline for one setting: the engine's `compute_differences` on the two sides' features."""
+    names = sorted(base["features"])
+    if sorted(cand["features"]) != names:
+        raise RegressError(f"feature arrays differ: baseline {names}, candidate {sorted(cand['features'])}")
+    result = compute_differences(base["features"], cand["features"], comparisons)
+    return {
+        "baseline": {m: result[m]["a"] for m in metric_names},
+        "candidate": {m: result[m]["b"] for m in metric_names},
+        "se": {m: result[m]["se"] for m in metric_names},
+    }
+
+
+def judge(
+    metric: str, b: float, c: float, replicates, z: float, tolerance: tuple[float, bool], se: float | None = None
+) -> dict:
+    """`replicates`: paired-bootstrap replicates of the difference, or None with its standard error `se`."""
     d = c - b
-    low, high, se = normal_interval(d, replicates, z)
+    if se is None:
+        low, high, se = normal_interval(d, replicates, z)
+    else:
+        low, high = d - z * se, d + z * se
     sign = -1.0 if HIGHER_IS_BETTER[metric] else 1.0
     worse, w_low, w_high = sign * d, min(sign * low, sign * high), max(sign * low, sign * high)
     tol = tolerance[0] / 100 * abs(b) if tolerance[1] else tolerance[0]

@@ -12,10 +12,17 @@ from pathlib import Path
 from glide_eval.files import package_versions, sha256_json
 from glide_eval.regress.baseline import Baseline, RegressError, aligned_n, baseline_features, load_baseline, n_rows
 from glide_eval.regress.candidate import sample_run
-from glide_eval.regress.compare import DEFAULT_ROUNDS, compare_setting, judge, nan_row, parse_tolerances
+from glide_eval.regress.compare import (
+    DEFAULT_ROUNDS,
+    compare_setting,
+    compare_setting_paired,
+    judge,
+    nan_row,
+    parse_tolerances,
+)
 from glide_eval.regress.images import compare_images
 from glide_eval.regress.protocol import candidate_config, caption_difference, check_files, protocol_differences
-from glide_eval.regress.report import write_report
+from glide_eval.regress.report import BOOTSTRAP, write_report
 from glide_eval.sweep.components import Components, resolve_device
 from glide_eval.sweep.config import ConfigError, Setting, SweepConfig
 from glide_eval.sweep.engines import build_components
@@ -153,18 +160,14 @@ def compare_sides(
 ) -> tuple[list[dict], dict[str, int]]:
     """(report rows, samples per setting): every metric of every setting, then its NaN count."""
 
-    def compute(caps, feats):
-        return components.compute_metrics(feats, list(caps), False)
-
     rows, sizes = [], {}
     for setting in req.settings:
         b, c = base_side[setting.name], cand_side[setting.name]
         sizes[setting.name] = n_s = n_rows(b)  # fewer than n_eff for steps settings under steps_n
         if n_rows(c) != n_s:
             raise RegressError(f"{setting.name}: the baseline has {n_s} samples, the candidate {n_rows(c)}")
-        log(f"{setting.name}: paired bootstrap, {req.rounds} rounds")
         try:
-            result = compare_setting(compute, captions[:n_s], b, c, req.metric_names, req.rounds, req.config.run.seed)
+            result = _compare(req, components, captions[:n_s], b, c, setting.name, log)
         except (KeyError, ValueError) as e:
             raise RegressError(f"{setting.name}: cannot compute the metrics: {type(e).__name__}: {e}") from None
         for m in req.metric_names:
@@ -172,9 +175,10 @@ def compare_sides(
                 m,
                 result["baseline"][m],
                 result["candidate"][m],
-                result["replicates"][m],
+                result.get("replicates", {}).get(m),
                 req.z,
                 req.tolerances.get(m, (0.0, False)),
+                se=result.get("se", {}).get(m),
             )
             rows.append({"setting": setting.name, **row})
         rows.append(
@@ -184,6 +188,24 @@ def compare_sides(
             }
         )
     return rows, sizes
+
+
+INFLUENCE = "paired SE from influence values (metrics.paired_differences)"
+
+
+def _compare(req: Request, components: Components, captions, b: dict, c: dict, name: str, log) -> dict:
+    """Paired intervals from influence values when the engine gives `compute_differences` (the sweep's
+    engines), else from the paired bootstrap over `compute_metrics` (`--bootstrap` rounds)."""
+    if components.compute_differences is not None:
+        log(f"{name}: paired differences (influence values)")
+        comparisons = len(req.settings) * len(req.metric_names)
+        return compare_setting_paired(components.compute_differences, b, c, req.metric_names, comparisons)
+
+    def compute(caps, feats):
+        return components.compute_metrics(feats, list(caps), False)
+
+    log(f"{name}: paired bootstrap, {req.rounds} rounds")
+    return compare_setting(compute, captions, b, c, req.metric_names, req.rounds, req.config.run.seed)
 
 
 def build_report(
@@ -254,6 +276,7 @@ def regress(
     components, base_files, cand_side = sample_candidate(req, captions, images, progress, log)
     rows, sizes = compare_sides(req, components, captions, base_side, cand_side, log)
     report = build_report(req, rows, sizes, captions, base_files, components.provenance.get("files", {}))
+    report["interval_method"] = INFLUENCE if components.compute_differences is not None else BOOTSTRAP
     if images:
         report["images"] = compare_images(req.baseline, req.config, req.settings, captions, base_side, progress, log)
     report["exit_code"] = EXIT_REGRESSION if report["regressions"] else EXIT_OK

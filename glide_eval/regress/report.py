@@ -9,6 +9,8 @@ import numpy as np
 from glide_eval.files import atomic_write_text, write_json
 from glide_eval.regress.images import images_markdown
 
+BOOTSTRAP = "paired bootstrap SE"
+
 
 def _fmt(x) -> str:
     if isinstance(x, (int, np.integer)):
@@ -24,7 +26,9 @@ def markdown(report: dict) -> str:
         f"- candidate checkpoints: `{report['candidate']}`",
         f"- samples per setting: {report['n']} (first sample ids of the baseline; requested "
         f"{report['n_requested']})" + "".join(f"; {k}: {v}" for k, v in report.get("n_fewer", {}).items()),
-        f"- intervals: paired bootstrap SE ({report['bootstrap_rounds']} rounds), difference ± "
+        f"- intervals: {report.get('interval_method') or 'paired bootstrap SE'}"
+        + (f" ({report['bootstrap_rounds']} rounds)" if report.get("interval_method", BOOTSTRAP) == BOOTSTRAP else "")
+        + ", difference ± "
         f"{report['z']:.3f}·SE ({report['level']:.0%} family-wise over {report['comparisons']} comparisons)",
         f"- result: **{'REGRESSION' if report['regressions'] else 'no regression'}**"
         + (f" ({', '.join(report['regressions'])})" if report["regressions"] else ""),

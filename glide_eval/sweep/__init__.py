@@ -2,7 +2,7 @@
 
 config       TOML -> typed, validated `SweepConfig` (and its `Setting`s)
 plan         settings -> shards of sample indices; model evaluations per setting
-components   what an engine gives a sweep: generate, featurize, compute_metrics
+components   what an engine gives a sweep: generate, featurize, compute_metrics, compute_differences
 engines      the glide / toy / python:MODULE:FACTORY engines as `Components`
 references   reference statistics: the sweep's cache, or the user's file used as given
 preflight    open every file the config names before sampling (`sweep --check`)
@@ -11,5 +11,6 @@ rundir       the run directory: files, shard keys, finished records, results
 distributed  torchrun ranks and barriers
 run          sample the unfinished shards (`run_sweep`)
 merge        check every shard, compute metrics, write results
+differences  paired differences between settings (RUN_DIR/differences.csv)
 describe     the dry-run plan
 """

@@ -24,6 +24,7 @@ import torch
 from glide_eval.sweep.config import Setting, SweepConfig
 from glide_eval.sweep.errors import MissingComponentError
 from glide_eval.toy.models import BASE_RESOLUTION, UPSAMPLED_RESOLUTION
+from metrics.names import REFERENCE_NAMES
 
 # generate(captions, sample_ids, setting) -> images uint8 [N,3,H,W] or (images, nan_counts)
 # (sample with setting.guidance and setting.sampler(config): a "steps" setting's own method/respacing)
@@ -32,6 +33,9 @@ Generate = Callable[[list[str], list[int], Setting], object]
 Featurize = Callable[[np.ndarray, list[str]], dict]
 # compute_metrics(features {name: [N, ...]}, captions, ci) -> {metric: float}
 ComputeMetrics = Callable[[dict, list[str], bool], dict]
+# compute_differences(features_a, features_b, comparisons) -> `metrics.paired_differences`'s
+# {metric: {"a", "b", "difference" (b - a), "se", "ci_low", "ci_high", ...}} (rows paired by sample index)
+ComputeDifferences = Callable[[dict, dict, int], dict]
 GLIDE_RESOLUTIONS = (64, 256)  # base, with the upsampler
 TOY_RESOLUTIONS = (BASE_RESOLUTION, UPSAMPLED_RESOLUTION)
 
@@ -46,9 +50,11 @@ class Components:
     # reference() -> the reference statistics (built or loaded once); the pre-flight calls it
     # before any sample is drawn. None: the engine has no reference (or builds it in compute_metrics)
     reference: Callable[[], object] | None = None
+    # paired differences between two settings' features; None: the report has no difference table
+    compute_differences: ComputeDifferences | None = None
 
 
-REFERENCE_METRICS = frozenset({"fid", "precision", "recall"})
+REFERENCE_METRICS = REFERENCE_NAMES
 
 
 def needs_reference(config: SweepConfig) -> bool:

@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from glide_eval.files import sha256_json
-from metrics.names import METRIC_NAMES
+from metrics.names import METRIC_NAMES, SELECTABLE_NAMES
 from samplers.guidance_specs import is_unguided, split_guidance
-from samplers.sampling import SAMPLERS
+from samplers.sampling import SAMPLERS, check_sampler_options, min_steps
 from samplers.schedules import count_steps
 
 
@@ -96,7 +96,9 @@ class GridConfig:
     """clip_method: the sampling method of the CLIP-guided settings ("": [sampler] method).
     steps: base respacings sampled with each of steps_methods at steps_guidance
     ("unguided" or "cfg:SCALE"), as extra settings of family "steps" (FID vs number of steps),
-    on the first steps_n captions (0: all; else a multiple of [run] shard_size)."""
+    on the first steps_n captions (0: all; else a multiple of [run] shard_size).
+    steps_reference: the steps setting ("METHOD-RESPACING", e.g. "ancestral-250") each other
+    steps setting is compared with by a paired FID difference ("": ancestral-250 when sampled)."""
 
     unguided: bool = True
     cfg: list = field(default_factory=list)
@@ -106,6 +108,7 @@ class GridConfig:
     steps_methods: list = field(default_factory=lambda: ["ancestral", "ddim"])
     steps_guidance: str = "cfg:3.0"
     steps_n: int = 0
+    steps_reference: str = ""
 
 
 @dataclass(frozen=True)
@@ -113,8 +116,8 @@ class MetricsConfig:
     names: list = field(default_factory=lambda: list(METRIC_NAMES))
     reference: str = ""  # cached reference statistics (.npz); built there when absent or stale
     reference_n: int = 0  # real images in the reference (0: the whole validation set)
-    ci: bool = False
-    bootstrap: int = 200
+    ci: bool = False  # intervals (influence functions); the shipped configs turn them on
+    bootstrap: int = 200  # obsolete (intervals are no longer bootstrapped): accepted, not used
 
 
 SECTIONS: dict[str, type] = {
@@ -127,6 +130,9 @@ SECTIONS: dict[str, type] = {
     "metrics": MetricsConfig,
 }
 FREE_FORM = "engine_options"  # free-form table passed to a python: engine factory
+# [sampler_options.METHOD] tables: a sampler's own options (samplers.sampling.SAMPLER_OPTIONS, e.g.
+# unipc order / variant / corrector, ddim eta), validated by samplers.sampling.check_sampler_options
+SAMPLER_OPTIONS_SECTION = "sampler_options"
 
 
 def _default(f: dataclasses.Field):
@@ -137,6 +143,7 @@ def _default(f: dataclasses.Field):
 SCHEMA: dict[str, dict[str, object]] = {
     **{name: {f.name: _default(f) for f in dataclasses.fields(cls)} for name, cls in SECTIONS.items()},
     FREE_FORM: {},
+    SAMPLER_OPTIONS_SECTION: {},
 }
 
 ENV_VARS = {
@@ -182,7 +189,13 @@ INPUT_PATH_KEYS = PATH_KEYS - {("run", "output_dir")}
 GIVEN = "<given>"  # what the config hash holds of a set input path (its content is hashed instead)
 # keys that do not change what a sweep produces
 UNHASHED = {("run", "output_dir"), ("run", "save_images"), ("weights", "allow_unknown_inception")}
-STEPS_KEYS = ("steps", "steps_methods", "steps_guidance", "steps_n")  # hashed only when steps are given
+STEPS_KEYS = (
+    "steps",
+    "steps_methods",
+    "steps_guidance",
+    "steps_n",
+    "steps_reference",
+)  # hashed only when steps are given
 
 
 @dataclass(frozen=True)
@@ -243,6 +256,7 @@ class SweepConfig:
         self.grid: GridConfig = GridConfig(**self.data["grid"])
         self.metrics: MetricsConfig = MetricsConfig(**self.data["metrics"])
         self.engine_options: dict = self.data[FREE_FORM]
+        self.sampler_options: dict = self.data[SAMPLER_OPTIONS_SECTION]
 
     def __getitem__(self, section: str) -> dict:
         return self.data[section]
@@ -285,9 +299,11 @@ class SweepConfig:
         if not d["grid"].get("steps"):  # configs without steps keep the hash they had before
             for key in STEPS_KEYS:
                 d["grid"].pop(key, None)
-        for key in ("clip_method", "steps_n"):  # nor do configs without these keys
+        for key in ("clip_method", "steps_n", "steps_reference"):  # nor do configs without these keys
             if not d["grid"].get(key):
                 d["grid"].pop(key, None)
+        if not d.get(SAMPLER_OPTIONS_SECTION):  # nor configs without sampler options
+            d.pop(SAMPLER_OPTIONS_SECTION, None)
         if not d["run"].get("tf32"):  # nor configs from before the key (TF32 off)
             d["run"].pop("tf32", None)
         return d
@@ -346,10 +362,13 @@ def validate(raw: dict, source: Path | None = None, resolve_paths: bool = True) 
     data = _read_sections(raw, fail)
     _check_values(data, fail)
     _check_grid(data, fail)
+    _check_sampler_options(data, fail)
     _fill_from_environment(data)
     if resolve_paths:
         _resolve_paths(data)
-    return SweepConfig(data, source)
+    config = SweepConfig(data, source)
+    _check_steps_reference(config, fail)
+    return config
 
 
 def _read_sections(raw: dict, fail) -> dict[str, dict]:
@@ -362,7 +381,7 @@ def _read_sections(raw: dict, fail) -> dict[str, dict]:
     data: dict[str, dict] = {}
     for section, defaults in SCHEMA.items():
         given = raw.get(section, {})
-        if section == FREE_FORM:
+        if section in (FREE_FORM, SAMPLER_OPTIONS_SECTION):
             data[section] = copy.deepcopy(given)
             continue
         for key in given:
@@ -391,8 +410,8 @@ def _check_values(data: dict, fail) -> None:
     if engine not in ("glide", "toy") and not re.fullmatch(r"python:[\w.]+:\w+", engine):
         fail("models.engine", f"must be 'glide', 'toy' or 'python:MODULE:FACTORY', got {engine!r}")
     for name in data["metrics"]["names"]:
-        if name not in METRIC_NAMES:
-            fail("metrics.names", f"unknown metric {name!r} (known: {', '.join(METRIC_NAMES)})")
+        if name not in SELECTABLE_NAMES:
+            fail("metrics.names", f"unknown metric {name!r} (known: {', '.join(SELECTABLE_NAMES)})")
     for key in ("base_respacing", "upsample_respacing"):
         try:
             count_steps(data["sampler"][key])
@@ -472,6 +491,72 @@ def _check_steps(grid: dict, fail) -> None:
         parse_steps_guidance(grid["steps_guidance"])
     except ValueError as e:
         fail("grid.steps_guidance", str(e))
+    reference = grid["steps_reference"]
+    if reference:
+        method, _, respacing = reference.partition("-")
+        if method not in known or not respacing:
+            fail("grid.steps_reference", f'must be "METHOD-RESPACING" with METHOD in {list(known)}, got {reference!r}')
+        try:
+            count_steps(respacing)
+        except ValueError as e:
+            fail("grid.steps_reference", str(e))
+
+
+DEFAULT_STEPS_REFERENCE = "ancestral-250"  # GLIDE's protocol (paper App. B.2)
+
+
+def steps_reference(config: SweepConfig) -> str | None:
+    """The setting the steps settings are compared with: the one sampled with `[grid] steps_reference`'s
+    method and respacing at the steps guidance (a steps setting or a grid setting sampled alike);
+    None when the sweep samples no such setting."""
+    if not config.grid.steps:
+        return None
+    method, _, respacing = (config.grid.steps_reference or DEFAULT_STEPS_REFERENCE).partition("-")
+    guided_by, scale = parse_steps_guidance(config.grid.steps_guidance)
+    target = Setting("steps", scale, method, respacing, guided_by).sampling(config)
+    return next((s.name for s in config.settings if s.sampling(config) == target), None)
+
+
+def _check_steps_reference(config: SweepConfig, fail) -> None:
+    """A steps_reference given in the config must be sampled by the sweep."""
+    given = config.grid.steps_reference
+    if given and config.grid.steps and steps_reference(config) is None:
+        fail(
+            "grid.steps_reference",
+            f"{given!r} at {config.grid.steps_guidance} is not sampled by this sweep: add its respacing to "
+            "[grid] steps and its method to steps_methods, or make it a grid setting",
+        )
+
+
+def _check_sampler_options(data: dict, fail) -> None:
+    """[sampler_options.METHOD] tables valid for their sampler, and every respacing a sampler is used
+    with long enough for it (a multistep solver's order: samplers.sampling.min_steps)."""
+    options = data[SAMPLER_OPTIONS_SECTION]
+    known = sampling_methods()
+    for method, table in options.items():
+        key = f"{SAMPLER_OPTIONS_SECTION}.{method}"
+        if method not in known:
+            fail(key, f"unknown sampler {method!r} (known: {', '.join(known)})")
+        if not isinstance(table, dict):
+            fail(key, f"must be a table of the sampler's options, e.g. [{key}] with its keys, got {table!r}")
+        try:
+            check_sampler_options(method, table)
+        except ValueError as e:
+            fail(key, str(e))
+    sampler, grid = data["sampler"], data["grid"]
+    uses = [(sampler["method"], sampler["base_respacing"], "sampler.base_respacing")]
+    if grid["clip"] and grid["clip_method"]:
+        uses.append((grid["clip_method"], sampler["base_respacing"], "sampler.base_respacing"))
+    uses += [(m, r, "grid.steps") for m in grid["steps_methods"] for r in grid["steps"]]
+    for method, respacing, key in uses:
+        need = min_steps(method, options.get(method))
+        where = f", [{SAMPLER_OPTIONS_SECTION}.{method}]" if method in options else ""
+        if count_steps(respacing) < need:
+            fail(
+                key,
+                f"respacing {respacing!r} has {count_steps(respacing)} steps; sampler {method!r} needs at "
+                f"least {need} (its multistep order{where})",
+            )
 
 
 def _check_type(key, value, default, fail):

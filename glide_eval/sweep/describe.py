@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from glide_eval.sweep.config import SweepConfig
+from glide_eval.sweep.config import SweepConfig, steps_reference
 from glide_eval.sweep.plan import Plan, make_plan, model_evaluations
 from glide_eval.sweep.rundir import RunDir
 
@@ -13,6 +13,9 @@ def describe_plan(config: SweepConfig, run_dir: Path | None = None) -> dict:
     plan = make_plan(config)
     settings = []
     totals = {"base": 0, "clip": 0, "upsampler": 0}
+    reference = steps_reference(config)
+    ref_setting = next((s for s in plan.settings if s.name == reference), None)
+    ref_base = model_evaluations(config, ref_setting)["base"] if ref_setting is not None else 0
     for s in plan.settings:
         source, n = plan.sources[s.name], plan.samples_of(s)
         per = model_evaluations(config, s) if source is s else dict.fromkeys(totals, 0)
@@ -27,6 +30,10 @@ def describe_plan(config: SweepConfig, run_dir: Path | None = None) -> dict:
                 "shards": plan.counts[s.name],
                 "samples_from": source.name,
                 "model_evaluations": {k: v * n for k, v in per.items()},
+                # base-model evaluations per sample relative to the steps reference's (steps settings)
+                "vs_steps_reference": model_evaluations(config, s)["base"] / ref_base
+                if ref_base and s.family == "steps"
+                else None,
             }
         )
     done, remaining_s = None, None
@@ -46,6 +53,7 @@ def describe_plan(config: SweepConfig, run_dir: Path | None = None) -> dict:
         "settings": settings,
         "model_evaluations": totals,
         "metrics": config.metrics.names,
+        "steps_reference": reference,
     }
 
 
@@ -81,6 +89,11 @@ def format_plan(plan: dict) -> str:
         lines.append(
             f"  {s['setting']:<18} {s['samples']:>7} samples {s['shards']:>5} shards  base {ev['base']:>12,}  "
             f"clip {ev['clip']:>12,}  upsampler {ev['upsampler']:>12,}"
+            + (
+                f"  {s['vs_steps_reference']:.3f}x {plan['steps_reference']} per sample"
+                if s.get("vs_steps_reference") is not None
+                else ""
+            )
         )
     if plan["estimated_remaining_s"] is not None:
         seconds = plan["estimated_remaining_s"]

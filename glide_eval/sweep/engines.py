@@ -16,6 +16,7 @@ from glide_eval.files import cache_dir, cached_sha256
 from glide_eval.sweep import references
 from glide_eval.sweep.components import (
     Components,
+    ComputeDifferences,
     ComputeMetrics,
     Featurize,
     Generate,
@@ -26,9 +27,10 @@ from glide_eval.sweep.components import (
 from glide_eval.sweep.config import SweepConfig
 from glide_eval.sweep.errors import MissingComponentError
 from glide_eval.toy import models as toy_models
-from metrics.calculate import calculate_metrics
+from metrics.calculate import Options, calculate_metrics
 from metrics.clip_score import clip_scores
 from metrics.extractors import CLIP_B16, INCEPTION, ExtractorError, check_known_weights, create_extractor
+from metrics.paired import paired_differences
 from metrics.reference import build_reference
 from samplers.model_configs import OFFICIAL_FILES
 from samplers.pipeline import convert_models, load_glide_models, sample_images
@@ -99,6 +101,7 @@ def pipeline_generator(config: SweepConfig, device: str, load_models: Callable[[
             guidance=setting.guidance,
             respacing=respacing,
             sampler=method,
+            sampler_options=config.sampler_options.get(method),
             upsample=upsample,
             upsample_respacing=sampler.upsample_respacing,
             upsample_temp=sampler.upsample_temperature,
@@ -156,32 +159,54 @@ def once(make: Callable[[], object]) -> Callable[[], object]:
 
 def metrics_computer(config: SweepConfig, extractor, reference: Callable[[], object]) -> ComputeMetrics:
     """compute_metrics() through `metrics.calculate_metrics` against `reference()` (see `once`)."""
-    names = set(config.metrics.names)
+    names = list(config.metrics.names)
     needs_ref = needs_reference(config)
 
     def compute_metrics(features, captions, ci):
-        gen = {
-            "pool": features["pool"],
-            "logits_unbiased": features.get("logits_unbiased"),
-            "clip_scores": features.get("clip_scores"),
-            "n_truncated": int(features.get("clip_truncated", np.zeros(1)).sum()),
-            "extractor": extractor.name,
-            "extractor_sha256": extractor.weights_sha256,
-        }
+        gen = generated_features(features, extractor)
         out = calculate_metrics(
             gen,
             reference() if needs_ref else None,
-            fid="fid" in names,
-            isc="is" in names,
-            prc=bool(names & {"precision", "recall"}),
-            clip_score="clip_score" in names,
+            names=names,
+            ci=ci,
             isc_splits=min(10, len(features["pool"])),  # 10 splits, as the paper; fewer for tiny runs
-            bootstrap=config.metrics.bootstrap if ci else 0,
             seed=config.run.seed,
         )
         return {k: float(v) for k, v in out.items()}
 
     return compute_metrics
+
+
+def generated_features(features: dict, extractor) -> dict:
+    """A setting's merged shard features as `metrics.calculate_metrics` takes them."""
+    return {
+        "pool": features["pool"],
+        "logits_unbiased": features.get("logits_unbiased"),
+        "clip_scores": features.get("clip_scores"),
+        "n_truncated": int(features.get("clip_truncated", np.zeros(1)).sum()),
+        "extractor": extractor.name,
+        "extractor_sha256": extractor.weights_sha256,
+    }
+
+
+def differences_computer(config: SweepConfig, extractor, reference: Callable[[], object]) -> ComputeDifferences:
+    """compute_differences() through `metrics.paired_differences`, with the options and seeds
+    `metrics_computer` uses (so "a" and "b" are the settings' own values on those samples)."""
+    names = list(config.metrics.names)
+    needs_ref = needs_reference(config)
+
+    def compute_differences(features_a, features_b, comparisons):
+        options = Options(isc_splits=min(10, len(features_a["pool"])), fid_infinity_seed=config.run.seed)
+        return paired_differences(
+            generated_features(features_a, extractor),
+            generated_features(features_b, extractor),
+            reference() if needs_ref else None,
+            names,
+            comparisons=comparisons,
+            options=options,
+        )
+
+    return compute_differences
 
 
 TOY_EXTRACTORS = ("toy-classifier", "toy-clip")
@@ -234,6 +259,7 @@ def toy_components(config: SweepConfig, device: str) -> Components:
         metrics_computer(config, extractor, reference),
         provenance=provenance,
         reference=reference,
+        compute_differences=differences_computer(config, extractor, reference),
     )
 
 
@@ -292,6 +318,7 @@ def glide_components(config: SweepConfig, device: str) -> Components:
         metrics_computer(config, extractor, reference),
         provenance=provenance,
         reference=reference,
+        compute_differences=differences_computer(config, extractor, reference),
     )
 
 

@@ -11,6 +11,7 @@ import numpy as np
 from glide_eval.files import package_versions
 from glide_eval.sweep.components import Components, needs_upsampler
 from glide_eval.sweep.config import Setting, SweepConfig
+from glide_eval.sweep.differences import measure_differences
 from glide_eval.sweep.errors import MissingComponentError, SweepError
 from glide_eval.sweep.plan import Plan, make_plan
 from glide_eval.sweep.rundir import FEATURE_PREFIX, RunDir, work_items
@@ -71,14 +72,15 @@ def merge(
         log(f"results are up to date (every file checked): {run_dir.results_parquet}")
         return run_dir.results_parquet
     log(f"merging the shards: {stale}")
-    rows, previews = [], {}
+    rows, previews, features = [], {}, {}
     for setting in plan.settings:
-        metrics, row, previews[setting.name] = measure_setting(
+        metrics, row, previews[setting.name], features[setting.name] = measure_setting(
             config, components, run_dir, plan, setting, captions, records, gen_hash
         )
         rows.append(row)
         log(f"{setting.name}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
-    return run_dir.write_results(rows, previews, captions, manifest)
+    differences = measure_differences(config, components, rows, features, log)
+    return run_dir.write_results(rows, previews, captions, manifest, differences)
 
 
 def measure_setting(
@@ -90,8 +92,8 @@ def measure_setting(
     captions: list[str],
     records: dict[str, list[dict]],
     gen_hash: str,
-) -> tuple[dict, dict, np.ndarray]:
-    """(metrics, results row, preview images) of one setting, from the shards that hold its samples."""
+) -> tuple[dict, dict, np.ndarray, dict]:
+    """(metrics, results row, preview images, features) of one setting, from the shards that hold its samples."""
     source, n, count = plan.sources[setting.name], plan.samples_of(setting), plan.counts[setting.name]
     shards = [run_dir.load_shard(shard.setting.name, shard.index) for shard in plan.shards_for(setting)]
     ids = np.concatenate([s["sample_ids"] for s in shards])
@@ -121,7 +123,7 @@ def measure_setting(
         components.provenance,
         samples_from=source.name,
     )
-    return metrics, row, shards[0]["previews"]
+    return metrics, row, shards[0]["previews"], features
 
 
 def result_row(

@@ -31,6 +31,7 @@ files of killed writes (`glide_eval.files.TEMP_GLOB`) are removed by the next lo
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,7 +63,8 @@ FEATURE_PREFIX = "feat__"
 # the names `RunDir.save_images` gives: NNNNNN.png per sample id, SSSSS_NNNNNN.npz per batch
 _SAVED_PNG = re.compile(r"^(\d{6,})\.png$")
 _SAVED_NPZ = re.compile(r"^\d{5,}_\d{6,}\.npz$")
-RESULT_FILES = ("results.parquet", "results.csv", "previews.npz")  # made by merge from the shards
+# made by merge from the shards (differences.csv: paired differences between settings)
+RESULT_FILES = ("results.parquet", "results.csv", "previews.npz", "differences.csv")
 RUN_FILES = ("config.toml", "captions.json")  # written from the config at every run
 TEMP_FOLDERS = ("shards", "images")  # where else the sweep writes (report/ is not the sweep's)
 # keys that change the captions or the metrics but not a shard made from given captions
@@ -76,6 +78,10 @@ _NOT_IN_SHARD_KEY = {
     ("metrics", "bootstrap"),
     ("run", "batch_size"),
 }
+
+
+MERGE_ONLY_METRICS = ("kid", "fid_infinity")
+MERGE_ONLY_KEYS = ("ci", "bootstrap", "reference_n")  # [metrics] keys the merge alone uses
 
 
 class DamagedFile(SweepError):
@@ -98,12 +104,32 @@ class WorkItem:
 def generation_hash(config: SweepConfig, provenance: dict) -> str:
     """Hash of everything that changes one sample's pixels or features."""
     d = config.hashed_data()
+    d["metrics"]["names"] = sampled_metric_names(d["metrics"]["names"])
     for section, key in _NOT_IN_SHARD_KEY:
         if key is None:
             d.pop(section, None)
         else:
             d[section].pop(key, None)
     return sha256_json({"config": d, "files": provenance.get("files", {})})
+
+
+def sampled_metric_names(names: list[str]) -> list[str]:
+    """`names` without the metrics computed only from features every sweep stores (KID and FID-infinity
+    need the pool features): adding them changes the merge, not the shards."""
+    return [n for n in names if n not in MERGE_ONLY_METRICS]
+
+
+def merge_only_change(old: dict, new: dict) -> bool:
+    """Whether two configs' hashed data differ only in what the merge computes (not the samples)."""
+    old, new = copy.deepcopy(old), copy.deepcopy(new)
+    for d in (old, new):
+        metrics, grid = d.get("metrics", {}), d.get("grid", {})
+        for key in MERGE_ONLY_KEYS:
+            metrics.pop(key, None)
+        grid.pop("steps_reference", None)
+        if "names" in metrics:
+            metrics["names"] = sampled_metric_names(metrics["names"])
+    return old == new
 
 
 def shard_key(gen_hash: str, shard: Shard, captions: list[str] | tuple[str, ...]) -> str:
@@ -213,6 +239,12 @@ class RunDir:
             return
         self._check_config_being_run(config, old)
         if old.get("config_hash") == config.config_hash:
+            return
+        if merge_only_change(old.get("config", {}), config.hashed_data()):
+            if log is not None:
+                log(
+                    f"{self.path}: only the metrics changed in the config; the results are merged again from the shards"
+                )
             return
         changed = []
         old_data = old.get("config", {})
@@ -385,6 +417,8 @@ class RunDir:
         except (OSError, ValueError):
             return f"{self.manifest_json} is damaged"
         if not isinstance(recorded, dict) or {k: recorded.get(k) for k in manifest} != manifest:
+            if isinstance(recorded, dict) and recorded.get("shards") == manifest.get("shards"):
+                return "the config changed since the last merge (what the merge computes)"
             return "the shards changed since the last merge"
         hashes = recorded.get("files")
         if not isinstance(hashes, dict):
@@ -413,10 +447,15 @@ class RunDir:
         return None
 
     def write_results(
-        self, rows: list[dict], previews: dict[str, np.ndarray], captions: list[str], manifest: dict
+        self,
+        rows: list[dict],
+        previews: dict[str, np.ndarray],
+        captions: list[str],
+        manifest: dict,
+        differences: pd.DataFrame,
     ) -> Path:
-        """previews.npz, results.csv, results.parquet, then manifest.json with their sha256 and those of
-        config.toml and captions.json (last: it marks the results up to date)."""
+        """previews.npz, differences.csv, results.csv, results.parquet, then manifest.json with their
+        sha256 and those of config.toml and captions.json (last: it marks the results up to date)."""
         n_prev = min((len(p) for p in previews.values()), default=0)
         save_npz(
             self.path / "previews.npz",
@@ -426,6 +465,7 @@ class RunDir:
                 "sample_ids": np.arange(n_prev),
             },
         )
+        atomic_write_with(self.path / "differences.csv", lambda tmp: differences.to_csv(tmp, index=False))
         df = pd.DataFrame(rows)
         atomic_write_with(self.path / "results.csv", lambda tmp: df.to_csv(tmp, index=False))
         atomic_write_with(self.results_parquet, lambda tmp: df.to_parquet(tmp, index=False))
