@@ -6,6 +6,7 @@ and reports the best time of each, the minor page faults and the system time per
 
     .venv/bin/python bench/allocator.py --batch 128 --rounds 2 [--json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,8 +42,16 @@ def worker(tuned: bool, batch: int, reps: int) -> dict:
         times = []
         for _ in range(reps + 1):  # the first call warms up
             t0 = time.perf_counter()
-            sample_images(models, captions, list(range(batch)), seed=0, guidance=guidance, respacing="10",
-                          sampler=method, batch_size=batch)
+            sample_images(
+                models,
+                captions,
+                list(range(batch)),
+                seed=0,
+                guidance=guidance,
+                respacing="10",
+                sampler=method,
+                batch_size=batch,
+            )
             times.append(time.perf_counter() - t0)
         out[name] = min(times[1:])
     after = resource.getrusage(resource.RUSAGE_SELF)
@@ -69,8 +78,13 @@ def main():
     for _ in range(args.rounds):
         for mode in runs:
             cmd = [sys.executable, __file__, "--worker", mode, "--batch", str(args.batch), "--reps", str(args.reps)]
-            runs[mode].append(json.loads(subprocess.run(cmd, env=env, check=True, capture_output=True,
-                                                        text=True).stdout.strip().splitlines()[-1]))
+            runs[mode].append(
+                json.loads(
+                    subprocess.run(cmd, env=env, check=True, capture_output=True, text=True)
+                    .stdout.strip()
+                    .splitlines()[-1]
+                )
+            )
     summary = {}
     for mode, results in runs.items():
         summary[mode] = {k: min(r[k] for r in results) for k in results[0]}
@@ -81,8 +95,10 @@ def main():
     print(f"toy samplers, 10 steps, batch {args.batch}, 1 thread; best of {args.rounds} workers x {args.reps} calls")
     print(f"{'':>10} {'default s':>10} {'tuned s':>10} {'speedup':>8}")
     for name, _, _ in KINDS:
-        print(f"{name:>10} {summary['default'][name]:>10.2f} {summary['tuned'][name]:>10.2f} "
-              f"{summary['speedup'][name]:>7.2f}x")
+        print(
+            f"{name:>10} {summary['default'][name]:>10.2f} {summary['tuned'][name]:>10.2f} "
+            f"{summary['speedup'][name]:>7.2f}x"
+        )
     for key in ("minor_faults", "sys_s", "user_s"):
         print(f"{key:>12}: default {summary['default'][key]:,.1f}  tuned {summary['tuned'][key]:,.1f}")
 

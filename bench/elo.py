@@ -11,6 +11,7 @@ Prints the number of other processes and the load average, since the CPU may be 
     .venv/bin/python bench/elo.py                      # 20 models, 100k judgments, 1000 rounds
     .venv/bin/python bench/elo.py --models 50 --judgments 1000000 --json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,7 @@ def naive_bootstrap(model_a, model_b, winner, rounds, rng):
     for _ in range(rounds):
         idx = rng.integers(0, len(winner), len(winner))
         pc = pair_counts(model_a[idx], model_b[idx], winner[idx])
-        res = minimize(lambda t, pc=pc: neg_log_likelihood(t, pc), np.zeros(pc.n_models), jac=True,
-                       method="L-BFGS-B")
+        res = minimize(lambda t, pc=pc: neg_log_likelihood(t, pc), np.zeros(pc.n_models), jac=True, method="L-BFGS-B")
         out.append((res.x - res.x.mean()) * ELO_PER_NAT)
     return np.array(out)
 
@@ -81,29 +81,41 @@ def main():
     ratings, t_fit = timed(lambda: fit_elo(pc))
     boot_times = []
     for _ in range(args.repeats):
-        (theta, _, ok), t = timed(lambda: bootstrap_ratings(pc, ratings / ELO_PER_NAT, args.rounds,
-                                                            question_seed(0, "all")))
+        (theta, _, ok), t = timed(
+            lambda: bootstrap_ratings(pc, ratings / ELO_PER_NAT, args.rounds, question_seed(0, "all"))
+        )
         boot_times.append(t)
     t_boot = min(boot_times)
     result, t_all = timed(lambda: fit_question(pc, rounds=args.rounds, seed=0))
     _, t_tables = timed(lambda: (result.ratings_table(), result.pairs_table(), result.winrate_matrix()))
 
     report = {
-        "models": args.models, "judgments": args.judgments, "rounds": args.rounds,
-        "read_csv_s": round(t_read, 3), "pair_counts_s": round(t_counts, 3), "point_fit_s": round(t_fit, 3),
-        "bootstrap_s": round(t_boot, 3), "bootstrap_runs_s": [round(t, 3) for t in boot_times],
-        "fit_plus_bootstrap_s": round(t_all, 3), "tables_s": round(t_tables, 3),
+        "models": args.models,
+        "judgments": args.judgments,
+        "rounds": args.rounds,
+        "read_csv_s": round(t_read, 3),
+        "pair_counts_s": round(t_counts, 3),
+        "point_fit_s": round(t_fit, 3),
+        "bootstrap_s": round(t_boot, 3),
+        "bootstrap_runs_s": [round(t, 3) for t in boot_times],
+        "fit_plus_bootstrap_s": round(t_all, 3),
+        "tables_s": round(t_tables, 3),
         "counts_to_tables_s": round(t_all + t_tables, 3),
         "valid_rounds": int(ok.sum()),
         "other_processes": len([p for p in os.listdir("/proc") if p.isdigit()]) - 1,
-        "load_average": os.getloadavg(), "cpu_count": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "cpu_count": os.cpu_count(),
     }
     if args.naive_rounds:
-        _, t_naive = timed(lambda: naive_bootstrap(model_a, model_b, winner, args.naive_rounds,
-                                                   np.random.default_rng(1)))
+        _, t_naive = timed(
+            lambda: naive_bootstrap(model_a, model_b, winner, args.naive_rounds, np.random.default_rng(1))
+        )
         per_round_naive, per_round = t_naive / args.naive_rounds, t_boot / args.rounds
-        report.update(naive_per_round_s=round(per_round_naive, 4), ours_per_round_s=round(per_round, 5),
-                      speedup_per_round=round(per_round_naive / per_round, 1))
+        report.update(
+            naive_per_round_s=round(per_round_naive, 4),
+            ours_per_round_s=round(per_round, 5),
+            speedup_per_round=round(per_round_naive / per_round, 1),
+        )
     if args.json:
         print(json.dumps(report, indent=2))
     else:

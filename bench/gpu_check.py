@@ -105,10 +105,22 @@ def check_nan_rate(args) -> dict:
         random = {} if out["weights"] == "released" else {"random_weights": True, "tiny": args.quick}
         models = convert_models(load_glide_models(folder if not random else None, device=args.device, **random), dtype)
         start = time.perf_counter()
-        result = sample_images(models, captions, list(range(n)), 0, guidance=("cfg", 3.0), respacing=steps,
-                               batch_size=n, device=args.device, dtype=dtype)
-        out[name] = {"nan_sample_share": len(result.nan_samples) / n, "nan_steps": result.nan_steps,
-                     "seconds": round(time.perf_counter() - start, 2)}
+        result = sample_images(
+            models,
+            captions,
+            list(range(n)),
+            0,
+            guidance=("cfg", 3.0),
+            respacing=steps,
+            batch_size=n,
+            device=args.device,
+            dtype=dtype,
+        )
+        out[name] = {
+            "nan_sample_share": len(result.nan_samples) / n,
+            "nan_steps": result.nan_steps,
+            "seconds": round(time.perf_counter() - start, 2),
+        }
         del models
     return out
 
@@ -118,13 +130,27 @@ def run_json(cmd: list[str], timeout: int) -> dict:
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
     if proc.returncode:
         raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}: {proc.stderr[-2000:]}")
-    return json.loads(proc.stdout[proc.stdout.index("{"):])
+    return json.loads(proc.stdout[proc.stdout.index("{") :])
 
 
 def check_bench(args) -> dict:
     steps, batch = ("2", "1") if args.quick else ("20", "8")
-    cmd = [sys.executable, "bench/sampler.py", "--device", args.device, "--dtype", "bfloat16", "--convert",
-           "--reference-fp16", "--steps", steps, "--batch", batch, "--no-profile", "--json"]
+    cmd = [
+        sys.executable,
+        "bench/sampler.py",
+        "--device",
+        args.device,
+        "--dtype",
+        "bfloat16",
+        "--convert",
+        "--reference-fp16",
+        "--steps",
+        steps,
+        "--batch",
+        batch,
+        "--no-profile",
+        "--json",
+    ]
     if not args.quick:
         cmd.append("--compile")
     report = run_json(cmd, timeout=300)
@@ -133,9 +159,13 @@ def check_bench(args) -> dict:
         name = torch.cuda.get_device_name()
         peak = next((v for k, v in PEAK_TFLOPS.items() if k in name), 0.0)
     ours = report["ours"]
-    out = {"ours_bf16_compiled": ours, "reference_fp16": report.get("reference"),
-           "speedup_samples_per_second": report.get("speedup_samples_per_second"),
-           "rel_error_vs_reference": report.get("rel_error_vs_reference"), "peak_tflops": peak or None}
+    out = {
+        "ours_bf16_compiled": ours,
+        "reference_fp16": report.get("reference"),
+        "speedup_samples_per_second": report.get("speedup_samples_per_second"),
+        "rel_error_vs_reference": report.get("rel_error_vs_reference"),
+        "peak_tflops": peak or None,
+    }
     if peak:
         out["fraction_of_peak"] = round(ours["gflops_per_second"] / (peak * 1e3), 4)
     return out
@@ -145,16 +175,38 @@ def check_torchrun(args) -> dict:
     two_gpus = args.device.startswith("cuda") and torch.cuda.device_count() >= 2
     device = "cuda" if two_gpus else "cpu"
     tmp = Path(tempfile.mkdtemp(prefix="gpu_check_"))
-    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-               GLIDE_EVAL_CACHE=str(tmp / "cache"))
+    env = dict(
+        os.environ,
+        PYTHONPATH=f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+        GLIDE_EVAL_CACHE=str(tmp / "cache"),
+    )
     results = {}
-    for label, launcher in (("one", [sys.executable, "-m", "glide_eval"]),
-                            ("two", [sys.executable, "-m", "torch.distributed.run", "--standalone",
-                                     "--nproc-per-node", "2", "-m", "glide_eval"])):
+    for label, launcher in (
+        ("one", [sys.executable, "-m", "glide_eval"]),
+        (
+            "two",
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc-per-node",
+                "2",
+                "-m",
+                "glide_eval",
+            ],
+        ),
+    ):
         config = tmp / f"{label}.toml"
         config.write_text(TOY_SWEEP.format(out=tmp / label, device=device))
-        proc = subprocess.run([*launcher, "sweep", str(config), "--no-progress"], cwd=ROOT, env=env,
-                              capture_output=True, text=True, timeout=240)
+        proc = subprocess.run(
+            [*launcher, "sweep", str(config), "--no-progress"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=240,
+        )
         if proc.returncode:
             raise RuntimeError(f"{label}-process sweep exited {proc.returncode}: {proc.stderr[-2000:]}")
         results[label] = pd.read_csv(tmp / label / "results.csv")
@@ -169,8 +221,12 @@ CHECKS = {"parity": check_parity, "nan_rate": check_nan_rate, "bench": check_ben
 def main():
     args = parse_args()
     skip = set(filter(None, args.skip.split(",")))
-    report = {"device": args.device, "torch": torch.__version__, "quick": args.quick,
-              "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None}
+    report = {
+        "device": args.device,
+        "torch": torch.__version__,
+        "quick": args.quick,
+        "gpu": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
+    }
     for name, check in CHECKS.items():
         if name in skip:
             report[name] = {"skipped": "--skip"}
@@ -182,8 +238,10 @@ def main():
             report[name] = {"error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:]}
         report[name]["seconds"] = round(time.perf_counter() - start, 1)
         Path(args.out).write_text(json.dumps(report, indent=2, default=str))  # after every check
-        print(f"{name}: {json.dumps({k: v for k, v in report[name].items() if k != 'traceback'}, default=str)[:400]}",
-              file=sys.stderr)
+        print(
+            f"{name}: {json.dumps({k: v for k, v in report[name].items() if k != 'traceback'}, default=str)[:400]}",
+            file=sys.stderr,
+        )
     print(json.dumps(report, indent=2, default=str))
 
 

@@ -20,6 +20,7 @@ design calculation with the true ratings puts the best possible near 0.8x there)
     .venv/bin/python bench/judge_scheduler.py --reps 40 --json
     .venv/bin/python bench/judge_scheduler.py --ratings 0,40,80,120 --tie-rate 0.2
 """
+
 from __future__ import annotations
 
 import argparse
@@ -32,7 +33,7 @@ from human_eval.elo import fit_question, win_probability
 from human_eval.fit import PairCounts
 from human_eval.judge.scheduler import adaptive_choice, balanced_choice, fitted_theta
 
-DEFAULT_RATINGS = "0,50,100,150,200,300,400,500,600,700"   # Elo of 10 settings, weak to strong guidance
+DEFAULT_RATINGS = "0,50,100,150,200,300,400,500,600,700"  # Elo of 10 settings, weak to strong guidance
 
 
 def simulate_outcome(p: float, tie_rate: float, rng: np.random.Generator) -> int:
@@ -71,14 +72,24 @@ def run_one(kind, ratings, tie_rate, half_width, rounds, check, refit, max_n, se
             next_check = max(n + 10, int(n * (1 + check)))
             try:
                 _, lower, upper = intervals(counts, i, j, m, rounds, seed)
-            except ValueError:          # FitError: not identifiable yet
+            except ValueError:  # FitError: not identifiable yet
                 continue
             if np.all(upper - lower < 2 * half_width):
                 truth = ratings - ratings.mean()
-                return {"n": n, "covered": int(((lower <= truth) & (truth <= upper)).sum()), "models": m,
-                        "ties": int(counts[:, 2].sum()), "per_pair": counts.sum(1).astype(int).tolist()}
-    return {"n": None, "covered": 0, "models": m, "ties": int(counts[:, 2].sum()),
-            "per_pair": counts.sum(1).astype(int).tolist()}
+                return {
+                    "n": n,
+                    "covered": int(((lower <= truth) & (truth <= upper)).sum()),
+                    "models": m,
+                    "ties": int(counts[:, 2].sum()),
+                    "per_pair": counts.sum(1).astype(int).tolist(),
+                }
+    return {
+        "n": None,
+        "covered": 0,
+        "models": m,
+        "ties": int(counts[:, 2].sum()),
+        "per_pair": counts.sum(1).astype(int).tolist(),
+    }
 
 
 def main() -> None:
@@ -97,27 +108,53 @@ def main() -> None:
     if not 0 <= args.tie_rate <= 0.5:
         ap.error("--tie-rate must be in [0, 0.5]")
     ratings = np.array([float(x) for x in args.ratings.split(",")])
-    out = {"ratings": ratings.tolist(), "tie_rate": args.tie_rate, "half_width": args.half_width,
-           "reps": args.reps, "rounds": args.rounds, "check": args.check, "schedulers": {}}
+    out = {
+        "ratings": ratings.tolist(),
+        "tie_rate": args.tie_rate,
+        "half_width": args.half_width,
+        "reps": args.reps,
+        "rounds": args.rounds,
+        "check": args.check,
+        "schedulers": {},
+    }
     for kind in ("balanced", "adaptive"):
         start = time.perf_counter()
-        runs = [run_one(kind, ratings, args.tie_rate, args.half_width, args.rounds, args.check, args.refit,
-                        args.max_n, args.seed + rep) for rep in range(args.reps)]
+        runs = [
+            run_one(
+                kind,
+                ratings,
+                args.tie_rate,
+                args.half_width,
+                args.rounds,
+                args.check,
+                args.refit,
+                args.max_n,
+                args.seed + rep,
+            )
+            for rep in range(args.reps)
+        ]
         ns = np.array([r["n"] for r in runs if r["n"] is not None], dtype=float)
         covered = sum(r["covered"] for r in runs)
         total = sum(r["models"] for r in runs if r["n"] is not None)
         out["schedulers"][kind] = {
             "judgments_mean": float(ns.mean()) if len(ns) else None,
             "judgments_sd": float(ns.std(ddof=1)) if len(ns) > 1 else None,
-            "judgments": [r["n"] for r in runs], "unfinished": sum(r["n"] is None for r in runs),
-            "coverage": covered / total if total else None, "intervals": total,
+            "judgments": [r["n"] for r in runs],
+            "unfinished": sum(r["n"] is None for r in runs),
+            "coverage": covered / total if total else None,
+            "intervals": total,
             "tie_share": float(np.mean([r["ties"] / r["n"] for r in runs if r["n"]])),
-            "per_pair_first_run": runs[0]["per_pair"], "seconds": time.perf_counter() - start}
+            "per_pair_first_run": runs[0]["per_pair"],
+            "seconds": time.perf_counter() - start,
+        }
         if not args.json:
             s = out["schedulers"][kind]
-            print(f"{kind:9s} judgments {s['judgments_mean']:8.0f} +- {s['judgments_sd'] or 0:6.0f} (sd over "
-                  f"{args.reps} runs), coverage {s['coverage']:.3f} of {total} intervals, ties "
-                  f"{s['tie_share']:.3f}, {s['seconds']:.0f} s", flush=True)
+            print(
+                f"{kind:9s} judgments {s['judgments_mean']:8.0f} +- {s['judgments_sd'] or 0:6.0f} (sd over "
+                f"{args.reps} runs), coverage {s['coverage']:.3f} of {total} intervals, ties "
+                f"{s['tie_share']:.3f}, {s['seconds']:.0f} s",
+                flush=True,
+            )
     b, a = (out["schedulers"][k]["judgments_mean"] for k in ("balanced", "adaptive"))
     out["ratio"] = a / b if a and b else None
     if args.json:

@@ -18,6 +18,7 @@
   half-sampling), wall and CPU time, each interval's own cost, beside today's percentile
   bootstrap of FID (--bootstrap-rounds timed, scaled to 200) and torch-fidelity's FID.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -75,8 +76,17 @@ def _prc_child(mode: str, n: int, queue):
     cpu1 = resource.getrusage(resource.RUSAGE_SELF)
     cpu = (cpu1.ru_utime - cpu0.ru_utime) + (cpu1.ru_stime - cpu0.ru_stime)
     peak = cpu1.ru_maxrss / 1024
-    queue.put({"mode": mode, "n": n, "seconds": seconds, "cpu_seconds": cpu, "peak_rss_mb": peak,
-               "rss_with_features_mb": base, "counts": counts})
+    queue.put(
+        {
+            "mode": mode,
+            "n": n,
+            "seconds": seconds,
+            "cpu_seconds": cpu,
+            "peak_rss_mb": peak,
+            "rss_with_features_mb": base,
+            "counts": counts,
+        }
+    )
 
 
 PRC_MODES = ("torch-fidelity", "torch-fidelity-part", "ours", "ours-cached")
@@ -93,9 +103,12 @@ def bench_prc(n: int, repeat: int, modes=PRC_MODES) -> list[dict]:
             p.start()
             row = q.get()
             p.join()
-            print(f"prc n={n} {mode:<15} {row['seconds']:8.2f} s wall {row['cpu_seconds']:8.2f} s CPU  "
-                  f"peak RSS {row['peak_rss_mb']:6.0f} MB (with features: {row['rss_with_features_mb']:.0f} MB)"
-                  f"  counts {row['counts']}", flush=True)
+            print(
+                f"prc n={n} {mode:<15} {row['seconds']:8.2f} s wall {row['cpu_seconds']:8.2f} s CPU  "
+                f"peak RSS {row['peak_rss_mb']:6.0f} MB (with features: {row['rss_with_features_mb']:.0f} MB)"
+                f"  counts {row['counts']}",
+                flush=True,
+            )
             if mode not in best or row["cpu_seconds"] < best[mode]["cpu_seconds"]:
                 best[mode] = row
     rows = [best[m] for m in modes]
@@ -109,11 +122,13 @@ def bench_prc(n: int, repeat: int, modes=PRC_MODES) -> list[dict]:
         part = best.get("torch-fidelity-part")
         if part is not None:
             row["cpu_ratio_vs_torch_fidelity_part"] = row["cpu_seconds"] / part["cpu_seconds"]
-        print(f"  {row['mode']}: {row['wall_ratio_vs_torch_fidelity']:.2f}x torch-fidelity wall time, "
-              f"{row['cpu_ratio_vs_torch_fidelity']:.2f}x CPU time (vs part mode: "
-              f"{row.get('cpu_ratio_vs_torch_fidelity_part', float('nan')):.2f}x), "
-              f"same counts: {row['same_decisions']}",
-              flush=True)
+        print(
+            f"  {row['mode']}: {row['wall_ratio_vs_torch_fidelity']:.2f}x torch-fidelity wall time, "
+            f"{row['cpu_ratio_vs_torch_fidelity']:.2f}x CPU time (vs part mode: "
+            f"{row.get('cpu_ratio_vs_torch_fidelity_part', float('nan')):.2f}x), "
+            f"same counts: {row['same_decisions']}",
+            flush=True,
+        )
     return rows
 
 
@@ -134,10 +149,17 @@ def bench_fid() -> dict:
     t = time.perf_counter()
     theirs = fid_statistics_to_metric({"mu": m1, "sigma": s1}, {"mu": m2, "sigma": s2}, False)
     t_theirs = time.perf_counter() - t
-    out = {"ours_s": t_ours, "torch_fidelity_s": t_theirs, "ours": ours,
-           "torch_fidelity": theirs["frechet_inception_distance"]}
-    print(f"fid from stats (2048-d): ours {t_ours:.2f} s, torch-fidelity {t_theirs:.2f} s "
-          f"({ours:.9g} vs {out['torch_fidelity']:.9g})", flush=True)
+    out = {
+        "ours_s": t_ours,
+        "torch_fidelity_s": t_theirs,
+        "ours": ours,
+        "torch_fidelity": theirs["frechet_inception_distance"],
+    }
+    print(
+        f"fid from stats (2048-d): ours {t_ours:.2f} s, torch-fidelity {t_theirs:.2f} s "
+        f"({ours:.9g} vs {out['torch_fidelity']:.9g})",
+        flush=True,
+    )
     return out
 
 
@@ -163,14 +185,18 @@ def bench_extraction(n_images: int) -> dict:
         def __getitem__(self, i):
             return images[i]
 
-    model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
-                                        feature_extractor_weights_path=str(path))
+    model = FeatureExtractorInceptionV3(
+        "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(path)
+    )
     t = time.perf_counter()
     get_featuresdict_from_dataset(Images(), model, 64, False, True, False)
     t_theirs = time.perf_counter() - t
     out = {"ours_images_per_s": n_images / t_ours, "torch_fidelity_images_per_s": n_images / t_theirs}
-    print(f"extraction ({n_images} images 64x64 -> 299): ours {out['ours_images_per_s']:.2f} img/s, "
-          f"torch-fidelity {out['torch_fidelity_images_per_s']:.2f} img/s", flush=True)
+    print(
+        f"extraction ({n_images} images 64x64 -> 299): ours {out['ours_images_per_s']:.2f} img/s, "
+        f"torch-fidelity {out['torch_fidelity_images_per_s']:.2f} img/s",
+        flush=True,
+    )
     return out
 
 
@@ -196,16 +222,21 @@ def bench_intervals(n: int, bootstrap_rounds: int) -> dict:
     gen_t, real_t = _features(n, 0)
     gen, real = gen_t.numpy(), real_t.numpy()
     rng = np.random.default_rng(0)
-    g = {"pool": gen, "logits_unbiased": rng.normal(size=(n, 1008)).astype(np.float32) * 3,
-         "clip_scores": rng.normal(30, 3, n)}
+    g = {
+        "pool": gen,
+        "logits_unbiased": rng.normal(size=(n, 1008)).astype(np.float32) * 3,
+        "clip_scores": rng.normal(30, 3, n),
+    }
     mu_r, sig_r = gaussian_statistics(real)
-    ref = ReferenceStats(mu=mu_r, sigma=sig_r, n=n, pool=real, radii=knn_radii(real_t).numpy(),
-                         meta={"k": 3, "prc_batch_size": 10000})
+    ref = ReferenceStats(
+        mu=mu_r, sigma=sig_r, n=n, pool=real, radii=knn_radii(real_t).numpy(), meta={"k": 3, "prc_batch_size": 10000}
+    )
     names = ["fid", "is", "precision", "recall", "clip_score"]
     out: dict = {"n": n, "d": gen.shape[1]}
     point, out["points_s"], out["points_cpu_s"] = _timed(lambda: calculate_metrics(g, ref, names=names))
     full, out["with_intervals_s"], out["with_intervals_cpu_s"] = _timed(
-        lambda: calculate_metrics(g, ref, names=names, ci=True))
+        lambda: calculate_metrics(g, ref, names=names, ci=True)
+    )
     assert all(full[m] == point[m] for m in names), "intervals changed a point estimate"
     out["intervals_s"] = out["with_intervals_s"] - out["points_s"]
     out["intervals_cpu_s"] = out["with_intervals_cpu_s"] - out["points_cpu_s"]
@@ -213,10 +244,13 @@ def bench_intervals(n: int, bootstrap_rounds: int) -> dict:
     _, out["fid_influence_s"], _ = _timed(lambda: fid_influence(gen, mu_g, sig_g, mu_r, sig_r))
     _, out["is_influence_s"], _ = _timed(lambda: inception_score_influence(g["logits_unbiased"]))
     out["values"] = {k: full[k] for k in full if k.split("_")[0] in {"fid", "is", "precision", "recall", "clip"}}
-    print(f"intervals n={n}: points {out['points_s']:.1f} s ({out['points_cpu_s']:.1f} CPU), with every "
-          f"interval {out['with_intervals_s']:.1f} s ({out['with_intervals_cpu_s']:.1f} CPU): intervals "
-          f"{out['intervals_s']:.1f} s wall, {out['intervals_cpu_s']:.1f} s CPU (FID influence "
-          f"{out['fid_influence_s']:.1f} s, IS {out['is_influence_s']:.2f} s)", flush=True)
+    print(
+        f"intervals n={n}: points {out['points_s']:.1f} s ({out['points_cpu_s']:.1f} CPU), with every "
+        f"interval {out['with_intervals_s']:.1f} s ({out['with_intervals_cpu_s']:.1f} CPU): intervals "
+        f"{out['intervals_s']:.1f} s wall, {out['intervals_cpu_s']:.1f} s CPU (FID influence "
+        f"{out['fid_influence_s']:.1f} s, IS {out['is_influence_s']:.2f} s)",
+        flush=True,
+    )
     if bootstrap_rounds:
         root, tr_r, pool = factor(sig_r), np.trace(sig_r), gen.astype(np.float64)
 
@@ -224,15 +258,20 @@ def bench_intervals(n: int, bootstrap_rounds: int) -> dict:
             mu, sig = gaussian_statistics(pool[idx])
             d = mu - mu_r
             return float(d @ d + tr_r + np.trace(sig) - 2 * trace_sqrt_product(root, sig))
+
         _, t, c = _timed(lambda: bootstrap(n, fid_of, bootstrap_rounds, 0))
         out["percentile_bootstrap_fid_200_s"] = t / bootstrap_rounds * 200
         out["percentile_bootstrap_fid_200_cpu_s"] = c / bootstrap_rounds * 200
-        print(f"  today's percentile bootstrap of FID: {t / bootstrap_rounds:.1f} s per round -> "
-              f"{out['percentile_bootstrap_fid_200_s']:.0f} s for 200 rounds (FID alone)", flush=True)
+        print(
+            f"  today's percentile bootstrap of FID: {t / bootstrap_rounds:.1f} s per round -> "
+            f"{out['percentile_bootstrap_fid_200_s']:.0f} s for 200 rounds (FID alone)",
+            flush=True,
+        )
     from torch_fidelity.metric_fid import fid_statistics_to_metric
 
     _, out["torch_fidelity_fid_from_stats_s"], _ = _timed(
-        lambda: fid_statistics_to_metric({"mu": mu_r, "sigma": sig_r}, {"mu": mu_g, "sigma": sig_g}, False))
+        lambda: fid_statistics_to_metric({"mu": mu_r, "sigma": sig_r}, {"mu": mu_g, "sigma": sig_g}, False)
+    )
     print(f"  torch-fidelity FID from statistics: {out['torch_fidelity_fid_from_stats_s']:.1f} s", flush=True)
     return out
 
@@ -243,11 +282,18 @@ def main():
     ap.add_argument("--images", type=int, default=32, help="images for the extraction rate (0: skip)")
     ap.add_argument("--repeat", type=int, default=1, help="interleaved precision/recall rounds (best kept)")
     ap.add_argument("--no-fid", action="store_true", help="skip the FID-from-statistics timing")
-    ap.add_argument("--no-torch-fidelity-prc", action="store_true",
-                    help="skip torch-fidelity's precision/recall (it needs ~15 GB at 30k)")
+    ap.add_argument(
+        "--no-torch-fidelity-prc",
+        action="store_true",
+        help="skip torch-fidelity's precision/recall (it needs ~15 GB at 30k)",
+    )
     ap.add_argument("--intervals", type=int, default=0, help="time every interval at this N (0: skip)")
-    ap.add_argument("--bootstrap-rounds", type=int, default=3,
-                    help="percentile-bootstrap rounds timed beside the intervals (scaled to 200)")
+    ap.add_argument(
+        "--bootstrap-rounds",
+        type=int,
+        default=3,
+        help="percentile-bootstrap rounds timed beside the intervals (scaled to 200)",
+    )
     ap.add_argument("--no-prc", action="store_true", help="skip the precision/recall comparison")
     ap.add_argument("--json", help="write results here")
     args = ap.parse_args()
@@ -256,8 +302,11 @@ def main():
         results["extraction"] = bench_extraction(args.images)
     if not args.no_fid:
         results["fid"] = bench_fid()
-    modes = ("ours", "ours-cached") if args.no_torch_fidelity_prc else \
-        ("torch-fidelity", "torch-fidelity-part", "ours", "ours-cached")
+    modes = (
+        ("ours", "ours-cached")
+        if args.no_torch_fidelity_prc
+        else ("torch-fidelity", "torch-fidelity-part", "ours", "ours-cached")
+    )
     if args.intervals:
         results["intervals"] = bench_intervals(args.intervals, args.bootstrap_rounds)
     if not args.no_prc:

@@ -9,6 +9,7 @@ noise in the same process, checks the outputs agree and reports the samples/s ra
     .venv/bin/python bench/sampler.py --steps 3 --batch 1            # CPU float32
     .venv/bin/python bench/sampler.py --device cuda --dtype bfloat16 --compile --steps 20 --batch 8
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,19 +35,29 @@ def parse_args():
     parser.add_argument("--steps", type=int, default=3, help="sampling steps (respacing of the 1000-step schedule)")
     parser.add_argument("--batch", type=int, default=1, help="captions per batch (the model sees 2x for guidance)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--dtype", choices=["float32", "bfloat16", "float16"], default="float32",
-                        help="autocast dtype for the model (sampling arithmetic stays float32)")
-    parser.add_argument("--convert", action="store_true",
-                        help="ours: weights converted once to --dtype (GLIDEUNet.to_dtype, as the sweep does) "
-                             "instead of autocast")
-    parser.add_argument("--reference-fp16", action="store_true",
-                        help="the reference with use_fp16=True (its convert_to_fp16), as glide-text2im runs on a GPU")
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "bfloat16", "float16"],
+        default="float32",
+        help="autocast dtype for the model (sampling arithmetic stays float32)",
+    )
+    parser.add_argument(
+        "--convert",
+        action="store_true",
+        help="ours: weights converted once to --dtype (GLIDEUNet.to_dtype, as the sweep does) instead of autocast",
+    )
+    parser.add_argument(
+        "--reference-fp16",
+        action="store_true",
+        help="the reference with use_fp16=True (its convert_to_fp16), as glide-text2im runs on a GPU",
+    )
     parser.add_argument("--compile", action="store_true", help="torch.compile the UNet (ours only)")
     parser.add_argument("--channels-last", action="store_true", help="channels_last UNet weights (ours only)")
     parser.add_argument("--no-reference", action="store_true", help="skip the reference implementation")
     parser.add_argument("--no-profile", action="store_true")
-    parser.add_argument("--repeats", type=int, default=1,
-                        help="timed runs of each implementation, alternating (the fastest counts)")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="timed runs of each implementation, alternating (the fastest counts)"
+    )
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     parser.add_argument("--json", action="store_true")
     return parser.parse_args()
@@ -87,8 +98,12 @@ def make_tokens(options, batch, device):
     tokens, mask = glide_tokenize([CAPTION] * batch, text_ctx=int(options["text_ctx"]))
     uncond_tokens, uncond_mask = glide_tokenize([""] * batch, text_ctx=int(options["text_ctx"]))
     as_tensor = lambda t, dtype: torch.as_tensor(t, device=device, dtype=dtype)
-    return (as_tensor(tokens, torch.long), as_tensor(mask, torch.bool),
-            as_tensor(uncond_tokens, torch.long), as_tensor(uncond_mask, torch.bool))
+    return (
+        as_tensor(tokens, torch.long),
+        as_tensor(mask, torch.bool),
+        as_tensor(uncond_tokens, torch.long),
+        as_tensor(uncond_mask, torch.bool),
+    )
 
 
 class StepClock:
@@ -125,8 +140,9 @@ def run_reference(model, steps, tokens, tape, batch, device):
     from glide_text2im.gaussian_diffusion import get_named_beta_schedule
     from glide_text2im.respace import SpacedDiffusion, space_timesteps
 
-    diffusion = SpacedDiffusion(use_timesteps=space_timesteps(1000, str(steps)),
-                                betas=get_named_beta_schedule("squaredcos_cap_v2", 1000))
+    diffusion = SpacedDiffusion(
+        use_timesteps=space_timesteps(1000, str(steps)), betas=get_named_beta_schedule("squaredcos_cap_v2", 1000)
+    )
     cond, cond_mask, uncond, uncond_mask = tokens
     kwargs = dict(tokens=torch.cat([cond, uncond]), mask=torch.cat([cond_mask, uncond_mask]))
 
@@ -144,8 +160,14 @@ def run_reference(model, steps, tokens, tape, batch, device):
     try:
         clock = StepClock(device)
         clock.tick()
-        steps = diffusion.p_sample_loop_progressive(model_fn, tuple(tape[0].shape), noise=tape[0].to(device),
-                                                    device=device, clip_denoised=True, model_kwargs=kwargs)
+        steps = diffusion.p_sample_loop_progressive(
+            model_fn,
+            tuple(tape[0].shape),
+            noise=tape[0].to(device),
+            device=device,
+            clip_denoised=True,
+            model_kwargs=kwargs,
+        )
         for out in steps:  # noqa: B007  (the last step's output is returned)
             clock.tick()
     finally:
@@ -210,8 +232,9 @@ def main():
     torch.manual_seed(0)
     device, autocast = args.device, (None if args.dtype == "float32" else getattr(torch, args.dtype))
     model, options = build_ours(device)
-    reference, _ = ((None, None) if args.no_reference
-                    else build_reference(options, model.state_dict(), device, args.reference_fp16))
+    reference, _ = (
+        (None, None) if args.no_reference else build_reference(options, model.state_dict(), device, args.reference_fp16)
+    )
     if args.convert and autocast is not None:
         model, autocast = model.to_dtype(autocast), None
     ours_model = model
@@ -237,26 +260,41 @@ def main():
     # robust to a shared machine: the fastest repeat of each phase (setup, every step), summed
     ours_seconds = sum(map(min, zip(*ours_times)))
     report = {
-        "device": device, "dtype": args.dtype, "compile": args.compile, "channels_last": args.channels_last,
-        "converted": args.convert, "reference_fp16": args.reference_fp16,
-        "threads": torch.get_num_threads(), "steps": args.steps, "batch": args.batch, "repeats": args.repeats,
-        "torch": torch.__version__, "load_average": os.getloadavg()[0],
-        "gflop_per_image_step_unet": round(unet_flops / 1e9, 2), "gflop_per_caption_text": round(text_flops / 1e9, 2),
-        "ours": {"seconds": round(ours_seconds, 3), "text_encoding_seconds": round(min(t[0] for t in ours_times), 3),
-                 "seconds_per_step": round(ours_seconds / args.steps, 3),
-                 "samples_per_second": args.batch / ours_seconds,
-                 "gflops_per_second": round((2 * args.batch * (unet_flops * args.steps + text_flops))
-                                            / ours_seconds / 1e9, 1),
-                 "non_finite": int((~torch.isfinite(ours)).sum())},
+        "device": device,
+        "dtype": args.dtype,
+        "compile": args.compile,
+        "channels_last": args.channels_last,
+        "converted": args.convert,
+        "reference_fp16": args.reference_fp16,
+        "threads": torch.get_num_threads(),
+        "steps": args.steps,
+        "batch": args.batch,
+        "repeats": args.repeats,
+        "torch": torch.__version__,
+        "load_average": os.getloadavg()[0],
+        "gflop_per_image_step_unet": round(unet_flops / 1e9, 2),
+        "gflop_per_caption_text": round(text_flops / 1e9, 2),
+        "ours": {
+            "seconds": round(ours_seconds, 3),
+            "text_encoding_seconds": round(min(t[0] for t in ours_times), 3),
+            "seconds_per_step": round(ours_seconds / args.steps, 3),
+            "samples_per_second": args.batch / ours_seconds,
+            "gflops_per_second": round(
+                (2 * args.batch * (unet_flops * args.steps + text_flops)) / ours_seconds / 1e9, 1
+            ),
+            "non_finite": int((~torch.isfinite(ours)).sum()),
+        },
     }
     if reference is not None:
         ref_seconds = sum(map(min, zip(*ref_times)))
         rel = ((ours.double() - ref.double()).norm() / ref.double().norm()).item()
         report["reference"] = {
-            "seconds": round(ref_seconds, 3), "seconds_per_step": round(ref_seconds / args.steps, 3),
+            "seconds": round(ref_seconds, 3),
+            "seconds_per_step": round(ref_seconds / args.steps, 3),
             "samples_per_second": args.batch / ref_seconds,
-            "gflops_per_second": round((2 * args.batch * (unet_flops + text_flops) * args.steps)
-                                       / ref_seconds / 1e9, 1),
+            "gflops_per_second": round(
+                (2 * args.batch * (unet_flops + text_flops) * args.steps) / ref_seconds / 1e9, 1
+            ),
         }
         report["rel_error_vs_reference"] = rel
         report["speedup_samples_per_second"] = round(ref_seconds / ours_seconds, 3)
@@ -267,7 +305,8 @@ def main():
         report["profile_self_time_shares"] = shares
         report["text_transformer_seconds_per_call"] = round(text_seconds, 3)
         report["text_transformer_share_of_reference_step"] = (
-            round(text_seconds / report["reference"]["seconds_per_step"], 3) if reference is not None else None)
+            round(text_seconds / report["reference"]["seconds_per_step"], 3) if reference is not None else None
+        )
     if args.json:
         print(json.dumps(report, indent=2))
     else:

@@ -10,6 +10,7 @@
     .venv/bin/python bench/solvers.py --count-only
     .venv/bin/python bench/solvers.py --n 1024 --steps 5,10,15,20 --json runs/bench_solvers.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,11 @@ def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--solvers", default="ddim,dpmpp_2m,unipc,plms", help="comma-separated sampler names")
     parser.add_argument("--steps", default="5,10,15,20,25", help="comma-separated base respacings")
-    parser.add_argument("--reference", default="ancestral:250",
-                        help="METHOD:RESPACING of the reference setting ('' for none: FID rows only)")
+    parser.add_argument(
+        "--reference",
+        default="ancestral:250",
+        help="METHOD:RESPACING of the reference setting ('' for none: FID rows only)",
+    )
     parser.add_argument("--scale", type=float, default=3.0, help="classifier-free guidance scale")
     parser.add_argument("--n", type=int, default=1024, help="captions (one sample each)")
     parser.add_argument("--seed", type=int, default=0)
@@ -67,8 +71,15 @@ def evaluation_rows(settings: list[tuple[str, str]], guided: bool) -> list[dict]
     rows = []
     for method, respacing in settings:
         evals = model_evaluations(method, len(space_timesteps(1000, respacing)))
-        rows.append({"method": method, "respacing": respacing, "evaluations": evals,
-                     "unet_rows": evals * rows_per_eval, "fraction_of_protocol": evals / reference})
+        rows.append(
+            {
+                "method": method,
+                "respacing": respacing,
+                "evaluations": evals,
+                "unet_rows": evals * rows_per_eval,
+                "fraction_of_protocol": evals / reference,
+            }
+        )
     return rows
 
 
@@ -80,14 +91,35 @@ def toy_fid(method: str, respacing: str, args, captions, classifier, reference_p
 
     models = load_toy_models()
     start = time.perf_counter()
-    result = sample_images(models, captions, list(range(len(captions))), args.seed, guidance=("cfg", args.scale),
-                           respacing=respacing, sampler=method, batch_size=args.batch)
+    result = sample_images(
+        models,
+        captions,
+        list(range(len(captions))),
+        args.seed,
+        guidance=("cfg", args.scale),
+        respacing=respacing,
+        sampler=method,
+        batch_size=args.batch,
+    )
     seconds = time.perf_counter() - start
     feats = classifier(result.images)
-    metrics = calculate_metrics({"pool": feats["pool"].numpy()}, {"pool": reference_pool}, isc=False, prc=False,
-                                bootstrap=args.bootstrap, seed=args.seed)
-    row = {"method": method, "respacing": respacing, "fid": metrics["fid"], "fid_ci_low": metrics["fid_ci_low"],
-           "fid_ci_high": metrics["fid_ci_high"], "nan_samples": len(result.nan_samples), "seconds": seconds}
+    metrics = calculate_metrics(
+        {"pool": feats["pool"].numpy()},
+        {"pool": reference_pool},
+        isc=False,
+        prc=False,
+        bootstrap=args.bootstrap,
+        seed=args.seed,
+    )
+    row = {
+        "method": method,
+        "respacing": respacing,
+        "fid": metrics["fid"],
+        "fid_ci_low": metrics["fid_ci_low"],
+        "fid_ci_high": metrics["fid_ci_high"],
+        "nan_samples": len(result.nan_samples),
+        "seconds": seconds,
+    }
     return row, feats["pool"].numpy()
 
 
@@ -140,8 +172,10 @@ def main():
     counts = evaluation_rows(reference + settings, guided=args.scale > 0)
     print(f"{'method':>10} {'steps':>6} {'evals':>6} {'UNet rows':>9} {'of protocol':>11}")
     for row in counts:
-        print(f"{row['method']:>10} {row['respacing']:>6} {row['evaluations']:>6} {row['unet_rows']:>9} "
-              f"{row['fraction_of_protocol']:>11.3f}")
+        print(
+            f"{row['method']:>10} {row['respacing']:>6} {row['evaluations']:>6} {row['unet_rows']:>9} "
+            f"{row['fraction_of_protocol']:>11.3f}"
+        )
     payload = {"args": {k: v for k, v in vars(args).items()}, "evaluations": counts}
     if not args.count_only:
         from glide_eval.toy.models import BASE_RESOLUTION
@@ -160,13 +194,19 @@ def main():
             if reference and reference_features is None:
                 reference_features = features
             elif reference:
-                r.update(paired_fid_difference(reference_features, features, reference_pool, args.bootstrap,
-                                               args.seed))
+                r.update(paired_fid_difference(reference_features, features, reference_pool, args.bootstrap, args.seed))
             rows.append(r)
-            paired = (f" vs reference {r['fid_difference']:+.3f} [{r['fid_difference_low']:+.3f}, "
-                      f"{r['fid_difference_high']:+.3f}]" if "fid_difference" in r else "")
-            print(f"{method:>10} {respacing:>6} FID {r['fid']:.3f} [{r['fid_ci_low']:.3f}, {r['fid_ci_high']:.3f}]"
-                  f"{paired} nan {r['nan_samples']} {r['seconds']:.0f} s", flush=True)
+            paired = (
+                f" vs reference {r['fid_difference']:+.3f} [{r['fid_difference_low']:+.3f}, "
+                f"{r['fid_difference_high']:+.3f}]"
+                if "fid_difference" in r
+                else ""
+            )
+            print(
+                f"{method:>10} {respacing:>6} FID {r['fid']:.3f} [{r['fid_ci_low']:.3f}, {r['fid_ci_high']:.3f}]"
+                f"{paired} nan {r['nan_samples']} {r['seconds']:.0f} s",
+                flush=True,
+            )
         payload["toy_fid"] = rows
         if reference:
             payload["fewest_steps_within_reference"] = fewest_steps(rows[1:])

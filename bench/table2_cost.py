@@ -38,8 +38,18 @@ def seconds(models, captions, device, dtype, base_steps: int, upsample_steps: in
     kwargs = dict(guidance=("cfg", 1.5), sampler="ancestral", upsample_temp=0.997, batch_size=len(captions))
     start = time.perf_counter()
     ids = list(range(len(captions)))
-    sample_images(models, captions, ids, 0, respacing=str(base_steps), upsample=upsample_steps > 0,
-                  upsample_respacing=str(max(upsample_steps, 1)), device=device, dtype=dtype, **kwargs)
+    sample_images(
+        models,
+        captions,
+        ids,
+        0,
+        respacing=str(base_steps),
+        upsample=upsample_steps > 0,
+        upsample_respacing=str(max(upsample_steps, 1)),
+        device=device,
+        dtype=dtype,
+        **kwargs,
+    )
     if torch.device(device).type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - start

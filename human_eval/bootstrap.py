@@ -6,6 +6,7 @@ replicate costs one multinomial draw of a few hundred cells, not N row draws. Al
 are then fitted together by batched Newton (`fit.newton_batch`), warm-started at the point
 estimate.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -35,8 +36,9 @@ def identifiable_batch(counts: np.ndarray, i: np.ndarray, j: np.ndarray, n_model
     return reach.all(axis=(1, 2))
 
 
-def bootstrap_ratings(pc: PairCounts, theta_hat: np.ndarray, rounds: int, rng: np.random.Generator,
-                      l2: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def bootstrap_ratings(
+    pc: PairCounts, theta_hat: np.ndarray, rounds: int, rng: np.random.Generator, l2: float = 0.0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Refit ``rounds`` multinomial resamples.
 
     Returns (theta, counts, ok): natural-log strengths (R, M) summing to zero, the resampled

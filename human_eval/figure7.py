@@ -5,6 +5,7 @@ scales); one panel per question.
 Two model names that spell one setting (``cfg:3`` and ``cfg:3.0``, or ``cfg: 3``) are refused
 with an error naming both: they were rated as two models, and merging their ratings after the
 fit would be wrong (fix the names in the judgments and fit again)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,9 +31,11 @@ def guidance_curves(ratings: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         raise FigureError(f"ratings table lacks column(s) {', '.join(missing)}")
     anchors = set(ratings["anchor"].fillna("").astype(str))
     if not anchors or not all(is_unguided(a) for a in anchors):
-        raise FigureError(f"Figure 7 needs ratings relative to unguided sampling, but these are relative to "
-                          f"{', '.join(sorted(a or 'the mean (no anchor)' for a in anchors))}; "
-                          "rerun `glide-eval elo` with --anchor unguided (or give elo-plot the judgments CSV)")
+        raise FigureError(
+            f"Figure 7 needs ratings relative to unguided sampling, but these are relative to "
+            f"{', '.join(sorted(a or 'the mean (no anchor)' for a in anchors))}; "
+            "rerun `glide-eval elo` with --anchor unguided (or give elo-plot the judgments CSV)"
+        )
     parsed = ratings["model"].map(parse_guidance)
     skipped = sorted(set(ratings.loc[parsed.isna() & ~ratings["model"].map(is_unguided), "model"]))
     curves = ratings[parsed.notna()].copy()
@@ -52,8 +55,10 @@ def ratings_warnings(ratings: pd.DataFrame) -> list[str]:
     for question, rows in ratings.groupby("question", sort=True):
         rounds, valid = int(rows["rounds"].iloc[0]), int(rows["valid_rounds"].iloc[0])
         if valid < rounds:
-            out.append(f"question {question}: {rounds - valid} of {rounds} bootstrap replicates were separable or "
-                       "disconnected and left out, so the intervals understate the uncertainty")
+            out.append(
+                f"question {question}: {rounds - valid} of {rounds} bootstrap replicates were separable or "
+                "disconnected and left out, so the intervals understate the uncertainty"
+            )
     return out
 
 
@@ -62,23 +67,33 @@ def _refuse_two_spellings(curves: pd.DataFrame) -> None:
     for (question, family, scale), rows in curves.groupby(["question", "family", "scale"], sort=True):
         names = sorted(set(rows["model"]))
         if len(names) > 1:
-            clashes.append(f"{' and '.join(map(short, names))} are both {family} at scale {scale:g}"
-                           f" (question {short(str(question))})")
+            clashes.append(
+                f"{' and '.join(map(short, names))} are both {family} at scale {scale:g}"
+                f" (question {short(str(question))})"
+            )
     if clashes:
-        raise FigureError("two names for one guidance setting, rated as separate models: " + "; ".join(clashes)
-                          + ". Use one spelling per setting in the judgments and fit again")
+        raise FigureError(
+            "two names for one guidance setting, rated as separate models: "
+            + "; ".join(clashes)
+            + ". Use one spelling per setting in the judgments and fit again"
+        )
 
 
 def draw_panel(ax, part: pd.DataFrame) -> None:
     """One question's curves on ``ax``: a line with a vertical bar from lower to upper (the interval)
     at every scale, so a family with a single scale shows its interval too, and a band between scales."""
     for family, rows in part.groupby("family", sort=True):
-        line, = ax.plot(rows["scale"], rows["rating"], marker="o", label=family)
-        ax.vlines(rows["scale"], rows["lower"], rows["upper"], color=line.get_color(), linewidth=1.5,
-                  label=f"_{family} interval")
+        (line,) = ax.plot(rows["scale"], rows["rating"], marker="o", label=family)
+        ax.vlines(
+            rows["scale"],
+            rows["lower"],
+            rows["upper"],
+            color=line.get_color(),
+            linewidth=1.5,
+            label=f"_{family} interval",
+        )
         if len(rows) > 1:
-            ax.fill_between(rows["scale"], rows["lower"], rows["upper"], color=line.get_color(), alpha=0.2,
-                            linewidth=0)
+            ax.fill_between(rows["scale"], rows["lower"], rows["upper"], color=line.get_color(), alpha=0.2, linewidth=0)
 
 
 def draw_figure7(ratings: pd.DataFrame, out: str | Path) -> tuple[list[Path], list[str]]:

@@ -14,6 +14,7 @@ Without the penalty the minimum is finite only when every split of the models in
 groups has judgments won (or tied) in both directions; `check_identifiable` names the models
 when it is not (a disconnected comparison graph, or models that never lose / never win).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ class FitError(ValueError):
 class PairCounts:
     """Judgments aggregated per unordered pair: ``counts[p] = (wins of i, wins of j, ties)``
     for models ``models[i[p]]`` and ``models[j[p]]`` with ``i[p] < j[p]``."""
+
     models: list[str]
     i: np.ndarray
     j: np.ndarray
@@ -88,13 +90,16 @@ def check_identifiable(pc: PairCounts) -> list[str]:
     n_comp, comp = connected_components(coo_matrix((ones, (pc.i, pc.j)), shape=(m, m)), directed=False)
     if n_comp > 1:
         groups = [_names(pc.models, comp == c) for c in range(n_comp)]
-        return [f"the comparison graph is disconnected: {n_comp} groups of models were never compared "
-                f"with each other: " + "; ".join(f"{{{g}}}" for g in groups)]
+        return [
+            f"the comparison graph is disconnected: {n_comp} groups of models were never compared "
+            f"with each other: " + "; ".join(f"{{{g}}}" for g in groups)
+        ]
     # edge k -> l when k beat (or tied) l at least once
     src = np.concatenate([pc.i[a_ij > 0], pc.j[a_ji > 0]])
     dst = np.concatenate([pc.j[a_ij > 0], pc.i[a_ji > 0]])
-    n_scc, scc = connected_components(coo_matrix((np.ones(len(src)), (src, dst)), shape=(m, m)),
-                                      directed=True, connection="strong")
+    n_scc, scc = connected_components(
+        coo_matrix((np.ones(len(src)), (src, dst)), shape=(m, m)), directed=True, connection="strong"
+    )
     if n_scc == 1:
         return []
     beats = np.zeros((n_scc, n_scc), bool)
@@ -109,9 +114,11 @@ def check_identifiable(pc: PairCounts) -> list[str]:
             split = min(members, frozenset(range(m)) - members, key=lambda s: (len(s), sorted(s)))
             if split not in found or len(members) < len(found[split][1]):
                 found[split] = (kind, members)
-    return [f"the data is separable: {{{_names(pc.models, [k in members for k in range(m)])}}} {kind} "
-            f"(or tied) against {{{_names(pc.models, [k not in members for k in range(m)])}}}"
-            for kind, members in found.values()]
+    return [
+        f"the data is separable: {{{_names(pc.models, [k in members for k in range(m)])}}} {kind} "
+        f"(or tied) against {{{_names(pc.models, [k not in members for k in range(m)])}}}"
+        for kind, members in found.values()
+    ]
 
 
 def comparison_groups(pc: PairCounts) -> np.ndarray:
@@ -133,7 +140,7 @@ def neg_log_likelihood(theta: np.ndarray, pc: PairCounts, l2: float = 0.0) -> tu
     a_ij, a_ji = half_wins(pc.counts)
     d = theta[pc.i] - theta[pc.j]
     loss = a_ij @ np.logaddexp(0.0, -d) + a_ji @ np.logaddexp(0.0, d) + 0.5 * l2 * theta @ theta
-    r = a_ij - (a_ij + a_ji) * _sigmoid(d)          # observed minus expected wins of i over j
+    r = a_ij - (a_ij + a_ji) * _sigmoid(d)  # observed minus expected wins of i over j
     grad = np.bincount(pc.j, r, pc.n_models) - np.bincount(pc.i, r, pc.n_models) + l2 * theta
     return float(loss), grad
 
@@ -149,16 +156,23 @@ def fit_elo(pc: PairCounts, l2: float = 0.0) -> np.ndarray:
     if l2 == 0:
         problems = check_identifiable(pc)
         if problems:
-            raise FitError("; ".join(problems) + ". The maximum-likelihood ratings are infinite or "
-                           "undefined; add judgments or pass an L2 penalty (e.g. --l2 0.01)")
+            raise FitError(
+                "; ".join(problems) + ". The maximum-likelihood ratings are infinite or "
+                "undefined; add judgments or pass an L2 penalty (e.g. --l2 0.01)"
+            )
     scale = 1.0 / max(pc.n_judgments, 1)
 
     def fun(theta):
         loss, grad = neg_log_likelihood(theta, pc, l2)
         return loss * scale, grad * scale
 
-    res = minimize(fun, np.zeros(pc.n_models), jac=True, method="L-BFGS-B",
-                   options={"maxiter": 10_000, "ftol": 1e-15, "gtol": 1e-10})
+    res = minimize(
+        fun,
+        np.zeros(pc.n_models),
+        jac=True,
+        method="L-BFGS-B",
+        options={"maxiter": 10_000, "ftol": 1e-15, "gtol": 1e-10},
+    )
     theta = newton_batch(pc.counts[None], pc.i, pc.j, pc.n_models, l2, res.x[None])[0]
     return (theta - theta.mean()) * ELO_PER_NAT
 
@@ -167,8 +181,16 @@ def _sigmoid(x):
     return 0.5 * (1.0 + np.tanh(0.5 * x))
 
 
-def newton_batch(counts: np.ndarray, i: np.ndarray, j: np.ndarray, n_models: int, l2: float = 0.0,
-                 start: np.ndarray | None = None, tol: float = 1e-12, max_iter: int = 100) -> np.ndarray:
+def newton_batch(
+    counts: np.ndarray,
+    i: np.ndarray,
+    j: np.ndarray,
+    n_models: int,
+    l2: float = 0.0,
+    start: np.ndarray | None = None,
+    tol: float = 1e-12,
+    max_iter: int = 100,
+) -> np.ndarray:
     """Minimise the loss for R count tables at once (``counts`` is (R, P, 3)); returns the
     natural-log strengths (R, n_models), each summing to zero.
 
@@ -186,10 +208,10 @@ def newton_batch(counts: np.ndarray, i: np.ndarray, j: np.ndarray, n_models: int
     laplacian = np.zeros((len(i), m * m))
     laplacian[rows, i * m + i] = laplacian[rows, j * m + j] = 1.0
     laplacian[rows, i * m + j] = laplacian[rows, j * m + i] = -1.0
-    centre = np.full((m, m), 1.0 / m) + l2 * np.eye(m)   # fixes the sum-zero direction; adds the prior
+    centre = np.full((m, m), 1.0 / m) + l2 * np.eye(m)  # fixes the sum-zero direction; adds the prior
 
     def loss_of(theta):
-        d = theta @ incidence.T      # softplus(-d) = softplus(d) - d
+        d = theta @ incidence.T  # softplus(-d) = softplus(d) - d
         return (n * np.logaddexp(0.0, d) - a_ij * d).sum(1) + 0.5 * l2 * (theta**2).sum(1)
 
     theta = np.zeros((r_count, m)) if start is None else np.array(start, dtype=np.float64)
@@ -213,5 +235,7 @@ def newton_batch(counts: np.ndarray, i: np.ndarray, j: np.ndarray, n_models: int
         theta, loss = trial, new_loss
         if np.abs(scale[:, None] * step).max() < tol:
             return theta
-    raise FitError(f"Newton did not converge in {max_iter} iterations (largest step "
-                   f"{np.abs(scale[:, None] * step).max():.3g}); are the judgments separable?")
+    raise FitError(
+        f"Newton did not converge in {max_iter} iterations (largest step "
+        f"{np.abs(scale[:, None] * step).max():.3g}); are the judgments separable?"
+    )

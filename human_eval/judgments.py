@@ -26,6 +26,7 @@ The file may be UTF-8 (with or without BOM) or UTF-16/32 with a BOM; other encod
 with an explicit ``encoding`` (a character set of files: ``punycode``, ``idna``, the
 ``*unicode_escape`` codecs and bytes-to-bytes codecs such as ``hex`` are refused).
 """
+
 from __future__ import annotations
 
 import codecs
@@ -46,12 +47,17 @@ WINNER_LABELS = {
 }
 FORMATS = tuple(WINNER_LABELS)
 DEFAULT_QUESTION = "all"
-MAX_FIELD = 131_072                 # Python csv's default field limit: longer fields make a bad row
+MAX_FIELD = 131_072  # Python csv's default field limit: longer fields make a bad row
 LABEL_LIMIT = 80
 NOT_FILE_ENCODINGS = ("punycode", "idna", "unicode-escape", "raw-unicode-escape", "undefined")
 _LINE = re.compile(r"[^\r\n]*(?:\r*\n|\r|$)")
-_BOMS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"),
-         (codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+_BOMS = (
+    (codecs.BOM_UTF32_LE, "utf-32"),
+    (codecs.BOM_UTF32_BE, "utf-32"),
+    (codecs.BOM_UTF8, "utf-8-sig"),
+    (codecs.BOM_UTF16_LE, "utf-16"),
+    (codecs.BOM_UTF16_BE, "utf-16"),
+)
 
 
 class JudgmentError(ValueError):
@@ -60,8 +66,8 @@ class JudgmentError(ValueError):
 
 @dataclass(frozen=True)
 class Issue:
-    line: int       # file line, header = 1
-    kind: str       # unknown_winner | self_comparison | missing_field | field_count | control_character
+    line: int  # file line, header = 1
+    kind: str  # unknown_winner | self_comparison | missing_field | field_count | control_character
     #                 | field_too_long
     message: str
 
@@ -74,6 +80,7 @@ class Judgments:
     ``b`` or ``tie``), ``winner_label`` (the label as written), ``question``
     (``"all"`` without that column), ``line`` (file line) and every other column of the file.
     """
+
     frame: pd.DataFrame
     issues: list[Issue] = field(default_factory=list)
     source: str = "<data>"
@@ -99,12 +106,12 @@ class Judgments:
 
 def cut(label: str, limit: int = LABEL_LIMIT) -> str:
     """``label`` cut to ``limit`` characters, the last one an ellipsis (for messages)."""
-    return label if len(label) <= limit else label[:limit - 1] + "\u2026"
+    return label if len(label) <= limit else label[: limit - 1] + "\u2026"
 
 
 def short(label: str, limit: int = LABEL_LIMIT) -> str:
     """``repr`` of ``label``, cut to ``limit`` characters with an ellipsis (for messages)."""
-    return repr(label) if len(label) <= limit else repr(label[:limit - 1]) + "\u2026"
+    return repr(label) if len(label) <= limit else repr(label[: limit - 1]) + "\u2026"
 
 
 def check_encoding(encoding: str) -> str:
@@ -115,8 +122,9 @@ def check_encoding(encoding: str) -> str:
     except LookupError:
         raise JudgmentError(f"unknown encoding {short(encoding)}") from None
     if not getattr(info, "_is_text_encoding", True) or info.name in NOT_FILE_ENCODINGS:
-        raise JudgmentError(f"{short(encoding)} is not a character encoding of text files "
-                            "(use e.g. utf-8, cp1252, latin-1, utf-16)")
+        raise JudgmentError(
+            f"{short(encoding)} is not a character encoding of text files (use e.g. utf-8, cp1252, latin-1, utf-16)"
+        )
     return info.name
 
 
@@ -128,9 +136,11 @@ def decode(data: bytes, source: str = "<data>", encoding: str | None = None) -> 
     try:
         text = data.decode(encoding)
     except UnicodeDecodeError as e:
-        line = data[:e.start].count(b"\n") + 1
-        raise JudgmentError(f"{source}:{line}: not valid {encoding} text (byte {e.start}); "
-                            "pass the file's encoding (e.g. --encoding cp1252)") from None
+        line = data[: e.start].count(b"\n") + 1
+        raise JudgmentError(
+            f"{source}:{line}: not valid {encoding} text (byte {e.start}); "
+            "pass the file's encoding (e.g. --encoding cp1252)"
+        ) from None
     except UnicodeError as e:
         raise JudgmentError(f"{source}: not valid {encoding} text ({e}); pass the file's encoding") from None
     return text.lstrip("\ufeff")
@@ -140,7 +150,7 @@ def split_lines(text: str) -> list[str]:
     """The file's lines with their endings, each ending written as ``\n`` (see the module docstring)."""
     lines = [m.group() for m in _LINE.finditer(text)]
     if lines and not lines[-1]:
-        lines.pop()                                         # the empty match at the end
+        lines.pop()  # the empty match at the end
     return [line.rstrip("\r\n") + "\n" if line.endswith(("\r", "\n")) else line for line in lines]
 
 
@@ -148,13 +158,13 @@ def open_quote_line(lines: list[str], start: int, end: int | None = None) -> int
     """The 1-based line where the quote opens that carries the record starting at line ``start``
     across its last line break before line ``end`` (or that is still open at ``end``)."""
     in_quote, opened, carried, at_field_start = False, start, start, True
-    for number, line in enumerate(lines[start - 1:end], start):
+    for number, line in enumerate(lines[start - 1 : end], start):
         k = 0
         while k < len(line):
             char = line[k]
             if in_quote:
                 if char == '"':
-                    if line[k + 1:k + 2] == '"':
+                    if line[k + 1 : k + 2] == '"':
                         k += 1
                     else:
                         in_quote = False
@@ -167,8 +177,13 @@ def open_quote_line(lines: list[str], start: int, end: int | None = None) -> int
     return opened if in_quote else carried
 
 
-def parse_judgments(data: bytes | str, source: str = "<data>", format: str = "glide",
-                    encoding: str | None = None, drop_invalid: bool = False) -> Judgments:
+def parse_judgments(
+    data: bytes | str,
+    source: str = "<data>",
+    format: str = "glide",
+    encoding: str | None = None,
+    drop_invalid: bool = False,
+) -> Judgments:
     """Parse and validate judgments from CSV bytes (or text).
 
     Raises JudgmentError when the header lacks a required column, when the CSV itself is
@@ -182,7 +197,7 @@ def parse_judgments(data: bytes | str, source: str = "<data>", format: str = "gl
     records, issues, rows_read = [], [], 0
     for start, fields in _records(split_lines(text.lstrip("\ufeff")), source):
         if not fields or (len(fields) == 1 and not fields[0].strip()):
-            continue                                        # blank line
+            continue  # blank line
         if header is None:
             header = _header(fields, source, start)
             continue
@@ -196,8 +211,10 @@ def parse_judgments(data: bytes | str, source: str = "<data>", format: str = "gl
         raise JudgmentError(f"{source}: empty file (expected a header with {', '.join(REQUIRED)})")
     if issues and not drop_invalid:
         shown = Judgments(pd.DataFrame(), issues, source, format, rows_read)
-        raise JudgmentError(f"{source}: {shown.rows_dropped} invalid row(s) of {rows_read} "
-                            f"({_counts_text(shown.issue_counts)}):\n{shown.report()}")
+        raise JudgmentError(
+            f"{source}: {shown.rows_dropped} invalid row(s) of {rows_read} "
+            f"({_counts_text(shown.issue_counts)}):\n{shown.report()}"
+        )
     columns = list(header) + ["winner_label", "line"]
     frame = pd.DataFrame.from_records(records, columns=columns)
     if "question" not in header:
@@ -206,8 +223,9 @@ def parse_judgments(data: bytes | str, source: str = "<data>", format: str = "gl
     return Judgments(frame, issues, source, format, rows_read)
 
 
-def read_judgments(path: str | os.PathLike, format: str = "glide", encoding: str | None = None,
-                   drop_invalid: bool = False) -> Judgments:
+def read_judgments(
+    path: str | os.PathLike, format: str = "glide", encoding: str | None = None, drop_invalid: bool = False
+) -> Judgments:
     """Read and validate a judgments CSV file (see the module docstring for the schema)."""
     try:
         with open(path, "rb") as f:
@@ -233,12 +251,16 @@ def _records(lines: list[str], source: str) -> list[tuple[int, list[str]]]:
         start, end = last_line + 1, reader.line_num
         if end >= len(lines) and "unexpected end of data" in str(e):
             line = open_quote_line(lines, start)
-            raise JudgmentError(f"{source}:{line}: malformed CSV: a quote opened on this line is never closed "
-                                "(the rest of the file would be one field)") from None
-        if end > start:                 # a quoted field ran over line breaks into the error
+            raise JudgmentError(
+                f"{source}:{line}: malformed CSV: a quote opened on this line is never closed "
+                "(the rest of the file would be one field)"
+            ) from None
+        if end > start:  # a quoted field ran over line breaks into the error
             line = open_quote_line(lines, start, end)
-            raise JudgmentError(f"{source}:{line}: malformed CSV: a quote opened on this line runs on to line "
-                                f"{end}, where: {e} (is its closing quote missing?)") from None
+            raise JudgmentError(
+                f"{source}:{line}: malformed CSV: a quote opened on this line runs on to line "
+                f"{end}, where: {e} (is its closing quote missing?)"
+            ) from None
         raise JudgmentError(f"{source}:{end}: malformed CSV: {e}") from None
     finally:
         csv.field_size_limit(limit)
@@ -253,12 +275,13 @@ def _header(fields: list[str], source: str, line: int) -> list[str]:
     names = [n.lower() if n.lower() in REQUIRED + OPTIONAL else n for n in names]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise JudgmentError(f"{source}:{line}: duplicate column(s) in the header: "
-                            f"{', '.join(map(short, duplicates))}")
+        raise JudgmentError(f"{source}:{line}: duplicate column(s) in the header: {', '.join(map(short, duplicates))}")
     missing = [c for c in REQUIRED if c not in names]
     if missing:
-        raise JudgmentError(f"{source}:{line}: missing required column(s) {', '.join(missing)} "
-                            f"(header has: {', '.join(map(short, names))})")
+        raise JudgmentError(
+            f"{source}:{line}: missing required column(s) {', '.join(missing)} "
+            f"(header has: {', '.join(map(short, names))})"
+        )
     reserved = [c for c in ("winner_label", "line") if c in names]
     if reserved:
         raise JudgmentError(f"{source}:{line}: column name(s) {', '.join(reserved)} are reserved")
@@ -279,15 +302,17 @@ def _row(fields, header, labels, format, line):
         return None, problems
     long = [(name, len(f)) for name, f in zip(header, fields) if len(f) > MAX_FIELD]
     if long:
-        return None, [Issue(line, "field_too_long", f"{name} has {n:,} characters (at most {MAX_FIELD:,})")
-                      for name, n in long]
+        return None, [
+            Issue(line, "field_too_long", f"{name} has {n:,} characters (at most {MAX_FIELD:,})") for name, n in long
+        ]
     values = dict(zip(header, (f.strip() for f in fields)))
-    raw = dict(zip(header, (f.strip(" ") for f in fields)))     # strip() alone would hide \t, \x1f, \u2029
+    raw = dict(zip(header, (f.strip(" ") for f in fields)))  # strip() alone would hide \t, \x1f, \u2029
     for col in ("model_a", "model_b") + (("question",) if "question" in header else ()):
         where = _control_character(raw[col])
         if where:
-            problems.append(Issue(line, "control_character",
-                                  f"{col} {short(raw[col])} contains a control character ({where})"))
+            problems.append(
+                Issue(line, "control_character", f"{col} {short(raw[col])} contains a control character ({where})")
+            )
     for col in REQUIRED + (("question",) if "question" in header else ()):
         if not values[col]:
             problems.append(Issue(line, "missing_field", f"missing {col}"))
@@ -298,8 +323,9 @@ def _row(fields, header, labels, format, line):
         other = "arena" if format == "glide" else "glide"
         if label.lower() in WINNER_LABELS[other]:
             hint = f" (that is a --format {other} label)"
-        problems.append(Issue(line, "unknown_winner",
-                              f"unknown winner {short(label)}; expected one of {', '.join(labels)}{hint}"))
+        problems.append(
+            Issue(line, "unknown_winner", f"unknown winner {short(label)}; expected one of {', '.join(labels)}{hint}")
+        )
     if values["model_a"] and values["model_a"] == values["model_b"]:
         problems.append(Issue(line, "self_comparison", f"model {short(values['model_a'])} compared with itself"))
     if problems:

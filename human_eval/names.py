@@ -7,6 +7,7 @@
 Matching ignores case and surrounding spaces for ``unguided``; other names (e.g. ``dalle``)
 are not guidance settings and are left out of the figure.
 """
+
 from __future__ import annotations
 
 from samplers.guidance_specs import split_guidance

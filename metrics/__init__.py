@@ -10,22 +10,36 @@ Takes uint8 images and captions; knows nothing of samplers or sweeps. Public API
 - `paired_differences(gen_a, gen_b, ref, names)`: differences between two settings whose
   samples are paired row by row, with paired intervals.
 """
+
 from metrics.calculate import NAMES, calculate_metrics, register_metric
 from metrics.extractors import (
-                                CLIP_B16,
-                                INCEPTION,
-                                ExtractorError,
-                                create_extractor,
-                                list_extractors,
-                                register_extractor,
+    CLIP_B16,
+    INCEPTION,
+    ExtractorError,
+    create_extractor,
+    list_extractors,
+    register_extractor,
 )
 from metrics.features import CorruptFileError, FeatureAccumulator, FeatureError
 from metrics.paired import paired_differences
 from metrics.reference import ReferenceStats, build_reference, cached_reference, expected_meta
 
 __all__ = [
-    "calculate_metrics", "register_metric", "NAMES", "paired_differences",
-    "create_extractor", "register_extractor", "list_extractors", "INCEPTION", "CLIP_B16",
-    "CorruptFileError", "ExtractorError", "FeatureAccumulator", "FeatureError", "ReferenceStats", "build_reference",
-    "cached_reference", "expected_meta",
+    "calculate_metrics",
+    "register_metric",
+    "NAMES",
+    "paired_differences",
+    "create_extractor",
+    "register_extractor",
+    "list_extractors",
+    "INCEPTION",
+    "CLIP_B16",
+    "CorruptFileError",
+    "ExtractorError",
+    "FeatureAccumulator",
+    "FeatureError",
+    "ReferenceStats",
+    "build_reference",
+    "cached_reference",
+    "expected_meta",
 ]

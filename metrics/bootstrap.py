@@ -5,6 +5,7 @@ real samples) and recomputes the metric; the reference side of FID is held fixed
 Precision/recall replicates resample the per-sample 0/1 decisions (the k-NN manifolds
 are kept fixed), which avoids recomputing N^2 distances per replicate.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -18,8 +19,9 @@ def percentile_interval(values, level: float = 0.95) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def bootstrap(n: int, statistic: Callable[[np.ndarray], float], replicates: int, seed: int = 0,
-              level: float = 0.95) -> tuple[float, float]:
+def bootstrap(
+    n: int, statistic: Callable[[np.ndarray], float], replicates: int, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
     """Percentile interval of statistic(indices) over `replicates` resamples of range(n)."""
     rng = np.random.default_rng(seed)
     values = [statistic(rng.integers(0, n, size=n)) for _ in range(replicates)]

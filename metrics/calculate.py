@@ -1,4 +1,5 @@
 """One entry point for every metric (torch-fidelity style): `calculate_metrics`."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -40,9 +41,17 @@ def _side(x, label: str) -> _Side:
     if isinstance(x, _Side):
         return x
     if isinstance(x, ReferenceStats):
-        return _Side(n=x.n, mu=x.mu, sigma=x.sigma, pool=x.pool, radii=x.radii, label=label,
-                     radii_meta=(x.meta.get("k"), x.meta.get("prc_batch_size")),
-                     extractor=x.meta.get("extractor"), extractor_sha256=x.meta.get("extractor_sha256"))
+        return _Side(
+            n=x.n,
+            mu=x.mu,
+            sigma=x.sigma,
+            pool=x.pool,
+            radii=x.radii,
+            label=label,
+            radii_meta=(x.meta.get("k"), x.meta.get("prc_batch_size")),
+            extractor=x.meta.get("extractor"),
+            extractor_sha256=x.meta.get("extractor_sha256"),
+        )
     if isinstance(x, dict):
         acc = FeatureAccumulator(meta={"extractor": x.get("extractor"), "extractor_sha256": x.get("extractor_sha256")})
         acc.add_features(x["pool"], x.get("logits_unbiased"), x.get("clip_scores"), x.get("n_truncated", 0))
@@ -51,9 +60,19 @@ def _side(x, label: str) -> _Side:
         mu = sigma = None
         if x.n >= 2:
             mu, sigma = x.statistics()
-        return _Side(n=x.n, mu=mu, sigma=sigma, pool=x.pool, logits=x.logits, clip_scores=x.clip_scores,
-                     n_nan=x.n_nan, n_truncated=x.n_truncated, extractor=x.meta.get("extractor"),
-                     extractor_sha256=x.meta.get("extractor_sha256"), label=label)
+        return _Side(
+            n=x.n,
+            mu=mu,
+            sigma=sigma,
+            pool=x.pool,
+            logits=x.logits,
+            clip_scores=x.clip_scores,
+            n_nan=x.n_nan,
+            n_truncated=x.n_truncated,
+            extractor=x.meta.get("extractor"),
+            extractor_sha256=x.meta.get("extractor_sha256"),
+            label=label,
+        )
     raise TypeError(f"{label}: expected FeatureAccumulator, ReferenceStats or feature dict, got {type(x).__name__}")
 
 
@@ -66,6 +85,7 @@ def _need(value, what: str, side: _Side):
 @dataclass
 class Options:
     """Every metric's settings (see `calculate_metrics`)."""
+
     k: int = DEFAULT_K
     prc_batch_size: int = DEFAULT_BATCH
     isc_splits: int = 10
@@ -98,6 +118,7 @@ def _fid(g: _Side, r: _Side, o: Options):
     def psi():
         pool = _need(g.pool, "per-sample pool features (for the FID interval)", g)
         return fid_influence(pool, mu_g, sig_g, mu_r, sig_r)
+
     return {"fid": value}, {"fid": psi}
 
 
@@ -105,7 +126,8 @@ def _isc(g: _Side, r, o: Options):
     logits = _need(g.logits, "logits_unbiased (for the Inception Score)", g)
     value, std = inception_score(logits, o.isc_splits, True, o.isc_seed, o.isc_convention)
     return {"is": value, "is_std": std}, {
-        "is": lambda: inception_score_influence(logits, o.isc_splits, True, o.isc_seed, o.isc_convention)}
+        "is": lambda: inception_score_influence(logits, o.isc_splits, True, o.isc_seed, o.isc_convention)
+    }
 
 
 def _prc_pools(g: _Side, r: _Side, o: Options):
@@ -124,8 +146,9 @@ def _prc_pools(g: _Side, r: _Side, o: Options):
 def _prc(g: _Side, r: _Side, o: Options, influence: bool = False):
     gen_pool, ref_pool, ref_radii = _prc_pools(g, r, o)
     if influence:  # the same decisions, plus the recall jackknife (no extra distance pass)
-        gen_hit, real_hit, recall_psi = recall_interval(gen_pool, ref_pool, ref_radii, o.k, o.prc_batch_size,
-                                                        seed=o.recall_seed)
+        gen_hit, real_hit, recall_psi = recall_interval(
+            gen_pool, ref_pool, ref_radii, o.k, o.prc_batch_size, seed=o.recall_seed
+        )
     else:
         gen_hit, real_hit = precision_recall_hits(gen_pool, ref_pool, None, ref_radii, o.k, o.prc_batch_size)
         recall_psi = None
@@ -135,8 +158,10 @@ def _prc(g: _Side, r: _Side, o: Options, influence: bool = False):
 
 def _clip(g: _Side, r, o: Options):
     scores = _need(g.clip_scores, "CLIP scores", g)
-    return ({"clip_score": float(np.mean(scores)), "clip_truncated": g.n_truncated},
-            {"clip_score": lambda: mean_influence(scores)})
+    return (
+        {"clip_score": float(np.mean(scores)), "clip_truncated": g.n_truncated},
+        {"clip_score": lambda: mean_influence(scores)},
+    )
 
 
 def _kid(g: _Side, r: _Side, o: Options):
@@ -166,8 +191,9 @@ METRICS: dict[str, Metric] = {
 NAMES = {key: entry for entry, metric in METRICS.items() for key in metric.keys}
 
 
-def register_metric(name: str, fn: Callable, needs_ref: bool, keys: tuple[str, ...],
-                    higher_is_better: bool | None = None) -> None:
+def register_metric(
+    name: str, fn: Callable, needs_ref: bool, keys: tuple[str, ...], higher_is_better: bool | None = None
+) -> None:
     """Add a metric `name`: fn(generated, reference, Options) -> (values, {key: () -> psi}).
     With `higher_is_better`, its keys' direction is recorded in `metrics.names` (Pareto fronts,
     the regression gate and difference tables need it)."""
@@ -193,15 +219,22 @@ def _sides(gen, ref, entries: list[str], allow_nan: bool) -> tuple[_Side, _Side 
     needs = [e for e in entries if METRICS[e].needs_ref]
     if needs and r is None:
         raise FeatureError(f"{', '.join(needs)} need(s) a reference")
-    if r is not None and r.extractor and g.extractor and \
-            (r.extractor, r.extractor_sha256) != (g.extractor, g.extractor_sha256):
-        raise FeatureError(f"generated features come from {g.extractor} ({g.extractor_sha256}) but the "
-                           f"reference from {r.extractor} ({r.extractor_sha256})")
+    if (
+        r is not None
+        and r.extractor
+        and g.extractor
+        and (r.extractor, r.extractor_sha256) != (g.extractor, g.extractor_sha256)
+    ):
+        raise FeatureError(
+            f"generated features come from {g.extractor} ({g.extractor_sha256}) but the "
+            f"reference from {r.extractor} ({r.extractor_sha256})"
+        )
     return g, r
 
 
-def evaluate(gen, ref, names, options: Options | None = None, influence: bool = False,
-             allow_nan: bool = False) -> tuple[dict, dict[str, np.ndarray]]:
+def evaluate(
+    gen, ref, names, options: Options | None = None, influence: bool = False, allow_nan: bool = False
+) -> tuple[dict, dict[str, np.ndarray]]:
     """(values, {metric: influence values psi [n_gen] or HalfSamples} when `influence`) for metric `names`."""
     o = options or Options()
     entries = _entries(names)
@@ -219,11 +252,26 @@ def evaluate(gen, ref, names, options: Options | None = None, influence: bool = 
     return values, psis
 
 
-def calculate_metrics(gen, ref=None, fid: bool = True, isc: bool = True, prc: bool = True,
-                      clip_score: bool = False, k: int = DEFAULT_K, prc_batch_size: int = DEFAULT_BATCH,
-                      isc_splits: int = 10, isc_convention: str = "torch-fidelity", isc_seed: int = 2020,
-                      bootstrap: int = 0, seed: int = 0, level: float = 0.95, allow_nan: bool = False,
-                      names=None, ci: bool = False, **options) -> dict:
+def calculate_metrics(
+    gen,
+    ref=None,
+    fid: bool = True,
+    isc: bool = True,
+    prc: bool = True,
+    clip_score: bool = False,
+    k: int = DEFAULT_K,
+    prc_batch_size: int = DEFAULT_BATCH,
+    isc_splits: int = 10,
+    isc_convention: str = "torch-fidelity",
+    isc_seed: int = 2020,
+    bootstrap: int = 0,
+    seed: int = 0,
+    level: float = 0.95,
+    allow_nan: bool = False,
+    names=None,
+    ci: bool = False,
+    **options,
+) -> dict:
     """Metrics of generated features `gen` against reference `ref`.
 
     gen: `FeatureAccumulator` (merged shards) or dict {"pool", "logits_unbiased", "clip_scores"};
@@ -240,8 +288,14 @@ def calculate_metrics(gen, ref=None, fid: bool = True, isc: bool = True, prc: bo
     if names is None:
         names = [n for n, on in (("fid", fid), ("is", isc), ("precision", prc), ("clip_score", clip_score)) if on]
     options.setdefault("fid_infinity_seed", seed)
-    o = Options(k=k, prc_batch_size=prc_batch_size, isc_splits=isc_splits, isc_convention=isc_convention,
-                isc_seed=isc_seed, **options)
+    o = Options(
+        k=k,
+        prc_batch_size=prc_batch_size,
+        isc_splits=isc_splits,
+        isc_convention=isc_convention,
+        isc_seed=isc_seed,
+        **options,
+    )
     want_ci = ci or bootstrap > 0
     values, psis = evaluate(gen, ref, names, o, influence=want_ci, allow_nan=allow_nan)
     for key, psi in psis.items():

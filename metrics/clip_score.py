@@ -3,6 +3,7 @@
 No clamp at zero (unlike torchmetrics' CLIPScore). Captions longer than the CLIP context
 (77 tokens with start/end markers) are truncated by the tokenizer; their count is reported.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,8 +15,9 @@ def clip_cosines(image_emb, text_emb) -> np.ndarray:
     a = torch.as_tensor(np.asarray(image_emb)).double()
     b = torch.as_tensor(np.asarray(text_emb)).double()
     if a.shape != b.shape or a.ndim != 2:
-        raise ValueError(f"image and text embeddings must be [N, E] of one shape, got {tuple(a.shape)} "
-                         f"and {tuple(b.shape)}")
+        raise ValueError(
+            f"image and text embeddings must be [N, E] of one shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     a = a / a.norm(dim=1, keepdim=True)
     b = b / b.norm(dim=1, keepdim=True)
     return (100.0 * (a * b).sum(dim=1)).numpy()

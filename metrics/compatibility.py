@@ -7,6 +7,7 @@ Sizes come from ``meta["image_sizes"]`` (a `FeatureAccumulator` fed images) and
 ``meta["resolution"]`` (reference statistics from ``coco-reference`` or a sweep); when either side
 does not record its size, nothing can be said and None is returned.
 """
+
 from __future__ import annotations
 
 
@@ -30,5 +31,7 @@ def resolution_mismatch(gen, ref) -> str | None:
     gen_sizes, ref_sizes = recorded_sizes(gen), recorded_sizes(ref)
     if gen_sizes is None or ref_sizes is None or set(gen_sizes) == set(ref_sizes):
         return None
-    return (f"the generated images are {_text(gen_sizes)} but the reference was made at {_text(ref_sizes)}; "
-            "FID and precision/recall across resolutions measure the resize, not the model")
+    return (
+        f"the generated images are {_text(gen_sizes)} but the reference was made at {_text(ref_sizes)}; "
+        "FID and precision/recall across resolutions measure the resize, not the model"
+    )

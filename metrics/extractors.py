@@ -27,6 +27,7 @@ graph; weights file ``weights-inception-2015-12-05-6726825d.pth`` by path or env
 ``GLIDE_EVAL_INCEPTION``) and ``"clip-vit-b-16"`` (open_clip ViT-B/16 from an
 OpenAI-format file, by path or env ``GLIDE_EVAL_CLIP``). Nothing is ever downloaded.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -44,7 +45,7 @@ CLIP_B16 = "clip-vit-b-16"
 INCEPTION_ENV = "GLIDE_EVAL_INCEPTION"
 CLIP_ENV = "GLIDE_EVAL_CLIP"
 INCEPTION_FILENAME = "weights-inception-2015-12-05-6726825d.pth"
-INCEPTION_SHA256_PREFIX = "6726825d"    # torch-fidelity's file: its name carries its sha256's first 8 hex
+INCEPTION_SHA256_PREFIX = "6726825d"  # torch-fidelity's file: its name carries its sha256's first 8 hex
 CLIP_CONTEXT_LENGTH = 77
 
 _REGISTRY: dict[str, Callable] = {}
@@ -113,7 +114,8 @@ def check_known_weights(extractor) -> None:
             f"{extractor.weights_path}: not torch-fidelity's Inception weights ({INCEPTION_FILENAME}, whose sha256 "
             f"starts with {INCEPTION_SHA256_PREFIX}); this file's sha256 is {sha[:16]}... A file with other weights "
             "loads fine but gives FID/IS values that no published number can be compared with. "
-            "Pass --allow-unknown-inception to use it anyway")
+            "Pass --allow-unknown-inception to use it anyway"
+        )
 
 
 def check_images(images) -> torch.Tensor:
@@ -145,8 +147,9 @@ class InceptionExtractor:
         self.device = torch.device(device)
         self.batch_size = batch_size
         try:
-            model = FeatureExtractorInceptionV3(INCEPTION, ["2048", "logits_unbiased"],
-                                                feature_extractor_weights_path=str(path))
+            model = FeatureExtractorInceptionV3(
+                INCEPTION, ["2048", "logits_unbiased"], feature_extractor_weights_path=str(path)
+            )
         except Exception as e:  # a wrong or truncated file
             raise ExtractorError(f"cannot load Inception weights {path}: {e}") from e
         self.model = model.eval().to(self.device)
@@ -191,8 +194,9 @@ class ClipExtractor:
         self.model = model.eval().to(self.device)
         size = model.visual.image_size
         size = size[0] if isinstance(size, (tuple, list)) else size
-        self.preprocess = open_clip.image_transform(size, is_train=False, mean=open_clip.OPENAI_DATASET_MEAN,
-                                                    std=open_clip.OPENAI_DATASET_STD)
+        self.preprocess = open_clip.image_transform(
+            size, is_train=False, mean=open_clip.OPENAI_DATASET_MEAN, std=open_clip.OPENAI_DATASET_STD
+        )
         self.tokenizer = open_clip.get_tokenizer("ViT-B-16")
         self.context_length = int(model.positional_embedding.shape[0])
 
@@ -205,8 +209,10 @@ class ClipExtractor:
     @torch.no_grad()
     def encode_images(self, images) -> torch.Tensor:
         images = check_images(images)
-        out = [self.model.encode_image(self._pixels(b).to(self.device)).float().cpu()
-               for b in images.split(self.batch_size)]
+        out = [
+            self.model.encode_image(self._pixels(b).to(self.device)).float().cpu()
+            for b in images.split(self.batch_size)
+        ]
         return torch.cat(out)
 
     def count_truncated(self, captions: list[str]) -> int:
@@ -217,7 +223,7 @@ class ClipExtractor:
     def encode_text(self, captions: list[str]) -> tuple[torch.Tensor, int]:
         out = []
         for i in range(0, len(captions), self.batch_size):
-            tokens = self.tokenizer(list(captions[i:i + self.batch_size]), context_length=self.context_length)
+            tokens = self.tokenizer(list(captions[i : i + self.batch_size]), context_length=self.context_length)
             out.append(self.model.encode_text(tokens.to(self.device)).float().cpu())
         return torch.cat(out), self.count_truncated(captions)
 

@@ -13,6 +13,7 @@
 A shard's state is saved atomically (`save`, .npz) and shards merge in order (`merge`):
 the merged state equals the state of one accumulator fed every batch.
 """
+
 from __future__ import annotations
 
 import json
@@ -74,8 +75,17 @@ class CorruptFileError(FeatureError):
 # what np.load and reading the arrays of a damaged .npz raise: truncated or damaged zip (BadZipFile,
 # "Bad CRC-32"), damaged deflate stream (zlib.error), short reads (EOFError, ValueError), a missing or
 # mangled member (KeyError, pickle errors), metadata of the wrong shape (TypeError, AttributeError)
-LOAD_ERRORS = (OSError, EOFError, KeyError, ValueError, TypeError, AttributeError, zipfile.BadZipFile, zlib.error,
-               pickle.UnpicklingError)
+LOAD_ERRORS = (
+    OSError,
+    EOFError,
+    KeyError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    zipfile.BadZipFile,
+    zlib.error,
+    pickle.UnpicklingError,
+)
 
 
 class FeatureAccumulator:
@@ -136,8 +146,7 @@ class FeatureAccumulator:
         if self.n and ((logits is None) != (not self._logits) or (clip_scores is None) != (not self._clip)):
             raise FeatureError("every batch must carry the same features (logits / CLIP scores) as the first")
         if self.mean is not None and pool.shape[1] != self.mean.shape[0]:
-            raise FeatureError(f"pool feature dim {pool.shape[1]} differs from earlier batches "
-                               f"({self.mean.shape[0]})")
+            raise FeatureError(f"pool feature dim {pool.shape[1]} differs from earlier batches ({self.mean.shape[0]})")
         self.n_nan += int(n - ok.sum())
         self.n_truncated += int(n_truncated)
         if not ok.all():
@@ -211,8 +220,20 @@ class FeatureAccumulator:
         return self
 
     def save(self, path: str | os.PathLike) -> None:
-        arrays = {"meta": np.array(json.dumps({"format": FORMAT, **self.meta, "n": self.n, "n_nan": self.n_nan,
-                                               "n_truncated": self.n_truncated, "keep_pool": self.keep_pool}))}
+        arrays = {
+            "meta": np.array(
+                json.dumps(
+                    {
+                        "format": FORMAT,
+                        **self.meta,
+                        "n": self.n,
+                        "n_nan": self.n_nan,
+                        "n_truncated": self.n_truncated,
+                        "keep_pool": self.keep_pool,
+                    }
+                )
+            )
+        }
         if self.n:
             arrays.update(mean=self.mean, m2=self.m2)
         for name in ("pool", "logits", "clip_scores"):
@@ -228,10 +249,13 @@ class FeatureAccumulator:
             with np.load(path, allow_pickle=False) as data:
                 meta = json.loads(str(data["meta"]))
                 if meta.get("format") != FORMAT:
-                    raise CorruptFileError(path, "feature state",
-                                           f"not a glide-eval feature state (format {meta.get('format')!r})")
-                acc = cls(keep_pool=meta["keep_pool"],
-                          meta={k: meta.get(k) for k in ("extractor", "extractor_sha256", "clip", "clip_sha256")})
+                    raise CorruptFileError(
+                        path, "feature state", f"not a glide-eval feature state (format {meta.get('format')!r})"
+                    )
+                acc = cls(
+                    keep_pool=meta["keep_pool"],
+                    meta={k: meta.get(k) for k in ("extractor", "extractor_sha256", "clip", "clip_sha256")},
+                )
                 if meta.get("image_sizes"):
                     acc.meta["image_sizes"] = meta["image_sizes"]
                 acc.n, acc.n_nan, acc.n_truncated = meta["n"], meta["n_nan"], meta["n_truncated"]

@@ -7,6 +7,7 @@ general `sqrtm`. Eigenvalues below the rounding floor of `eigh`
 (D * eps * largest eigenvalue; negative ones included) are set to zero, so that
 rank-deficient covariances (N <= D) add no square roots of rounding noise.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -59,7 +60,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     sigma1, sigma2 = np.asarray(sigma1, np.float64), np.asarray(sigma2, np.float64)
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape or sigma1.shape != (mu1.size, mu1.size):
         raise StatisticsError(
-            f"statistics do not match: mean {mu1.shape} vs {mu2.shape}, covariance {sigma1.shape} vs {sigma2.shape}")
+            f"statistics do not match: mean {mu1.shape} vs {mu2.shape}, covariance {sigma1.shape} vs {sigma2.shape}"
+        )
     tr_covmean = trace_sqrt_product(factor(sigma1), sigma2)
     diff = mu1 - mu2
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * tr_covmean)

@@ -10,6 +10,7 @@ Interval: the intercept is a fixed linear combination sum_k w_k FID_{N_k}; each 
 moves by mean over its prefix of FID's influence values (`metrics.influence.fid_influence`,
 evaluated once at all n samples), so sample i carries n * psi_i * sum_{k: i in prefix k} w_k / N_k.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,8 +23,7 @@ from metrics.influence import fid_influence
 def subset_sizes(n: int, points: int = 15, n_min: int | None = None) -> np.ndarray:
     n_min = max(2, n // 6) if n_min is None else n_min
     if points < 2 or n_min >= n or n_min < 2:
-        raise ValueError(f"FID∞ needs >= 2 subset sizes between n_min and n, got points={points}, "
-                         f"n_min={n_min}, n={n}")
+        raise ValueError(f"FID∞ needs >= 2 subset sizes between n_min and n, got points={points}, n_min={n_min}, n={n}")
     sizes = np.unique(np.linspace(n_min, n, points).astype(int))
     if len(sizes) < 2:
         raise ValueError(f"FID∞: only {len(sizes)} distinct subset size(s) for n={n}")

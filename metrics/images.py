@@ -31,6 +31,7 @@ Multi-frame files (animated GIF/PNG/WebP, multi-page TIFF) are read at their fir
 EXIF orientation is not applied (the pixels as stored, as Pillow and the reference
 evaluators read them).
 """
+
 from __future__ import annotations
 
 import os
@@ -41,7 +42,7 @@ import numpy as np
 GREY16_MODES = ("I;16", "I;16L", "I;16B", "I;16N")
 ALPHA_MODES = ("RGBA", "LA", "PA")
 SUPPORTED_MODES = ("RGB", "RGBX", "L", "1", "P", "CMYK", "YCbCr", "I", "F") + GREY16_MODES + ALPHA_MODES
-BACKGROUND = 255          # white, for compositing transparent pixels
+BACKGROUND = 255  # white, for compositing transparent pixels
 
 
 class ImageError(ValueError):
@@ -95,8 +96,10 @@ def to_rgb(img, source: str = "<image>") -> np.ndarray:
         return _composite(np.asarray(img, dtype=np.uint8))
     if mode in ("LA", "PA"):
         return _composite(np.asarray(img.convert("RGBA"), dtype=np.uint8))
-    raise ImageError(f"{source}: image mode {mode!r} is not supported (supported: {', '.join(SUPPORTED_MODES)}); "
-                     "convert it to 8-bit RGB first")
+    raise ImageError(
+        f"{source}: image mode {mode!r} is not supported (supported: {', '.join(SUPPORTED_MODES)}); "
+        "convert it to 8-bit RGB first"
+    )
 
 
 def _grey(values: np.ndarray) -> np.ndarray:
@@ -118,8 +121,10 @@ def _sixteen_to_8(values: np.ndarray) -> np.ndarray:
 def _int32_to_8(values: np.ndarray, source: str) -> np.ndarray:
     lo, hi = int(values.min(initial=0)), int(values.max(initial=0))
     if lo < 0 or hi > 65535:
-        raise ImageError(f"{source}: 32-bit integer image with values in [{lo}, {hi}]; only [0, 65535] "
-                         "(16-bit data) has a defined 8-bit reading")
+        raise ImageError(
+            f"{source}: 32-bit integer image with values in [{lo}, {hi}]; only [0, 65535] "
+            "(16-bit data) has a defined 8-bit reading"
+        )
     return _sixteen_to_8(values)
 
 
@@ -128,8 +133,10 @@ def _float_to_8(values: np.ndarray, source: str) -> np.ndarray:
         raise ImageError(f"{source}: float image with NaN or infinite pixels")
     lo, hi = float(values.min(initial=0.0)), float(values.max(initial=0.0))
     if lo < 0.0 or hi > 1.0:
-        raise ImageError(f"{source}: float image with values in [{lo:g}, {hi:g}]; only [0, 1] has a defined "
-                         "8-bit reading (round(255 * v))")
+        raise ImageError(
+            f"{source}: float image with values in [{lo:g}, {hi:g}]; only [0, 1] has a defined "
+            "8-bit reading (round(255 * v))"
+        )
     return np.rint(values * 255.0).astype(np.uint8)
 
 

@@ -5,6 +5,7 @@ Default convention = torch-fidelity's (`isc_features_to_metric`): rows permuted 
 ``[i*N//splits, (i+1)*N//splits)``. ``convention="guided-diffusion"`` follows OpenAI's
 ADM evaluator instead: no shuffle, consecutive chunks of ``split_size`` (5,000) samples.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,8 +19,14 @@ def _split_score(logits: torch.Tensor) -> float:
     return (p * (log_p - q.log())).sum(dim=1).mean().exp().item()
 
 
-def split_bounds(n: int, splits: int = 10, shuffle: bool = True, seed: int = 2020,
-                 convention: str = "torch-fidelity", split_size: int = 5000) -> tuple[np.ndarray, list]:
+def split_bounds(
+    n: int,
+    splits: int = 10,
+    shuffle: bool = True,
+    seed: int = 2020,
+    convention: str = "torch-fidelity",
+    split_size: int = 5000,
+) -> tuple[np.ndarray, list]:
     """(row order, [(lo, hi)] per split): split j holds rows order[lo:hi] of the original logits."""
     if convention == "torch-fidelity":
         order = np.random.RandomState(seed).permutation(n) if shuffle else np.arange(n)
@@ -34,8 +41,14 @@ def split_bounds(n: int, splits: int = 10, shuffle: bool = True, seed: int = 202
     return order, bounds
 
 
-def inception_score(logits, splits: int = 10, shuffle: bool = True, seed: int = 2020,
-                    convention: str = "torch-fidelity", split_size: int = 5000) -> tuple[float, float]:
+def inception_score(
+    logits,
+    splits: int = 10,
+    shuffle: bool = True,
+    seed: int = 2020,
+    convention: str = "torch-fidelity",
+    split_size: int = 5000,
+) -> tuple[float, float]:
     """(mean, std) of exp(E KL(p(y|x) || p(y))) over splits."""
     logits = torch.as_tensor(np.asarray(logits)).double()
     if logits.ndim != 2 or logits.shape[0] < 1:

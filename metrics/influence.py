@@ -14,6 +14,7 @@ both cancels.
 - precision, CLIP score: means of independent per-sample values; psi_i = value_i - mean.
 - recall: no per-sample values; `HalfSamples` replicates (`metrics.recall_interval`).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,6 +37,7 @@ def normal_z(level: float = 0.95) -> float:
 class HalfSamples:
     """Delete-d jackknife replicates: the metric on random halves S of the generated samples;
     Var = factor * var(values), factor = |S| / (n - |S|). Paired settings share the halves."""
+
     values: np.ndarray
     factor: float
 
@@ -94,9 +96,9 @@ def fid_influence(pool, mu_g, sigma_g, mu_r, sigma_r, chunk: int = 4096) -> np.n
     pool = np.asarray(pool)
     psi = np.empty(pool.shape[0])
     for s in range(0, pool.shape[0], chunk):
-        c = pool[s:s + chunk].astype(np.float64) - mu_g
+        c = pool[s : s + chunk].astype(np.float64) - mu_g
         quad = ((c.astype(np.float32) @ k) * c.astype(np.float32)).sum(1, dtype=np.float64)
-        psi[s:s + chunk] = 2 * c @ shift + (c * c).sum(1) - quad
+        psi[s : s + chunk] = 2 * c @ shift + (c * c).sum(1) - quad
     return psi - float(np.trace(sigma_g)) + tr_sqrt
 
 
@@ -115,8 +117,14 @@ def _split_influence(logits: torch.Tensor) -> tuple[float, np.ndarray]:
     return score, psi.numpy()
 
 
-def inception_score_influence(logits, splits: int = 10, shuffle: bool = True, seed: int = 2020,
-                              convention: str = "torch-fidelity", split_size: int = 5000) -> np.ndarray:
+def inception_score_influence(
+    logits,
+    splits: int = 10,
+    shuffle: bool = True,
+    seed: int = 2020,
+    convention: str = "torch-fidelity",
+    split_size: int = 5000,
+) -> np.ndarray:
     """psi_i (in the original sample order) of the Inception Score (mean of split scores).
 
     IS = mean_j s_j over S splits; s_j - E s_j ≈ mean over split j of its psi, so

@@ -10,6 +10,7 @@ Interval: leave-one-out jackknife over the generated samples with the subset ind
 fixed: removing generated sample i turns every subset that holds it into an unbiased MMD^2 of
 m - 1 generated vs m real samples, from that subset's kernel row sums (no extra kernels).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,8 +20,9 @@ DEFAULT_SUBSET_SIZE = 1000
 DEFAULT_SEED = 2020
 
 
-def polynomial_kernel(x: np.ndarray, y: np.ndarray, degree: int = 3, gamma: float | None = None,
-                      coef0: float = 1) -> np.ndarray:
+def polynomial_kernel(
+    x: np.ndarray, y: np.ndarray, degree: int = 3, gamma: float | None = None, coef0: float = 1
+) -> np.ndarray:
     gamma = 1.0 / x.shape[1] if gamma is None else gamma
     return (np.matmul(x, y.T) * gamma + coef0) ** degree
 
@@ -41,12 +43,19 @@ def _without_one(xx_rows, yy_sum: float, xy_rows) -> np.ndarray:
     xx = xx_rows.astype(np.float64)
     xy = xy_rows.astype(np.float64)
     xx_sum, xy_sum = xx.sum(), xy.sum()
-    return ((xx_sum - 2 * xx) / ((m - 1) * (m - 2)) + yy_sum / (m * (m - 1))
-            - 2 * (xy_sum - xy) / ((m - 1) * m))
+    return (xx_sum - 2 * xx) / ((m - 1) * (m - 2)) + yy_sum / (m * (m - 1)) - 2 * (xy_sum - xy) / ((m - 1) * m)
 
 
-def kid(gen, real, subsets: int = DEFAULT_SUBSETS, subset_size: int = DEFAULT_SUBSET_SIZE, degree: int = 3,
-        gamma: float | None = None, coef0: float = 1, seed: int = DEFAULT_SEED) -> dict:
+def kid(
+    gen,
+    real,
+    subsets: int = DEFAULT_SUBSETS,
+    subset_size: int = DEFAULT_SUBSET_SIZE,
+    degree: int = 3,
+    gamma: float | None = None,
+    coef0: float = 1,
+    seed: int = DEFAULT_SEED,
+) -> dict:
     """{"kid", "kid_std" (torch-fidelity's spread over subsets), "psi" [n_gen] jackknife
     pseudo-values over the generated samples}."""
     x, y = np.asarray(gen, dtype=np.float32), np.asarray(real, dtype=np.float32)
@@ -54,8 +63,10 @@ def kid(gen, real, subsets: int = DEFAULT_SUBSETS, subset_size: int = DEFAULT_SU
         raise ValueError(f"KID needs [N, D] features of one D, got {x.shape} and {y.shape}")
     n1, n2 = len(x), len(y)
     if min(n1, n2) < subset_size or subset_size < 3:
-        raise ValueError(f"KID subset size {subset_size} needs at least that many samples on each side "
-                         f"(generated {n1}, real {n2}) and at least 3")
+        raise ValueError(
+            f"KID subset size {subset_size} needs at least that many samples on each side "
+            f"(generated {n1}, real {n2}) and at least 3"
+        )
     rng = np.random.RandomState(seed)
     values = np.zeros(subsets)
     shift = np.zeros(n1)  # sum over subsets of (value without i - value)
@@ -67,8 +78,7 @@ def kid(gen, real, subsets: int = DEFAULT_SUBSETS, subset_size: int = DEFAULT_SU
         k_yy = polynomial_kernel(f2, f2, degree, gamma, coef0)
         k_xy = polynomial_kernel(f1, f2, degree, gamma, coef0)
         values[s], xx_rows, yy_rows, xy_rows = _unbiased_mmd2(k_xx, k_xy, k_yy)
-        np.add.at(shift, i1, _without_one(xx_rows, float(yy_rows.astype(np.float64).sum()), xy_rows)
-                  - float(values[s]))
+        np.add.at(shift, i1, _without_one(xx_rows, float(yy_rows.astype(np.float64).sum()), xy_rows) - float(values[s]))
     value = float(np.mean(values))
     loo = value + shift / subsets
     psi = (n1 - 1) * (loo.mean() - loo)

@@ -7,11 +7,19 @@ records the direction here). `METRIC_NAMES` are the ones a sweep computes by def
 differences into worsening with the directions, and the reports draw Pareto fronts and
 compare settings with them.
 """
+
 from __future__ import annotations
 
 # metric -> True when a larger value is better
-HIGHER_IS_BETTER: dict[str, bool] = {"fid": False, "is": True, "precision": True, "recall": True,
-                                     "clip_score": True, "kid": False, "fid_infinity": False}
+HIGHER_IS_BETTER: dict[str, bool] = {
+    "fid": False,
+    "is": True,
+    "precision": True,
+    "recall": True,
+    "clip_score": True,
+    "kid": False,
+    "fid_infinity": False,
+}
 # the metrics a sweep computes (the config's `[metrics] names`)
 METRIC_NAMES: tuple[str, ...] = ("fid", "is", "precision", "recall", "clip_score")
 # the metrics a sweep may compute: METRIC_NAMES plus the bias-free ones (KID, FID-infinity)

@@ -8,6 +8,7 @@ difference is std(psi_B - psi_A)/sqrt(n): variation common to both rows of a pai
 The interval is ``difference ± z·SE`` (z Bonferroni-corrected over `comparisons`), an
 interval of the expected difference at this n with the reference fixed.
 """
+
 from __future__ import annotations
 
 from statistics import NormalDist
@@ -25,8 +26,16 @@ def bonferroni_z(level: float = 0.95, comparisons: int = 1) -> float:
     return NormalDist().inv_cdf(1 - (1 - level) / comparisons / 2)
 
 
-def paired_differences(gen_a, gen_b, ref=None, names=("fid", "is", "precision", "recall"), level: float = 0.95,
-                       comparisons: int = 1, options: Options | None = None, allow_nan: bool = False) -> dict:
+def paired_differences(
+    gen_a,
+    gen_b,
+    ref=None,
+    names=("fid", "is", "precision", "recall"),
+    level: float = 0.95,
+    comparisons: int = 1,
+    options: Options | None = None,
+    allow_nan: bool = False,
+) -> dict:
     """{metric: {"a", "b", "difference" (b - a), "se", "ci_low", "ci_high", "distinguishable"}}.
 
     gen_a, gen_b: generated features of the two settings (as for `calculate_metrics`), row i of
@@ -36,16 +45,25 @@ def paired_differences(gen_a, gen_b, ref=None, names=("fid", "is", "precision", 
     values_a, psi_a = evaluate(gen_a, ref, names, options, influence=True, allow_nan=allow_nan)
     values_b, psi_b = evaluate(gen_b, ref, names, options, influence=True, allow_nan=allow_nan)
     if values_a["n_gen"] != values_b["n_gen"] or values_a["n_nan"] or values_b["n_nan"]:
-        raise ValueError(f"paired settings need the same samples without NaN rows: {values_a['n_gen']} "
-                         f"(+{values_a['n_nan']} NaN) vs {values_b['n_gen']} (+{values_b['n_nan']} NaN)")
+        raise ValueError(
+            f"paired settings need the same samples without NaN rows: {values_a['n_gen']} "
+            f"(+{values_a['n_nan']} NaN) vs {values_b['n_gen']} (+{values_b['n_nan']} NaN)"
+        )
     z = bonferroni_z(level, comparisons)
     out = {}
     for key in psi_a:
         d = float(values_b[key] - values_a[key])
         se = standard_error(psi_b[key] - psi_a[key])
         lo, hi = d - z * se, d + z * se
-        out[key] = {"a": float(values_a[key]), "b": float(values_b[key]), "difference": d, "se": se,
-                    "ci_low": lo, "ci_high": hi, "distinguishable": bool(lo > 0 or hi < 0)}
+        out[key] = {
+            "a": float(values_a[key]),
+            "b": float(values_b[key]),
+            "difference": d,
+            "se": se,
+            "ci_low": lo,
+            "ci_high": hi,
+            "distinguishable": bool(lo > 0 or hi < 0),
+        }
     return out
 
 

@@ -13,6 +13,7 @@ centre, so a metric whose value shifts under resampling with duplicates (k-NN re
 FID's covariance) does not move the interval; and a few hundred replicates give a stable
 SE even for the far tails a Bonferroni correction asks for. ``z`` comes from `normal_z`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -21,8 +22,9 @@ from statistics import NormalDist
 import numpy as np
 
 
-def paired_bootstrap(statistic: Callable[[dict], dict], baseline: dict, candidate: dict, rounds: int,
-                     seed: int = 0) -> dict[str, np.ndarray]:
+def paired_bootstrap(
+    statistic: Callable[[dict], dict], baseline: dict, candidate: dict, rounds: int, seed: int = 0
+) -> dict[str, np.ndarray]:
     """Replicates of statistic(candidate[idx]) - statistic(baseline[idx]), per statistic key.
 
     baseline, candidate: {name: array [N, ...]} with one N; `statistic` maps such a dict to

@@ -14,6 +14,7 @@ N x N matrices are never held: each block is reduced at once (running k smallest
 radii; both precision and recall hits from one cross-distance pass), so memory stays at
 about one block (400 MB), and the reference radii can be cached with the reference.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -50,8 +51,9 @@ def knn_radii(features, k: int = DEFAULT_K, batch_size: int = DEFAULT_BATCH) -> 
     return torch.cat(radii)
 
 
-def precision_recall_hits(gen, real, gen_radii=None, real_radii=None, k: int = DEFAULT_K,
-                          batch_size: int = DEFAULT_BATCH) -> tuple[np.ndarray, np.ndarray]:
+def precision_recall_hits(
+    gen, real, gen_radii=None, real_radii=None, k: int = DEFAULT_K, batch_size: int = DEFAULT_BATCH
+) -> tuple[np.ndarray, np.ndarray]:
     """Per-sample decisions: (generated sample inside the real manifold [N_gen] bool,
     real sample inside the generated manifold [N_real] bool)."""
     gen, real = _as_float32(gen), _as_float32(real)
@@ -64,17 +66,18 @@ def precision_recall_hits(gen, real, gen_radii=None, real_radii=None, k: int = D
     gen_hit = torch.zeros(gen.shape[0], dtype=torch.bool)
     real_hit = torch.zeros(real.shape[0], dtype=torch.bool)
     for r0 in range(0, real.shape[0], batch_size):
-        rows = real[r0:r0 + batch_size]
-        rr = real_radii[r0:r0 + batch_size, None]
+        rows = real[r0 : r0 + batch_size]
+        rr = real_radii[r0 : r0 + batch_size, None]
         for g0 in range(0, gen.shape[0], batch_size):
-            d = torch.cdist(rows, gen[g0:g0 + batch_size])  # the block torch-fidelity computes
-            real_hit[r0:r0 + batch_size] |= (d <= gen_radii[None, g0:g0 + batch_size]).any(dim=1)
-            gen_hit[g0:g0 + batch_size] |= (d <= rr).any(dim=0)
+            d = torch.cdist(rows, gen[g0 : g0 + batch_size])  # the block torch-fidelity computes
+            real_hit[r0 : r0 + batch_size] |= (d <= gen_radii[None, g0 : g0 + batch_size]).any(dim=1)
+            gen_hit[g0 : g0 + batch_size] |= (d <= rr).any(dim=0)
             del d
     return gen_hit.numpy(), real_hit.numpy()
 
 
-def precision_recall(gen, real, gen_radii=None, real_radii=None, k: int = DEFAULT_K,
-                     batch_size: int = DEFAULT_BATCH) -> tuple[float, float]:
+def precision_recall(
+    gen, real, gen_radii=None, real_radii=None, k: int = DEFAULT_K, batch_size: int = DEFAULT_BATCH
+) -> tuple[float, float]:
     gen_hit, real_hit = precision_recall_hits(gen, real, gen_radii, real_radii, k, batch_size)
     return float(gen_hit.mean()), float(real_hit.mean())

@@ -15,6 +15,7 @@ than k fall in a half with probability ~1e-7, then the depth-th distance is used
 real x gen pass keeps every pair within a generated sample's depth-th distance. The full
 sample's decisions are the same float32 `cdist` blocks as `metrics.prc`, bit for bit.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -38,10 +39,10 @@ def knn_lists(features, k: int = DEFAULT_K, depth: int = DEPTH, batch_size: int 
         raise ValueError(f"the recall interval with k={k} needs at least {k + 2} generated samples, got {n}")
     dists, idxs = [], []
     for r0 in range(0, n, batch_size):
-        rows = x[r0:r0 + batch_size]
+        rows = x[r0 : r0 + batch_size]
         best_v = best_i = None
         for c0 in range(0, n, batch_size):
-            d = torch.cdist(rows, x[c0:c0 + batch_size])
+            d = torch.cdist(rows, x[c0 : c0 + batch_size])
             v, i = d.topk(min(width, d.shape[1]), dim=1, largest=False)
             if best_v is not None:
                 v, i = torch.cat([best_v, v], dim=1), torch.cat([best_i, i + c0], dim=1)
@@ -65,18 +66,17 @@ def prc_pairs(gen, real, gen_radii, gen_reach, real_radii, batch_size: int = DEF
     real_hit = torch.zeros(real.shape[0], dtype=torch.bool)
     js, ls, ds = [], [], []
     for r0 in range(0, real.shape[0], batch_size):
-        rows = real[r0:r0 + batch_size]
-        rr = real_radii[r0:r0 + batch_size, None]
+        rows = real[r0 : r0 + batch_size]
+        rr = real_radii[r0 : r0 + batch_size, None]
         for g0 in range(0, gen.shape[0], batch_size):
-            d = torch.cdist(rows, gen[g0:g0 + batch_size])
-            real_hit[r0:r0 + batch_size] |= (d <= gen_radii[None, g0:g0 + batch_size]).any(dim=1)
-            gen_hit[g0:g0 + batch_size] |= (d <= rr).any(dim=0)
-            j, gi = (d <= gen_reach[None, g0:g0 + batch_size]).nonzero(as_tuple=True)
+            d = torch.cdist(rows, gen[g0 : g0 + batch_size])
+            real_hit[r0 : r0 + batch_size] |= (d <= gen_radii[None, g0 : g0 + batch_size]).any(dim=1)
+            gen_hit[g0 : g0 + batch_size] |= (d <= rr).any(dim=0)
+            j, gi = (d <= gen_reach[None, g0 : g0 + batch_size]).nonzero(as_tuple=True)
             js.append(j + r0)
             ls.append(gi + g0)
             ds.append(d[j, gi])
-    return (gen_hit.numpy(), real_hit.numpy(), torch.cat(js).numpy(), torch.cat(ls).numpy(),
-            torch.cat(ds).numpy())
+    return (gen_hit.numpy(), real_hit.numpy(), torch.cat(js).numpy(), torch.cat(ls).numpy(), torch.cat(ds).numpy())
 
 
 def half_radii(dist: np.ndarray, idx: np.ndarray, member: np.ndarray, k: int) -> np.ndarray:
@@ -89,8 +89,9 @@ def half_radii(dist: np.ndarray, idx: np.ndarray, member: np.ndarray, k: int) ->
     return np.where(found, dist[np.arange(len(dist)), hit.argmax(axis=1)], dist[:, -1])
 
 
-def half_recalls(n_real: int, dist, idx, j, gi, d, k: int = DEFAULT_K, halves: int = HALVES,
-                 seed: int = SEED) -> tuple[np.ndarray, int]:
+def half_recalls(
+    n_real: int, dist, idx, j, gi, d, k: int = DEFAULT_K, halves: int = HALVES, seed: int = SEED
+) -> tuple[np.ndarray, int]:
     """(recall on each of `halves` seeded random halves of the generated samples, half size)."""
     n = len(dist)
     size = n // 2
@@ -105,8 +106,9 @@ def half_recalls(n_real: int, dist, idx, j, gi, d, k: int = DEFAULT_K, halves: i
     return out, size
 
 
-def recall_interval(gen, real, real_radii, k: int = DEFAULT_K, batch_size: int = DEFAULT_BATCH,
-                    halves: int = HALVES, seed: int = SEED):
+def recall_interval(
+    gen, real, real_radii, k: int = DEFAULT_K, batch_size: int = DEFAULT_BATCH, halves: int = HALVES, seed: int = SEED
+):
     """(gen_hit, real_hit, HalfSamples of recall): the decisions of `precision_recall_hits`
     and the half-sample replicates."""
     radii, dist, idx = knn_lists(gen, k, DEPTH, batch_size)

@@ -9,6 +9,7 @@ expected one; otherwise it rebuilds it (and says why in one line), never reusing
 A file that cannot be read at all (truncated, a flipped byte: `CorruptFileError`) is rebuilt the
 same way when it is a cache, and an error naming it when the caller says it is the user's.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -53,8 +54,11 @@ class ReferenceStats:
     meta: dict = field(default_factory=dict)
 
     def save(self, path) -> None:
-        arrays = {"meta": np.array(json.dumps({"format": FORMAT, "n": self.n, **self.meta}, sort_keys=True)),
-                  "mu": self.mu, "sigma": self.sigma}
+        arrays = {
+            "meta": np.array(json.dumps({"format": FORMAT, "n": self.n, **self.meta}, sort_keys=True)),
+            "mu": self.mu,
+            "sigma": self.sigma,
+        }
         if self.pool is not None:
             arrays["pool"] = self.pool
         if self.radii is not None:
@@ -70,9 +74,14 @@ class ReferenceStats:
                 if meta.pop("format", None) != FORMAT:
                     raise CorruptFileError(path, "reference statistics", "not a glide-eval reference statistics file")
                 n = meta.pop("n")
-                return cls(mu=data["mu"], sigma=data["sigma"], n=n,
-                           pool=data["pool"] if "pool" in data.files else None,
-                           radii=data["radii"] if "radii" in data.files else None, meta=meta)
+                return cls(
+                    mu=data["mu"],
+                    sigma=data["sigma"],
+                    n=n,
+                    pool=data["pool"] if "pool" in data.files else None,
+                    radii=data["radii"] if "radii" in data.files else None,
+                    meta=meta,
+                )
         except CorruptFileError:
             raise
         except LOAD_ERRORS as e:
@@ -83,22 +92,29 @@ class ReferenceStats:
         return {k: (self.meta.get(k), v) for k, v in expected.items() if self.meta.get(k) != v}
 
 
-def reference_from_accumulator(acc: FeatureAccumulator, meta: dict, k: int = DEFAULT_K,
-                               batch_size: int = DEFAULT_BATCH) -> ReferenceStats:
+def reference_from_accumulator(
+    acc: FeatureAccumulator, meta: dict, k: int = DEFAULT_K, batch_size: int = DEFAULT_BATCH
+) -> ReferenceStats:
     if acc.n_nan:
         raise FeatureError(f"{acc.n_nan} reference images gave NaN features")
     mu, sigma = acc.statistics()
     pool = acc.pool
     # too few samples for k-NN radii: precision/recall against this reference will say so
     radii = None if pool is None or len(pool) <= k else knn_radii(pool, k, batch_size).numpy()
-    full_meta = {"extractor": acc.meta.get("extractor"), "extractor_sha256": acc.meta.get("extractor_sha256"),
-                 "k": k, "prc_batch_size": batch_size, "versions": package_versions()}
+    full_meta = {
+        "extractor": acc.meta.get("extractor"),
+        "extractor_sha256": acc.meta.get("extractor_sha256"),
+        "k": k,
+        "prc_batch_size": batch_size,
+        "versions": package_versions(),
+    }
     full_meta.update(meta)
     return ReferenceStats(mu=mu, sigma=sigma, n=acc.n, pool=pool, radii=radii, meta=full_meta)
 
 
-def build_reference(batches: Iterable, extractor, meta: dict, k: int = DEFAULT_K,
-                    batch_size: int = DEFAULT_BATCH) -> ReferenceStats:
+def build_reference(
+    batches: Iterable, extractor, meta: dict, k: int = DEFAULT_K, batch_size: int = DEFAULT_BATCH
+) -> ReferenceStats:
     """Statistics of uint8 [N,3,H,W] image batches through `extractor`."""
     acc = FeatureAccumulator(extractor)
     for images in batches:
@@ -108,12 +124,17 @@ def build_reference(batches: Iterable, extractor, meta: dict, k: int = DEFAULT_K
 
 def expected_meta(extractor, **entries) -> dict:
     """The metadata a cache must carry to be reused with this extractor and these entries."""
-    return {"extractor": extractor.name, "extractor_sha256": extractor.weights_sha256,
-            "versions": package_versions(), **entries}
+    return {
+        "extractor": extractor.name,
+        "extractor_sha256": extractor.weights_sha256,
+        "versions": package_versions(),
+        **entries,
+    }
 
 
-def cached_reference(path, expected: dict, build: Callable[[], ReferenceStats], log=print,
-                     rebuild_unreadable: bool = True) -> ReferenceStats:
+def cached_reference(
+    path, expected: dict, build: Callable[[], ReferenceStats], log=print, rebuild_unreadable: bool = True
+) -> ReferenceStats:
     """Load `path` if its metadata matches `expected`; else build, save atomically, return.
 
     Under the cache's lock (``PATH.lock``, where the folder is writable): concurrent callers
@@ -152,8 +173,10 @@ def _load_or_build(path: Path, expected: dict, build, log, rebuild_unreadable: b
             diff = stats.mismatches(expected)
             if not diff:
                 return stats
-            log(f"reference cache {path} is stale "
-                f"({', '.join(f'{k}: {a!r} != {b!r}' for k, (a, b) in diff.items())}); recomputing")
+            log(
+                f"reference cache {path} is stale "
+                f"({', '.join(f'{k}: {a!r} != {b!r}' for k, (a, b) in diff.items())}); recomputing"
+            )
     stats = build()
     stats.save(path)
     return stats

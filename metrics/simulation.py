@@ -5,6 +5,7 @@ pool features are Gaussian (shifted and scaled), logits a fixed linear map of th
 varies with them) and CLIP scores a noisy linear function of them. `paired_world` draws two
 settings from the same per-row latent (same caption and noise), correlated row by row.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,15 +32,19 @@ class World:
 
     def features(self, latent: np.ndarray, noise: np.ndarray, shift: float, scale: float) -> dict:
         pool = (latent * scale + shift).astype(np.float32)
-        return {"pool": pool, "logits_unbiased": (pool @ self.weights()).astype(np.float32),
-                "clip_scores": 25 + 2 * pool[:, 0] + noise}
+        return {
+            "pool": pool,
+            "logits_unbiased": (pool @ self.weights()).astype(np.float32),
+            "clip_scores": 25 + 2 * pool[:, 0] + noise,
+        }
 
     def draw(self, rng: np.random.Generator) -> dict:
         return self.features(rng.normal(size=(self.n, self.d)), rng.normal(size=self.n), self.shift, self.scale)
 
 
-def paired_draw(world: World, rng: np.random.Generator, shift_b: float, scale_b: float,
-                independent: float = 0.2) -> tuple[dict, dict]:
+def paired_draw(
+    world: World, rng: np.random.Generator, shift_b: float, scale_b: float, independent: float = 0.2
+) -> tuple[dict, dict]:
     """Settings A (world.shift/scale) and B (shift_b/scale_b) from one latent per row plus a
     little independent noise (`independent` of its variance)."""
     common = rng.normal(size=(world.n, world.d))

@@ -3,6 +3,7 @@
 Needs only RUN_DIR/results.parquet (or results.csv). previews.npz adds the sample grids
 and run.json the provenance; without them those sections say what is missing.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,7 @@ def read_results(run_dir: Path) -> pd.DataFrame:
         if column not in df.columns:
             raise ReportError(f"{parquet if parquet.is_file() else csv}: column {column!r} is missing")
     order = df["family"].map(FAMILY_ORDER).fillna(len(FAMILY_ORDER))
-    return df.assign(_order=order).sort_values(["_order", "scale"]).drop(columns="_order") \
-        .reset_index(drop=True)
+    return df.assign(_order=order).sort_values(["_order", "scale"]).drop(columns="_order").reset_index(drop=True)
 
 
 def read_previews(run_dir: Path) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -48,7 +48,7 @@ def read_previews(run_dir: Path) -> tuple[dict[str, np.ndarray], list[str]]:
     if not path.is_file():
         return {}, []
     with np.load(path) as f:
-        previews = {k[len("setting__"):]: f[k] for k in f.files if k.startswith("setting__")}
+        previews = {k[len("setting__") :]: f[k] for k in f.files if k.startswith("setting__")}
         captions = [str(c) for c in f["captions"]]
     return previews, captions
 
@@ -72,8 +72,9 @@ def read_differences(run_dir: Path) -> pd.DataFrame | None:
 def pareto_markdown(pareto: pd.DataFrame) -> str:
     lines = ["| metric pair | setting | x | y |", "| --- | --- | ---: | ---: |"]
     for _, r in pareto.iterrows():
-        lines.append(f"| {r['pair']} | {r['setting']} | {r['x_metric']} = {r['x']:.4g} | "
-                     f"{r['y_metric']} = {r['y']:.4g} |")
+        lines.append(
+            f"| {r['pair']} | {r['setting']} | {r['x_metric']} = {r['x']:.4g} | {r['y_metric']} = {r['y']:.4g} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -117,33 +118,58 @@ def build_report(run_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
     out["table2_md"], out["table2_tex"] = out_dir / "table2.md", out_dir / "table2.tex"
 
     extra = {"differences": differences, "dominance": dominance, "verdicts": verdicts}
-    atomic_write_text(out_dir / "report.html", report_html(run_dir, df, figures, pareto, t2, steps_figures,
-                                                           **extra))
+    atomic_write_text(out_dir / "report.html", report_html(run_dir, df, figures, pareto, t2, steps_figures, **extra))
     out["html"] = out_dir / "report.html"
     return out
 
 
-def report_html(run_dir: Path, df: pd.DataFrame, figures: list[Path], pareto: pd.DataFrame,
-                t2: pd.DataFrame, steps_figures: list[Path] = (), differences: pd.DataFrame | None = None,
-                dominance: pd.DataFrame | None = None, verdicts: pd.DataFrame | None = None) -> str:
+def report_html(
+    run_dir: Path,
+    df: pd.DataFrame,
+    figures: list[Path],
+    pareto: pd.DataFrame,
+    t2: pd.DataFrame,
+    steps_figures: list[Path] = (),
+    differences: pd.DataFrame | None = None,
+    dominance: pd.DataFrame | None = None,
+    verdicts: pd.DataFrame | None = None,
+) -> str:
     sections = []
     png = [p for p in figures if p.suffix == ".png"]
-    sections.append(("Figure 6: guidance trade-offs", page.figure_html(png[0], "Figure 6") if png else
-                     "<p>No metric pair of Figure 6 (precision/recall, IS/FID, CLIP score/FID) "
-                     "is in the results.</p>"))
+    sections.append(
+        (
+            "Figure 6: guidance trade-offs",
+            page.figure_html(png[0], "Figure 6")
+            if png
+            else "<p>No metric pair of Figure 6 (precision/recall, IS/FID, CLIP score/FID) is in the results.</p>",
+        )
+    )
     steps_png = [p for p in steps_figures if p.suffix == ".png"]
     if steps_png:
-        sections.append(("Sampling steps", "<p>FID against the number of base sampling steps, "
-                         "one line per sampler (the <code>steps</code> settings).</p>"
-                         + page.figure_html(steps_png[0], "FID vs sampling steps")
-                         + verdicts_html(verdicts)))
+        sections.append(
+            (
+                "Sampling steps",
+                "<p>FID against the number of base sampling steps, "
+                "one line per sampler (the <code>steps</code> settings).</p>"
+                + page.figure_html(steps_png[0], "FID vs sampling steps")
+                + verdicts_html(verdicts),
+            )
+        )
     sections.append(("Pareto-optimal settings", pareto_html(pareto, dominance)))
     sections.append(("Paired differences", differences_html(differences)))
-    t2_view = t2.assign(FID=[d if not z else "" for d, z in zip(t2["display"], t2["zero_shot"])],
-                        **{"zero-shot FID": [d if z else "" for d, z in zip(t2["display"], t2["zero_shot"])]})
-    sections.append(("Table 2: MS-COCO FID", page.table_html(
-        t2_view[["model", "FID", "zero-shot FID", "source", "protocol"]],
-        text_columns=("model", "source", "protocol"))))
+    t2_view = t2.assign(
+        FID=[d if not z else "" for d, z in zip(t2["display"], t2["zero_shot"])],
+        **{"zero-shot FID": [d if z else "" for d, z in zip(t2["display"], t2["zero_shot"])]},
+    )
+    sections.append(
+        (
+            "Table 2: MS-COCO FID",
+            page.table_html(
+                t2_view[["model", "FID", "zero-shot FID", "source", "protocol"]],
+                text_columns=("model", "source", "protocol"),
+            ),
+        )
+    )
     skip = {"versions", "config_hash", "generation_hash"}
     shown = [c for c in df.columns if c not in skip and not c.startswith("sha256_")]
     sections.append(("Results", page.table_html(df[shown], text_columns=("setting", "family"))))
@@ -151,9 +177,13 @@ def report_html(run_dir: Path, df: pd.DataFrame, figures: list[Path], pareto: pd
     previews, captions = read_previews(run_dir)
     if previews:
         order = list(df["setting"])
-        sections.append(("Samples", "<p>Each row is one caption with the same seed in every "
-                         "column; columns are the guidance settings.</p>"
-                         + page.sample_grid_html(previews, captions, order)))
+        sections.append(
+            (
+                "Samples",
+                "<p>Each row is one caption with the same seed in every "
+                "column; columns are the guidance settings.</p>" + page.sample_grid_html(previews, captions, order),
+            )
+        )
     else:
         sections.append(("Samples", f"<p>No previews.npz in {run_dir}: sample grids are not shown.</p>"))
 
@@ -161,22 +191,30 @@ def report_html(run_dir: Path, df: pd.DataFrame, figures: list[Path], pareto: pd
     prov += [(c, df[c].iloc[0]) for c in df.columns if c.startswith("sha256_")]
     if "versions" in df:
         prov += sorted(json.loads(df["versions"].iloc[0]).items())
-    sections.append(("Provenance", page.table_html(pd.DataFrame(prov, columns=["item", "value"]),
-                                                   text_columns=("item", "value"))))
+    sections.append(
+        ("Provenance", page.table_html(pd.DataFrame(prov, columns=["item", "value"]), text_columns=("item", "value")))
+    )
     return page.render_page(f"glide-eval sweep report: {run_dir.name}", sections)
 
 
 def pareto_html(pareto: pd.DataFrame, dominance: pd.DataFrame | None) -> str:
     """Every setting per metric pair with its dominance status (Pareto points marked), else the Pareto sets."""
     if dominance is None or dominance.empty:
-        return page.table_html(pareto[["pair", "setting", "x_metric", "x", "y_metric", "y"]],
-                               text_columns=("pair", "setting", "x_metric", "y_metric"))
-    return ("<p><b>pareto</b>: no setting is better in both metrics; <b>dominated</b>: another setting is "
-            "better in both beyond the uncertainty (paired intervals where the pair was compared, else "
-            "non-overlapping 95% intervals); <b>dominated, within uncertainty</b>: dominated by the point "
-            "estimates only.</p>"
-            + page.table_html(dominance, text_columns=("pair", "setting", "x_metric", "y_metric", "status"),
-                              marked=dominance["status"] == "pareto"))
+        return page.table_html(
+            pareto[["pair", "setting", "x_metric", "x", "y_metric", "y"]],
+            text_columns=("pair", "setting", "x_metric", "y_metric"),
+        )
+    return (
+        "<p><b>pareto</b>: no setting is better in both metrics; <b>dominated</b>: another setting is "
+        "better in both beyond the uncertainty (paired intervals where the pair was compared, else "
+        "non-overlapping 95% intervals); <b>dominated, within uncertainty</b>: dominated by the point "
+        "estimates only.</p>"
+        + page.table_html(
+            dominance,
+            text_columns=("pair", "setting", "x_metric", "y_metric", "status"),
+            marked=dominance["status"] == "pareto",
+        )
+    )
 
 
 def differences_html(differences: pd.DataFrame | None) -> str:
@@ -185,26 +223,37 @@ def differences_html(differences: pd.DataFrame | None) -> str:
     if differences.empty:
         return "<p>No settings of this sweep were compared.</p>"
     view = differences[[*DIFFERENCE_COLUMNS, "distinguishable", "better"]]
-    return ("<p>b - a for settings sampled from the same captions and noise: adjacent scales of a family, "
-            "cfg vs CLIP settings of nearest CLIP score (Bonferroni-corrected 95% intervals over these "
-            "comparisons), and each steps setting vs the steps reference (95% each). Marked rows are "
-            "distinguishable: the interval excludes 0.</p>"
-            + page.table_html(view, text_columns=("setting_a", "setting_b", "kind", "metric", "better"),
-                              marked=view["distinguishable"]))
+    return (
+        "<p>b - a for settings sampled from the same captions and noise: adjacent scales of a family, "
+        "cfg vs CLIP settings of nearest CLIP score (Bonferroni-corrected 95% intervals over these "
+        "comparisons), and each steps setting vs the steps reference (95% each). Marked rows are "
+        "distinguishable: the interval excludes 0.</p>"
+        + page.table_html(
+            view, text_columns=("setting_a", "setting_b", "kind", "metric", "better"), marked=view["distinguishable"]
+        )
+    )
 
 
 def verdicts_html(verdicts: pd.DataFrame | None) -> str:
     if verdicts is None or verdicts.empty:
-        return "<p>No steps setting was compared with a steps reference (<code>[grid] steps_reference</code>, " \
-               "default ancestral-250, is not sampled by this sweep).</p>"
+        return (
+            "<p>No steps setting was compared with a steps reference (<code>[grid] steps_reference</code>, "
+            "default ancestral-250, is not sampled by this sweep).</p>"
+        )
     lines = []
     for _, r in verdicts.iterrows():
         if r["fewest_steps"] is None or pd.isna(r["fewest_steps"]):
-            lines.append(f"<li><b>{r['method']}</b>: none of {r['steps_tried']} steps is within the paired "
-                         f"interval of {r['reference']}</li>")
+            lines.append(
+                f"<li><b>{r['method']}</b>: none of {r['steps_tried']} steps is within the paired "
+                f"interval of {r['reference']}</li>"
+            )
         else:
-            lines.append(f"<li><b>{r['method']}</b>: {int(r['fewest_steps'])} steps (of {r['steps_tried']}); FID "
-                         f"difference from {r['reference']} {r['difference']:+.3g} "
-                         f"[{r['ci_low']:+.3g}, {r['ci_high']:+.3g}]</li>")
-    return ("<p>Per sampler, the fewest steps whose FID is not distinguishably worse than the reference's "
-            "(the paired 95% interval of setting - reference reaches 0):</p><ul>" + "".join(lines) + "</ul>")
+            lines.append(
+                f"<li><b>{r['method']}</b>: {int(r['fewest_steps'])} steps (of {r['steps_tried']}); FID "
+                f"difference from {r['reference']} {r['difference']:+.3g} "
+                f"[{r['ci_low']:+.3g}, {r['ci_high']:+.3g}]</li>"
+            )
+    return (
+        "<p>Per sampler, the fewest steps whose FID is not distinguishably worse than the reference's "
+        "(the paired 95% interval of setting - reference reaches 0):</p><ul>" + "".join(lines) + "</ul>"
+    )

@@ -6,6 +6,7 @@ with its method); the legend names the sampling methods when families differ in 
 Pareto-optimal points are ringed; bootstrap intervals
 (columns `<metric>_ci_low` / `_ci_high`, from `[metrics] ci = true`) are drawn as error bars.
 """
+
 from __future__ import annotations
 
 import io
@@ -76,19 +77,32 @@ def draw_panel(ax, df: pd.DataFrame, x: str, y: str) -> None:
             continue
         style = FAMILY_STYLE[family]
         label = style["label"] + (f" ({', '.join(sorted(set(part['method'])))})" if by_method else "")
-        ax.plot(part[x], part[y], marker=style["marker"], color=style["color"], label=label,
-                linestyle="-" if family != "none" else "none", markersize=7 if family != "none" else 11)
+        ax.plot(
+            part[x],
+            part[y],
+            marker=style["marker"],
+            color=style["color"],
+            label=label,
+            linestyle="-" if family != "none" else "none",
+            markersize=7 if family != "none" else 11,
+        )
         xerr, yerr = interval(part, x), interval(part, y)
         if xerr is not None or yerr is not None:
-            ax.errorbar(part[x], part[y], xerr=xerr, yerr=yerr, fmt="none", ecolor=style["color"],
-                        alpha=0.5, capsize=2)
+            ax.errorbar(part[x], part[y], xerr=xerr, yerr=yerr, fmt="none", ecolor=style["color"], alpha=0.5, capsize=2)
         for _, r in part.iterrows():
             text = "unguided" if family == "none" else f"{r['scale']:g}"
-            ax.annotate(text, (r[x], r[y]), textcoords="offset points", xytext=(5, 4), fontsize=8,
-                        color=style["color"])
+            ax.annotate(text, (r[x], r[y]), textcoords="offset points", xytext=(5, 4), fontsize=8, color=style["color"])
     best = df[df["_pareto"]]
-    ax.scatter(best[x], best[y], s=180, facecolors="none", edgecolors="crimson", linewidths=1.5,
-               label="Pareto-optimal", zorder=3)
+    ax.scatter(
+        best[x],
+        best[y],
+        s=180,
+        facecolors="none",
+        edgecolors="crimson",
+        linewidths=1.5,
+        label="Pareto-optimal",
+        zorder=3,
+    )
     ax.set_xlabel(LABELS[x] + (" (higher is better)" if HIGHER_IS_BETTER[x] else " (lower is better)"))
     ax.set_ylabel(LABELS[y] + (" (higher is better)" if HIGHER_IS_BETTER[y] else " (lower is better)"))
     ax.set_title(f"{LABELS[y]} vs {LABELS[x]}")

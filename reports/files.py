@@ -4,6 +4,7 @@ holds the application's copy; README "Layout" lists the duplicates).
 The file is written to ``.NAME.XXXXXXXX.tmp`` next to the target, fsynced, given the mode a
 plain ``open()`` would give (0666 minus the umask), moved into place, and the folder fsynced.
 """
+
 from __future__ import annotations
 
 import os

@@ -3,6 +3,7 @@
 A small inline script marks images that fail to decode (visible red outline, and
 `data-images-loaded` / `data-images-broken` on <body>) so a broken page is obvious.
 """
+
 from __future__ import annotations
 
 import base64
@@ -53,21 +54,24 @@ def image_data_uri(image_chw: np.ndarray) -> str:
 
 def table_html(df: pd.DataFrame, float_format="{:.4g}", text_columns=(), marked=None) -> str:
     """`marked`: one bool per row; those rows get class "marked" (bold, tinted)."""
-    head = "".join(f'<th class="{"text" if c in text_columns else ""}">{html.escape(str(c))}</th>'
-                   for c in df.columns)
+    head = "".join(f'<th class="{"text" if c in text_columns else ""}">{html.escape(str(c))}</th>' for c in df.columns)
     body = []
     marks = [False] * len(df) if marked is None else [bool(m) for m in marked]
     for (_, r), mark in zip(df.iterrows(), marks):
         cells = []
         for c in df.columns:
             v = r[c]
-            text = "" if v is None or (isinstance(v, float) and np.isnan(v)) else \
-                float_format.format(v) if isinstance(v, float) else str(v)
+            text = (
+                ""
+                if v is None or (isinstance(v, float) and np.isnan(v))
+                else float_format.format(v)
+                if isinstance(v, float)
+                else str(v)
+            )
             cls = "text" if c in text_columns or not isinstance(v, (int, float)) else ""
             cells.append(f'<td class="{cls}">{html.escape(text)}</td>')
         body.append(('<tr class="marked">' if mark else "<tr>") + "".join(cells) + "</tr>")
-    return (f'<div class="scroll"><table><thead><tr>{head}</tr></thead>'
-            f"<tbody>{''.join(body)}</tbody></table></div>")
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
 
 
 def sample_grid_html(previews: dict[str, np.ndarray], captions: list[str], order: list[str]) -> str:
@@ -79,8 +83,10 @@ def sample_grid_html(previews: dict[str, np.ndarray], captions: list[str], order
         cells = [f'<td class="caption">{html.escape(caption)}</td>']
         for n in names:
             img = previews[n][i]
-            cells.append(f'<td><img class="sample" alt="{html.escape(n)}: {html.escape(caption)}" '
-                         f'src="{image_data_uri(img)}"></td>')
+            cells.append(
+                f'<td><img class="sample" alt="{html.escape(n)}: {html.escape(caption)}" '
+                f'src="{image_data_uri(img)}"></td>'
+            )
         rows.append("<tr>" + "".join(cells) + "</tr>")
     return f'<table class="grid"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
 
@@ -91,9 +97,11 @@ def render_page(title: str, sections: list[tuple[str, str]]) -> str:
     for heading, inner in sections:
         anchor = html.escape(heading.lower().replace(" ", "-"))
         parts.append(f'<section id="{anchor}"><h2>{html.escape(heading)}</h2>{inner}</section>')
-    return ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>"
-            f"<body>{''.join(parts)}<script>{CHECK_IMAGES}</script></body></html>\n")
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>"
+        f"<body>{''.join(parts)}<script>{CHECK_IMAGES}</script></body></html>\n"
+    )
 
 
 def figure_html(png_path: Path, alt: str) -> str:

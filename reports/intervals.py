@@ -9,6 +9,7 @@ Inputs:
   kind, metric, a, b, difference (b - a), se, ci_low, ci_high, as `metrics.paired.difference_rows`
   gives for `metrics.paired_differences(features[setting_a], features[setting_b], reference)`.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,13 +20,13 @@ import pandas as pd
 from metrics.names import HIGHER_IS_BETTER
 from reports.pareto import pareto_mask
 
-DIFFERENCE_COLUMNS = ["setting_a", "setting_b", "kind", "metric", "a", "b", "difference", "se", "ci_low",
-                      "ci_high"]
+DIFFERENCE_COLUMNS = ["setting_a", "setting_b", "kind", "metric", "a", "b", "difference", "se", "ci_low", "ci_high"]
 
 
 # ---------------------------------------------------------------- which settings to compare
-def comparison_pairs(results: pd.DataFrame, match_metric: str = "clip_score",
-                     families=("cfg", "clip")) -> list[tuple[str, str, str]]:
+def comparison_pairs(
+    results: pd.DataFrame, match_metric: str = "clip_score", families=("cfg", "clip")
+) -> list[tuple[str, str, str]]:
     """(setting_a, setting_b, kind) to compare: each family's adjacent scales ("adjacent", a the
     smaller scale) and, across families, each setting of the first family with the setting of
     the second whose `match_metric` is nearest ("cross-family"; skipped without that column)."""
@@ -66,15 +67,19 @@ def difference_table(differences: pd.DataFrame) -> pd.DataFrame:
 
 def difference_markdown(table: pd.DataFrame, digits: int = 3) -> str:
     """Markdown: one row per comparison and metric; distinguishable differences in bold."""
-    lines = ["| a | b | kind | metric | a value | b value | b - a [95% interval] | distinguishable |",
-             "| --- | --- | --- | --- | ---: | ---: | ---: | --- |"]
+    lines = [
+        "| a | b | kind | metric | a value | b value | b - a [95% interval] | distinguishable |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | --- |",
+    ]
     for _, r in table.iterrows():
         cell = f"{r['difference']:+.{digits}g} [{r['ci_low']:+.{digits}g}, {r['ci_high']:+.{digits}g}]"
         if r["distinguishable"]:
             cell = f"**{cell}**"
         verdict = f"yes ({r['better']} better)" if r["distinguishable"] else "no"
-        lines.append(f"| {r['setting_a']} | {r['setting_b']} | {r['kind']} | {r['metric']} | "
-                     f"{r['a']:.{digits + 1}g} | {r['b']:.{digits + 1}g} | {cell} | {verdict} |")
+        lines.append(
+            f"| {r['setting_a']} | {r['setting_b']} | {r['kind']} | {r['metric']} | "
+            f"{r['a']:.{digits + 1}g} | {r['b']:.{digits + 1}g} | {cell} | {verdict} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -95,9 +100,13 @@ def _paired_better(differences: pd.DataFrame | None, metric: str, a: str, b: str
     """Is setting a better than b on metric by the paired interval? None when not compared."""
     if differences is None:
         return None
-    rows = differences[(differences["metric"] == metric)
-                       & (((differences["setting_a"] == a) & (differences["setting_b"] == b))
-                          | ((differences["setting_a"] == b) & (differences["setting_b"] == a)))]
+    rows = differences[
+        (differences["metric"] == metric)
+        & (
+            ((differences["setting_a"] == a) & (differences["setting_b"] == b))
+            | ((differences["setting_a"] == b) & (differences["setting_b"] == a))
+        )
+    ]
     if rows.empty:
         return None
     r = rows.iloc[0]
@@ -123,17 +132,24 @@ def dominance_status(results: pd.DataFrame, x: str, y: str, differences: pd.Data
             verdicts = []
             for metric in (x, y):
                 paired = _paired_better(differences, metric, other["setting"], r["setting"])
-                verdicts.append(paired if paired is not None else
-                                _better(metric, *_bounds(other, metric), *_bounds(r, metric)))
+                verdicts.append(
+                    paired if paired is not None else _better(metric, *_bounds(other, metric), *_bounds(r, metric))
+                )
             sure = sure or all(verdicts)
         status.append("dominated" if sure else "dominated, within uncertainty")
     return pd.Series(status, index=results.index, name="status")
 
 
 # ---------------------------------------------------------------- formatting
-def format_interval(value: float, low: float | None = None, high: float | None = None, style: str = "pm",
-                    digits: int = 2, latex: bool = False) -> str:
-    """"12.24 ± 0.08" (style "pm": half the interval's width) or "12.24 [12.16, 12.32]" (style
+def format_interval(
+    value: float,
+    low: float | None = None,
+    high: float | None = None,
+    style: str = "pm",
+    digits: int = 2,
+    latex: bool = False,
+) -> str:
+    """ "12.24 ± 0.08" (style "pm": half the interval's width) or "12.24 [12.16, 12.32]" (style
     "interval"); the bare value when there is no interval. LaTeX: "12.24 $\\pm$ 0.08"."""
     if value is None or not math.isfinite(value):
         return ""
@@ -159,6 +175,15 @@ def dominance_table(results: pd.DataFrame, pairs, differences: pd.DataFrame | No
         status = dominance_status(part, x, y, differences)
         order = {"pareto": 0, "dominated, within uncertainty": 1, "dominated": 2}
         for (_, r), st in sorted(zip(part.iterrows(), status), key=lambda t: (order[t[1]], t[0][1][x])):
-            out.append({"pair": f"{y} vs {x}", "setting": r["setting"], "x_metric": x, "x": r[x],
-                        "y_metric": y, "y": r[y], "status": st})
+            out.append(
+                {
+                    "pair": f"{y} vs {x}",
+                    "setting": r["setting"],
+                    "x_metric": x,
+                    "x": r[x],
+                    "y_metric": y,
+                    "y": r[y],
+                    "status": st,
+                }
+            )
     return pd.DataFrame(out, columns=["pair", "setting", "x_metric", "x", "y_metric", "y", "status"])

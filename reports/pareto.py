@@ -1,4 +1,5 @@
 """Pareto-optimal guidance settings for pairs of metrics."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,13 @@ from metrics.names import HIGHER_IS_BETTER
 
 # Figure 6's panels: (x metric, y metric)
 FIGURE6_PAIRS = [("recall", "precision"), ("is", "fid"), ("clip_score", "fid")]
-LABELS = {"fid": "FID", "is": "Inception Score", "precision": "Precision",
-          "recall": "Recall", "clip_score": "CLIP score"}
+LABELS = {
+    "fid": "FID",
+    "is": "Inception Score",
+    "precision": "Precision",
+    "recall": "Recall",
+    "clip_score": "CLIP score",
+}
 
 
 def pareto_mask(a, b, a_higher_better: bool, b_higher_better: bool) -> np.ndarray:
@@ -40,8 +46,16 @@ def pareto_table(df: pd.DataFrame, pairs=FIGURE6_PAIRS) -> pd.DataFrame:
         mask = pareto_mask(df[x], df[y], HIGHER_IS_BETTER[x], HIGHER_IS_BETTER[y])
         front = df[mask].sort_values(x, ascending=not HIGHER_IS_BETTER[x])
         for _, r in front.iterrows():
-            rows.append({"pair": f"{LABELS[y]} vs {LABELS[x]}", "setting": r["setting"],
-                         "family": r["family"], "scale": r["scale"], "x_metric": x,
-                         "x": r[x], "y_metric": y, "y": r[y]})
-    return pd.DataFrame(rows, columns=["pair", "setting", "family", "scale", "x_metric", "x",
-                                       "y_metric", "y"])
+            rows.append(
+                {
+                    "pair": f"{LABELS[y]} vs {LABELS[x]}",
+                    "setting": r["setting"],
+                    "family": r["family"],
+                    "scale": r["scale"],
+                    "x_metric": x,
+                    "x": r[x],
+                    "y_metric": y,
+                    "y": r[y],
+                }
+            )
+    return pd.DataFrame(rows, columns=["pair", "setting", "family", "scale", "x_metric", "x", "y_metric", "y"])

@@ -3,6 +3,7 @@
 Each `steps` row of a sweep samples the base model with its own method and respacing at
 one guidance setting (`[grid] steps`, `steps_methods`, `steps_guidance`).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,11 +18,13 @@ from metrics.names import HIGHER_IS_BETTER
 from reports.figure6 import interval, save_figure
 from samplers.schedules import count_steps
 
-METHOD_STYLE = {"ancestral": {"color": "tab:blue", "marker": "o"},
-                "ddim": {"color": "tab:green", "marker": "s"},
-                "dpmpp_2m": {"color": "tab:red", "marker": "D"},
-                "unipc": {"color": "tab:purple", "marker": "v"},
-                "plms": {"color": "tab:orange", "marker": "P"}}
+METHOD_STYLE = {
+    "ancestral": {"color": "tab:blue", "marker": "o"},
+    "ddim": {"color": "tab:green", "marker": "s"},
+    "dpmpp_2m": {"color": "tab:red", "marker": "D"},
+    "unipc": {"color": "tab:purple", "marker": "v"},
+    "plms": {"color": "tab:orange", "marker": "P"},
+}
 
 
 def steps_rows(df: pd.DataFrame) -> pd.DataFrame:
@@ -41,8 +44,9 @@ def steps_title(part: pd.DataFrame) -> str:
     """The figure's title, naming the guidance the steps rows were sampled with (scale 0: unguided)
     and their number of samples (FID's bias depends on it: compare rows of one count only)."""
     guidance = ", ".join("unguided" if s == 0 else f"classifier-free scale {s:g}" for s in sorted(set(part["scale"])))
-    counts = ", ".join(f"{n:,}" for n in sorted({int(n) for n in part["n_samples"].dropna()})) \
-        if "n_samples" in part else ""
+    counts = (
+        ", ".join(f"{n:,}" for n in sorted({int(n) for n in part["n_samples"].dropna()})) if "n_samples" in part else ""
+    )
     return f"FID vs number of sampling steps ({guidance}{f', {counts} samples' if counts else ''})"
 
 
@@ -69,8 +73,7 @@ def plot_steps(df: pd.DataFrame, out_dir: Path, stem: str = "steps", reference: 
         ax.plot(rows["steps"], rows["fid"], label=label, linestyle="--" if dashed else "-", markersize=7, **style)
         yerr = interval(rows, "fid")  # fid_ci_low / fid_ci_high, when the sweep computed intervals
         if yerr is not None:
-            ax.errorbar(rows["steps"], rows["fid"], yerr=yerr, fmt="none", ecolor=style["color"], alpha=0.5,
-                        capsize=2)
+            ax.errorbar(rows["steps"], rows["fid"], yerr=yerr, fmt="none", ecolor=style["color"], alpha=0.5, capsize=2)
     ax.set_xscale("log")
     ticks = sorted(set(part["steps"]))
     ax.set_xticks(ticks, [str(t) for t in ticks])
@@ -115,11 +118,16 @@ def steps_verdicts(results: pd.DataFrame, differences: pd.DataFrame, metric: str
             continue
         ok = [c for c in candidates if (c[3] >= 0 if higher else c[2] <= 0)]
         best = ok[0] if ok else None
-        out.append({"method": method, "reference": reference,
-                    "fewest_steps": int(best[0]["steps"]) if best else None,
-                    "setting": best[0]["setting"] if best else "",
-                    "difference": float(best[1]) if best else float("nan"),
-                    "ci_low": float(best[2]) if best else float("nan"),
-                    "ci_high": float(best[3]) if best else float("nan"),
-                    "steps_tried": ", ".join(str(int(c[0]["steps"])) for c in candidates)})
+        out.append(
+            {
+                "method": method,
+                "reference": reference,
+                "fewest_steps": int(best[0]["steps"]) if best else None,
+                "setting": best[0]["setting"] if best else "",
+                "difference": float(best[1]) if best else float("nan"),
+                "ci_low": float(best[2]) if best else float("nan"),
+                "ci_high": float(best[3]) if best else float("nan"),
+                "steps_tried": ", ".join(str(int(c[0]["steps"])) for c in candidates),
+            }
+        )
     return pd.DataFrame(out, columns=VERDICT_COLUMNS)

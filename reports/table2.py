@@ -4,6 +4,7 @@ The published rows are from Nichol et al. (2022), Table 2: models trained on MS-
 report FID; models not trained on it report zero-shot FID (30k captions against the
 whole validation set; GLIDE with classifier-free guidance scale 1.5).
 """
+
 from __future__ import annotations
 
 import math
@@ -29,9 +30,18 @@ PAPER_ROWS = [
 # the paper's protocol for its GLIDE rows: 30k captions, classifier-free guidance 1.5,
 # ancestral sampling with 250 base steps, the fast27 upsampler at temperature 0.997 (the
 # reference code's), FID against the whole MS-COCO 2014 validation set (40,504 images)
-PROTOCOL = {"resolution": 256, "family": "cfg", "scale": 1.5, "n_samples": 30000, "method": "ancestral",
-            "base_respacing": "250", "upsample_respacing": "fast27", "upsample_temperature": 0.997,
-            "n_ref": 40504, "captions_source": "coco"}
+PROTOCOL = {
+    "resolution": 256,
+    "family": "cfg",
+    "scale": 1.5,
+    "n_samples": 30000,
+    "method": "ancestral",
+    "base_respacing": "250",
+    "upsample_respacing": "fast27",
+    "upsample_temperature": 0.997,
+    "n_ref": 40504,
+    "captions_source": "coco",
+}
 # keys with more than one value in the protocol: the reference code runs float32 on a CPU and
 # float16 on a GPU
 PROTOCOL_CHOICES = {"dtype": ("float32", "float16")}
@@ -63,21 +73,34 @@ def protocol_gaps(row) -> list[str]:
 def table2(results: pd.DataFrame, style: str = "pm") -> pd.DataFrame:
     """Paper rows, then one row per setting of this run that has an FID; with fid_ci_low /
     fid_ci_high columns its display is "12.24 ± 0.08" (style "pm") or "12.24 [12.16, 12.32]"."""
-    rows = [{"model": m, "fid": v if not zs else None, "zero_shot_fid": v if zs else None,
-             "display": d, "zero_shot": zs, "source": "GLIDE paper", "protocol": ""}
-            for m, v, zs, d in PAPER_ROWS]
+    rows = [
+        {
+            "model": m,
+            "fid": v if not zs else None,
+            "zero_shot_fid": v if zs else None,
+            "display": d,
+            "zero_shot": zs,
+            "source": "GLIDE paper",
+            "protocol": "",
+        }
+        for m, v, zs, d in PAPER_ROWS
+    ]
     if "fid" in results.columns:
         for _, r in results.iterrows():
             gaps = protocol_gaps(r)
             on_coco = r.get("captions_source") == "coco"
             value = float(r["fid"])
-            rows.append({
-                "model": f"Ours: {r['setting']}", "fid": None if on_coco else value,
-                "zero_shot_fid": value if on_coco else None,
-                "display": format_interval(value, r.get("fid_ci_low"), r.get("fid_ci_high"), style),
-                "zero_shot": bool(on_coco), "source": "this run",
-                "protocol": "Table 2 protocol" if not gaps else "differs: " + ", ".join(gaps),
-            })
+            rows.append(
+                {
+                    "model": f"Ours: {r['setting']}",
+                    "fid": None if on_coco else value,
+                    "zero_shot_fid": value if on_coco else None,
+                    "display": format_interval(value, r.get("fid_ci_low"), r.get("fid_ci_high"), style),
+                    "zero_shot": bool(on_coco),
+                    "source": "this run",
+                    "protocol": "Table 2 protocol" if not gaps else "differs: " + ", ".join(gaps),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -93,16 +116,28 @@ def to_markdown(table: pd.DataFrame) -> str:
         fid, zs = _cells(r)
         lines.append(f"| {r['model']} | {fid} | {zs} | {r['source']} | {r['protocol']} |")
     lines.append("")
-    lines.append("Zero-shot: not trained on MS-COCO. Our rows are zero-shot only when measured on "
-                 "MS-COCO captions; rows that differ from the paper's protocol (256x256, "
-                 "classifier-free guidance 1.5, 30k captions, ancestral sampling with 250 base steps, "
-                 "fast27 upsampler at temperature 0.997, float32 or float16, the whole 2014 validation "
-                 "set as reference) say how.")
+    lines.append(
+        "Zero-shot: not trained on MS-COCO. Our rows are zero-shot only when measured on "
+        "MS-COCO captions; rows that differ from the paper's protocol (256x256, "
+        "classifier-free guidance 1.5, 30k captions, ancestral sampling with 250 base steps, "
+        "fast27 upsampler at temperature 0.997, float32 or float16, the whole 2014 validation "
+        "set as reference) say how."
+    )
     return "\n".join(lines) + "\n"
 
 
-TEX_ESCAPES = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#",
-               "~": r"$\sim$", "{": r"\{", "}": r"\}", "$": r"\$", "^": r"\^{}"}
+TEX_ESCAPES = {
+    "\\": r"\textbackslash{}",
+    "&": r"\&",
+    "%": r"\%",
+    "_": r"\_",
+    "#": r"\#",
+    "~": r"$\sim$",
+    "{": r"\{",
+    "}": r"\}",
+    "$": r"\$",
+    "^": r"\^{}",
+}
 
 
 def _tex(text: str) -> str:
@@ -114,8 +149,7 @@ def _pm(cell: str) -> str:
 
 
 def to_latex(table: pd.DataFrame) -> str:
-    lines = [r"\begin{tabular}{lrrl}", r"\toprule", r"Model & FID & Zero-shot FID & Source \\",
-             r"\midrule"]
+    lines = [r"\begin{tabular}{lrrl}", r"\toprule", r"Model & FID & Zero-shot FID & Source \\", r"\midrule"]
     previous = None
     for _, r in table.iterrows():
         if previous is not None and r["source"] != previous:

@@ -6,6 +6,7 @@ with `torch.load(weights_only=True)` and loaded strictly; a mismatch raises
 `CheckpointMismatchError` naming the file and listing missing, unexpected and wrongly
 shaped keys. Every loader also returns the files' sha256 for provenance.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -69,8 +70,9 @@ def check_state_dict(module: torch.nn.Module, state_dict: dict, source: str) -> 
     not_tensors = [k for k, v in state_dict.items() if not isinstance(v, torch.Tensor)]
     missing = [k for k in expected if k not in given and k not in not_tensors]
     unexpected = [k for k in state_dict if k not in expected]
-    shapes = [f"{k}: file {given[k]} vs model {expected[k]}" for k in expected
-              if k in given and given[k] != expected[k]]
+    shapes = [
+        f"{k}: file {given[k]} vs model {expected[k]}" for k in expected if k in given and given[k] != expected[k]
+    ]
     wrong_type = [k for k in not_tensors if k in expected]
     if missing or unexpected or shapes or wrong_type:
         parts = []
@@ -128,8 +130,13 @@ def _load_checked(module: torch.nn.Module, path: Path, device) -> None:
     module.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True, assign=True)
 
 
-def load_glide_model(name: str, checkpoint_dir: str | os.PathLike | None = None, device="cpu",
-                     dtype: torch.dtype = torch.float32, options: dict | None = None):
+def load_glide_model(
+    name: str,
+    checkpoint_dir: str | os.PathLike | None = None,
+    device="cpu",
+    dtype: torch.dtype = torch.float32,
+    options: dict | None = None,
+):
     """Load a released GLIDE UNet ("base", "upsample", "base-inpaint", "upsample-inpaint").
 
     `options` overrides the official options (for non-official files saved under the same name).

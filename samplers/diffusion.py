@@ -7,6 +7,7 @@ the reference does. The model's 2C output channels are eps and the learned-range
 variance value v in [-1, 1]: log variance = frac * log(beta_i) + (1 - frac) * log(posterior
 variance_i) with frac = (v + 1) / 2.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
@@ -17,9 +18,17 @@ import torch
 from samplers.schedules import named_betas, respaced_betas, space_timesteps
 
 _COEFFICIENTS = (
-    "betas", "log_betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod",
-    "sqrt_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod",
-    "posterior_variance", "posterior_log_variance_clipped", "posterior_mean_coef1",
+    "betas",
+    "log_betas",
+    "alphas_cumprod",
+    "alphas_cumprod_prev",
+    "sqrt_alphas_cumprod",
+    "sqrt_one_minus_alphas_cumprod",
+    "sqrt_recip_alphas_cumprod",
+    "sqrt_recipm1_alphas_cumprod",
+    "posterior_variance",
+    "posterior_log_variance_clipped",
+    "posterior_mean_coef1",
     "posterior_mean_coef2",
 )
 
@@ -49,7 +58,8 @@ class Diffusion:
         self.posterior_variance = betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
         # the posterior variance is 0 at i = 0: its log is clipped to the value at i = 1
         self.posterior_log_variance_clipped = np.log(
-            np.append(self.posterior_variance[1] if self.num_steps > 1 else betas[0], self.posterior_variance[1:]))
+            np.append(self.posterior_variance[1] if self.num_steps > 1 else betas[0], self.posterior_variance[1:])
+        )
         self.posterior_mean_coef1 = betas * np.sqrt(self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
         self.posterior_mean_coef2 = (1.0 - self.alphas_cumprod_prev) * np.sqrt(alphas) / (1.0 - self.alphas_cumprod)
         self._tables: dict[torch.device, dict[str, torch.Tensor]] = {}
@@ -80,25 +90,32 @@ class Diffusion:
     # -- forward process and x0/eps conversions -------------------------------------------
     def q_sample(self, x_start: torch.Tensor, i: int, noise: torch.Tensor) -> torch.Tensor:
         """Sample q(x_i | x_0) with the given unit noise."""
-        return (self.coef("sqrt_alphas_cumprod", i, x_start) * x_start
-                + self.coef("sqrt_one_minus_alphas_cumprod", i, x_start) * noise)
+        return (
+            self.coef("sqrt_alphas_cumprod", i, x_start) * x_start
+            + self.coef("sqrt_one_minus_alphas_cumprod", i, x_start) * noise
+        )
 
     def predict_xstart(self, x: torch.Tensor, i: int, eps: torch.Tensor) -> torch.Tensor:
-        return (self.coef("sqrt_recip_alphas_cumprod", i, x) * x
-                - self.coef("sqrt_recipm1_alphas_cumprod", i, x) * eps)
+        return self.coef("sqrt_recip_alphas_cumprod", i, x) * x - self.coef("sqrt_recipm1_alphas_cumprod", i, x) * eps
 
     def predict_eps(self, x: torch.Tensor, i: int, pred_xstart: torch.Tensor) -> torch.Tensor:
-        return ((self.coef("sqrt_recip_alphas_cumprod", i, x) * x - pred_xstart)
-                / self.coef("sqrt_recipm1_alphas_cumprod", i, x))
+        return (self.coef("sqrt_recip_alphas_cumprod", i, x) * x - pred_xstart) / self.coef(
+            "sqrt_recipm1_alphas_cumprod", i, x
+        )
 
     def posterior_mean(self, x_start: torch.Tensor, x: torch.Tensor, i: int) -> torch.Tensor:
         """Mean of q(x_{i-1} | x_i, x_0)."""
-        return (self.coef("posterior_mean_coef1", i, x) * x_start
-                + self.coef("posterior_mean_coef2", i, x) * x)
+        return self.coef("posterior_mean_coef1", i, x) * x_start + self.coef("posterior_mean_coef2", i, x) * x
 
     # -- reverse process ----------------------------------------------------------------
-    def mean_variance(self, model_output: torch.Tensor, x: torch.Tensor, i: int, clip_denoised: bool = True,
-                      denoised_fn: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict:
+    def mean_variance(
+        self,
+        model_output: torch.Tensor,
+        x: torch.Tensor,
+        i: int,
+        clip_denoised: bool = True,
+        denoised_fn: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> dict:
         """p(x_{i-1} | x_i) from a [N, 2C, ...] (eps, v) model output.
 
         `denoised_fn` is applied to the x0 prediction before clipping to [-1, 1].

@@ -6,6 +6,7 @@ Extra model inputs (`low_res`, `inpaint_image`, `inpaint_mask`) are given per sa
 `autocast` (a torch dtype or None) runs the model under torch.autocast on x's device; the
 sampling arithmetic itself stays in float32.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,8 +32,16 @@ def conditional_model_fn(model, tokens, mask, autocast: torch.dtype | None = Non
     return model_fn
 
 
-def classifier_free_model_fn(model, tokens, mask, uncond_tokens, uncond_mask, guidance_scale: float,
-                             autocast: torch.dtype | None = None, **model_kwargs):
+def classifier_free_model_fn(
+    model,
+    tokens,
+    mask,
+    uncond_tokens,
+    uncond_mask,
+    guidance_scale: float,
+    autocast: torch.dtype | None = None,
+    **model_kwargs,
+):
     """Classifier-free guidance on one copy of x (n rows).
 
     Each call runs the model once on [x; x] with [caption; empty caption] text (encoded once,

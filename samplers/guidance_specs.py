@@ -9,6 +9,7 @@
 
 Torch-free, so that configs and judgment files are validated without loading models.
 """
+
 from __future__ import annotations
 
 import math

@@ -7,6 +7,7 @@
   region of x is replaced by q_sample(image) at the new sample's noise level
   (`replacement_post_step`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -17,6 +17,7 @@
 
 Loading released files: `samplers.checkpoints`. Tokenizers: `samplers.tokenizers`.
 """
+
 from __future__ import annotations
 
 from samplers.noised_clip import NoisedCLIP
@@ -34,18 +35,48 @@ OFFICIAL_FILES: dict[str, str] = {
 GLIDE_MODELS = ("base", "upsample", "base-inpaint", "upsample-inpaint")
 
 _BASE_OPTIONS = dict(
-    image_size=64, num_channels=192, num_res_blocks=3, channel_mult="", num_heads=1, num_head_channels=64,
-    num_heads_upsample=-1, attention_resolutions="32,16,8", dropout=0.1, text_ctx=128, xf_width=512,
-    xf_layers=16, xf_heads=8, xf_final_ln=True, xf_padding=True, diffusion_steps=1000,
-    noise_schedule="squaredcos_cap_v2", timestep_respacing="", use_scale_shift_norm=True,
-    resblock_updown=True, use_fp16=False, cache_text_emb=False, inpaint=False, super_res=False,
+    image_size=64,
+    num_channels=192,
+    num_res_blocks=3,
+    channel_mult="",
+    num_heads=1,
+    num_head_channels=64,
+    num_heads_upsample=-1,
+    attention_resolutions="32,16,8",
+    dropout=0.1,
+    text_ctx=128,
+    xf_width=512,
+    xf_layers=16,
+    xf_heads=8,
+    xf_final_ln=True,
+    xf_padding=True,
+    diffusion_steps=1000,
+    noise_schedule="squaredcos_cap_v2",
+    timestep_respacing="",
+    use_scale_shift_norm=True,
+    resblock_updown=True,
+    use_fp16=False,
+    cache_text_emb=False,
+    inpaint=False,
+    super_res=False,
 )
 _UPSAMPLE_CHANGES = dict(image_size=256, num_res_blocks=2, noise_schedule="linear", super_res=True)
 
 _CLIP_CONFIG = dict(
-    logit_scale=100.0, beta_schedule="squaredcos_cap_v2", n_timesteps=1000, image_size=64, patch_size=4,
-    n_vocab=65536, max_text_len=77, n_embd=512, n_head_state_text=64, n_head_text=8, n_xf_blocks_text=12,
-    n_head_state_image=64, n_head_image=12, n_xf_blocks_image=12,
+    logit_scale=100.0,
+    beta_schedule="squaredcos_cap_v2",
+    n_timesteps=1000,
+    image_size=64,
+    patch_size=4,
+    n_vocab=65536,
+    max_text_len=77,
+    n_embd=512,
+    n_head_state_text=64,
+    n_head_text=8,
+    n_xf_blocks_text=12,
+    n_head_state_image=64,
+    n_head_image=12,
+    n_xf_blocks_image=12,
 )
 
 _DEFAULT_CHANNEL_MULT = {256: (1, 1, 2, 2, 4, 4), 128: (1, 1, 2, 3, 4), 64: (1, 2, 3, 4)}
@@ -92,14 +123,29 @@ def create_model(options: dict) -> GLIDEUNet:
     sizes the token embedding. Parameters are float32 and channels-last whatever "use_fp16"
     says (use `GLIDEUNet.to_dtype`); "cache_text_emb" is replaced by `encode_text` + `text=`.
     """
-    required = ["image_size", "num_channels", "num_res_blocks", "channel_mult", "attention_resolutions",
-                "num_heads", "num_head_channels", "text_ctx", "xf_width", "xf_layers", "xf_heads"]
+    required = [
+        "image_size",
+        "num_channels",
+        "num_res_blocks",
+        "channel_mult",
+        "attention_resolutions",
+        "num_heads",
+        "num_head_channels",
+        "text_ctx",
+        "xf_width",
+        "xf_layers",
+        "xf_heads",
+    ]
     missing = [k for k in required if k not in options]
     if missing:
         raise ValueError(f"model options lack {missing}")
     inpaint, super_res = bool(options.get("inpaint")), bool(options.get("super_res"))
-    variant = {(False, False): "base", (False, True): "super_res", (True, False): "inpaint",
-               (True, True): "super_res_inpaint"}[(inpaint, super_res)]
+    variant = {
+        (False, False): "base",
+        (False, True): "super_res",
+        (True, False): "inpaint",
+        (True, True): "super_res_inpaint",
+    }[(inpaint, super_res)]
     model = GLIDEUNet(
         variant=variant,
         model_channels=options["num_channels"],

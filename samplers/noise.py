@@ -6,6 +6,7 @@ generator seeded by (seed, stream, sample id), so a sample's noise does not depe
 batch-mates, the batch size or the number of processes. `TapeNoise` replays recorded noise
 (e.g. a reference run's `noise_tape`).
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -6,6 +6,7 @@ State-dict names follow the reference (`glide_text2im/clip/encoders.py`: `blocks
 `image_encoder`. The reference pads contexts to blocks of 32 and masks the padding out;
 attending over the real context only (causal for text, dense for images) is the same.
 """
+
 from __future__ import annotations
 
 import torch
@@ -32,7 +33,7 @@ class Affine(nn.Module):
     def __init__(self, n_in: int, n_out: int, bias: bool = True):
         super().__init__()
         self.w = nn.Parameter(torch.empty(n_out, n_in))
-        nn.init.normal_(self.w, std=n_in ** -0.5)
+        nn.init.normal_(self.w, std=n_in**-0.5)
         self.b = nn.Parameter(torch.zeros(n_out)) if bias else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -57,8 +58,9 @@ class AttentionResblock(nn.Module):
         def heads(t):
             return t.view(n, length, self.n_heads, width // self.n_heads).transpose(1, 2)
 
-        a = F.scaled_dot_product_attention(heads(self.f_q(r)), heads(self.f_k(r)), heads(self.f_v(r)),
-                                           is_causal=self.causal)
+        a = F.scaled_dot_product_attention(
+            heads(self.f_q(r)), heads(self.f_k(r)), heads(self.f_v(r)), is_causal=self.causal
+        )
         return m + self.f_c(a.transpose(1, 2).reshape(n, length, width))
 
 
@@ -103,12 +105,12 @@ class ImageEmbedding(nn.Module):
         self.patch_size = patch_size
         n_patch = (image_size // patch_size) ** 2
         if n_timestep:
-            self.w_t = nn.Parameter(torch.randn(n_timestep, n_state) * n_state ** -0.5)
+            self.w_t = nn.Parameter(torch.randn(n_timestep, n_state) * n_state**-0.5)
         else:
-            self.pred_state = nn.Parameter(torch.randn(n_state) * n_state ** -0.5)
-        scale = (n_state * patch_size ** 2 / 2) ** -0.5
+            self.pred_state = nn.Parameter(torch.randn(n_state) * n_state**-0.5)
+        scale = (n_state * patch_size**2 / 2) ** -0.5
         self.patch_proj = nn.Parameter(torch.randn(n_state, 3, patch_size, patch_size) * scale)
-        self.w_pos = nn.Parameter(torch.randn(1 + n_patch, n_state) * n_state ** -0.5)
+        self.w_pos = nn.Parameter(torch.randn(1 + n_patch, n_state) * n_state**-0.5)
         self.ln = LayerNorm(n_state)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor | None) -> torch.Tensor:
@@ -159,8 +161,16 @@ class TextEncoder(nn.Module):
 
 
 class ImageEncoder(nn.Module):
-    def __init__(self, image_size: int, patch_size: int, n_embd: int, n_head: int, n_xf_blocks: int,
-                 n_head_state: int, n_timestep: int):
+    def __init__(
+        self,
+        image_size: int,
+        patch_size: int,
+        n_embd: int,
+        n_head: int,
+        n_xf_blocks: int,
+        n_head_state: int,
+        n_timestep: int,
+    ):
         super().__init__()
         n_state = n_head * n_head_state
         self.image_size = image_size
@@ -199,11 +209,23 @@ class NoisedCLIP(nn.Module):
         self.config = dict(config)
         self.logit_scale = float(config["logit_scale"])  # multiplier (the reference stores its log)
         self.image_size = config["image_size"]
-        self.text_encoder = TextEncoder(config["n_vocab"], config["max_text_len"], config["n_embd"],
-                                        config["n_head_text"], config["n_xf_blocks_text"], _head_state(config, "text"))
-        self.image_encoder = ImageEncoder(config["image_size"], config["patch_size"], config["n_embd"],
-                                          config["n_head_image"], config["n_xf_blocks_image"],
-                                          _head_state(config, "image"), config["n_timesteps"])
+        self.text_encoder = TextEncoder(
+            config["n_vocab"],
+            config["max_text_len"],
+            config["n_embd"],
+            config["n_head_text"],
+            config["n_xf_blocks_text"],
+            _head_state(config, "text"),
+        )
+        self.image_encoder = ImageEncoder(
+            config["image_size"],
+            config["patch_size"],
+            config["n_embd"],
+            config["n_head_image"],
+            config["n_xf_blocks_image"],
+            _head_state(config, "image"),
+            config["n_timesteps"],
+        )
 
     def text_embeddings(self, tokens: torch.Tensor, lens: torch.Tensor) -> torch.Tensor:
         """Raw (unnormalised) text features [N, n_embd] of zero-padded CLIP tokens."""
@@ -213,8 +235,9 @@ class NoisedCLIP(nn.Module):
         """Raw image features [N, n_embd] of noised images x in [-1, 1] at original timesteps."""
         return self.image_encoder((x + 1) * 127.5, timesteps)
 
-    def guidance_grad(self, x: torch.Tensor, timesteps: torch.Tensor, text_features: torch.Tensor,
-                      grad_scale: float = 1.0) -> torch.Tensor:
+    def guidance_grad(
+        self, x: torch.Tensor, timesteps: torch.Tensor, text_features: torch.Tensor, grad_scale: float = 1.0
+    ) -> torch.Tensor:
         """grad_x of logit_scale * sum(norm(text_features) * norm(image_embeddings(x, t))), times grad_scale.
 
         text_features: raw [N, n_embd] (normalised here). This is the reference's `cond_fn`.

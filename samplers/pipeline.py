@@ -6,6 +6,7 @@ Each sample's noise comes from (seed, sample id), so a sample does not depend on
 batch-mates or the number of processes. Inpainting goes through the same function
 (`inpaint=InpaintSpec(image, mask)`).
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
@@ -91,10 +92,22 @@ def _resize(image: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(image, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
 
 
-def sample_base(models: GlideModels, captions: Sequence[str], noise, *, guidance=("cfg", 3.0), respacing="100",
-                sampler="ancestral", eta: float = 0.0, sampler_options: dict | None = None,
-                inpaint: InpaintSpec | None = None, device="cpu", autocast: torch.dtype | None = None,
-                callback=None, progress=False) -> torch.Tensor:
+def sample_base(
+    models: GlideModels,
+    captions: Sequence[str],
+    noise,
+    *,
+    guidance=("cfg", 3.0),
+    respacing="100",
+    sampler="ancestral",
+    eta: float = 0.0,
+    sampler_options: dict | None = None,
+    inpaint: InpaintSpec | None = None,
+    device="cpu",
+    autocast: torch.dtype | None = None,
+    callback=None,
+    progress=False,
+) -> torch.Tensor:
     """Sample the base model for `captions` (one row each); returns x_0 in [-1, 1], float32.
 
     `sampler_options` are the sampler's own options (samplers.sampling.SAMPLER_OPTIONS, e.g.
@@ -110,8 +123,10 @@ def sample_base(models: GlideModels, captions: Sequence[str], noise, *, guidance
     n, size = len(captions), int(base_options["image_size"])
     diffusion = Diffusion.spaced(base_options.get("noise_schedule", "squaredcos_cap_v2"), respacing)
     if diffusion.num_steps < min_steps(sampler, options):
-        raise ValueError(f"sampler {sampler!r} needs a respacing of at least {min_steps(sampler, options)} steps; "
-                         f"respacing {respacing!r} has {diffusion.num_steps}")
+        raise ValueError(
+            f"sampler {sampler!r} needs a respacing of at least {min_steps(sampler, options)} steps; "
+            f"respacing {respacing!r} has {diffusion.num_steps}"
+        )
     tokens, mask = models.glide_tokens(captions, int(base_options["text_ctx"]), device)
 
     model_kwargs, denoised_fn, post_step = {}, None, None
@@ -127,8 +142,9 @@ def sample_base(models: GlideModels, captions: Sequence[str], noise, *, guidance
     cond_fn = None
     if kind == "cfg":
         uncond_tokens, uncond_mask = models.glide_tokens([""] * n, int(base_options["text_ctx"]), device)
-        model_fn = classifier_free_model_fn(models.base, tokens, mask, uncond_tokens, uncond_mask, scale,
-                                            autocast=autocast, **model_kwargs)
+        model_fn = classifier_free_model_fn(
+            models.base, tokens, mask, uncond_tokens, uncond_mask, scale, autocast=autocast, **model_kwargs
+        )
     else:
         model_fn = conditional_model_fn(models.base, tokens, mask, autocast=autocast, **model_kwargs)
         if kind == "clip":
@@ -138,14 +154,35 @@ def sample_base(models: GlideModels, captions: Sequence[str], noise, *, guidance
             cond_fn = clip_cond_fn(models.clip, clip_tokens, clip_lens, scale)
 
     x = noise.initial((n, 3, size, size), device)
-    return loop(model_fn, x, diffusion, noise=noise, cond_fn=cond_fn, clip_denoised=True, denoised_fn=denoised_fn,
-                post_step=post_step, callback=callback, progress=progress, **options)
+    return loop(
+        model_fn,
+        x,
+        diffusion,
+        noise=noise,
+        cond_fn=cond_fn,
+        clip_denoised=True,
+        denoised_fn=denoised_fn,
+        post_step=post_step,
+        callback=callback,
+        progress=progress,
+        **options,
+    )
 
 
-def sample_upsample(models: GlideModels, captions: Sequence[str], low_res: torch.Tensor, noise, *,
-                    respacing="fast27", temperature: float = 0.997, inpaint: InpaintSpec | None = None,
-                    device="cpu", autocast: torch.dtype | None = None, callback=None,
-                    progress=False) -> torch.Tensor:
+def sample_upsample(
+    models: GlideModels,
+    captions: Sequence[str],
+    low_res: torch.Tensor,
+    noise,
+    *,
+    respacing="fast27",
+    temperature: float = 0.997,
+    inpaint: InpaintSpec | None = None,
+    device="cpu",
+    autocast: torch.dtype | None = None,
+    callback=None,
+    progress=False,
+) -> torch.Tensor:
     """Upsample base samples (in [-1, 1]) with DDIM (eta 0) from noise * temperature."""
     if models.upsampler is None:
         raise ValueError("upsampling needs the upsampler model (models.upsampler is None)")
@@ -164,8 +201,17 @@ def sample_upsample(models: GlideModels, captions: Sequence[str], low_res: torch
             post_step = replacement_post_step(image, known, diffusion, noise)
     model_fn = conditional_model_fn(models.upsampler, tokens, mask, autocast=autocast, **model_kwargs)
     x = noise.initial((n, 3, size, size), device) * temperature
-    return sample_ddim(model_fn, x, diffusion, noise=noise, clip_denoised=True, denoised_fn=denoised_fn,
-                       post_step=post_step, callback=callback, progress=progress)
+    return sample_ddim(
+        model_fn,
+        x,
+        diffusion,
+        noise=noise,
+        clip_denoised=True,
+        denoised_fn=denoised_fn,
+        post_step=post_step,
+        callback=callback,
+        progress=progress,
+    )
 
 
 def convert_models(models: GlideModels, dtype: torch.dtype) -> GlideModels:
@@ -188,11 +234,26 @@ def _autocast_for(model, dtype: torch.dtype) -> torch.dtype | None:
     return dtype
 
 
-def sample_images(models: GlideModels, captions: Sequence[str], sample_ids: Sequence, seed: int, *,
-                  guidance=("cfg", 3.0), respacing="100", sampler="ancestral", eta: float = 0.0,
-                  sampler_options: dict | None = None, upsample: bool = False, upsample_respacing="fast27",
-                  upsample_temp: float = 0.997, inpaint: InpaintSpec | None = None, batch_size: int = 8, device="cpu",
-                  dtype: torch.dtype = torch.float32, progress: bool = False) -> SampleResult:
+def sample_images(
+    models: GlideModels,
+    captions: Sequence[str],
+    sample_ids: Sequence,
+    seed: int,
+    *,
+    guidance=("cfg", 3.0),
+    respacing="100",
+    sampler="ancestral",
+    eta: float = 0.0,
+    sampler_options: dict | None = None,
+    upsample: bool = False,
+    upsample_respacing="fast27",
+    upsample_temp: float = 0.997,
+    inpaint: InpaintSpec | None = None,
+    batch_size: int = 8,
+    device="cpu",
+    dtype: torch.dtype = torch.float32,
+    progress: bool = False,
+) -> SampleResult:
     """Generate one image per (caption, sample id): uint8 [N, 3, H, W] and a per-sample NaN report.
 
     Sample i's noise depends only on (seed, sample_ids[i]) (streams "base" and "upsample"),
@@ -214,23 +275,51 @@ def sample_images(models: GlideModels, captions: Sequence[str], sample_ids: Sequ
 
         batches = tqdm(batches, desc="batches")
     for start in batches:
-        caps, ids = captions[start:start + batch_size], sample_ids[start:start + batch_size]
+        caps, ids = captions[start : start + batch_size], sample_ids[start : start + batch_size]
         monitor = NanMonitor(len(caps), device)
-        x = sample_base(models, caps, PerSampleNoise(seed, ids, "base"), guidance=guidance, respacing=respacing,
-                        sampler=sampler, eta=eta, sampler_options=sampler_options, inpaint=inpaint, device=device,
-                        autocast=autocast, callback=monitor)
+        x = sample_base(
+            models,
+            caps,
+            PerSampleNoise(seed, ids, "base"),
+            guidance=guidance,
+            respacing=respacing,
+            sampler=sampler,
+            eta=eta,
+            sampler_options=sampler_options,
+            inpaint=inpaint,
+            device=device,
+            autocast=autocast,
+            callback=monitor,
+        )
         if upsample:
-            x = sample_upsample(models, caps, x, PerSampleNoise(seed, ids, "upsample"), respacing=upsample_respacing,
-                                temperature=upsample_temp, inpaint=inpaint, device=device,
-                                autocast=upsample_autocast, callback=monitor)
+            x = sample_upsample(
+                models,
+                caps,
+                x,
+                PerSampleNoise(seed, ids, "upsample"),
+                respacing=upsample_respacing,
+                temperature=upsample_temp,
+                inpaint=inpaint,
+                device=device,
+                autocast=upsample_autocast,
+                callback=monitor,
+            )
         images.append(to_uint8(x).cpu())
         nan_steps.extend(monitor.counts.cpu().tolist())
-    return SampleResult(torch.cat(images) if images else torch.empty(0, 3, 0, 0, dtype=torch.uint8),
-                        sample_ids, nan_steps)
+    return SampleResult(
+        torch.cat(images) if images else torch.empty(0, 3, 0, 0, dtype=torch.uint8), sample_ids, nan_steps
+    )
 
 
-def inpaint_images(models: GlideModels, captions: Sequence[str], image: torch.Tensor, mask: torch.Tensor,
-                   sample_ids: Sequence, seed: int, **kwargs) -> SampleResult:
+def inpaint_images(
+    models: GlideModels,
+    captions: Sequence[str],
+    image: torch.Tensor,
+    mask: torch.Tensor,
+    sample_ids: Sequence,
+    seed: int,
+    **kwargs,
+) -> SampleResult:
     """sample_images with the known region (mask = 1, base resolution) of `image` kept."""
     return sample_images(models, captions, sample_ids, seed, inpaint=InpaintSpec(image, mask), **kwargs)
 
@@ -239,13 +328,41 @@ def inpaint_images(models: GlideModels, captions: Sequence[str], image: torch.Te
 
 # Small stand-ins for the official configs (same structure, seconds on a CPU); base 16px -> 64px.
 TINY_OVERRIDES = {
-    "base": dict(image_size=16, num_channels=32, num_res_blocks=1, channel_mult="1,2", attention_resolutions="8",
-                 num_head_channels=16, xf_width=32, xf_layers=1, xf_heads=2, text_ctx=16),
-    "upsample": dict(image_size=64, num_channels=32, num_res_blocks=1, channel_mult="1,1,2,2",
-                     attention_resolutions="8", num_head_channels=16, xf_width=32, xf_layers=1, xf_heads=2,
-                     text_ctx=16),
-    "clip": dict(image_size=16, patch_size=4, n_embd=32, n_head_text=2, n_head_image=2, n_head_state_text=16,
-                 n_head_state_image=16, n_xf_blocks_text=1, n_xf_blocks_image=1),
+    "base": dict(
+        image_size=16,
+        num_channels=32,
+        num_res_blocks=1,
+        channel_mult="1,2",
+        attention_resolutions="8",
+        num_head_channels=16,
+        xf_width=32,
+        xf_layers=1,
+        xf_heads=2,
+        text_ctx=16,
+    ),
+    "upsample": dict(
+        image_size=64,
+        num_channels=32,
+        num_res_blocks=1,
+        channel_mult="1,1,2,2",
+        attention_resolutions="8",
+        num_head_channels=16,
+        xf_width=32,
+        xf_layers=1,
+        xf_heads=2,
+        text_ctx=16,
+    ),
+    "clip": dict(
+        image_size=16,
+        patch_size=4,
+        n_embd=32,
+        n_head_text=2,
+        n_head_image=2,
+        n_head_state_text=16,
+        n_head_state_image=16,
+        n_xf_blocks_text=1,
+        n_xf_blocks_image=1,
+    ),
 }
 
 
@@ -256,16 +373,25 @@ def _randomize(module: torch.nn.Module, seed: int) -> None:
         for name, p in module.named_parameters():
             if p.dim() > 1:
                 fan_in = p[0].numel()
-                p.copy_(torch.randn(p.shape, generator=generator) / fan_in ** 0.5)
+                p.copy_(torch.randn(p.shape, generator=generator) / fan_in**0.5)
             elif name.endswith("weight"):  # 1-D weights are normalisation gains
                 p.copy_(1 + 0.1 * torch.randn(p.shape, generator=generator))
             else:
                 p.copy_(0.1 * torch.randn(p.shape, generator=generator))
 
 
-def load_glide_models(checkpoint_dir=None, *, upsample: bool = False, clip: bool = False, inpaint: bool = False,
-                      random_weights: bool = False, tiny: bool = False, seed: int = 0, device="cpu",
-                      channels_last: bool = False) -> GlideModels:
+def load_glide_models(
+    checkpoint_dir=None,
+    *,
+    upsample: bool = False,
+    clip: bool = False,
+    inpaint: bool = False,
+    random_weights: bool = False,
+    tiny: bool = False,
+    seed: int = 0,
+    device="cpu",
+    channels_last: bool = False,
+) -> GlideModels:
     """The pipeline's models: released checkpoints from `checkpoint_dir` (or $GLIDE_CHECKPOINTS), or,
     with `random_weights`, the official configs (or `tiny` stand-ins) with random weights.
 
@@ -303,5 +429,11 @@ def load_glide_models(checkpoint_dir=None, *, upsample: bool = False, clip: bool
             clip_model, clip_sha = load_noised_clip(checkpoint_dir, device=device)
             sha256.update(clip_sha)
         clip_model = clip_model.to(device).eval()
-    return GlideModels(base=models["base"], base_options=options["base"], upsampler=models.get("upsample"),
-                       upsampler_options=options.get("upsample"), clip=clip_model, sha256=sha256)
+    return GlideModels(
+        base=models["base"],
+        base_options=options["base"],
+        upsampler=models.get("upsample"),
+        upsampler_options=options.get("upsample"),
+        clip=clip_model,
+        sha256=sha256,
+    )

@@ -10,6 +10,7 @@
   the new sample has (-1 for the final sample). Used by mask-replacement inpainting.
 * `callback({"i", "step", "t", "x", "pred_xstart"})`: called after every step.
 """
+
 from __future__ import annotations
 
 import numbers
@@ -28,8 +29,15 @@ def default_noise(like: torch.Tensor) -> torch.Tensor:
     return torch.randn_like(like)
 
 
-def p_mean_variance(model_fn: ModelFn, x: torch.Tensor, diffusion: Diffusion, i: int, extra_args=None,
-                    clip_denoised: bool = True, denoised_fn=None) -> dict:
+def p_mean_variance(
+    model_fn: ModelFn,
+    x: torch.Tensor,
+    diffusion: Diffusion,
+    i: int,
+    extra_args=None,
+    clip_denoised: bool = True,
+    denoised_fn=None,
+) -> dict:
     """Run the model at step index i and return p(x_{i-1} | x_i) (see Diffusion.mean_variance)."""
     t = diffusion.original_timesteps(i, x.shape[0], x.device)
     output = model_fn(x, t, **(extra_args or {}))
@@ -46,10 +54,20 @@ def _steps(diffusion: Diffusion, progress: bool, desc: str):
 
 
 @torch.no_grad()
-def sample_ancestral(model_fn: ModelFn, x: torch.Tensor, diffusion: Diffusion, extra_args=None, *,
-                     noise: Callable = default_noise, cond_fn: CondFn | None = None,
-                     clip_denoised: bool = True, denoised_fn=None, post_step=None,
-                     callback=None, progress: bool = False) -> torch.Tensor:
+def sample_ancestral(
+    model_fn: ModelFn,
+    x: torch.Tensor,
+    diffusion: Diffusion,
+    extra_args=None,
+    *,
+    noise: Callable = default_noise,
+    cond_fn: CondFn | None = None,
+    clip_denoised: bool = True,
+    denoised_fn=None,
+    post_step=None,
+    callback=None,
+    progress: bool = False,
+) -> torch.Tensor:
     """Ancestral sampling (DDPM p_sample) from x = x_T down to x_0.
 
     With `cond_fn`, the mean is shifted by variance * cond_fn(x_t, t) (Sohl-Dickstein et al.).
@@ -73,10 +91,21 @@ def sample_ancestral(model_fn: ModelFn, x: torch.Tensor, diffusion: Diffusion, e
 
 
 @torch.no_grad()
-def sample_ddim(model_fn: ModelFn, x: torch.Tensor, diffusion: Diffusion, extra_args=None, *,
-                eta: float = 0.0, noise: Callable = default_noise, cond_fn: CondFn | None = None,
-                clip_denoised: bool = True, denoised_fn=None, post_step=None,
-                callback=None, progress: bool = False) -> torch.Tensor:
+def sample_ddim(
+    model_fn: ModelFn,
+    x: torch.Tensor,
+    diffusion: Diffusion,
+    extra_args=None,
+    *,
+    eta: float = 0.0,
+    noise: Callable = default_noise,
+    cond_fn: CondFn | None = None,
+    clip_denoised: bool = True,
+    denoised_fn=None,
+    post_step=None,
+    callback=None,
+    progress: bool = False,
+) -> torch.Tensor:
     """DDIM sampling (Song et al. 2020, eq. 12) from x_T down to x_0; eta = 0 is deterministic.
 
     With `cond_fn`, the score is shifted: eps' = eps - sqrt(1 - alpha_bar) * cond_fn(x_t, t).
@@ -92,7 +121,7 @@ def sample_ddim(model_fn: ModelFn, x: torch.Tensor, diffusion: Diffusion, extra_
         alpha_bar = diffusion.coef("alphas_cumprod", i, x)
         alpha_bar_prev = diffusion.coef("alphas_cumprod_prev", i, x)
         sigma = eta * torch.sqrt((1 - alpha_bar_prev) / (1 - alpha_bar)) * torch.sqrt(1 - alpha_bar / alpha_bar_prev)
-        x = out["pred_xstart"] * torch.sqrt(alpha_bar_prev) + torch.sqrt(1 - alpha_bar_prev - sigma ** 2) * eps
+        x = out["pred_xstart"] * torch.sqrt(alpha_bar_prev) + torch.sqrt(1 - alpha_bar_prev - sigma**2) * eps
         if i > 0 and eta != 0:
             x = x + sigma * noise(x)
         if post_step is not None:
@@ -102,12 +131,22 @@ def sample_ddim(model_fn: ModelFn, x: torch.Tensor, diffusion: Diffusion, extra_
     return x
 
 
-SAMPLERS = {"ancestral": sample_ancestral, "ddim": sample_ddim, "dpmpp_2m": sample_dpmpp_2m,
-            "unipc": sample_unipc, "plms": sample_plms}
+SAMPLERS = {
+    "ancestral": sample_ancestral,
+    "ddim": sample_ddim,
+    "dpmpp_2m": sample_dpmpp_2m,
+    "unipc": sample_unipc,
+    "plms": sample_plms,
+}
 
 # Each sampler's options (keyword arguments of its loop) and their defaults.
-SAMPLER_OPTIONS = {"ancestral": {}, "ddim": {"eta": 0.0}, "dpmpp_2m": {}, "plms": {},
-                   "unipc": {"order": 2, "variant": "bh2", "corrector": True}}
+SAMPLER_OPTIONS = {
+    "ancestral": {},
+    "ddim": {"eta": 0.0},
+    "dpmpp_2m": {},
+    "plms": {},
+    "unipc": {"order": 2, "variant": "bh2", "corrector": True},
+}
 
 
 def get_sampler(name: str):
@@ -121,7 +160,7 @@ def get_sampler(name: str):
 def check_sampler_options(name: str, options: dict | None = None) -> dict:
     """The sampler's full options (defaults filled in), or a ValueError naming the bad key or value."""
     get_sampler(name)
-    defaults = SAMPLER_OPTIONS[name]
+    defaults = SAMPLER_OPTIONS.get(name, {})  # a sampler registered without options takes none
     options = dict(options or {})
     unknown = sorted(set(options) - set(defaults))
     if unknown:

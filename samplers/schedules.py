@@ -4,6 +4,7 @@
 `space_timesteps(1000, "100" | "10,10,3,2,2" | "ddim50" | "fast27" | "")` picks the
 original timesteps a respaced sampler visits (sorted list).
 """
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,7 @@ def cosine_alpha_bar(t: float) -> float:
 
 def betas_for_alpha_bar(num_steps: int, alpha_bar, max_beta: float = 0.999) -> np.ndarray:
     """Discretise a continuous alpha_bar(t): beta_i = 1 - alpha_bar((i+1)/T) / alpha_bar(i/T), capped."""
-    betas = [min(1.0 - alpha_bar((i + 1) / num_steps) / alpha_bar(i / num_steps), max_beta)
-             for i in range(num_steps)]
+    betas = [min(1.0 - alpha_bar((i + 1) / num_steps) / alpha_bar(i / num_steps), max_beta) for i in range(num_steps)]
     return np.array(betas, dtype=np.float64)
 
 
@@ -64,7 +64,7 @@ def parse_respacing(spacing: str) -> tuple[str, list[int]]:
     if spec == "fast27":
         return ("fast27", [10, 10, 3, 2, 2])
     if spec.startswith("ddim"):
-        count = spec[len("ddim"):]
+        count = spec[len("ddim") :]
         if not count.isdigit():
             raise ValueError(f"bad respacing {spacing!r}: expected 'ddimN' with an integer N")
         return ("ddim", [int(count)])

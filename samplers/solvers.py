@@ -24,6 +24,7 @@ Conventions shared by every solver here:
 
 Registry names (samplers.sampling.SAMPLERS): "dpmpp_2m", "unipc", "plms".
 """
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,10 @@ UNIPC_MAX_ORDER = 3
 def require_steps(diffusion: Diffusion, minimum: int, solver: str) -> None:
     """A clear error when the respaced process has fewer steps than the solver needs."""
     if diffusion.num_steps < minimum:
-        raise ValueError(f"sampler {solver!r} needs a respacing of at least {minimum} steps "
-                         f"(its multistep order); got {diffusion.num_steps}")
+        raise ValueError(
+            f"sampler {solver!r} needs a respacing of at least {minimum} steps "
+            f"(its multistep order); got {diffusion.num_steps}"
+        )
 
 
 def _level(diffusion: Diffusion, i: int) -> tuple[float, float, float]:
@@ -66,8 +69,16 @@ def _indices(diffusion: Diffusion, progress: bool, desc: str):
     return indices
 
 
-def denoise(model_fn: ModelFn, x: torch.Tensor, diffusion: Diffusion, i: int, extra_args: dict,
-            cond_fn: CondFn | None, clip_denoised: bool, denoised_fn) -> torch.Tensor:
+def denoise(
+    model_fn: ModelFn,
+    x: torch.Tensor,
+    diffusion: Diffusion,
+    i: int,
+    extra_args: dict,
+    cond_fn: CondFn | None,
+    clip_denoised: bool,
+    denoised_fn,
+) -> torch.Tensor:
     """The processed x0 prediction at step index i (denoised_fn, clamp, then the CLIP score shift)."""
     t = diffusion.original_timesteps(i, x.shape[0], x.device)
     output = model_fn(x, t, **extra_args)
@@ -88,11 +99,22 @@ def _report(x: torch.Tensor, i: int, step: int, x0: torch.Tensor, diffusion: Dif
 
 # -- DPM-Solver++ 2M -------------------------------------------------------------------------
 
+
 @torch.no_grad()
-def sample_dpmpp_2m(model_fn: ModelFn, x: torch.Tensor, diffusion: Diffusion, extra_args=None, *,
-                    noise: Callable | None = None, cond_fn: CondFn | None = None,
-                    clip_denoised: bool = True, denoised_fn=None, post_step=None,
-                    callback=None, progress: bool = False) -> torch.Tensor:
+def sample_dpmpp_2m(
+    model_fn: ModelFn,
+    x: torch.Tensor,
+    diffusion: Diffusion,
+    extra_args=None,
+    *,
+    noise: Callable | None = None,
+    cond_fn: CondFn | None = None,
+    clip_denoised: bool = True,
+    denoised_fn=None,
+    post_step=None,
+    callback=None,
+    progress: bool = False,
+) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): multistep, second order, data prediction.
 
     Step s -> t with h = lambda_t - lambda_s and the previous step's x0 at lambda_p (r = (lambda_s - lambda_p) / h):
@@ -123,6 +145,7 @@ def sample_dpmpp_2m(model_fn: ModelFn, x: torch.Tensor, diffusion: Diffusion, ex
 
 # -- UniPC -----------------------------------------------------------------------------------
 
+
 def _unipc_b(h: float, order: int, variant: str) -> tuple[float, float, np.ndarray]:
     """(h phi_1(h), B(h), b_1..b_order) of UniPC for data prediction (hh = -h), float64."""
     hh = -h
@@ -148,8 +171,9 @@ def _unipc_differences(history: list, count: int, h: float) -> tuple[list[float]
     return ratios, diffs
 
 
-def _unipc_predict(x: torch.Tensor, history: list, source: tuple, target: tuple, order: int,
-                   variant: str) -> torch.Tensor:
+def _unipc_predict(
+    x: torch.Tensor, history: list, source: tuple, target: tuple, order: int, variant: str
+) -> torch.Tensor:
     """UniP-order (B(h) form) from level `source` to `target` with x0 history (newest last)."""
     _, sigma_s, lambda_s = source
     alpha_t, sigma_t, lambda_t = target
@@ -169,8 +193,9 @@ def _unipc_predict(x: torch.Tensor, history: list, source: tuple, target: tuple,
     return x_t
 
 
-def _unipc_correct(x_last: torch.Tensor, history: list, x0_new: torch.Tensor, source: tuple, target: tuple,
-                   order: int, variant: str) -> torch.Tensor:
+def _unipc_correct(
+    x_last: torch.Tensor, history: list, x0_new: torch.Tensor, source: tuple, target: tuple, order: int, variant: str
+) -> torch.Tensor:
     """UniC-order: re-solve the last step with the new x0 at its target level (no extra model evaluation)."""
     _, sigma_s, lambda_s = source
     alpha_t, sigma_t, lambda_t = target
@@ -198,11 +223,23 @@ def check_unipc_options(order: int, variant: str, corrector: bool) -> None:
 
 
 @torch.no_grad()
-def sample_unipc(model_fn: ModelFn, x: torch.Tensor, diffusion: Diffusion, extra_args=None, *,
-                 order: int = 2, variant: str = "bh2", corrector: bool = True,
-                 noise: Callable | None = None, cond_fn: CondFn | None = None,
-                 clip_denoised: bool = True, denoised_fn=None, post_step=None,
-                 callback=None, progress: bool = False) -> torch.Tensor:
+def sample_unipc(
+    model_fn: ModelFn,
+    x: torch.Tensor,
+    diffusion: Diffusion,
+    extra_args=None,
+    *,
+    order: int = 2,
+    variant: str = "bh2",
+    corrector: bool = True,
+    noise: Callable | None = None,
+    cond_fn: CondFn | None = None,
+    clip_denoised: bool = True,
+    denoised_fn=None,
+    post_step=None,
+    callback=None,
+    progress: bool = False,
+) -> torch.Tensor:
     """UniPC (Zhao et al. 2023): UniP-p predictor + UniC corrector, data prediction, B(h) = expm1(-h) ("bh2").
 
     At each step the model is evaluated once at the new sample; the corrector (when on) re-solves the step that
@@ -233,8 +270,10 @@ def sample_unipc(model_fn: ModelFn, x: torch.Tensor, diffusion: Diffusion, extra
 
 # -- PLMS ------------------------------------------------------------------------------------
 
-def _ddim_transfer(x: torch.Tensor, eps: torch.Tensor, source: tuple, target: tuple, clip_denoised: bool,
-                   denoised_fn) -> torch.Tensor:
+
+def _ddim_transfer(
+    x: torch.Tensor, eps: torch.Tensor, source: tuple, target: tuple, clip_denoised: bool, denoised_fn
+) -> torch.Tensor:
     """The deterministic DDIM step with a given eps: x_t = alpha_t x0 + sigma_t eps(x0), x0 = x0(eps).
 
     Without clip_denoised / denoised_fn this is (alpha_t / alpha_s) x + (sigma_t - alpha_t sigma_s / alpha_s) eps
@@ -253,15 +292,29 @@ def _ddim_transfer(x: torch.Tensor, eps: torch.Tensor, source: tuple, target: tu
     return alpha_t * x0 + (sigma_t / sigma_s) * (x - alpha_s * x0)
 
 
-_ADAMS_BASHFORTH = {1: (1.0,), 2: (3 / 2, -1 / 2), 3: (23 / 12, -16 / 12, 5 / 12),
-                    4: (55 / 24, -59 / 24, 37 / 24, -9 / 24)}
+_ADAMS_BASHFORTH = {
+    1: (1.0,),
+    2: (3 / 2, -1 / 2),
+    3: (23 / 12, -16 / 12, 5 / 12),
+    4: (55 / 24, -59 / 24, 37 / 24, -9 / 24),
+}
 
 
 @torch.no_grad()
-def sample_plms(model_fn: ModelFn, x: torch.Tensor, diffusion: Diffusion, extra_args=None, *,
-                noise: Callable | None = None, cond_fn: CondFn | None = None,
-                clip_denoised: bool = True, denoised_fn=None, post_step=None,
-                callback=None, progress: bool = False) -> torch.Tensor:
+def sample_plms(
+    model_fn: ModelFn,
+    x: torch.Tensor,
+    diffusion: Diffusion,
+    extra_args=None,
+    *,
+    noise: Callable | None = None,
+    cond_fn: CondFn | None = None,
+    clip_denoised: bool = True,
+    denoised_fn=None,
+    post_step=None,
+    callback=None,
+    progress: bool = False,
+) -> torch.Tensor:
     """PLMS, the pseudo linear multistep method of PNDM (Liu et al. 2022) in its community form.
 
     Each step is the DDIM transfer with eps' = the Adams-Bashforth combination of the last eps values

@@ -5,6 +5,7 @@ State-dict names follow the reference (`glide_text2im/xf.py`): `resblocks.{i}.ln
 projection is laid out head by head, each head holding its own (q, k, v) slices.
 There is no attention mask: padded positions carry a learned padding embedding instead.
 """
+
 from __future__ import annotations
 
 import torch

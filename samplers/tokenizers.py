@@ -7,6 +7,7 @@ caption is the unconditional input (all padding).
 Noised CLIP: open_clip's CLIP BPE (ftfy/html clean, whitespace collapse, lowercase), then
 [start 49406] + up to 75 tokens + [end 49407], zero-padded to 77, with the length.
 """
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -26,9 +27,10 @@ def _gpt2():
     try:
         return tiktoken.get_encoding("gpt2")
     except Exception as error:  # offline without the cached BPE files
-        raise RuntimeError("cannot load the GPT-2 BPE through tiktoken; offline, set TIKTOKEN_CACHE_DIR "
-                           f"to a folder holding tiktoken's cached gpt2 files ({type(error).__name__}: {error})"
-                           ) from error
+        raise RuntimeError(
+            "cannot load the GPT-2 BPE through tiktoken; offline, set TIKTOKEN_CACHE_DIR "
+            f"to a folder holding tiktoken's cached gpt2 files ({type(error).__name__}: {error})"
+        ) from error
 
 
 @lru_cache(maxsize=1)

@@ -8,6 +8,7 @@ Conditioning: the caption goes through a transformer (`encode_text`, once per sa
 loop); the projection of its last token is added to the timestep embedding and its
 full output feeds the keys/values of every attention layer (prepended to the image's).
 """
+
 from __future__ import annotations
 
 import math
@@ -83,24 +84,33 @@ class ResBlock(nn.Module):
     (`in_layers.2`, `out_layers.3`), hence its state-dict keys.
     """
 
-    def __init__(self, channels: int, emb_channels: int, dropout: float, out_channels: int | None = None,
-                 use_scale_shift_norm: bool = False, up: bool = False, down: bool = False):
+    def __init__(
+        self,
+        channels: int,
+        emb_channels: int,
+        dropout: float,
+        out_channels: int | None = None,
+        use_scale_shift_norm: bool = False,
+        up: bool = False,
+        down: bool = False,
+    ):
         super().__init__()
         out_channels = out_channels or channels
         self.use_scale_shift_norm = use_scale_shift_norm
         self.resample = "up" if up else "down" if down else None
         self.in_layers = nn.Sequential(
-            GroupNorm32(channels, silu=True), nn.Identity(), nn.Conv2d(channels, out_channels, 3, padding=1))
+            GroupNorm32(channels, silu=True), nn.Identity(), nn.Conv2d(channels, out_channels, 3, padding=1)
+        )
         self.emb_layers = nn.Sequential(
-            nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels if use_scale_shift_norm else out_channels))
+            nn.SiLU(), nn.Linear(emb_channels, 2 * out_channels if use_scale_shift_norm else out_channels)
+        )
         self.out_layers = nn.Sequential(
             GroupNorm32(out_channels, silu=not use_scale_shift_norm),
             nn.SiLU() if use_scale_shift_norm else nn.Identity(),
             nn.Dropout(p=dropout),
             nn.Conv2d(out_channels, out_channels, 3, padding=1),
         )
-        self.skip_connection = (nn.Identity() if out_channels == channels
-                                else nn.Conv2d(channels, out_channels, 1))
+        self.skip_connection = nn.Identity() if out_channels == channels else nn.Conv2d(channels, out_channels, 1)
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         h = self.in_layers[0](x)
@@ -131,8 +141,9 @@ def _conv1x1(x_nlc: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
 class AttentionBlock(nn.Module):
     """Spatial self-attention whose keys/values are prefixed with projected text tokens."""
 
-    def __init__(self, channels: int, num_heads: int = 1, num_head_channels: int = -1,
-                 encoder_channels: int | None = None):
+    def __init__(
+        self, channels: int, num_heads: int = 1, num_head_channels: int = -1, encoder_channels: int | None = None
+    ):
         super().__init__()
         if num_head_channels == -1:
             self.num_heads = num_heads
@@ -151,8 +162,7 @@ class AttentionBlock(nn.Module):
         h = self.norm(x).reshape(n, c, -1).transpose(1, 2)  # [N, T, C] (a view when x is channels_last)
         q, k, v = _heads_view(_conv1x1(h, self.qkv), self.num_heads, 3)
         if encoder_out is not None:
-            ek, ev = _heads_view(_conv1x1(encoder_out.transpose(1, 2).to(h.dtype), self.encoder_kv),
-                                 self.num_heads, 2)
+            ek, ev = _heads_view(_conv1x1(encoder_out.transpose(1, 2).to(h.dtype), self.encoder_kv), self.num_heads, 2)
             k = torch.cat([ek, k], dim=2)
             v = torch.cat([ev, v], dim=2)
         a = F.scaled_dot_product_attention(q, k, v)  # [N, heads, T, ch]
@@ -185,13 +195,29 @@ class GLIDEUNet(nn.Module):
 
     EXTRA_CHANNELS = {"base": 0, "super_res": 3, "inpaint": 4, "super_res_inpaint": 7}
 
-    def __init__(self, *, variant: str, model_channels: int, num_res_blocks: int,
-                 attention_ds: tuple[int, ...], channel_mult: tuple[int, ...], dropout: float = 0.0,
-                 num_heads: int = 1, num_head_channels: int = -1, num_heads_upsample: int = -1,
-                 use_scale_shift_norm: bool = False, resblock_updown: bool = False,
-                 text_ctx: int = 128, xf_width: int = 512, xf_layers: int = 16, xf_heads: int = 8,
-                 xf_final_ln: bool = True, xf_padding: bool = True, n_vocab: int = 50257,
-                 options: dict | None = None):
+    def __init__(
+        self,
+        *,
+        variant: str,
+        model_channels: int,
+        num_res_blocks: int,
+        attention_ds: tuple[int, ...],
+        channel_mult: tuple[int, ...],
+        dropout: float = 0.0,
+        num_heads: int = 1,
+        num_head_channels: int = -1,
+        num_heads_upsample: int = -1,
+        use_scale_shift_norm: bool = False,
+        resblock_updown: bool = False,
+        text_ctx: int = 128,
+        xf_width: int = 512,
+        xf_layers: int = 16,
+        xf_heads: int = 8,
+        xf_final_ln: bool = True,
+        xf_padding: bool = True,
+        n_vocab: int = 50257,
+        options: dict | None = None,
+    ):
         super().__init__()
         if variant not in self.EXTRA_CHANNELS:
             raise ValueError(f"unknown variant {variant!r}; expected one of {sorted(self.EXTRA_CHANNELS)}")
@@ -347,9 +373,18 @@ class GLIDEUNet(nn.Module):
             raise ValueError(f"{self.variant} model takes no low_res")
         return torch.cat(parts, dim=1) if len(parts) > 1 else x
 
-    def forward(self, x: torch.Tensor, timesteps: torch.Tensor, tokens: torch.Tensor | None = None,
-                mask: torch.Tensor | None = None, *, text: dict | None = None, low_res: torch.Tensor | None = None,
-                inpaint_image: torch.Tensor | None = None, inpaint_mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        timesteps: torch.Tensor,
+        tokens: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        *,
+        text: dict | None = None,
+        low_res: torch.Tensor | None = None,
+        inpaint_image: torch.Tensor | None = None,
+        inpaint_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """x: [N, 3, H, W]; timesteps: original steps (0..999), [N] or scalar.
         Text from `tokens`/`mask`, or `text=` a dict from `encode_text` (no recomputation).
         Returns [N, 6, H, W]: eps, then the variance interpolation value v."""

@@ -1,4 +1,5 @@
 """glibc malloc tuning (glide_eval/allocator.py): fewer page faults, applied by the CLI, opt-out."""
+
 from __future__ import annotations
 
 import json
@@ -41,16 +42,24 @@ print(json.dumps((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) /
 def test_tuned_malloc_stops_page_faulting_the_activations_in_again():
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "GLIBC_TUNABLES"}
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
-    faults = {mode: json.loads(subprocess.run([sys.executable, "-c", FORWARDS, mode], env=env, check=True,
-                                              capture_output=True, text=True).stdout.splitlines()[-1])
-              for mode in ("default", "tuned")}
+    faults = {
+        mode: json.loads(
+            subprocess.run(
+                [sys.executable, "-c", FORWARDS, mode], env=env, check=True, capture_output=True, text=True
+            ).stdout.splitlines()[-1]
+        )
+        for mode in ("default", "tuned")
+    }
     # measured after 3 warm-up passes: ~3,500 vs 0-16 faults per forward pass
     assert faults["default"] > 500 and faults["tuned"] < faults["default"] / 10, faults
 
 
 def test_settings_of_the_user_are_left_alone():
-    for env in ({"MALLOC_TRIM_THRESHOLD_": "0"}, {"MALLOC_MMAP_THRESHOLD_": "1"},
-                {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1"}):
+    for env in (
+        {"MALLOC_TRIM_THRESHOLD_": "0"},
+        {"MALLOC_MMAP_THRESHOLD_": "1"},
+        {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=1"},
+    ):
         assert allocator.user_chose_malloc_settings(env) and not allocator.tune_glibc_malloc(env)
     assert not allocator.user_chose_malloc_settings({"GLIBC_TUNABLES": "glibc.pthread.rseq=0"})
     assert allocator.tune_glibc_malloc({}) is GLIBC

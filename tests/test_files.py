@@ -1,4 +1,5 @@
 """glide_eval.files: atomic writes (mode, temp names, nothing left behind), sha256, JSON hashes."""
+
 from __future__ import annotations
 
 import hashlib

@@ -67,10 +67,12 @@ def test_cli_help_lists_each_commands_own_help_without_importing_it():
         for limit in (30, 45, 80, 10_000):
             listed = click.Command(name, help=COMMANDS[name][1]).get_short_help_str(limit)
             assert listed == command.get_short_help_str(limit), name
-    code = ("import sys; from click.testing import CliRunner; from glide_eval.cli import main; "
-            "out = CliRunner().invoke(main, ['--help']).output; "
-            "print(sorted(m for m in sys.modules if m.startswith('glide_eval.cli.') or m == 'torch')); "
-            "print(all(n in out for n in " + repr(sorted(COMMANDS)) + "))")
+    code = (
+        "import sys; from click.testing import CliRunner; from glide_eval.cli import main; "
+        "out = CliRunner().invoke(main, ['--help']).output; "
+        "print(sorted(m for m in sys.modules if m.startswith('glide_eval.cli.') or m == 'torch')); "
+        "print(all(n in out for n in " + repr(sorted(COMMANDS)) + "))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split("\n")[:2] == ["[]", "True"]

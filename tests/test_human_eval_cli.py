@@ -1,4 +1,5 @@
 """`glide-eval elo` and `glide-eval elo-plot` end to end (click CliRunner)."""
+
 import json
 
 import numpy as np
@@ -32,8 +33,9 @@ def write_judgments(path, n=1200, seed=0, questions=("photorealism", "caption"),
 def test_elo_json_and_files(tmp_path):
     src = write_judgments(tmp_path / "j.csv")
     out = tmp_path / "out"
-    res = CliRunner().invoke(main, ["elo", str(src), "--anchor", "unguided", "--rounds", "200", "--seed", "3",
-                                    "--out", str(out), "--json"])
+    res = CliRunner().invoke(
+        main, ["elo", str(src), "--anchor", "unguided", "--rounds", "200", "--seed", "3", "--out", str(out), "--json"]
+    )
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert [q["question"] for q in doc["questions"]] == ["caption", "photorealism"]
@@ -49,14 +51,16 @@ def test_elo_json_and_files(tmp_path):
     table = pd.read_parquet(out / "ratings.parquet")
     table = table[table["question"] == "photorealism"].set_index("model")
     expected_table = expected.ratings_table().set_index("model")
-    np.testing.assert_allclose(table.loc[expected_table.index, ["rating", "lower", "upper"]],
-                               expected_table[["rating", "lower", "upper"]])
+    np.testing.assert_allclose(
+        table.loc[expected_table.index, ["rating", "lower", "upper"]], expected_table[["rating", "lower", "upper"]]
+    )
     assert pd.read_csv(out / "ratings.csv").shape == pd.read_parquet(out / "ratings.parquet").shape
     pairs = pd.read_parquet(out / "pairs.parquet")
     assert len(pairs) == 2 * 5 * 4 and {"win_rate_lower", "predicted_upper"} <= set(pairs.columns)
     assert pd.read_parquet(out / "winrate_matrix.parquet").shape == (10, 2 + 5)
     prov = json.loads((out / "provenance.json").read_text())
     import hashlib
+
     assert prov["input"]["sha256"] == hashlib.sha256(src.read_bytes()).hexdigest()
     assert prov["options"]["rounds"] == 200 and prov["options"]["anchor"] == "unguided"
     assert prov["rows"]["used"] == 2400 and "numpy" in prov["versions"]
@@ -72,15 +76,17 @@ def test_elo_text_table_and_default_out(tmp_path):
 
 
 def test_invalid_rows_exit_1_or_are_dropped(tmp_path):
-    src = write_judgments(tmp_path / "j.csv", n=200, questions=("q",),
-                          extra_rows="cfg:3.0,cfg:3.0,a,q,x\ndalle,unguided,draw,q,x\n")
+    src = write_judgments(
+        tmp_path / "j.csv", n=200, questions=("q",), extra_rows="cfg:3.0,cfg:3.0,a,q,x\ndalle,unguided,draw,q,x\n"
+    )
     res = CliRunner().invoke(main, ["elo", str(src), "--rounds", "20", "--out", str(tmp_path / "o")])
     assert res.exit_code == 1
     assert "j.csv:202: model 'cfg:3.0' compared with itself" in res.output
     assert "j.csv:203: unknown winner 'draw'" in res.output
     assert not (tmp_path / "o").exists()
-    res = CliRunner().invoke(main, ["elo", str(src), "--rounds", "20", "--out", str(tmp_path / "o"),
-                                    "--drop-invalid", "--json"])
+    res = CliRunner().invoke(
+        main, ["elo", str(src), "--rounds", "20", "--out", str(tmp_path / "o"), "--drop-invalid", "--json"]
+    )
     assert res.exit_code == 0, res.output
     assert "dropped 2 invalid row(s) of 202" in res.stderr
     assert json.loads(res.stdout)["rows"] == {"read": 202, "used": 200, "dropped": 2}
@@ -95,7 +101,7 @@ def test_arena_format_flag(tmp_path):
     res = CliRunner().invoke(main, ["elo", str(src), "--format", "arena", "--rounds", "10", "--json"])
     assert res.exit_code == 0, res.output
     ratings = {r["model"]: r["rating"] for r in json.loads(res.stdout)["questions"][0]["ratings"]}
-    assert abs(ratings["x"] - 0) < 1e-6 and abs(ratings["y"]) < 1e-6     # 7.5 : 7.5 after ties
+    assert abs(ratings["x"] - 0) < 1e-6 and abs(ratings["y"]) < 1e-6  # 7.5 : 7.5 after ties
 
 
 def test_separable_data_errors_then_l2(tmp_path):
@@ -109,8 +115,9 @@ def test_separable_data_errors_then_l2(tmp_path):
 
 def test_elo_plot_from_judgments_and_from_ratings(tmp_path):
     src = write_judgments(tmp_path / "j.csv")
-    res = CliRunner().invoke(main, ["elo-plot", str(src), "--out", str(tmp_path / "fig7.png"), "--rounds", "50",
-                                    "--json"])
+    res = CliRunner().invoke(
+        main, ["elo-plot", str(src), "--out", str(tmp_path / "fig7.png"), "--rounds", "50", "--json"]
+    )
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert doc["skipped_models"] == ["dalle"]
@@ -119,9 +126,13 @@ def test_elo_plot_from_judgments_and_from_ratings(tmp_path):
     out = tmp_path / "elo"
     assert CliRunner().invoke(main, ["elo", str(src), "--rounds", "20", "--out", str(out)]).exit_code == 0
     res = CliRunner().invoke(main, ["elo-plot", str(out), "--out", str(tmp_path / "f.png")])
-    assert res.exit_code == 1 and "--anchor unguided" in res.output     # not relative to unguided
-    assert CliRunner().invoke(main, ["elo", str(src), "--rounds", "20", "--out", str(out),
-                                     "--anchor", "unguided"]).exit_code == 0
+    assert res.exit_code == 1 and "--anchor unguided" in res.output  # not relative to unguided
+    assert (
+        CliRunner()
+        .invoke(main, ["elo", str(src), "--rounds", "20", "--out", str(out), "--anchor", "unguided"])
+        .exit_code
+        == 0
+    )
     for ratings in (out, out / "ratings.csv", out / "ratings.parquet"):
         res = CliRunner().invoke(main, ["elo-plot", str(ratings), "--out", str(tmp_path / "g.png")])
         assert res.exit_code == 0, res.output

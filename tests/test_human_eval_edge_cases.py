@@ -1,4 +1,5 @@
 """Issue 18 items 6-8: the judgment-file and Elo edge cases a fuzzer found, one test each."""
+
 import json
 
 import matplotlib
@@ -29,9 +30,17 @@ def good_csv(tmp_path):
     return path
 
 
-@pytest.mark.parametrize("args,what", [(["--seed", "-1"], "--seed"), (["--encoding", "punycode"], "punycode"),
-                                       (["--encoding", "rot13"], "rot13"), (["--encoding", "nope"], "nope"),
-                                       (["--l2", "nan"], "--l2"), (["--l2", "inf"], "--l2")])
+@pytest.mark.parametrize(
+    "args,what",
+    [
+        (["--seed", "-1"], "--seed"),
+        (["--encoding", "punycode"], "punycode"),
+        (["--encoding", "rot13"], "rot13"),
+        (["--encoding", "nope"], "nope"),
+        (["--l2", "nan"], "--l2"),
+        (["--l2", "inf"], "--l2"),
+    ],
+)
 def test_bad_options_are_usage_errors(good_csv, args, what):
     res = _cli("elo", good_csv, "--rounds", "5", *args)
     assert res.exit_code == 2 and what in res.output and "Traceback" not in res.output
@@ -47,8 +56,11 @@ def test_unterminated_quote_reported_where_it_opens():
 def test_line_numbers_do_not_depend_on_line_endings(ending):
     lines = ["model_a,model_b,winner", "x,y,a", "x,y,draw", "", 'x,"y', 'z",a', "x,x,a"]
     j = parse_judgments(ending.join(lines) + ending, "f.csv", drop_invalid=True)
-    assert [(i.line, i.kind) for i in j.issues] == [(3, "unknown_winner"), (5, "control_character"),
-                                                    (7, "self_comparison")]
+    assert [(i.line, i.kind) for i in j.issues] == [
+        (3, "unknown_winner"),
+        (5, "control_character"),
+        (7, "self_comparison"),
+    ]
     assert list(j.frame["line"]) == [2]
 
 
@@ -75,8 +87,8 @@ def test_one_huge_field_is_one_bad_row(tmp_path):
     assert res.exit_code == 1 and "j.csv:3: model_a has 131,073 characters (at most 131,072)" in res.output
     res = _cli("elo", path, "--rounds", "5", "--drop-invalid", "--json")
     assert res.exit_code == 0 and json.loads(res.stdout)["rows"] == {"read": 8, "used": 7, "dropped": 1}
-    assert "q" * 100 not in res.output                  # the label is never echoed whole
-    ok = "q" * 131_072                                  # at the limit: a valid (if odd) name
+    assert "q" * 100 not in res.output  # the label is never echoed whole
+    ok = "q" * 131_072  # at the limit: a valid (if odd) name
     assert len(parse_judgments(f"model_a,model_b,winner\n{ok},y,a\n").frame) == 1
 
 
@@ -86,7 +98,7 @@ def test_long_model_names_are_cut_on_screen(tmp_path):
     path.write_text("model_a,model_b,winner\n" + f"{long},y,a\ny,{long},a\n" * 3)
     res = _cli("elo", path, "--rounds", "5", "--out", tmp_path / "out")
     assert res.exit_code == 0 and "m" * 79 + "\u2026" in res.output and "m" * 80 not in res.output
-    assert long in set(pd.read_csv(tmp_path / "out" / "ratings.csv")["model"])      # files keep whole names
+    assert long in set(pd.read_csv(tmp_path / "out" / "ratings.csv")["model"])  # files keep whole names
 
 
 def test_long_labels_are_cut_in_messages():
@@ -137,13 +149,16 @@ def test_elo_plot_shows_the_fits_warnings(tmp_path):
     res = _cli("elo-plot", out, "--out", tmp_path / "g.png", "--json")
     assert json.loads(res.stdout)["warnings"] == [
         f"question all: {n_left_out} of 300 bootstrap replicates were separable or disconnected and left out, "
-        "so the intervals understate the uncertainty"]
+        "so the intervals understate the uncertainty"
+    ]
 
 
 def test_elo_plot_refuses_two_spellings_of_one_setting(tmp_path):
     path = tmp_path / "j.csv"
-    path.write_text("model_a,model_b,winner\n" + "cfg:3,unguided,a\nunguided,cfg:3.0,a\ncfg:3,cfg:3.0,tie\n"
-                    "unguided,cfg:3,a\ncfg:3.0,unguided,a\n")
+    path.write_text(
+        "model_a,model_b,winner\n" + "cfg:3,unguided,a\nunguided,cfg:3.0,a\ncfg:3,cfg:3.0,tie\n"
+        "unguided,cfg:3,a\ncfg:3.0,unguided,a\n"
+    )
     res = _cli("elo-plot", path, "--out", tmp_path / "f.png", "--rounds", "10")
     assert res.exit_code == 1 and "'cfg:3' and 'cfg:3.0' are both cfg at scale 3" in res.output
     assert not (tmp_path / "f.png").exists()
@@ -152,8 +167,16 @@ def test_elo_plot_refuses_two_spellings_of_one_setting(tmp_path):
 def test_single_scale_family_draws_its_interval():
     import matplotlib.pyplot as plt
 
-    ratings = pd.DataFrame({"question": "all", "model": ["clip:2", "cfg:1", "cfg:3"], "rating": [40.0, 10.0, 80.0],
-                            "lower": [5.0, -20.0, 50.0], "upper": [90.0, 30.0, 120.0], "anchor": "unguided"})
+    ratings = pd.DataFrame(
+        {
+            "question": "all",
+            "model": ["clip:2", "cfg:1", "cfg:3"],
+            "rating": [40.0, 10.0, 80.0],
+            "lower": [5.0, -20.0, 50.0],
+            "upper": [90.0, 30.0, 120.0],
+            "anchor": "unguided",
+        }
+    )
     curves, _ = guidance_curves(ratings)
     fig, ax = plt.subplots()
     draw_panel(ax, curves)
@@ -172,7 +195,15 @@ def test_analyze_refuses_non_finite_l2():
 
 
 def test_guidance_curves_refuse_spellings_in_a_ratings_table():
-    ratings = pd.DataFrame({"question": "q", "model": ["cfg:3", "cfg: 3.0"], "rating": [1.0, 2.0],
-                            "lower": [0.0, 0.0], "upper": [3.0, 3.0], "anchor": "unguided"})
+    ratings = pd.DataFrame(
+        {
+            "question": "q",
+            "model": ["cfg:3", "cfg: 3.0"],
+            "rating": [1.0, 2.0],
+            "lower": [0.0, 0.0],
+            "upper": [3.0, 3.0],
+            "anchor": "unguided",
+        }
+    )
     with pytest.raises(FigureError, match="'cfg: 3.0' and 'cfg:3' are both cfg at scale 3"):
         guidance_curves(ratings)

@@ -1,5 +1,6 @@
 """Elo fit, bootstrap intervals, diagnostics: against an independent logistic-regression fit,
 the asymptotic standard errors, and simulations from known ratings."""
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -35,7 +36,7 @@ def independent_fit(frame, l2=0.0):
     for a, b, win in frame[["model_a", "model_b", "winner"]].itertuples(index=False):
         x = np.zeros(len(models))
         x[col[a]], x[col[b]] = 1.0, -1.0
-        for yy, ww in ({"a": [(1.0, 1.0)], "b": [(0.0, 1.0)], "tie": [(1.0, 0.5), (0.0, 0.5)]}[win]):
+        for yy, ww in {"a": [(1.0, 1.0)], "b": [(0.0, 1.0)], "tie": [(1.0, 0.5), (0.0, 0.5)]}[win]:
             rows.append(x)
             y.append(yy)
             w.append(ww)
@@ -78,7 +79,7 @@ def test_batched_newton_equals_single_fits():
     frame = simulate(np.array([0.0, 50, 100, -80, 20]), 800, rng)
     pc = pair_counts(frame["model_a"], frame["model_b"], frame["winner"])
     tables = resample_counts(pc, 5, rng)
-    batch = newton_batch(tables, pc.i, pc.j, pc.n_models) * ELO_PER_NAT   # cold start at 0
+    batch = newton_batch(tables, pc.i, pc.j, pc.n_models) * ELO_PER_NAT  # cold start at 0
     for table, row in zip(tables, batch):
         single = fit_elo(type(pc)(pc.models, pc.i, pc.j, table))
         np.testing.assert_allclose(row, single, atol=1e-6)
@@ -103,7 +104,7 @@ def test_bootstrap_sd_matches_fisher_information():
     models, elo, X, w, _ = independent_fit(frame)
     p = 1 / (1 + np.exp(-(X @ (elo[1:] - elo[0]) / ELO_PER_NAT)))
     info = (X * (w * p * (1 - p))[:, None]).T @ X
-    se = np.sqrt(np.diag(np.linalg.inv(info))) * ELO_PER_NAT      # of m_k - m_0, k >= 1
+    se = np.sqrt(np.diag(np.linalg.inv(info))) * ELO_PER_NAT  # of m_k - m_0, k >= 1
     pc = pair_counts(frame["model_a"], frame["model_b"], frame["winner"])
     result = fit_question(pc, anchor=models[0], rounds=2000, seed=1)
     sd = result.replicates.std(0)[1:]
@@ -125,7 +126,7 @@ def test_recovers_known_ratings_with_nominal_coverage():
     coverage = np.mean(covered)
     assert 0.89 <= coverage <= 0.99, coverage
     errors = np.array(errors)
-    assert np.abs(errors.mean(0)).max() < 8      # unbiased (SE of the mean ~ 3 Elo)
+    assert np.abs(errors.mean(0)).max() < 8  # unbiased (SE of the mean ~ 3 Elo)
     assert np.abs(errors).max() < 80
 
 
@@ -198,7 +199,7 @@ def test_identifiable_batch_agrees_with_graph_check():
 
 
 def test_separable_replicates_are_counted_and_reported():
-    frame = _frame([("m1", "m0", "a")] * 18 + [("m0", "m1", "a")] * 2)   # P(no m0 win) = 0.9^20 = 12%
+    frame = _frame([("m1", "m0", "a")] * 18 + [("m0", "m1", "a")] * 2)  # P(no m0 win) = 0.9^20 = 12%
     pc = pair_counts(frame["model_a"], frame["model_b"], frame["winner"])
     assert not check_identifiable(pc)
     result = fit_question(pc, rounds=500, seed=0)
@@ -237,14 +238,21 @@ def test_per_question_fits_are_separate_and_reproducible():
     np.testing.assert_allclose(both[1].ratings, direct.ratings)
     np.testing.assert_allclose(both[1].replicates, alone.replicates)
     np.testing.assert_allclose(alone.replicates, direct.replicates)
-    assert both[0].ratings[1] < both[0].ratings[0] < both[0].ratings[2]     # caption order m1 < m0 < m2
+    assert both[0].ratings[1] < both[0].ratings[0] < both[0].ratings[2]  # caption order m1 < m0 < m2
     with pytest.raises(FitError, match="no judgments for question 'x'"):
         analyze(a, question="x", rounds=1)
 
 
 def test_tables_ranks_and_win_rates():
-    frame = _frame([("p", "q", "a")] * 30 + [("q", "p", "a")] * 10 + [("p", "q", "tie")] * 4
-                   + [("q", "r", "a")] * 30 + [("r", "q", "a")] * 12 + [("p", "r", "a")] * 20 + [("r", "p", "tie")] * 2)
+    frame = _frame(
+        [("p", "q", "a")] * 30
+        + [("q", "p", "a")] * 10
+        + [("p", "q", "tie")] * 4
+        + [("q", "r", "a")] * 30
+        + [("r", "q", "a")] * 12
+        + [("p", "r", "a")] * 20
+        + [("r", "p", "tie")] * 2
+    )
     result = analyze(frame.assign(question="all"), rounds=300, seed=0)[0]
     ratings = result.ratings_table()
     assert ratings["model"].tolist() == ["p", "q", "r"] and ratings["rank"].tolist() == [1, 2, 3]

@@ -1,4 +1,5 @@
 """The judgments CSV reader: schema, validation with file line numbers, encodings, fuzzing."""
+
 import codecs
 import string
 
@@ -12,9 +13,11 @@ GOOD = "model_a,model_b,winner\ncfg:3.0,unguided,a\nunguided,clip:2.0,tie\nclip:
 
 
 def test_reads_rows_and_keeps_extra_columns():
-    text = ('Model_A, model_b ,WINNER,question,rater_id,comment\n'
-            'cfg:3.0,unguided,A,photorealism,r1,"fine, really"\n'
-            ' unguided , cfg:3.0 ,tie,caption,r2,\n')
+    text = (
+        "Model_A, model_b ,WINNER,question,rater_id,comment\n"
+        'cfg:3.0,unguided,A,photorealism,r1,"fine, really"\n'
+        " unguided , cfg:3.0 ,tie,caption,r2,\n"
+    )
     j = parse_judgments(text, "x.csv")
     f = j.frame
     assert list(f["model_a"]) == ["cfg:3.0", "unguided"] and list(f["model_b"]) == ["unguided", "cfg:3.0"]
@@ -29,27 +32,39 @@ def test_default_question_when_column_absent():
 
 
 def test_every_bad_row_reported_with_its_file_line():
-    text = ("model_a,model_b,winner\n"          # 1
-            "m1,m2,a\n"                          # 2 ok
-            "\n"                                 # 3 blank
-            "m1,m2,draw\n"                       # 4 unknown label
-            "m1,m1,a\n"                          # 5 self comparison
-            '"multi\nline",m2,b\n'               # 6-7 quoted newline: a control character in a name
-            "m1,,a\n"                            # 8 missing model_b
-            "m1,m2\n"                            # 9 too few fields
-            "m1,m2,model_a\n")                   # 10 arena label in glide format
+    text = (
+        "model_a,model_b,winner\n"  # 1
+        "m1,m2,a\n"  # 2 ok
+        "\n"  # 3 blank
+        "m1,m2,draw\n"  # 4 unknown label
+        "m1,m1,a\n"  # 5 self comparison
+        '"multi\nline",m2,b\n'  # 6-7 quoted newline: a control character in a name
+        "m1,,a\n"  # 8 missing model_b
+        "m1,m2\n"  # 9 too few fields
+        "m1,m2,model_a\n"
+    )  # 10 arena label in glide format
     with pytest.raises(JudgmentError) as e:
         parse_judgments(text, "j.csv")
     msg = str(e.value)
-    for line, what in ((4, "unknown winner 'draw'"), (5, "'m1' compared with itself"), (8, "missing model_b"),
-                       (9, "2 field(s) but the header has 3"), (10, "--format arena"),
-                       (6, "model_a 'multi\\nline' contains a control character (U+000A at character 6)")):
+    for line, what in (
+        (4, "unknown winner 'draw'"),
+        (5, "'m1' compared with itself"),
+        (8, "missing model_b"),
+        (9, "2 field(s) but the header has 3"),
+        (10, "--format arena"),
+        (6, "model_a 'multi\\nline' contains a control character (U+000A at character 6)"),
+    ):
         assert f"j.csv:{line}: " in msg and what in msg
     assert "j.csv:2:" not in msg and "j.csv:7:" not in msg and "6 invalid row(s) of 7" in msg
     j = parse_judgments(text, "j.csv", drop_invalid=True)
     assert [i.line for i in j.issues] == [4, 5, 6, 8, 9, 10]
-    assert j.issue_counts == {"unknown_winner": 2, "self_comparison": 1, "missing_field": 1, "field_count": 1,
-                              "control_character": 1}
+    assert j.issue_counts == {
+        "unknown_winner": 2,
+        "self_comparison": 1,
+        "missing_field": 1,
+        "field_count": 1,
+        "control_character": 1,
+    }
     assert list(j.frame["line"]) == [2] and list(j.frame["model_a"]) == ["m1"]
 
 
@@ -74,9 +89,11 @@ def test_empty_question_is_a_missing_field():
 
 
 def test_arena_format():
-    text = ("model_a,model_b,winner,judge,tstamp\n"
-            "gpt,glide,model_a,u1,1\nglide,gpt,model_b,u2,2\ngpt,glide,tie,u3,3\n"
-            "gpt,glide,tie (bothbad),u4,4\ngpt,glide,a,u5,5\n")
+    text = (
+        "model_a,model_b,winner,judge,tstamp\n"
+        "gpt,glide,model_a,u1,1\nglide,gpt,model_b,u2,2\ngpt,glide,tie,u3,3\n"
+        "gpt,glide,tie (bothbad),u4,4\ngpt,glide,a,u5,5\n"
+    )
     with pytest.raises(JudgmentError, match=r"<data>:6: unknown winner 'a'.*--format glide"):
         parse_judgments(text, format="arena")
     f = parse_judgments(text, format="arena", drop_invalid=True).frame
@@ -88,7 +105,7 @@ def test_arena_format():
 
 @pytest.mark.parametrize("encoding", ["utf-8", "utf-8-sig", "utf-16", "utf-32"])
 def test_encodings_and_bom(tmp_path, encoding):
-    text = GOOD.replace("unguided", "ungüided") .replace("\n", "\r\n")
+    text = GOOD.replace("unguided", "ungüided").replace("\n", "\r\n")
     path = tmp_path / "j.csv"
     path.write_bytes(text.encode(encoding))
     f = read_judgments(path).frame
@@ -111,21 +128,42 @@ def test_malformed_quoting_is_reported_with_line():
         parse_judgments('model_a,model_b,winner\nx,y,a\n"x"z,y,a\n')
 
 
-_ALPHABET = string.ascii_letters[:6] + ",\"\r\n \t:;\x00\ufeff\u00e9" + "ab"
-_CELLS = st.sampled_from(["model_a", "model_b", "winner", "a", "b", "tie", "x", "y", "", '"', "question",
-                          "tie (bothbad)", "model_a,model_b,winner\n"])
+_ALPHABET = string.ascii_letters[:6] + ',"\r\n \t:;\x00\ufeff\u00e9' + "ab"
+_CELLS = st.sampled_from(
+    [
+        "model_a",
+        "model_b",
+        "winner",
+        "a",
+        "b",
+        "tie",
+        "x",
+        "y",
+        "",
+        '"',
+        "question",
+        "tie (bothbad)",
+        "model_a,model_b,winner\n",
+    ]
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.one_of(
-    st.binary(max_size=300),
-    st.text(alphabet=_ALPHABET, max_size=300).map(lambda s: s.encode("utf-8")),
-    st.lists(st.lists(_CELLS, max_size=6).map(",".join), max_size=12).map(
-        lambda rows: "\n".join(rows).encode("utf-8")),
-    st.lists(st.lists(_CELLS, min_size=3, max_size=4).map(",".join), max_size=8).map(
-        lambda rows: ("model_a,model_b,winner\n" + "\n".join(rows)).encode("utf-16")),
-    st.binary(max_size=200).map(lambda b: codecs.BOM_UTF8 + b"model_a,model_b,winner\n" + b),
-), st.sampled_from(["glide", "arena"]), st.booleans())
+@given(
+    st.one_of(
+        st.binary(max_size=300),
+        st.text(alphabet=_ALPHABET, max_size=300).map(lambda s: s.encode("utf-8")),
+        st.lists(st.lists(_CELLS, max_size=6).map(",".join), max_size=12).map(
+            lambda rows: "\n".join(rows).encode("utf-8")
+        ),
+        st.lists(st.lists(_CELLS, min_size=3, max_size=4).map(",".join), max_size=8).map(
+            lambda rows: ("model_a,model_b,winner\n" + "\n".join(rows)).encode("utf-16")
+        ),
+        st.binary(max_size=200).map(lambda b: codecs.BOM_UTF8 + b"model_a,model_b,winner\n" + b),
+    ),
+    st.sampled_from(["glide", "arena"]),
+    st.booleans(),
+)
 def test_fuzz_reader_only_raises_judgment_error(data, fmt, drop):
     try:
         j = parse_judgments(data, "fuzz.csv", format=fmt, drop_invalid=drop)

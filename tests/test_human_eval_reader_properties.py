@@ -3,6 +3,7 @@ good and bad rows, with random line endings, encodings, blank lines and multi-li
 For every file: no exception but JudgmentError, every bad row reported as FILE:LINE at its line,
 every good row read with its line, nothing silently accepted (an unknown label never becomes a
 tie), and the CLI's exit codes (1 for bad rows without --drop-invalid, 0 otherwise)."""
+
 import json
 
 from click.testing import CliRunner
@@ -22,8 +23,22 @@ HEADER = "model_a,model_b,winner,comment"
 @st.composite
 def rows(draw):
     """(kind, physical lines of the row's text, expected winner or None): one row of the file."""
-    kind = draw(st.sampled_from(["good", "good", "good", "good_multiline", "blank", "unknown_winner",
-                                 "self_comparison", "missing_field", "field_count", "control_character"]))
+    kind = draw(
+        st.sampled_from(
+            [
+                "good",
+                "good",
+                "good",
+                "good_multiline",
+                "blank",
+                "unknown_winner",
+                "self_comparison",
+                "missing_field",
+                "field_count",
+                "control_character",
+            ]
+        )
+    )
     a, b = draw(st.lists(st.sampled_from(MODELS), min_size=2, max_size=2, unique=True))
     label = draw(st.sampled_from(sorted(GOOD_LABELS)))
     if kind == "good":

@@ -1,5 +1,6 @@
 """`glide-eval judge`: run-directory reader, append-only store, pair scheduler, web app (Starlette
 TestClient). Every CSV written here is read back with human_eval's own reader."""
+
 from __future__ import annotations
 
 import io
@@ -30,30 +31,43 @@ from human_eval.judgments import read_judgments
 
 
 def row(k: int, rater: str = "r1", **over) -> dict:
-    base = {"model_a": "cfg:3", "model_b": "unguided", "winner": "a", "question": "photorealism",
-            "prompt_id": k, "rater_id": rater, "timestamp": utc_timestamp(), "judgment_id": f"{k:032x}",
-            "left_model": "cfg:3", "right_model": "unguided", "image_a": f"run/cfg-3/{k:06d}",
-            "image_b": f"run/unguided/{k:06d}", "seed": 7, "caption": "a, \"quoted\" caption"}
+    base = {
+        "model_a": "cfg:3",
+        "model_b": "unguided",
+        "winner": "a",
+        "question": "photorealism",
+        "prompt_id": k,
+        "rater_id": rater,
+        "timestamp": utc_timestamp(),
+        "judgment_id": f"{k:032x}",
+        "left_model": "cfg:3",
+        "right_model": "unguided",
+        "image_a": f"run/cfg-3/{k:06d}",
+        "image_b": f"run/unguided/{k:06d}",
+        "seed": 7,
+        "caption": 'a, "quoted" caption',
+    }
     return {**base, **over}
 
 
 # ---------------------------------------------------------------- store
 
+
 def test_store_appends_once_survives_reopen_and_torn_tail(tmp_path):
     path = tmp_path / "j.csv"
     with JudgmentStore(path) as store:
         assert store.append(row(1)) and store.append(row(2, winner="tie"))
-        assert not store.append(row(1, winner="b"))          # same judgment id: not written again
+        assert not store.append(row(1, winner="b"))  # same judgment id: not written again
     assert path.read_text().count("\n") == 3
-    with open(path, "ab") as f:                              # a kill in the middle of a write
+    with open(path, "ab") as f:  # a kill in the middle of a write
         f.write(b"cfg:3,unguided,a,photo")
     with JudgmentStore(path) as store:
         assert store.repaired_bytes == len(b"cfg:3,unguided,a,photo")
         assert [r["judgment_id"] for r in store.rows()] == [f"{1:032x}", f"{2:032x}"]
         assert not store.append(row(2)) and store.append(row(3))
-    frame = read_judgments(path).frame                       # the reader `glide-eval elo` uses
+    frame = read_judgments(path).frame  # the reader `glide-eval elo` uses
     assert list(frame["winner"]) == ["a", "tie", "a"] and list(frame["prompt_id"]) == ["1", "2", "3"]
-    assert list(frame.columns[:len(COLUMNS)]) == list(COLUMNS)
+    assert list(frame.columns[: len(COLUMNS)]) == list(COLUMNS)
 
 
 def test_store_refuses_a_second_writer_other_headers_and_line_breaks(tmp_path):
@@ -73,9 +87,11 @@ def test_store_refuses_a_second_writer_other_headers_and_line_breaks(tmp_path):
 def test_store_concurrent_appends_and_undo(tmp_path):
     path = tmp_path / "j.csv"
     with JudgmentStore(path) as store:
+
         def rater(r):
             for k in range(50):
                 store.append(row(r * 1000 + k, rater=f"r{r}"))
+
         threads = [threading.Thread(target=rater, args=(r,)) for r in range(4)]
         for t in threads:
             t.start()
@@ -95,6 +111,7 @@ def test_store_concurrent_appends_and_undo(tmp_path):
 
 # ---------------------------------------------------------------- scheduler
 
+
 def test_covariance_is_the_inverse_fisher_information_of_the_elo_likelihood():
     rng = np.random.default_rng(0)
     m = 5
@@ -104,7 +121,7 @@ def test_covariance_is_the_inverse_fisher_information_of_the_elo_likelihood():
     n = rng.integers(5, 50, len(i)).astype(float)
     p = 1 / (1 + np.exp(theta[j] - theta[i]))
     pc = PairCounts([str(k) for k in range(m)], i, j, np.stack([n * p, n * (1 - p), 0 * n], 1))
-    eps, hess = 1e-5, np.zeros((m, m))     # numerical Hessian of human_eval's own loss
+    eps, hess = 1e-5, np.zeros((m, m))  # numerical Hessian of human_eval's own loss
     for k in range(m):
         d = np.zeros(m)
         d[k] = eps
@@ -112,7 +129,7 @@ def test_covariance_is_the_inverse_fisher_information_of_the_elo_likelihood():
     centre = np.eye(m) - 1 / m
     np.testing.assert_allclose(rating_covariance(theta, i, j, n), centre @ np.linalg.pinv(hess) @ centre, atol=1e-6)
     after = variance_after_one_more(theta, rating_covariance(theta, i, j, n), i, j)
-    for k in range(len(i)):                # rank-one update == recomputing with one more judgment
+    for k in range(len(i)):  # rank-one update == recomputing with one more judgment
         more = n.copy()
         more[k] += 1
         np.testing.assert_allclose(after[k], np.diag(rating_covariance(theta, i, j, more)), rtol=1e-8)
@@ -123,7 +140,7 @@ def test_balanced_spreads_evenly_and_adaptive_favours_informative_pairs():
     n = np.array([3, 1, 1, 2])
     picks = {balanced_choice(n, rng) for _ in range(50)}
     assert picks == {1, 2}
-    ratings = np.array([0.0, 40.0, 80.0, 700.0])       # model 3 far above the rest
+    ratings = np.array([0.0, 40.0, 80.0, 700.0])  # model 3 far above the rest
     m = len(ratings)
     i, j = np.triu_indices(m, 1)
     p = 1 / (1 + 10 ** ((ratings[j] - ratings[i]) / 400))
@@ -137,12 +154,13 @@ def test_balanced_spreads_evenly_and_adaptive_favours_informative_pairs():
     theta = fit_elo(PairCounts([str(k) for k in range(m)], i, j, counts)) / ELO_PER_NAT
     final = np.diag(rating_covariance(theta, i, j, counts.sum(1))).max()
     balanced = np.diag(rating_covariance(theta, i, j, np.full(len(i), 400 / len(i)))).max()
-    assert final < 0.9 * balanced       # same 400 judgments, narrower widest interval
+    assert final < 0.9 * balanced  # same 400 judgments, narrower widest interval
 
 
 def test_scheduler_balances_questions_pairs_and_prompts():
-    s = Scheduler(["a", "b", "c"], ["photorealism", "caption"], {(0, 1): [0, 1], (0, 2): [0, 1], (1, 2): [0, 1]},
-                  seed=3)
+    s = Scheduler(
+        ["a", "b", "c"], ["photorealism", "caption"], {(0, 1): [0, 1], (0, 2): [0, 1], (1, 2): [0, 1]}, seed=3
+    )
     seen = []
     for k in range(12):
         t = s.next_trial("r1", f"t{k}")
@@ -153,6 +171,7 @@ def test_scheduler_balances_questions_pairs_and_prompts():
 
 
 # ---------------------------------------------------------------- run directories
+
 
 def test_catalog_reads_png_and_npz_runs_and_names_models(tmp_path):
     run = write_run(tmp_path)
@@ -180,11 +199,12 @@ def test_runs_without_images_or_with_other_captions_are_refused(tmp_path):
     with pytest.raises(JudgeImagesError, match="different captions at sample 2"):
         build_catalog([a, b])
     c = write_run(tmp_path, "c", save=("cfg-3", "unguided"))
-    both = build_catalog([a, c])          # unguided in both runs: named by run
+    both = build_catalog([a, c])  # unguided in both runs: named by run
     assert both.models == ["a/unguided", "c/unguided", "cfg:3"]
 
 
 # ---------------------------------------------------------------- web app
+
 
 @pytest.fixture
 def session(tmp_path):
@@ -213,12 +233,12 @@ def test_answers_are_written_in_the_elo_schema(session, tmp_path):
         images = app.catalog.images
         assert shown["left_image"] == app.image_url(images[left_model][trial["prompt_id"]].image_id)
         assert shown["right_image"] == app.image_url(images[right_model][trial["prompt_id"]].image_id)
-        text = json.dumps(shown)                   # raters judge blind: no model or setting names
+        text = json.dumps(shown)  # raters judge blind: no model or setting names
         assert not any(name in text for name in ("unguided", "cfg:1", "cfg:3", "cfg-1", "cfg-3"))
         assert shown["caption"] == CAPTIONS[trial["prompt_id"]]
         winner = {"left": left_model, "right": right_model, "tie": "tie"}[side]
         expected.append((trial["trial_id"], winner, left_model))
-    assert answer(client, trial, "left").json()["status"] == "duplicate"      # resent: not written twice
+    assert answer(client, trial, "left").json()["status"] == "duplicate"  # resent: not written twice
     judgments = read_judgments(app.store.path)
     assert judgments.issues == [] and len(judgments.frame) == 12
     for (jid, winner, left), r in zip(expected, judgments.frame.itertuples()):
@@ -226,8 +246,9 @@ def test_answers_are_written_in_the_elo_schema(session, tmp_path):
         assert winner == ("tie" if r.winner == "tie" else (r.model_a if r.winner == "a" else r.model_b))
         assert r.image_a == f"run/{r.model_a.replace(':', '-')}/{int(r.prompt_id):06d}"
     assert sorted(judgments.frame["question"].value_counts().tolist()) == [6, 6]
-    res = CliRunner().invoke(main, ["elo", str(app.store.path), "--rounds", "20", "--l2", "0.1",
-                                    "--out", str(tmp_path / "elo")])
+    res = CliRunner().invoke(
+        main, ["elo", str(app.store.path), "--rounds", "20", "--l2", "0.1", "--out", str(tmp_path / "elo")]
+    )
     assert res.exit_code == 0, res.output
     assert "dropped" not in res.output
 
@@ -254,11 +275,13 @@ def test_bad_requests_get_4xx_and_write_nothing(session):
     for data, status, message in cases:
         res = client.post("/api/answer", json=data)
         assert res.status_code == status and message in res.json()["error"], (data, res.text)
-    res = client.post("/api/answer", content=b"{" + b" " * MAX_BODY + b"}",
-                      headers={"content-type": "application/json"})
+    res = client.post(
+        "/api/answer", content=b"{" + b" " * MAX_BODY + b"}", headers={"content-type": "application/json"}
+    )
     assert res.status_code == 413
-    chunked = client.post("/api/answer", content=iter([b"{", b" " * MAX_BODY, b"}"]),
-                          headers={"content-type": "application/json"})       # no content-length
+    chunked = client.post(
+        "/api/answer", content=iter([b"{", b" " * MAX_BODY, b"}"]), headers={"content-type": "application/json"}
+    )  # no content-length
     assert chunked.status_code == 413
     assert client.post("/api/answer", content=b"[1]", headers={"content-type": "application/json"}).status_code == 400
     assert client.post("/api/answer", content=b"{oops", headers={"content-type": "application/json"}).status_code == 400
@@ -277,12 +300,18 @@ def test_images_only_from_the_run_directories(session, tmp_path):
     (tmp_path / "secret.png").write_bytes(b"not for raters")
     target = run / "images/cfg-3/000003.png"
     target.unlink()
-    os.symlink(tmp_path / "secret.png", target)                 # a symlink out of the run directory
+    os.symlink(tmp_path / "secret.png", target)  # a symlink out of the run directory
     assert client.get(app.image_url("run/cfg-3/000003")).status_code == 403
-    assert client.get("/image/run/unguided/000002.png").status_code == 404      # names are not URLs
-    for url in ["/image/run/../../secret.png", "/image/%2e%2e/%2e%2e/secret.png",
-                "/image/run/unguided/..%2f..%2fconfig.toml", app.image_url("run/unguided/000002")[:-4],
-                "/image/run/config.toml", "/image/%2fetc%2fpasswd", "/image/run/cfg-3/000099.png"]:
+    assert client.get("/image/run/unguided/000002.png").status_code == 404  # names are not URLs
+    for url in [
+        "/image/run/../../secret.png",
+        "/image/%2e%2e/%2e%2e/secret.png",
+        "/image/run/unguided/..%2f..%2fconfig.toml",
+        app.image_url("run/unguided/000002")[:-4],
+        "/image/run/config.toml",
+        "/image/%2fetc%2fpasswd",
+        "/image/run/cfg-3/000099.png",
+    ]:
         res = client.get(url)
         assert 400 <= res.status_code < 500 and b"not for raters" not in res.content, url
 
@@ -317,12 +346,12 @@ def test_undo_restart_and_elo_page(session, tmp_path):
     assert len(read_judgments(app.store.path).frame) == 0
     pending = client.post("/api/next", json={"rater_id": "r1"}).json()["trial"]
     answer(client, trial, "right")
-    app.store.close()                                   # "restart": a new app on the same files
+    app.store.close()  # "restart": a new app on the same files
     with JudgmentStore(app.store.path) as store:
         again = JudgeApp(build_catalog([run]), store, ["photorealism", "caption"], target=20)
         with TestClient(again.app) as client2:
             assert answer(client2, trial, "left").json()["status"] == "duplicate"
-            assert answer(client2, pending, "tie").json()["status"] == "recorded"   # handed out before
+            assert answer(client2, pending, "tie").json()["status"] == "recorded"  # handed out before
             rng = np.random.default_rng(5)
             for _ in range(40):
                 t = client2.post("/api/next", json={"rater_id": "r2"}).json()["trial"]
@@ -334,10 +363,11 @@ def test_undo_restart_and_elo_page(session, tmp_path):
     assert counts["judgments"] == 42 and sum(p["n"] for p in counts["pairs"]) == 42
     assert "Current Elo ratings" in page and "Not enough" not in page
     assert all(f"<td>{m}</td>" in page for m in ("unguided", "cfg:1", "cfg:3"))
-    for p in counts["pairs"]:                   # the operator's per-pair counts, also on /elo
+    for p in counts["pairs"]:  # the operator's per-pair counts, also on /elo
         assert f"<td>{p['question']}</td><td>{p['model_a']}</td><td>{p['model_b']}</td><td>{p['n']}</td>" in page
     assert sorted(frame.groupby(["question", "model_a", "model_b"]).size().tolist()) == sorted(
-        p["n"] for p in counts["pairs"] if p["n"])
+        p["n"] for p in counts["pairs"] if p["n"]
+    )
 
 
 def test_a_real_sweep_with_saved_images_is_served_pixel_exact(tmp_path, monkeypatch):
@@ -351,8 +381,10 @@ def test_a_real_sweep_with_saved_images_is_served_pixel_exact(tmp_path, monkeypa
 
     monkeypatch.chdir(tmp_path)
     for fmt in ("npz", "png"):
-        config = load_config(test_sweep.write_config(tmp_path, name=f"{fmt}.toml", n=7, shard_size=4, batch_size=3,
-                                                     clip="[]"), {"run": {"output_dir": f"out-{fmt}"}})
+        config = load_config(
+            test_sweep.write_config(tmp_path, name=f"{fmt}.toml", n=7, shard_size=4, batch_size=3, clip="[]"),
+            {"run": {"output_dir": f"out-{fmt}"}},
+        )
         run_sweep(config, save_images=fmt, progress=False, log=lambda msg: None)
         catalog = build_catalog([config.output_dir])
         assert catalog.models == ["unguided", "cfg:1", "cfg:3"] and len(catalog.captions) == 7

@@ -4,6 +4,7 @@ mid-way (one answer given while it is down) and restarted; the CSV must hold exa
 judgments made, `glide-eval elo` must read it with zero invalid rows, and a 1280x800
 screenshot must show the caption and both images. Skipped where chromium or chromedriver is
 absent (CI installs both with apt)."""
+
 from __future__ import annotations
 
 import http.client
@@ -32,8 +33,10 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 ROOT = Path(__file__).resolve().parents[1]
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None or CHROMEDRIVER is None,
-                                reason="chromium and chromedriver are not installed (apt: chromium chromium-driver)")
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None or CHROMEDRIVER is None,
+    reason="chromium and chromedriver are not installed (apt: chromium chromium-driver)",
+)
 
 
 def free_port() -> int:
@@ -44,10 +47,27 @@ def free_port() -> int:
 
 def start_server(run: Path, out: Path, port: int, log: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    with open(log, "ab") as err:      # the child keeps its own descriptor
-        proc = subprocess.Popen([sys.executable, "-m", "glide_eval", "judge", str(run), "--out", str(out),
-                                 "--port", str(port), "--seed", "1", "--target", "20"],
-                                stdout=subprocess.DEVNULL, stderr=err, env=env)
+    with open(log, "ab") as err:  # the child keeps its own descriptor
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "glide_eval",
+                "judge",
+                str(run),
+                "--out",
+                str(out),
+                "--port",
+                str(port),
+                "--seed",
+                "1",
+                "--target",
+                "20",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env=env,
+        )
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         try:
@@ -77,16 +97,27 @@ def make_driver(profile: Path):
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
-    os.environ["SE_OFFLINE"] = "true"                 # selenium-manager must not download anything
+    os.environ["SE_OFFLINE"] = "true"  # selenium-manager must not download anything
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1280,800"):
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--window-size=1280,800",
+    ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER), options=options)
-    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
-                           {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False})
+    driver.execute_cdp_cmd(
+        "Emulation.setDeviceMetricsOverride", {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False}
+    )
     return driver
 
 
@@ -138,7 +169,7 @@ def test_judging_in_chromium_survives_a_killed_server(tmp_path):
     out, log, port = tmp_path / "judgments.csv", tmp_path / "server.log", free_port()
     server = start_server(run, out, port, log)
     driver = make_driver(tmp_path / "profile")
-    made: list[tuple[str, str, dict]] = []          # (judgment id, side answered, trial)
+    made: list[tuple[str, str, dict]] = []  # (judgment id, side answered, trial)
     try:
         driver.get(f"http://127.0.0.1:{port}/")
         driver.find_element(By.ID, "rater-input").send_keys("tester_1")
@@ -148,9 +179,13 @@ def test_judging_in_chromium_survives_a_killed_server(tmp_path):
             return driver.execute_script("return document.body.dataset.trial || ''")
 
         wait_for(trial_id, "the first trial")
-        wait_for(lambda: driver.execute_script(
-            "return ['left','right'].every(i => document.getElementById(i).complete"
-            " && document.getElementById(i).naturalWidth > 0)"), "both images")
+        wait_for(
+            lambda: driver.execute_script(
+                "return ['left','right'].every(i => document.getElementById(i).complete"
+                " && document.getElementById(i).naturalWidth > 0)"
+            ),
+            "both images",
+        )
         check_screenshot(driver, tmp_path / "judge_1280x800.png", run)
         body = driver.find_element(By.TAG_NAME, "body")
         mouse = {"left": "left", "right": "btn-right", "tie": "btn-tie"}
@@ -172,7 +207,7 @@ def test_judging_in_chromium_survives_a_killed_server(tmp_path):
 
         for k in range(10):
             judge(k)
-            if k == 4:                                  # undo the fifth answer, then answer it again
+            if k == 4:  # undo the fifth answer, then answer it again
                 undone = made.pop()
                 body.send_keys(Keys.BACKSPACE)
                 wait_for(lambda undone=undone: trial_id() == undone[0], "the undone trial back on screen")
@@ -181,7 +216,7 @@ def test_judging_in_chromium_survives_a_killed_server(tmp_path):
         assert int(driver.execute_script("return document.body.dataset.done")) == 10
         server.send_signal(signal.SIGKILL)
         server.wait(10)
-        judge(10, down=True)                            # answered while the server is dead
+        judge(10, down=True)  # answered while the server is dead
         server = start_server(run, out, port, log)
         before = made[-1][0]
         wait_for(lambda: trial_id() not in ("", before), "the page to resend the answer after the restart")
@@ -209,11 +244,17 @@ def check_csv(out: Path, made: list[tuple[str, str, dict]], run: Path, tmp_path:
     for (_, side, trial), r in zip(made, frame.itertuples(), strict=True):
         model_a, model_b, left, right = models_of(run, trial)
         assert (r.model_a, r.model_b, r.left_model, r.right_model, int(r.prompt_id)) == (
-            model_a, model_b, left, right, trial["prompt_id"])
+            model_a,
+            model_b,
+            left,
+            right,
+            trial["prompt_id"],
+        )
         won = {"left": left, "right": right, "tie": "tie"}[side]
         assert won == ("tie" if r.winner == "tie" else (r.model_a if r.winner == "a" else r.model_b))
         assert r.rater_id == "tester_1"
-    res = CliRunner().invoke(main, ["elo", str(out), "--rounds", "50", "--l2", "0.1", "--json",
-                                    "--out", str(tmp_path / "elo")])
+    res = CliRunner().invoke(
+        main, ["elo", str(out), "--rounds", "50", "--l2", "0.1", "--json", "--out", str(tmp_path / "elo")]
+    )
     assert res.exit_code == 0, res.output
     assert json.loads(res.stdout)["rows"] == {"read": 20, "used": 20, "dropped": 0}

@@ -1,5 +1,6 @@
 """The layering of issue 17, measured from the code's own imports and definitions (tools/layers.py),
 checked against a small project built here with known circles, upward and function-level imports."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -25,19 +26,24 @@ def test_the_tool_finds_known_circles_upward_and_function_level_imports(tmp_path
     """A made-up tree with one circle (a <-> b, one edge inside a function), one library module
     importing glide_eval, one domain module importing the CLI, and a 90-line function."""
     body = "\n".join(f"    x{i} = {i}" for i in range(88))
-    _write(tmp_path, {
-        "glide_eval/__init__.py": "",
-        "glide_eval/a.py": "from glide_eval import b\n",
-        "glide_eval/b.py": "def f():\n    from glide_eval.a import thing\n    return thing\n",
-        "glide_eval/c.py": "from glide_eval.cli import echo\n",
-        "glide_eval/cli/__init__.py": "import glide_eval.a\n",
-        "glide_eval/long.py": f"def long():\n{body}\n    return 0\n",
-        "metrics/__init__.py": "",
-        "metrics/x.py": "import glide_eval.a\nfrom metrics import y\n",
-        "metrics/y.py": "",
-        "reports/__init__.py": "", "samplers/__init__.py": "", "human_eval/__init__.py": "",
-        "torchvision_compat/__init__.py": "",
-    })
+    _write(
+        tmp_path,
+        {
+            "glide_eval/__init__.py": "",
+            "glide_eval/a.py": "from glide_eval import b\n",
+            "glide_eval/b.py": "def f():\n    from glide_eval.a import thing\n    return thing\n",
+            "glide_eval/c.py": "from glide_eval.cli import echo\n",
+            "glide_eval/cli/__init__.py": "import glide_eval.a\n",
+            "glide_eval/long.py": f"def long():\n{body}\n    return 0\n",
+            "metrics/__init__.py": "",
+            "metrics/x.py": "import glide_eval.a\nfrom metrics import y\n",
+            "metrics/y.py": "",
+            "reports/__init__.py": "",
+            "samplers/__init__.py": "",
+            "human_eval/__init__.py": "",
+            "torchvision_compat/__init__.py": "",
+        },
+    )
     m = layers.measure(tmp_path)
     assert m["circles"] == [["glide_eval.a", "glide_eval.b"]]
     assert sorted(u.split(":")[0] for u in m["upward_imports"]) == ["glide_eval.c", "metrics.x"]

@@ -1,6 +1,7 @@
 """Issue 19 items 7-8: `glide-eval metrics` refuses silent wrong numbers (resolution mismatch, a
 --ref folder without the reference protocol, an unknown Inception file, too few images for the IS
 splits); `sample --guidance cfg` without a scale is an error."""
+
 import json
 import types
 
@@ -20,6 +21,7 @@ from samplers.guidance_specs import parse_guidance
 
 class _MeanStd:
     """Stand-in image extractor: per-channel mean and std, and logits from them."""
+
     kind, name, weights_sha256 = "image", "mean-std-test", "2" * 64
 
     def __call__(self, images):
@@ -60,13 +62,16 @@ def test_resolution_mismatch_is_refused_unless_allowed(tmp_path):
     assert res.exit_code == 0, res.output
     assert "warning: the generated images are 8px" in res.stderr
     doc = json.loads(res.stdout)
-    assert doc["provenance"]["warnings"] == ["the generated images are 8px but the reference was made at 16px; "
-                                             "FID and precision/recall across resolutions measure the resize, "
-                                             "not the model"]
-    stats.meta["resolution"] = 8                       # same size: no complaint, same FID as allowed above
+    assert doc["provenance"]["warnings"] == [
+        "the generated images are 8px but the reference was made at 16px; "
+        "FID and precision/recall across resolutions measure the resize, "
+        "not the model"
+    ]
+    stats.meta["resolution"] = 8  # same size: no complaint, same FID as allowed above
     stats.save(tmp_path / "ref8.npz")
-    same = _cli("metrics", "--gen", gen, "--ref", tmp_path / "ref8.npz", "--fid", "--extractor", "mean-std-test",
-                "--json")
+    same = _cli(
+        "metrics", "--gen", gen, "--ref", tmp_path / "ref8.npz", "--fid", "--extractor", "mean-std-test", "--json"
+    )
     assert same.exit_code == 0 and json.loads(same.stdout)["fid"] == doc["fid"]
 
 
@@ -82,8 +87,9 @@ def test_ref_folder_gets_the_reference_protocol(tmp_path):
     ref_acc, gen_acc = FeatureAccumulator(ext), FeatureAccumulator(ext)
     for path in sorted(raw.iterdir()):
         ref_acc.add(torch.from_numpy(preprocess_image(Image.open(path), 16, "center"))[None])
-    gen_acc.add(torch.from_numpy(np.stack([np.asarray(Image.open(p)).transpose(2, 0, 1)
-                                           for p in sorted(gen.iterdir())])))
+    gen_acc.add(
+        torch.from_numpy(np.stack([np.asarray(Image.open(p)).transpose(2, 0, 1) for p in sorted(gen.iterdir())]))
+    )
     expected = calculate_metrics(gen_acc, ref_acc, fid=True, isc=False, prc=True)
     assert got["fid"] == pytest.approx(expected["fid"], rel=1e-9)
     assert (got["precision"], got["recall"]) == (expected["precision"], expected["recall"])
@@ -100,7 +106,7 @@ def test_ref_folder_needs_a_resolution_when_samples_do_not_give_one(tmp_path):
 
 
 @pytest.mark.slow
-def test_unknown_inception_file_refused_unless_allowed(tmp_path):      # ~6 s: builds and runs an Inception
+def test_unknown_inception_file_refused_unless_allowed(tmp_path):  # ~6 s: builds and runs an Inception
     from metrics.testing import make_random_inception
 
     weights = make_random_inception(tmp_path)
@@ -115,13 +121,14 @@ def test_unknown_inception_file_refused_unless_allowed(tmp_path):      # ~6 s: b
 
 
 def test_check_known_weights_accepts_the_known_prefix():
-    known = types.SimpleNamespace(name=INCEPTION, weights_sha256=INCEPTION_SHA256_PREFIX + "0" * 56,
-                                  weights_path="w.pth")
+    known = types.SimpleNamespace(
+        name=INCEPTION, weights_sha256=INCEPTION_SHA256_PREFIX + "0" * 56, weights_path="w.pth"
+    )
     check_known_weights(known)
     other = types.SimpleNamespace(name=INCEPTION, weights_sha256="0" * 64, weights_path="w.pth")
     with pytest.raises(ExtractorError, match="w.pth: not torch-fidelity's"):
         check_known_weights(other)
-    check_known_weights(_MeanStd())                    # other extractors: nothing to check
+    check_known_weights(_MeanStd())  # other extractors: nothing to check
 
 
 def test_isc_splits(tmp_path):
@@ -148,8 +155,12 @@ def test_guidance_needs_a_scale():
     for spec in ("cfg", "clip", "cfg:", " clip : "):
         with pytest.raises(ValueError, match="needs a scale"):
             parse_guidance(spec)
-    for spec, what in (("cfg:abc", "not a number"), ("cfg:nan", "finite"), ("none:3", "takes no scale"),
-                       ("foo:1", "unknown guidance")):
+    for spec, what in (
+        ("cfg:abc", "not a number"),
+        ("cfg:nan", "finite"),
+        ("none:3", "takes no scale"),
+        ("foo:1", "unknown guidance"),
+    ):
         with pytest.raises(ValueError, match=what):
             parse_guidance(spec)
 

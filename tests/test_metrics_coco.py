@@ -1,4 +1,5 @@
 """MS-COCO reading, reference images and cached statistics, and the CLI, on a synthetic COCO folder."""
+
 import json
 
 import numpy as np
@@ -25,6 +26,7 @@ from metrics.features import FeatureAccumulator
 
 class ColourStats:
     """Cheap stand-in image extractor: per-channel mean/std and a coarse colour histogram."""
+
     kind, name, weights_sha256 = "image", "colour-stats", "0" * 64
 
     def __call__(self, images):
@@ -85,8 +87,9 @@ def test_caption_sample_is_seeded_and_saved(coco, tmp_path, monkeypatch):
     with pytest.raises(CocoError, match="asked for 31 captions but the annotations hold 30"):
         sample_caption_records(coco, n=31)
     out = tmp_path / "caps.csv"
-    result = CliRunner().invoke(main, ["coco-captions", "--coco", str(coco), "--n", "12", "--seed", "3",
-                                       "--out", str(out)])
+    result = CliRunner().invoke(
+        main, ["coco-captions", "--coco", str(coco), "--n", "12", "--seed", "3", "--out", str(out)]
+    )
     assert result.exit_code == 0, result.output
     pd.testing.assert_frame_equal(pd.read_csv(out), a)
 
@@ -101,14 +104,13 @@ def test_preprocess_crop_and_modes():
     assert out.shape == (3, 32, 32) and out.dtype == np.uint8
     assert (out[1] == 255).all() and (out[0] == 0).all() and (out[2] == 0).all()
     # 'adm' resizes the short side then crops: same centre for this image
-    np.testing.assert_array_equal(preprocess_image(Image.fromarray(arr), 32, "adm")[:, 4:-4, 4:-4],
-                                  out[:, 4:-4, 4:-4])
+    np.testing.assert_array_equal(preprocess_image(Image.fromarray(arr), 32, "adm")[:, 4:-4, 4:-4], out[:, 4:-4, 4:-4])
     grey = preprocess_image(Image.fromarray(np.full((40, 50), 77, np.uint8)), 16)
     assert (grey == 77).all()
     cmyk = preprocess_image(Image.fromarray(np.full((40, 40, 3), (200, 10, 10), np.uint8)).convert("CMYK"), 16)
     assert abs(int(cmyk[0, 0, 0]) - 200) <= 2 and cmyk[1].max() <= 12
     rgba = Image.fromarray(np.full((20, 20, 4), 90, np.uint8), "RGBA")
-    assert (preprocess_image(rgba, 8) == round((90 * 90 + 255 * 165) / 255)).all()   # onto white (metrics.images)
+    assert (preprocess_image(rgba, 8) == round((90 * 90 + 255 * 165) / 255)).all()  # onto white (metrics.images)
     # the BOX halving keeps exact block means: 4x4 checker of 2x2 blocks -> 2x2 means
     big = np.kron(np.array([[0, 200], [100, 40]], np.uint8), np.ones((64, 64), np.uint8))
     small = preprocess_image(Image.fromarray(big), 2)
@@ -159,8 +161,21 @@ def test_coco_reference_cache_and_invalidation(coco, tmp_path):
 def test_metrics_cli_end_to_end(coco, tmp_path):
     runner = CliRunner()
     ref = tmp_path / "ref.npz"
-    r = runner.invoke(main, ["coco-reference", "--coco", str(coco), "--resolution", "16", "--out", str(ref),
-                             "--extractor", "colour-stats", "--json"])
+    r = runner.invoke(
+        main,
+        [
+            "coco-reference",
+            "--coco",
+            str(coco),
+            "--resolution",
+            "16",
+            "--out",
+            str(ref),
+            "--extractor",
+            "colour-stats",
+            "--json",
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["n"] == len(SIZES)
     rng = np.random.default_rng(1)
@@ -172,26 +187,53 @@ def test_metrics_cli_end_to_end(coco, tmp_path):
         Image.fromarray(im).save(folder / f"{i:03d}.png")
     outputs = []
     for source in (tmp_path / "gen.npz", folder):
-        r = runner.invoke(main, ["metrics", "--gen", str(source), "--ref", str(ref), "--extractor", "colour-stats",
-                                 "--fid", "--prc", "--isc", "--json"])
+        r = runner.invoke(
+            main,
+            [
+                "metrics",
+                "--gen",
+                str(source),
+                "--ref",
+                str(ref),
+                "--extractor",
+                "colour-stats",
+                "--fid",
+                "--prc",
+                "--isc",
+                "--json",
+            ],
+        )
         assert r.exit_code == 0, r.output
         outputs.append(json.loads(r.output))
     assert outputs[0]["fid"] == pytest.approx(outputs[1]["fid"], rel=1e-6) and outputs[0]["n_gen"] == 10
     feats = ColourStats()(torch.from_numpy(gen).permute(0, 3, 1, 2))
-    direct = calculate_metrics({"pool": feats["pool"].numpy(), "logits_unbiased": feats["logits_unbiased"].numpy()},
-                               ReferenceStats.load(ref))
+    direct = calculate_metrics(
+        {"pool": feats["pool"].numpy(), "logits_unbiased": feats["logits_unbiased"].numpy()}, ReferenceStats.load(ref)
+    )
     assert outputs[0]["fid"] == pytest.approx(direct["fid"], rel=1e-6)  # float32 reductions: layout
     assert outputs[0]["precision"] == direct["precision"] and outputs[0]["is"] == pytest.approx(direct["is"])
     # errors name the file
     r = runner.invoke(main, ["metrics", "--gen", str(tmp_path / "gen.npz"), "--ref", str(ref), "--fid"])
     assert r.exit_code != 0
     np.savez(tmp_path / "bad.npz", arr_0=gen.astype(np.float32))
-    r = runner.invoke(main, ["metrics", "--gen", str(tmp_path / "bad.npz"), "--ref", str(ref),
-                             "--extractor", "colour-stats"])
+    r = runner.invoke(
+        main, ["metrics", "--gen", str(tmp_path / "bad.npz"), "--ref", str(ref), "--extractor", "colour-stats"]
+    )
     assert r.exit_code != 0 and "bad.npz: arr_0 must be uint8" in r.output
     other_ref = ReferenceStats.load(ref)
     other_ref.meta["extractor"] = "inception-v3-compat"
     other_ref.save(tmp_path / "other.npz")
-    r = runner.invoke(main, ["metrics", "--gen", str(tmp_path / "gen.npz"), "--ref", str(tmp_path / "other.npz"),
-                             "--extractor", "colour-stats", "--fid"])
+    r = runner.invoke(
+        main,
+        [
+            "metrics",
+            "--gen",
+            str(tmp_path / "gen.npz"),
+            "--ref",
+            str(tmp_path / "other.npz"),
+            "--extractor",
+            "colour-stats",
+            "--fid",
+        ],
+    )
     assert r.exit_code != 0 and "other.npz" in r.output and "colour-stats" in r.output

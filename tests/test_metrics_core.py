@@ -1,4 +1,5 @@
 """Metric maths: closed forms, and equality with torch-fidelity's own metric functions."""
+
 import numpy as np
 import pytest
 import torch
@@ -54,7 +55,7 @@ def test_fid_guards():
     x1, x2 = x - x.mean(0), y - y.mean(0)  # exact: tr sqrt(S1 S2) = sum of singular values of X1 X2^T / ...
     tr = np.linalg.svd(x1 @ x2.T, compute_uv=False).sum() / np.sqrt(6 * 8)
     d = x.mean(0) - y.mean(0)
-    exact = d @ d + (x1 ** 2).sum() / 6 + (x2 ** 2).sum() / 8 - 2 * tr
+    exact = d @ d + (x1**2).sum() / 6 + (x2**2).sum() / 8 - 2 * tr
     assert frechet_distance(mu, s, *gaussian_statistics(y)) == pytest.approx(exact, rel=1e-11)
 
 
@@ -64,8 +65,9 @@ def test_inception_score_closed_forms():
     confident = torch.full((k * m, k), -100.0, dtype=torch.float64)
     confident[torch.arange(k * m), torch.arange(k * m) % k] = 100.0
     assert inception_score(confident, splits=1)[0] == pytest.approx(k, rel=1e-12)
-    assert inception_score(confident.numpy(), splits=m, convention="guided-diffusion", split_size=k)[0] == \
-        pytest.approx(k, rel=1e-12)
+    assert inception_score(confident.numpy(), splits=m, convention="guided-diffusion", split_size=k)[
+        0
+    ] == pytest.approx(k, rel=1e-12)
     assert inception_score(np.zeros((50, 10)), splits=10) == pytest.approx((1.0, 0.0), abs=1e-12)
 
 
@@ -169,8 +171,12 @@ def test_nan_rows_counted_never_averaged():
 
 def test_calculate_metrics_against_direct_formulas(tmp_path):
     rng = np.random.default_rng(6)
-    gen = {"pool": rng.normal(0, 1, (120, 16)), "logits_unbiased": rng.normal(size=(120, 10)),
-           "clip_scores": rng.normal(30, 2, 120), "n_truncated": 4}
+    gen = {
+        "pool": rng.normal(0, 1, (120, 16)),
+        "logits_unbiased": rng.normal(size=(120, 10)),
+        "clip_scores": rng.normal(30, 2, 120),
+        "n_truncated": 4,
+    }
     ref_acc = FeatureAccumulator(meta={"extractor": None})
     ref_acc.add_features(rng.normal(0.3, 1.1, (150, 16)))
     ref = reference_from_accumulator(ref_acc, {"resolution": 64})

@@ -1,4 +1,5 @@
 """Extractors and the whole pipeline against torch-fidelity's calculate_metrics and open_clip."""
+
 import numpy as np
 import pytest
 import torch
@@ -38,7 +39,7 @@ def low_rank_exact_fid(g, r):
     n1, n2 = len(g), len(r)
     tr = np.linalg.svd(x1 @ x2.T, compute_uv=False).sum() / np.sqrt((n1 - 1) * (n2 - 1))
     d = g.mean(0) - r.mean(0)
-    return d @ d + (x1 ** 2).sum() / (n1 - 1) + (x2 ** 2).sum() / (n2 - 1) - 2 * tr
+    return d @ d + (x1**2).sum() / (n1 - 1) + (x2**2).sum() / (n2 - 1) - 2 * tr
 
 
 def test_extractor_features_equal_torch_fidelity_model(inception_path):
@@ -49,8 +50,9 @@ def test_extractor_features_equal_torch_fidelity_model(inception_path):
     ex = create_extractor("inception-v3-compat", inception_path)
     ex.batch_size = 2
     ours = ex(images)
-    model = FeatureExtractorInceptionV3("inception-v3-compat", ["2048", "logits_unbiased"],
-                                        feature_extractor_weights_path=str(inception_path))
+    model = FeatureExtractorInceptionV3(
+        "inception-v3-compat", ["2048", "logits_unbiased"], feature_extractor_weights_path=str(inception_path)
+    )
     with torch.no_grad():
         pool, logits = model(images)
     torch.testing.assert_close(ours["pool"], pool, rtol=1e-5, atol=1e-6)
@@ -68,9 +70,19 @@ def test_pipeline_equals_torch_fidelity(inception_path):
     gen[6:] = smooth_images(6, 40, 1)
     ref = smooth_images(12, 48, 2)
     theirs = torch_fidelity.calculate_metrics(
-        input1=_Images(gen), input2=_Images(ref), cuda=False, isc=True, fid=True, prc=True, isc_splits=3,
-        feature_extractor="inception-v3-compat", feature_extractor_weights_path=str(inception_path),
-        batch_size=12, cache=False, verbose=False)
+        input1=_Images(gen),
+        input2=_Images(ref),
+        cuda=False,
+        isc=True,
+        fid=True,
+        prc=True,
+        isc_splits=3,
+        feature_extractor="inception-v3-compat",
+        feature_extractor_weights_path=str(inception_path),
+        batch_size=12,
+        cache=False,
+        verbose=False,
+    )
     ex = create_extractor("inception-v3-compat", inception_path)
     g, r = FeatureAccumulator(ex), FeatureAccumulator(ex)
     for batch in gen.split(5):  # streamed in uneven batches
@@ -131,9 +143,14 @@ def test_clip_score_equals_direct_computation(tmp_path):
     ours, n_trunc = clip_scores(scorer, images, captions)
     # independent: a fresh model, torchvision transforms written out, the tokenizer, cosine
     model = open_clip.load_openai_model(str(path), precision="fp32", device="cpu").eval()
-    tf = transforms.Compose([transforms.Resize(32, interpolation=transforms.InterpolationMode.BICUBIC),
-                             transforms.CenterCrop(32), transforms.ToTensor(),
-                             transforms.Normalize(open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD)])
+    tf = transforms.Compose(
+        [
+            transforms.Resize(32, interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.CenterCrop(32),
+            transforms.ToTensor(),
+            transforms.Normalize(open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD),
+        ]
+    )
     pixels = torch.stack([tf(Image.fromarray(im.permute(1, 2, 0).numpy())) for im in images])
     with torch.no_grad():
         img = model.encode_image(pixels)
@@ -141,6 +158,11 @@ def test_clip_score_equals_direct_computation(tmp_path):
     direct = 100 * torch.nn.functional.cosine_similarity(img.double(), txt.double()).numpy()
     np.testing.assert_allclose(ours, direct, rtol=1e-5, atol=1e-4)
     assert n_trunc == 1
-    out = calculate_metrics({"pool": np.zeros((5, 2)), "clip_scores": ours, "n_truncated": n_trunc},
-                            fid=False, isc=False, prc=False, clip_score=True)
+    out = calculate_metrics(
+        {"pool": np.zeros((5, 2)), "clip_scores": ours, "n_truncated": n_trunc},
+        fid=False,
+        isc=False,
+        prc=False,
+        clip_score=True,
+    )
     assert out["clip_score"] == pytest.approx(direct.mean(), rel=1e-5) and out["clip_truncated"] == 1

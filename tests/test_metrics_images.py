@@ -1,5 +1,6 @@
 """metrics.images: one decoder, one rule per PIL mode, each checked against numpy arithmetic on the
 raw stored values (never the same PIL call), plus the issue's 16-bit PNG case end to end."""
+
 import io
 import json
 
@@ -47,7 +48,7 @@ def test_rgb_and_l_and_1():
 @pytest.mark.parametrize("mode,dtype", [("I;16", "<u2"), ("I;16L", "<u2"), ("I;16B", ">u2")])
 def test_sixteen_bit_grey(mode, dtype):
     v = RNG.integers(0, 65536, (H, W)).astype(np.int64)
-    v[0, :4] = [0, 128, 129, 65535]                       # round(128/257)=0, round(129/257)=1, max -> 255
+    v[0, :4] = [0, 128, 129, 65535]  # round(128/257)=0, round(129/257)=1, max -> 255
     img = Image.frombytes(mode, (W, H), v.astype(dtype).tobytes())
     expected = _round_div(v, 257)
     assert list(expected[0, :4]) == [0, 0, 1, 255]
@@ -87,8 +88,7 @@ def test_float_grey_in_unit_range_or_refused():
 
 
 def _white_composite(colour: np.ndarray, alpha: np.ndarray) -> np.ndarray:
-    return _round_div(colour.astype(np.int64) * alpha[..., None] + 255 * (255 - alpha[..., None].astype(np.int64)),
-                      255)
+    return _round_div(colour.astype(np.int64) * alpha[..., None] + 255 * (255 - alpha[..., None].astype(np.int64)), 255)
 
 
 def test_rgba_composited_onto_white():
@@ -96,8 +96,8 @@ def test_rgba_composited_onto_white():
     rgba[0, 0, 3], rgba[0, 1, 3] = 255, 0
     out = to_rgb(_roundtrip(Image.fromarray(rgba, "RGBA"), "PNG"))
     np.testing.assert_array_equal(out, _white_composite(rgba[..., :3], rgba[..., 3]))
-    np.testing.assert_array_equal(out[0, 0], rgba[0, 0, :3])    # opaque: exact colour
-    np.testing.assert_array_equal(out[0, 1], [255, 255, 255])   # transparent: background
+    np.testing.assert_array_equal(out[0, 0], rgba[0, 0, :3])  # opaque: exact colour
+    np.testing.assert_array_equal(out[0, 1], [255, 255, 255])  # transparent: background
 
 
 def test_la_composited_onto_white():
@@ -144,11 +144,12 @@ def test_cmyk_rule():
 def test_ycbcr_bt601():
     ycc = RNG.integers(0, 256, (H, W, 3), dtype=np.uint8)
     y, cb, cr = (ycc[..., c].astype(np.float64) for c in range(3))
-    rgb = np.stack([y + 1.402 * (cr - 128), y - 0.344136 * (cb - 128) - 0.714136 * (cr - 128),
-                    y + 1.772 * (cb - 128)], -1)
+    rgb = np.stack(
+        [y + 1.402 * (cr - 128), y - 0.344136 * (cb - 128) - 0.714136 * (cr - 128), y + 1.772 * (cb - 128)], -1
+    )
     expected = np.clip(np.rint(rgb), 0, 255)
     out = to_rgb(Image.fromarray(ycc, "YCbCr")).astype(np.float64)
-    assert np.abs(out - expected).max() <= 1         # Pillow's fixed-point tables: within one level
+    assert np.abs(out - expected).max() <= 1  # Pillow's fixed-point tables: within one level
 
 
 @pytest.mark.parametrize("mode", ["LAB", "HSV", "RGBa", "La"])
@@ -174,6 +175,7 @@ def test_unreadable_and_truncated_files_named(tmp_path):
 class _PixelStats:
     """Stand-in extractor: per-channel means and a few coarse pixel averages (features that move with
     every grey level, so a white 16-bit misread would show)."""
+
     kind, name, weights_sha256 = "image", "pixel-stats-test", "1" * 64
 
     def __call__(self, images):
@@ -192,14 +194,26 @@ def test_sixteen_bit_pngs_give_the_eight_bit_fid(tmp_path):
     for d in dirs.values():
         d.mkdir()
     for i in range(64):
-        v16 = rng.integers(0, 30000, (8, 8)).astype(np.uint16)        # dark: misread as white would show
+        v16 = rng.integers(0, 30000, (8, 8)).astype(np.uint16)  # dark: misread as white would show
         Image.fromarray(v16).save(dirs["g16"] / f"{i:03d}.png")
         Image.fromarray(_round_div(v16, 257)).save(dirs["g8"] / f"{i:03d}.png")
         Image.fromarray(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(dirs["ref"] / f"{i:03d}.png")
     fids = {}
     for name in ("g16", "g8"):
-        r = CliRunner().invoke(main, ["metrics", "--gen", str(dirs[name]), "--ref", str(dirs["ref"]), "--fid",
-                                      "--extractor", "pixel-stats-test", "--json"])
+        r = CliRunner().invoke(
+            main,
+            [
+                "metrics",
+                "--gen",
+                str(dirs[name]),
+                "--ref",
+                str(dirs["ref"]),
+                "--fid",
+                "--extractor",
+                "pixel-stats-test",
+                "--json",
+            ],
+        )
         assert r.exit_code == 0, r.output
         fids[name] = json.loads(r.output)["fid"]
     assert fids["g16"] == pytest.approx(fids["g8"], rel=1e-9)
@@ -212,6 +226,7 @@ def test_metrics_folder_with_a_truncated_file_names_it(tmp_path):
     for i in range(3):
         Image.fromarray(RNG.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(folder / f"{i}.png")
     (folder / "1.png").write_bytes((folder / "1.png").read_bytes()[:200])
-    r = CliRunner().invoke(main, ["metrics", "--gen", str(folder), "--isc", "--isc-splits", "1",
-                                  "--extractor", "pixel-stats-test"])
+    r = CliRunner().invoke(
+        main, ["metrics", "--gen", str(folder), "--isc", "--isc-splits", "1", "--extractor", "pixel-stats-test"]
+    )
     assert r.exit_code == 1 and f"{folder / '1.png'}: cannot read image" in r.output

@@ -1,6 +1,7 @@
 """Intervals of every metric: influence values against finite differences and brute force, KID
 against torch-fidelity, FID∞ against a direct fit, and coverage by simulation (Gaussian worlds
 where a metric's expectation at n is the mean over many repeated draws)."""
+
 import numpy as np
 import pytest
 import torch
@@ -36,6 +37,7 @@ def test_fid_influence_is_the_derivative_of_fid():
 
         def fid_at(e, c=c):
             return frechet_distance(mu_r, s_r, mu + e * c, (1 - e) * s + e * (1 - e) * np.outer(c, c))
+
         e = 1e-5
         assert psi[i] == pytest.approx((fid_at(e) - fid_at(-e)) / (2 * e), rel=1e-5, abs=1e-7)
 
@@ -50,20 +52,23 @@ def test_inception_score_influence_is_the_derivative_of_each_split():
         p = torch.as_tensor(logits[rows]).double().softmax(1).numpy()
         q = weights @ p
         return np.exp(weights @ (p * (np.log(p) - np.log(q))).sum(1))
+
     for i in (3, 17):
-        j = next(b for b in range(5) if i in order[bounds[b][0]:bounds[b][1]])
-        rows = order[bounds[j][0]:bounds[j][1]]
+        j = next(b for b in range(5) if i in order[bounds[b][0] : bounds[b][1]])
+        rows = order[bounds[j][0] : bounds[j][1]]
         m = len(rows)
         point = np.zeros(m)
         point[list(rows).index(i)] = 1
 
         def at(e, rows=rows, m=m, point=point):
             return weighted_split(rows, (1 - e) * np.full(m, 1 / m) + e * point)
+
         e = 1e-6
         derivative = (at(e) - at(-e)) / (2 * e)
         assert psi[i] == pytest.approx(derivative * 50 / (5 * m), rel=1e-5)
     assert inception_score(logits, 5)[0] == pytest.approx(
-        np.mean([weighted_split(order[lo:hi], np.full(hi - lo, 1 / (hi - lo))) for lo, hi in bounds]))
+        np.mean([weighted_split(order[lo:hi], np.full(hi - lo, 1 / (hi - lo))) for lo, hi in bounds])
+    )
 
 
 def test_kid_equals_torch_fidelity():
@@ -73,9 +78,18 @@ def test_kid_equals_torch_fidelity():
     g = rng.normal(size=(260, 48)).astype(np.float32)
     r = (rng.normal(size=(240, 48)) * 1.1 + 0.05).astype(np.float32)
     ours = kid(g, r, subsets=7, subset_size=120, seed=5)
-    theirs = kid_features_to_metric(torch.from_numpy(g), torch.from_numpy(r), kid_subsets=7, kid_subset_size=120,
-                                    verbose=False, rng_seed=5, kid_kernel="poly", kid_kernel_poly_degree=3,
-                                    kid_kernel_poly_gamma=None, kid_kernel_poly_coef0=1)
+    theirs = kid_features_to_metric(
+        torch.from_numpy(g),
+        torch.from_numpy(r),
+        kid_subsets=7,
+        kid_subset_size=120,
+        verbose=False,
+        rng_seed=5,
+        kid_kernel="poly",
+        kid_kernel_poly_degree=3,
+        kid_kernel_poly_gamma=None,
+        kid_kernel_poly_coef0=1,
+    )
     assert ours["kid"] == pytest.approx(theirs["kernel_inception_distance_mean"], abs=1e-6, rel=0)
     assert ours["kid_std"] == pytest.approx(theirs["kernel_inception_distance_std"], abs=1e-6, rel=0)
     out = calculate_metrics({"pool": g}, {"pool": r}, names=["kid"], kid_subsets=7, kid_subset_size=120, kid_seed=5)
@@ -102,9 +116,15 @@ def test_kid_leave_one_out_matches_recomputation():
             x, y = g[a].astype(np.float64), r[b].astype(np.float64)
             kxx, kyy, kxy = polynomial_kernel(x, x), polynomial_kernel(y, y), polynomial_kernel(x, y)
             m, n = len(a), len(b)
-            vals.append((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
-                        - 2 * kxy.sum() / (m * n) if m != n else mmd2(kxx, kxy, kyy))
+            vals.append(
+                (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+                + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+                - 2 * kxy.sum() / (m * n)
+                if m != n
+                else mmd2(kxx, kxy, kyy)
+            )
         return np.mean(vals)
+
     brute = np.array([value_without(i) for i in range(40)])
     assert np.std(brute) > 1e-3  # the leave-one-out values differ far more than float32 rounding (1e-7)
     np.testing.assert_allclose(loo - loo.mean(), brute - brute.mean(), atol=1e-6)
@@ -151,14 +171,18 @@ def test_intervals_contain_point_estimates_and_registry():
     assert {k: v for k, v in out.items() if k in plain} == plain  # intervals never move a point estimate
     with pytest.raises(ValueError, match="unknown metric name"):
         calculate_metrics(w.draw(np.random.default_rng(0)), w.reference(), names=["fidd"])
-    register_metric("mean_pool", lambda g, r, o: ({"mean_pool": float(g.pool.mean())},
-                                                  {"mean_pool": lambda: g.pool.mean(1) - g.pool.mean()}),
-                    False, ("mean_pool",))
+    register_metric(
+        "mean_pool",
+        lambda g, r, o: ({"mean_pool": float(g.pool.mean())}, {"mean_pool": lambda: g.pool.mean(1) - g.pool.mean()}),
+        False,
+        ("mean_pool",),
+    )
     try:
         got = calculate_metrics(w.draw(np.random.default_rng(0)), names=["mean_pool"], ci=True)
         assert got["mean_pool_se"] > 0
     finally:
         from metrics.calculate import METRICS
+
         METRICS.pop("mean_pool")
         NAMES.pop("mean_pool")
 
@@ -186,8 +210,11 @@ def test_coverage_every_metric_fast():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("world", [World(d=16, n=400, shift=0.3, scale=1.2), World(d=32, n=1000, shift=0.2, scale=1.1)],
-                         ids=["d16n400", "d32n1000"])
+@pytest.mark.parametrize(
+    "world",
+    [World(d=16, n=400, shift=0.3, scale=1.2), World(d=32, n=1000, shift=0.2, scale=1.1)],
+    ids=["d16n400", "d32n1000"],
+)
 def test_coverage_every_metric(world):
     got = coverage(world, reps=400)
     print(world, "(coverage, mean SE / SD):", got)
@@ -196,8 +223,9 @@ def test_coverage_every_metric(world):
 
 
 # ---------------------------------------------------------------- paired differences
-def paired_coverage(world: World, reps: int, shift_b: float = 0.35, scale_b: float = 1.25, seed: int = 7,
-                    independent: float = 0.2):
+def paired_coverage(
+    world: World, reps: int, shift_b: float = 0.35, scale_b: float = 1.25, seed: int = 7, independent: float = 0.2
+):
     from metrics.calculate import evaluate
     from metrics.paired import paired_differences, unpaired_se
 
@@ -215,8 +243,11 @@ def paired_coverage(world: World, reps: int, shift_b: float = 0.35, scale_b: flo
         diffs = np.array([r[m]["difference"] for r in runs])
         truth = diffs.mean()
         hit = np.mean([r[m]["ci_low"] <= truth <= r[m]["ci_high"] for r in runs])
-        width_ratio = runs[-1][m]["se"] / unpaired_se(psi_a[m], psi_b[m]) if m != "recall" else \
-            runs[-1][m]["se"] / np.hypot(psi_a[m].se(), psi_b[m].se())
+        width_ratio = (
+            runs[-1][m]["se"] / unpaired_se(psi_a[m], psi_b[m])
+            if m != "recall"
+            else runs[-1][m]["se"] / np.hypot(psi_a[m].se(), psi_b[m].se())
+        )
         result[m] = (hit, np.mean([r[m]["se"] for r in runs]) / diffs.std(ddof=1), width_ratio)
     return result
 
@@ -249,5 +280,4 @@ def test_paired_difference_of_identical_settings_is_zero():
     for m in ALL:
         assert out[m]["difference"] == 0 and out[m]["se"] == 0 and not out[m]["distinguishable"]
     with pytest.raises(ValueError, match="same samples"):
-        paired_differences(a, {"pool": a["pool"][:150]}, w.reference(),
-                           names=["fid"])
+        paired_differences(a, {"pool": a["pool"][:150]}, w.reference(), names=["fid"])

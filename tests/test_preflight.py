@@ -350,11 +350,25 @@ def test_a_failed_preflight_on_rank_0_stops_every_rank(tmp_path):
     reference, it is unreadable; rank 0 reports the problem, and rank 1 -- already past its own
     pre-flight -- stops on its own with rank 0's message instead of waiting at a barrier."""
     path = write_config(tmp_path, n=4, extra=f'unreadable_reference = "{tmp_path / "ref.npz"}"')
-    env = dict(env_with_tests_on_path(), WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", OMP_NUM_THREADS="1",
-               MASTER_PORT=str(33500 + os.getpid() % 1000))
+    env = dict(
+        env_with_tests_on_path(),
+        WORLD_SIZE="2",
+        MASTER_ADDR="127.0.0.1",
+        OMP_NUM_THREADS="1",
+        MASTER_PORT=str(33500 + os.getpid() % 1000),
+    )
     cmd = [sys.executable, "-m", "glide_eval", "sweep", str(path), "--no-progress"]
-    procs = [subprocess.Popen(cmd, env=dict(env, RANK=str(r), LOCAL_RANK=str(r)), cwd=tmp_path, text=True,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE) for r in (0, 1)]
+    procs = [
+        subprocess.Popen(
+            cmd,
+            env=dict(env, RANK=str(r), LOCAL_RANK=str(r)),
+            cwd=tmp_path,
+            text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for r in (0, 1)
+    ]
     try:
         errs = [p.communicate(timeout=120)[1] for p in procs]
     finally:

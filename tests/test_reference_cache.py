@@ -3,6 +3,7 @@ line, a file the user named is an error naming it; temporary files of killed bui
 
 The statistics are of random features, so the truth is numpy's mean and covariance of them.
 """
+
 from __future__ import annotations
 
 import json

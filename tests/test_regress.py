@@ -1,5 +1,6 @@
 """`glide-eval regress` end to end: a baseline sweep of a tiny GLIDE base model (test_regress_engine),
 then the same checkpoint, a degraded one (weights + noise) and protocol mismatches against it."""
+
 from __future__ import annotations
 
 import json
@@ -16,15 +17,27 @@ from glide_eval.cli import main
 from glide_eval.sweep.config import Setting, load_config
 from glide_eval.sweep.run import run_sweep
 
-CAPTIONS = [f"{n} {c} {s}" for n in ("one", "two", "three") for c in ("red", "blue", "green", "white", "grey")
-            for s in ("cube", "ball")]
+CAPTIONS = [
+    f"{n} {c} {s}"
+    for n in ("one", "two", "three")
+    for c in ("red", "blue", "green", "white", "grey")
+    for s in ("cube", "ball")
+]
 N, SHARD, BATCH = 24, 8, 4
 METRICS = ["fid", "is", "precision", "recall", "clip_score"]
 
 
-def write_config(folder: Path, name: str, checkpoints: Path, reference: Path, output: Path,
-                 respacing: str = "3", captions_file: str = "caps.txt", captions: list[str] = CAPTIONS,
-                 cfg: str = "[3.0]") -> Path:
+def write_config(
+    folder: Path,
+    name: str,
+    checkpoints: Path,
+    reference: Path,
+    output: Path,
+    respacing: str = "3",
+    captions_file: str = "caps.txt",
+    captions: list[str] = CAPTIONS,
+    cfg: str = "[3.0]",
+) -> Path:
     (folder / captions_file).write_text("\n".join(captions) + "\n")
     path = folder / name
     path.write_text(f"""
@@ -96,8 +109,18 @@ def rows_by_key(report: dict) -> dict:
 
 def test_checkpoint_against_itself_is_identical(world, tmp_path):
     out = tmp_path / "self"
-    result = regress("--baseline", world["baseline"], "--candidate", world["good"], "--out", out,
-                     "--bootstrap", 30, "--images", "--json")
+    result = regress(
+        "--baseline",
+        world["baseline"],
+        "--candidate",
+        world["good"],
+        "--out",
+        out,
+        "--bootstrap",
+        30,
+        "--images",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["exit_code"] == 0 and report["regressions"] == [] and report["n"] == N
@@ -113,8 +136,13 @@ def test_checkpoint_against_itself_is_identical(world, tmp_path):
         if metric != "nan_count":
             assert row["baseline"] == pytest.approx(results.loc[setting, metric], rel=1e-12, abs=1e-12)
     assert report["images"]["identical"] and report["images"]["source"] == "saved"
-    assert report["images"]["settings"]["cfg-3"] == {"n": N, "identical": N, "max_abs_diff": 0,
-                                                    "mean_abs_diff": 0.0, "largest": []}
+    assert report["images"]["settings"]["cfg-3"] == {
+        "n": N,
+        "identical": N,
+        "max_abs_diff": 0,
+        "mean_abs_diff": 0.0,
+        "largest": [],
+    }
     prov = report["provenance"]
     assert prov["baseline_files"] == prov["candidate_files"]
     assert prov["baseline_files"]["base"] == engine.sha256_file(world["good"] / "base.pt")
@@ -126,8 +154,9 @@ def test_checkpoint_against_itself_is_identical(world, tmp_path):
 
 def test_degraded_checkpoint_is_caught_and_a_loose_tolerance_passes(world, tmp_path):
     out = tmp_path / "bad"
-    result = regress("--baseline", world["baseline"], "--candidate", world["bad"], "--out", out,
-                     "--bootstrap", 100, "--json")
+    result = regress(
+        "--baseline", world["baseline"], "--candidate", world["bad"], "--out", out, "--bootstrap", 100, "--json"
+    )
     assert result.exit_code == 1, result.output
     report = json.loads(result.stdout)
     assert report["exit_code"] == 1 and report["regressions"]
@@ -155,8 +184,8 @@ def test_degraded_checkpoint_is_caught_and_a_loose_tolerance_passes(world, tmp_p
                 features.setdefault(name, []).append(f["feat__" + name])
     config = load_config(cand_run / "config.toml")
     computed = engine.make_components(config, "cpu").compute_metrics(
-        {k: np.concatenate(v) for k, v in features.items()}, json.loads((cand_run / "captions.json").read_text()),
-        False)
+        {k: np.concatenate(v) for k, v in features.items()}, json.loads((cand_run / "captions.json").read_text()), False
+    )
     assert rows[("cfg-3", "fid")]["candidate"] == pytest.approx(computed["fid"], rel=1e-12)
     assert "**REGRESSION**" in (out / "regress.md").read_text()
     # without --json: the Markdown report on stdout, same exit status
@@ -164,10 +193,21 @@ def test_degraded_checkpoint_is_caught_and_a_loose_tolerance_passes(world, tmp_p
     assert text.exit_code == 1 and "| unguided | fid | lower |" in text.stdout and "REGRESSION" in text.stdout
 
     # loose tolerances (absolute, and relative to the baseline) let it pass; nothing is resampled
-    loose = ["--tolerance", "fid=1e9", "--tolerance", "is=1e9", "--tolerance", "precision=100%",
-             "--tolerance", "recall=100%", "--tolerance", "clip_score=1000"]
-    result = regress("--baseline", world["baseline"], "--candidate", world["bad"], "--out", out,
-                     "--bootstrap", 100, "--json", *loose)
+    loose = [
+        "--tolerance",
+        "fid=1e9",
+        "--tolerance",
+        "is=1e9",
+        "--tolerance",
+        "precision=100%",
+        "--tolerance",
+        "recall=100%",
+        "--tolerance",
+        "clip_score=1000",
+    ]
+    result = regress(
+        "--baseline", world["baseline"], "--candidate", world["bad"], "--out", out, "--bootstrap", 100, "--json", *loose
+    )
     assert result.exit_code == 0, result.output
     assert "6 shards already finished, 0 to run" in result.stderr
     loose_report = json.loads(result.stdout)
@@ -179,13 +219,26 @@ def test_degraded_checkpoint_is_caught_and_a_loose_tolerance_passes(world, tmp_p
 
 
 def test_smaller_n_uses_the_first_sample_ids_rounded_to_a_batch(world, tmp_path):
-    result = regress("--baseline", world["baseline"], "--candidate", world["good"], "--out", tmp_path,
-                     "-n", 10, "--bootstrap", 5, "--json")
+    result = regress(
+        "--baseline",
+        world["baseline"],
+        "--candidate",
+        world["good"],
+        "--out",
+        tmp_path,
+        "-n",
+        10,
+        "--bootstrap",
+        5,
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert (report["n_requested"], report["n"]) == (10, 12)  # batches of 4: samples 0..11
-    assert json.loads((tmp_path / "candidate" / "captions.json").read_text()) == \
-        json.loads((world["baseline"] / "captions.json").read_text())[:12]
+    assert (
+        json.loads((tmp_path / "candidate" / "captions.json").read_text())
+        == json.loads((world["baseline"] / "captions.json").read_text())[:12]
+    )
     assert all(r["verdict"] == "identical" for r in report["rows"])
 
 
@@ -198,15 +251,22 @@ def test_protocol_mismatches_are_refused(world, tmp_path):
     assert "protocol mismatch" in result.output
     assert "sampler.base_respacing: baseline '3', candidate '4'" in result.output
 
-    guidance = write_config(tmp_path, "guidance.toml", world["good"], world["reference"], tmp_path / "x",
-                            cfg="[3.0, 5.0]")
+    guidance = write_config(
+        tmp_path, "guidance.toml", world["good"], world["reference"], tmp_path / "x", cfg="[3.0, 5.0]"
+    )
     result = regress(*args, "--config", guidance)
-    assert result.exit_code == 2 and "grid: settings ['cfg-5'] are not in the baseline" in result.output, \
-        result.output
+    assert result.exit_code == 2 and "grid: settings ['cfg-5'] are not in the baseline" in result.output, result.output
 
     other = list(reversed(CAPTIONS))
-    caps = write_config(tmp_path, "caps.toml", world["good"], world["reference"], tmp_path / "x",
-                        captions_file="other.txt", captions=other)
+    caps = write_config(
+        tmp_path,
+        "caps.toml",
+        world["good"],
+        world["reference"],
+        tmp_path / "x",
+        captions_file="other.txt",
+        captions=other,
+    )
     result = regress(*args, "--config", caps)
     assert result.exit_code == 2 and "captions: sample 0 is" in result.output, result.output
 
@@ -247,8 +307,20 @@ def test_corrupt_baseline_shard_and_other_evaluator_are_refused(world, tmp_path)
 def test_images_are_regenerated_when_the_baseline_did_not_save_them(world, tmp_path):
     baseline = tmp_path / "baseline"
     shutil.copytree(world["baseline"], baseline, ignore=shutil.ignore_patterns("images"))
-    result = regress("--baseline", baseline, "--candidate", world["bad"], "--out", tmp_path / "o",
-                     "-n", 8, "--bootstrap", 5, "--images", "--json")
+    result = regress(
+        "--baseline",
+        baseline,
+        "--candidate",
+        world["bad"],
+        "--out",
+        tmp_path / "o",
+        "-n",
+        8,
+        "--bootstrap",
+        5,
+        "--images",
+        "--json",
+    )
     assert result.exit_code in (0, 1), result.output
     images = json.loads(result.stdout)["images"]
     assert images["source"] == "regenerated" and not images["identical"]
@@ -268,8 +340,19 @@ def test_images_are_regenerated_when_the_baseline_did_not_save_them(world, tmp_p
     run = json.loads((baseline / "run.json").read_text())
     run["provenance"]["files"]["base"] = "0" * 64
     (baseline / "run.json").write_text(json.dumps(run))
-    result = regress("--baseline", baseline, "--candidate", world["good"], "--out", tmp_path / "p",
-                     "-n", 4, "--bootstrap", 5, "--images")
+    result = regress(
+        "--baseline",
+        baseline,
+        "--candidate",
+        world["good"],
+        "--out",
+        tmp_path / "p",
+        "-n",
+        4,
+        "--bootstrap",
+        5,
+        "--images",
+    )
     assert result.exit_code == 2 and "cannot regenerate the baseline images" in result.output, result.output
 
 
@@ -280,8 +363,7 @@ def test_a_candidate_folder_the_engine_ignores_is_refused(world, tmp_path):
     config = load_config(sweep_tests.write_config(tmp_path, n=6, shard_size=3, cfg="[]", clip="[]"))
     run_sweep(config, progress=False, log=lambda m: None)
     result = regress("--baseline", config.output_dir, "--candidate", world["bad"], "--out", tmp_path / "o")
-    assert result.exit_code == 2 and "loads none of the files in the candidate folder" in result.output, \
-        result.output
+    assert result.exit_code == 2 and "loads none of the files in the candidate folder" in result.output, result.output
     # a folder holding the baseline's checkpoint and other files, of which the run would load none
     folder = tmp_path / "copy"
     shutil.copytree(world["good"], folder)
@@ -296,8 +378,18 @@ def test_a_baseline_with_steps_n_compares_its_steps_settings_on_their_own_sample
     grid = '[3.0]\nsteps = ["2"]\nsteps_methods = ["ddim"]\nsteps_guidance = "unguided"\nsteps_n = 8'
     path = write_config(tmp_path, "steps.toml", world["good"], world["reference"], tmp_path / "baseline", cfg=grid)
     run_sweep(load_config(path), save_images="png", progress=False, log=lambda m: None)
-    result = regress("--baseline", tmp_path / "baseline", "--candidate", world["good"], "--out", tmp_path / "out",
-                     "--bootstrap", 5, "--images", "--json")
+    result = regress(
+        "--baseline",
+        tmp_path / "baseline",
+        "--candidate",
+        world["good"],
+        "--out",
+        tmp_path / "out",
+        "--bootstrap",
+        5,
+        "--images",
+        "--json",
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["n"] == N and report["n_fewer"] == {"steps-ddim-2": 8}
@@ -311,7 +403,18 @@ def test_a_baseline_with_steps_n_compares_its_steps_settings_on_their_own_sample
     assert row["baseline"] == pytest.approx(results.loc["steps-ddim-2", "fid"], rel=1e-12)
     assert "; steps-ddim-2: 8" in (tmp_path / "out" / "regress.md").read_text()
     # -n below steps_n: every setting on the same first samples
-    small = regress("--baseline", tmp_path / "baseline", "--candidate", world["good"], "--out", tmp_path / "small",
-                    "-n", 4, "--bootstrap", 5, "--json")
+    small = regress(
+        "--baseline",
+        tmp_path / "baseline",
+        "--candidate",
+        world["good"],
+        "--out",
+        tmp_path / "small",
+        "-n",
+        4,
+        "--bootstrap",
+        5,
+        "--json",
+    )
     assert small.exit_code == 0, small.output
     assert json.loads(small.stdout)["n_fewer"] == {} and json.loads(small.stdout)["n"] == 4

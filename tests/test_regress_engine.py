@@ -6,6 +6,7 @@ weights gives other samples. Features are fixed random projections of the pixels
 metrics are the real `metrics.calculate_metrics` (FID, IS, precision/recall, CLIP score)
 against reference pool features from [engine_options] reference (an .npz with "pool").
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -33,12 +34,19 @@ def save_checkpoint(folder: Path, seed: int = 0, noise: float = 0.0, like: Path 
     weights, plus Gaussian noise of `noise` times each tensor's std."""
     from samplers.pipeline import load_glide_models
 
-    state = torch.load(like, weights_only=True) if like else \
-        load_glide_models(None, random_weights=True, tiny=True, seed=seed).base.state_dict()
+    state = (
+        torch.load(like, weights_only=True)
+        if like
+        else load_glide_models(None, random_weights=True, tiny=True, seed=seed).base.state_dict()
+    )
     generator = torch.Generator().manual_seed(seed + 1)
     if noise:
-        state = {k: v + noise * v.float().std().nan_to_num() * torch.randn(v.shape, generator=generator)
-                 if v.is_floating_point() and v.numel() > 1 else v for k, v in state.items()}
+        state = {
+            k: v + noise * v.float().std().nan_to_num() * torch.randn(v.shape, generator=generator)
+            if v.is_floating_point() and v.numel() > 1
+            else v
+            for k, v in state.items()
+        }
     folder.mkdir(parents=True, exist_ok=True)
     torch.save(state, folder / "base.pt")
     return folder / "base.pt"
@@ -57,9 +65,17 @@ def load_models(checkpoint_dir: Path, device: str = "cpu"):
 def generate_with(models, config, captions, sample_ids, setting, device: str = "cpu"):
     from samplers.pipeline import sample_images
 
-    result = sample_images(models, captions, sample_ids, config["run"]["seed"], guidance=setting.guidance,
-                           respacing=config["sampler"]["base_respacing"], sampler=config["sampler"]["method"],
-                           batch_size=len(captions), device=device)
+    result = sample_images(
+        models,
+        captions,
+        sample_ids,
+        config["run"]["seed"],
+        guidance=setting.guidance,
+        respacing=config["sampler"]["base_respacing"],
+        sampler=config["sampler"]["method"],
+        batch_size=len(captions),
+        device=device,
+    )
     return result.images.numpy(), np.asarray(result.nan_steps, dtype=np.int64)
 
 
@@ -98,14 +114,28 @@ def make_components(config, device: str) -> Components:
 
     def compute_metrics(features, captions, ci):
         gen = {k: features[k] for k in ("pool", "logits_unbiased", "clip_scores")}
-        out = calculate_metrics(gen, {"pool": reference}, fid="fid" in names, isc="is" in names,
-                                prc=bool(names & {"precision", "recall"}), clip_score="clip_score" in names,
-                                isc_splits=2)
+        out = calculate_metrics(
+            gen,
+            {"pool": reference},
+            fid="fid" in names,
+            isc="is" in names,
+            prc=bool(names & {"precision", "recall"}),
+            clip_score="clip_score" in names,
+            isc_splits=2,
+        )
         return {k: float(v) for k, v in out.items()}
 
-    return Components(generate, featurize, compute_metrics,
-                      provenance={"files": {"base": sha256_file(folder / "base.pt"),
-                                            "test_featurizer": hashlib.sha256(_PROJ.tobytes()).hexdigest()}})
+    return Components(
+        generate,
+        featurize,
+        compute_metrics,
+        provenance={
+            "files": {
+                "base": sha256_file(folder / "base.pt"),
+                "test_featurizer": hashlib.sha256(_PROJ.tobytes()).hexdigest(),
+            }
+        },
+    )
 
 
 def test_engine_depends_on_the_checkpoint(tmp_path):

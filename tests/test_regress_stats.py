@@ -1,4 +1,5 @@
 """The paired bootstrap (metrics.paired_bootstrap) against closed forms, and the regress decision rules."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -97,8 +98,15 @@ def test_aligned_n():
 
 def test_parse_tolerances():
     assert parse_tolerances(["fid=0.5", "precision = 2%", "nan_count=3"]) == {
-        "fid": (0.5, False), "precision": (2.0, True), "nan_count": (3.0, False)}
-    for bad, msg in [("fid", "expected METRIC=VALUE"), ("fdi=1", "unknown metric"), ("fid=-1", ">= 0"),
-                     ("fid=1..2", "not a number")]:
+        "fid": (0.5, False),
+        "precision": (2.0, True),
+        "nan_count": (3.0, False),
+    }
+    for bad, msg in [
+        ("fid", "expected METRIC=VALUE"),
+        ("fdi=1", "unknown metric"),
+        ("fid=-1", ">= 0"),
+        ("fid=1..2", "not a number"),
+    ]:
         with pytest.raises(RegressError, match=msg):
             parse_tolerances([bad])

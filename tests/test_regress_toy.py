@@ -2,6 +2,7 @@
 
 Skipped when the toy weights are not available (glide_eval/assets or $GLIDE_EVAL_TOY_ASSETS).
 """
+
 from __future__ import annotations
 
 import json
@@ -22,6 +23,7 @@ N = 16
 def toy_assets() -> Path:
     try:
         from glide_eval.toy import models
+
         for name in ("base", "classifier", "clip"):
             models.weight_path(name)
     except (ImportError, FileNotFoundError) as e:
@@ -38,7 +40,7 @@ def toy_baseline(tmp_path_factory):
     path = root / "toy.toml"
     path.write_text(f"""
 [run]
-output_dir = "{root / 'baseline'}"
+output_dir = "{root / "baseline"}"
 seed = 3
 batch_size = 8
 shard_size = 8
@@ -56,7 +58,7 @@ n = {N}
 unguided = false
 cfg = [3.0]
 [metrics]
-reference = "{root / 'reference.npz'}"
+reference = "{root / "reference.npz"}"
 reference_n = 64
 """)
     threads = torch.get_num_threads()
@@ -73,8 +75,16 @@ def regress(*args):
 
 
 def test_toy_checkpoint_against_itself_and_a_degraded_copy(toy_baseline, tmp_path):
-    result = regress("--baseline", toy_baseline["baseline"], "--candidate", toy_baseline["assets"],
-                     "--out", tmp_path / "self", "--bootstrap", 20)
+    result = regress(
+        "--baseline",
+        toy_baseline["baseline"],
+        "--candidate",
+        toy_baseline["assets"],
+        "--out",
+        tmp_path / "self",
+        "--bootstrap",
+        20,
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert all(r["difference"] == 0 and r["verdict"] == "identical" for r in report["rows"])
@@ -83,12 +93,16 @@ def test_toy_checkpoint_against_itself_and_a_degraded_copy(toy_baseline, tmp_pat
     shutil.copytree(toy_baseline["assets"], degraded)
     blob = torch.load(degraded / "base.pt", weights_only=True)
     gen = torch.Generator().manual_seed(0)
-    blob["state_dict"] = {k: (v.float() + 0.5 * v.float().std().nan_to_num() * torch.randn(v.shape, generator=gen))
-                          .to(v.dtype) if v.is_floating_point() and v.numel() > 1 else v
-                          for k, v in blob["state_dict"].items()}
+    blob["state_dict"] = {
+        k: (v.float() + 0.5 * v.float().std().nan_to_num() * torch.randn(v.shape, generator=gen)).to(v.dtype)
+        if v.is_floating_point() and v.numel() > 1
+        else v
+        for k, v in blob["state_dict"].items()
+    }
     torch.save(blob, degraded / "base.pt")
-    result = regress("--baseline", toy_baseline["baseline"], "--candidate", degraded, "--out", tmp_path / "bad",
-                     "--bootstrap", 50)
+    result = regress(
+        "--baseline", toy_baseline["baseline"], "--candidate", degraded, "--out", tmp_path / "bad", "--bootstrap", 50
+    )
     if result.exit_code == 2 and "does the engine read [models.checkpoints]" in result.output:
         pytest.skip("the toy engine does not read its weights from [models.checkpoints] yet")
     assert result.exit_code == 1, result.output
@@ -110,10 +124,14 @@ def test_toy_checkpoint_against_itself_and_a_degraded_copy(toy_baseline, tmp_pat
                     arrays.setdefault(name, []).append(f["feat__" + name])
         return {k: np.concatenate(v) for k, v in arrays.items()}
 
-    expected = paired_differences(side(toy_baseline["baseline"]), side(tmp_path / "bad" / "candidate"),
-                                  ReferenceStats.load(toy_baseline["root"] / "reference.npz"),
-                                  ["fid", "is", "precision", "recall", "clip_score"], comparisons=5,
-                                  options=Options(isc_splits=10, fid_infinity_seed=3))
+    expected = paired_differences(
+        side(toy_baseline["baseline"]),
+        side(tmp_path / "bad" / "candidate"),
+        ReferenceStats.load(toy_baseline["root"] / "reference.npz"),
+        ["fid", "is", "precision", "recall", "clip_score"],
+        comparisons=5,
+        options=Options(isc_splits=10, fid_infinity_seed=3),
+    )
     for row in report["rows"]:
         if row["metric"] != "nan_count":
             assert row["se"] == pytest.approx(expected[row["metric"]]["se"], rel=1e-9), row["metric"]

@@ -70,8 +70,9 @@ def regress(*args):
 def test_config_subset_without_clip_settings_is_compared(baseline, tmp_path):
     root, write = baseline
     subset = write("subset.toml", clip="[]")
-    result = regress("--baseline", root / "baseline", "--candidate", root / "assets", "--config", subset,
-                     "--out", tmp_path / "o")
+    result = regress(
+        "--baseline", root / "baseline", "--candidate", root / "assets", "--config", subset, "--out", tmp_path / "o"
+    )
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["settings"] == ["cfg-3"]

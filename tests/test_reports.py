@@ -1,4 +1,5 @@
 """Reports: Pareto fronts, Table 2, Figure 6 files and the self-contained HTML page."""
+
 from __future__ import annotations
 
 import re
@@ -50,15 +51,31 @@ def synthetic_results(with_protocol_row: bool = False) -> pd.DataFrame:
     rows = []
     for family, scales in (("none", [0.0]), ("cfg", [1.0, 1.5, 3.0]), ("clip", [1.0, 2.0])):
         for s in scales:
-            rows.append({"setting": "unguided" if family == "none" else f"{family}-{s:g}",
-                         "family": family, "scale": s, "fid": 20 - 6 * s + 2 * s * s + (4 if family == "clip" else 0),
-                         "is": 10 + 2 * s, "precision": 0.5 + 0.1 * s, "recall": 0.6 - 0.1 * s,
-                         "clip_score": 0.2 + 0.02 * s, "n_samples": 30000 if with_protocol_row else 100,
-                         "nan_count": 0, "resolution": 256, "base_respacing": "250",
-                         "upsample_respacing": "fast27", "captions_source": "coco", "method": "ancestral",
-                         "upsample_temperature": 0.997, "dtype": "float32", "n_ref": 40504.0,
-                         "config_hash": "c" * 64, "sha256_base": "b" * 64,
-                         "versions": '{"numpy": "2"}'})
+            rows.append(
+                {
+                    "setting": "unguided" if family == "none" else f"{family}-{s:g}",
+                    "family": family,
+                    "scale": s,
+                    "fid": 20 - 6 * s + 2 * s * s + (4 if family == "clip" else 0),
+                    "is": 10 + 2 * s,
+                    "precision": 0.5 + 0.1 * s,
+                    "recall": 0.6 - 0.1 * s,
+                    "clip_score": 0.2 + 0.02 * s,
+                    "n_samples": 30000 if with_protocol_row else 100,
+                    "nan_count": 0,
+                    "resolution": 256,
+                    "base_respacing": "250",
+                    "upsample_respacing": "fast27",
+                    "captions_source": "coco",
+                    "method": "ancestral",
+                    "upsample_temperature": 0.997,
+                    "dtype": "float32",
+                    "n_ref": 40504.0,
+                    "config_hash": "c" * 64,
+                    "sha256_base": "b" * 64,
+                    "versions": '{"numpy": "2"}',
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -85,8 +102,13 @@ def test_table2_labels_every_departure_from_the_protocol():
     row = synthetic_results(with_protocol_row=True).set_index("setting").loc["cfg-1.5"].to_dict()
     assert protocol_gaps(row) == []
     assert protocol_gaps({**row, "dtype": "float16"}) == []  # the reference code's GPU precision
-    for key, value in (("method", "ddim"), ("n_ref", 5000.0), ("dtype", "bfloat16"),
-                       ("upsample_temperature", 1.0), ("captions_source", "toy")):
+    for key, value in (
+        ("method", "ddim"),
+        ("n_ref", 5000.0),
+        ("dtype", "bfloat16"),
+        ("upsample_temperature", 1.0),
+        ("captions_source", "toy"),
+    ):
         assert protocol_gaps({**row, key: value}) == [f"{key}={value}"]
     old = {k: v for k, v in row.items() if k not in ("method", "dtype")}  # results of an older version
     assert protocol_gaps(old) == ["method=None", "dtype=None"]
@@ -117,10 +139,22 @@ def test_report_builds_from_results_alone(tmp_path):
 
 def with_steps_rows(df: pd.DataFrame) -> pd.DataFrame:
     """Add `steps` rows (FID falling with the number of steps) that would dominate every front."""
-    rows = [{"setting": f"steps-{m}-{n}", "family": "steps", "scale": 3.0, "method": m,
-             "base_respacing": str(n), "fid": 1.0 + 10.0 / n + (0.5 if m == "ddim" else 0.0), "is": 99.0,
-             "precision": 0.99, "recall": 0.99, "clip_score": 0.99}
-            for m in ("ancestral", "ddim") for n in (50, 25, 10)]
+    rows = [
+        {
+            "setting": f"steps-{m}-{n}",
+            "family": "steps",
+            "scale": 3.0,
+            "method": m,
+            "base_respacing": str(n),
+            "fid": 1.0 + 10.0 / n + (0.5 if m == "ddim" else 0.0),
+            "is": 99.0,
+            "precision": 0.99,
+            "recall": 0.99,
+            "clip_score": 0.99,
+        }
+        for m in ("ancestral", "ddim")
+        for n in (50, 25, 10)
+    ]
     return pd.concat([df, pd.DataFrame(rows)], ignore_index=True)
 
 
@@ -175,8 +209,19 @@ def test_html_report_renders_in_headless_chromium(tmp_path):
     copy.parent.mkdir()
     shutil.copy(paths["html"], copy)
     dom = subprocess.run(
-        [find_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=10000",
-         "--dump-dom", copy.as_uri()], capture_output=True, text=True, timeout=120).stdout
+        [
+            find_chromium(),
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            copy.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    ).stdout
     body = re.search(r"<body[^>]*>", dom).group(0)
     settings_count, previews = 4, 2
     assert f'data-images-loaded="{1 + settings_count * previews}"' in body, body
@@ -206,10 +251,13 @@ def test_figure6_legend_names_the_methods_when_families_differ_in_them():
     from reports.figure6 import draw_panel
 
     df = synthetic_results()
-    for methods, expected in [({"none": "ddim", "cfg": "ddim", "clip": "ddim"},
-                               ["classifier-free guidance", "CLIP guidance", "unguided"]),
-                              ({"none": "ddim", "cfg": "ddim", "clip": "ancestral"},
-                               ["classifier-free guidance (ddim)", "CLIP guidance (ancestral)", "unguided (ddim)"])]:
+    for methods, expected in [
+        ({"none": "ddim", "cfg": "ddim", "clip": "ddim"}, ["classifier-free guidance", "CLIP guidance", "unguided"]),
+        (
+            {"none": "ddim", "cfg": "ddim", "clip": "ancestral"},
+            ["classifier-free guidance (ddim)", "CLIP guidance (ancestral)", "unguided (ddim)"],
+        ),
+    ]:
         fig, ax = plt.subplots()
         draw_panel(ax, df.assign(method=df["family"].map(methods)), "recall", "precision")
         assert ax.get_legend_handles_labels()[1][:3] == expected

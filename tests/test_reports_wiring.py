@@ -164,11 +164,29 @@ def test_ddimN_respacings_are_their_own_line_and_verdict():
     from reports.steps import line_label
 
     assert line_label("unipc", "ddim20") == "unipc (ddimN)" and line_label("unipc", "20") == "unipc"
-    results = pd.DataFrame({"setting": ["steps-unipc-20", "steps-unipc-ddim20"], "family": ["steps"] * 2,
-                            "scale": [3.0] * 2, "method": ["unipc"] * 2, "base_respacing": ["20", "ddim20"],
-                            "fid": [5.0, 3.0]})
-    diffs = pd.DataFrame([{"setting_a": "r", "setting_b": s, "kind": "steps-reference", "metric": "fid",
-                           "difference": d, "ci_low": d - 1, "ci_high": d + 1}
-                          for s, d in (("steps-unipc-20", 3.0), ("steps-unipc-ddim20", 0.5))])
+    results = pd.DataFrame(
+        {
+            "setting": ["steps-unipc-20", "steps-unipc-ddim20"],
+            "family": ["steps"] * 2,
+            "scale": [3.0] * 2,
+            "method": ["unipc"] * 2,
+            "base_respacing": ["20", "ddim20"],
+            "fid": [5.0, 3.0],
+        }
+    )
+    diffs = pd.DataFrame(
+        [
+            {
+                "setting_a": "r",
+                "setting_b": s,
+                "kind": "steps-reference",
+                "metric": "fid",
+                "difference": d,
+                "ci_low": d - 1,
+                "ci_high": d + 1,
+            }
+            for s, d in (("steps-unipc-20", 3.0), ("steps-unipc-ddim20", 0.5))
+        ]
+    )
     v = steps_verdicts(results, diffs).set_index("method")
     assert pd.isna(v.loc["unipc", "fewest_steps"]) and v.loc["unipc (ddimN)", "fewest_steps"] == 20

@@ -1,4 +1,5 @@
 """RunDir: the one owner of shard keys, finished records and results of a run directory."""
+
 from __future__ import annotations
 
 import hashlib
@@ -15,8 +16,11 @@ CAPTIONS = [f"caption {i}" for i in range(8)]
 
 def _write(run_dir: RunDir, item, save_images: str = "none") -> dict:
     n = item.shard.n
-    arrays = {FEATURE_PREFIX + "pool": np.arange(n * 2, dtype=np.float64).reshape(n, 2) + item.shard.start,
-              "sample_ids": np.arange(item.shard.start, item.shard.stop), "nan_count": np.asarray(1)}
+    arrays = {
+        FEATURE_PREFIX + "pool": np.arange(n * 2, dtype=np.float64).reshape(n, 2) + item.shard.start,
+        "sample_ids": np.arange(item.shard.start, item.shard.stop),
+        "nan_count": np.asarray(1),
+    }
     return run_dir.write_shard(item, arrays, {"key": item.key, "save_images": save_images})
 
 

@@ -1,5 +1,6 @@
 """RunDir.save_images / saved_images: the one reader of RUN_DIR/images (the judging page and the
 regression gate list saved images through it)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,13 +32,15 @@ def test_saved_images_lists_what_save_images_wrote(tmp_path):
     (folder / "notes.txt").write_text("x")
     npz = folder / "00000_000000.npz"
     assert sorted(p.name for p in folder.iterdir()) == sorted(
-        [".000007.png.abcd1234.tmp", "00000_000000.npz", "000004.png", "000005.png", "000006.png", "notes.txt"])
+        [".000007.png.abcd1234.tmp", "00000_000000.npz", "000004.png", "000005.png", "000006.png", "notes.txt"]
+    )
     listed = run.saved_images("cfg-1")
     # file-name order: "000004.png" sorts before "00000_000000.npz"
     assert listed == [SavedImage(i, folder / f"{i:06d}.png") for i in (4, 5, 6)] + [
-        SavedImage(i, npz, i) for i in range(4)]
+        SavedImage(i, npz, i) for i in range(4)
+    ]
     assert run.saved_image_settings() == ["cfg-1"]
-    with np.load(npz) as f:                                          # the entries point at the pixels written
+    with np.load(npz) as f:  # the entries point at the pixels written
         np.testing.assert_array_equal(f["images"][listed[5].index], _images([0, 1, 2, 3])[2])
     np.testing.assert_array_equal(np.asarray(Image.open(listed[1].path)).transpose(2, 0, 1), _images([4, 5, 6])[1])
 

@@ -5,6 +5,7 @@ One sweep of the fake engine is made once per module; each case damages one file
 the shards or the config is rebuilt and equals the undamaged run (all but the timing
 columns), what cannot is an error naming the file. No shard is ever resampled.
 """
+
 from __future__ import annotations
 
 import json
@@ -96,7 +97,7 @@ def test_damaged_results_are_rebuilt_from_the_shards(copy, made, name, damage):
     code, out = rerun(copy)
     assert code == 0, out
     assert "results are up to date" not in out and "merging the shards" in out
-    assert json.loads(out[out.index("{"):])["shards_run"] == 0  # rebuilt from the shards, none resampled
+    assert json.loads(out[out.index("{") :])["shards_run"] == 0  # rebuilt from the shards, none resampled
     assert_rebuilt_equal(copy, made)
     assert "results are up to date" in rerun(copy)[1]
 
@@ -112,7 +113,7 @@ def test_damaged_run_files_are_rewritten_from_the_config(copy, made, name, damag
     if damage != "delete":
         assert f"{copy / 'out' / name} differs from the one this config gives" in out
     assert (copy / "out" / name).read_bytes() == before
-    assert json.loads(out[out.index("{"):])["shards_run"] == 0
+    assert json.loads(out[out.index("{") :])["shards_run"] == 0
     assert_rebuilt_equal(copy, made)
 
 
@@ -139,7 +140,7 @@ def test_run_json_and_config_toml_both_damaged_is_an_error_naming_them(copy, mad
     assert "--force" in out
     code, out = rerun(copy, "--force")
     assert code == 0, out
-    assert json.loads(out[out.index("{"):])["shards_run"] == 0  # --force keeps the shards whose keys match
+    assert json.loads(out[out.index("{") :])["shards_run"] == 0  # --force keeps the shards whose keys match
     assert_rebuilt_equal(copy, made)
 
 
@@ -180,7 +181,7 @@ def test_a_run_directory_of_the_previous_code_is_re_merged_to_equal_results(copy
     (out / "run.json").write_text(json.dumps(run, indent=2, sort_keys=True) + "\n")
     code, text = rerun(copy)
     assert code == 0 and "written by an older glide-eval" in text, text
-    assert json.loads(text[text.index("{"):])["shards_run"] == 0
+    assert json.loads(text[text.index("{") :])["shards_run"] == 0
     assert_rebuilt_equal(copy, made)
     assert "files" in json.loads((out / "manifest.json").read_text())
 

@@ -1,4 +1,5 @@
 """Schedules, respacing and Gaussian diffusion math against golden data and closed forms."""
+
 import json
 import math
 
@@ -36,8 +37,10 @@ def test_linear_schedule_endpoints_scale_with_steps():
     assert named_betas("linear", 500)[-1] == pytest.approx(0.04)
 
 
-@pytest.mark.parametrize("spec,count", [("100", 100), ("250", 250), ("27", 27), ("10,10,3,2,2", 27),
-                                        ("50,25", 75), ("1000", 1000), ("", 1000)])
+@pytest.mark.parametrize(
+    "spec,count",
+    [("100", 100), ("250", 250), ("27", 27), ("10,10,3,2,2", 27), ("50,25", 75), ("1000", 1000), ("", 1000)],
+)
 def test_section_respacing_keeps_endpoints(spec, count):
     steps = space_timesteps(1000, spec)
     assert len(steps) == count and steps == sorted(set(steps))
@@ -89,8 +92,11 @@ def test_learned_range_variance_interpolates_logs():
     d = Diffusion.spaced("squaredcos_cap_v2", "25")
     x = torch.randn(2, 3, 4, 4)
     eps = torch.randn_like(x)
-    for v, expected in ((-1.0, d.posterior_log_variance_clipped[5]), (1.0, math.log(d.betas[5])),
-                        (0.0, 0.5 * (d.posterior_log_variance_clipped[5] + math.log(d.betas[5])))):
+    for v, expected in (
+        (-1.0, d.posterior_log_variance_clipped[5]),
+        (1.0, math.log(d.betas[5])),
+        (0.0, 0.5 * (d.posterior_log_variance_clipped[5] + math.log(d.betas[5]))),
+    ):
         out = d.mean_variance(torch.cat([eps, torch.full_like(x, v)], 1), x, 5)
         torch.testing.assert_close(out["log_variance"], torch.full_like(x, expected), rtol=1e-6, atol=1e-6)
         torch.testing.assert_close(out["variance"], torch.exp(out["log_variance"]))

@@ -1,4 +1,5 @@
 """GLIDE UNets, the noised CLIP and checkpoint loading against the reference's golden fixtures."""
+
 import hashlib
 import json
 from pathlib import Path
@@ -51,10 +52,10 @@ def test_unet_rows_are_independent(unets, name):
     model, blob = unets[name]
     inputs = blob["inputs"]
     for i in range(inputs["x"].shape[0]):
-        row = {k: v[i:i + 1] for k, v in inputs.items()}
+        row = {k: v[i : i + 1] for k, v in inputs.items()}
         with torch.no_grad():
             out = model(row["x"], row["timesteps"], row["tokens"], row["mask"], **_extra(row))
-        assert rel_error(out, blob["output"][i:i + 1]) < MODULE_TOL
+        assert rel_error(out, blob["output"][i : i + 1]) < MODULE_TOL
 
 
 def test_encode_text_reuse_is_identical(unets):
@@ -125,7 +126,7 @@ def test_noised_clip_direct(golden_dir):
     tokens = inputs["text_tokens"].clone()
     lens = inputs["text_lens"]
     row = int(torch.argmin(lens))
-    tokens[row, lens[row]:] = 1
+    tokens[row, lens[row] :] = 1
     with torch.no_grad():
         changed = clip.text_embeddings(tokens, lens)
     assert torch.allclose(changed, text, atol=1e-6)
@@ -171,8 +172,9 @@ def test_load_glide_model_round_trip(golden_dir, tmp_path, monkeypatch):
     assert all(p.device.type == "cpu" and p.dtype == torch.float32 for p in model.parameters())
     assert not model.training
     assert rel_error(run_unet_fixture(model, blob), blob["output"]) < MODULE_TOL
-    half, _ = load_glide_model("base-inpaint", checkpoint_dir=tmp_path, dtype=torch.bfloat16,
-                               options=_tiny_options(blob))
+    half, _ = load_glide_model(
+        "base-inpaint", checkpoint_dir=tmp_path, dtype=torch.bfloat16, options=_tiny_options(blob)
+    )
     assert half.dtype == torch.bfloat16
 
 
@@ -235,8 +237,10 @@ def test_bad_shapes_raise(unets, golden_dir):
     cases = [
         (dict(ok, low_res=inputs["low_res"][:2]), r"`low_res` must have shape \(3, 3, h, w\), got \(2, 3, 8, 8\)"),
         (dict(ok, low_res=None), "low_res"),
-        (dict(ok, inpaint_mask=inputs["inpaint_mask"].expand(-1, 3, -1, -1)),
-         r"`inpaint_mask` must have shape \(3, 1, 32, 32\), got \(3, 3, 32, 32\)"),
+        (
+            dict(ok, inpaint_mask=inputs["inpaint_mask"].expand(-1, 3, -1, -1)),
+            r"`inpaint_mask` must have shape \(3, 1, 32, 32\), got \(3, 3, 32, 32\)",
+        ),
         (dict(ok, inpaint_image=inputs["inpaint_image"][:, :, :16]), "`inpaint_image` must have shape"),
     ]
     for kwargs, pattern in cases:
@@ -275,10 +279,24 @@ def test_channels_last_is_only_a_layout(unets):
 
 def test_non_default_blocks_use_reference_names():
     """resblock_updown=False uses Downsample.op / Upsample.conv; no scale-shift halves emb_layers."""
-    blob_options = dict(image_size=32, num_channels=32, num_res_blocks=1, channel_mult="1,2,2", num_heads=2,
-                        num_head_channels=-1, attention_resolutions="8", text_ctx=4, xf_width=32, xf_layers=1,
-                        xf_heads=2, use_scale_shift_norm=False, resblock_updown=False, xf_final_ln=False,
-                        xf_padding=False, n_vocab=10)
+    blob_options = dict(
+        image_size=32,
+        num_channels=32,
+        num_res_blocks=1,
+        channel_mult="1,2,2",
+        num_heads=2,
+        num_head_channels=-1,
+        attention_resolutions="8",
+        text_ctx=4,
+        xf_width=32,
+        xf_layers=1,
+        xf_heads=2,
+        use_scale_shift_norm=False,
+        resblock_updown=False,
+        xf_final_ln=False,
+        xf_padding=False,
+        n_vocab=10,
+    )
     with torch.device("meta"):
         model = create_model(blob_options)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}

@@ -4,6 +4,7 @@ The stand-ins follow the GLIDE model API (encode_text, forward(x, t, text=..., l
 inpaint_image=..., inpaint_mask=...) -> (eps, v)); the real models are checked against the
 reference in test_samplers_sampling_parity.py.
 """
+
 import math
 
 import pytest
@@ -26,8 +27,8 @@ def fake_tokenize(captions, text_ctx):
     mask = torch.zeros(len(captions), text_ctx, dtype=torch.bool)
     for row, caption in enumerate(captions):
         ids = [ord(c) % (N_VOCAB - 1) for c in caption][:text_ctx]
-        tokens[row, :len(ids)] = torch.tensor(ids, dtype=torch.long)
-        mask[row, :len(ids)] = True
+        tokens[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        mask[row, : len(ids)] = True
     return tokens, mask
 
 
@@ -46,8 +47,9 @@ class FakeGlide(torch.nn.Module):
         self.encode_calls += 1
         return {"xf_proj": (self.embed(tokens) * mask[..., None]).sum(1), "tokens": tokens}
 
-    def forward(self, x, timesteps, tokens=None, mask=None, *, text=None, low_res=None, inpaint_image=None,
-                inpaint_mask=None):
+    def forward(
+        self, x, timesteps, tokens=None, mask=None, *, text=None, low_res=None, inpaint_image=None, inpaint_mask=None
+    ):
         if text is None:
             text = self.encode_text(tokens, mask)
         self.batch_sizes.append(x.shape[0])
@@ -124,8 +126,9 @@ def test_ancestral_step_is_mean_plus_std_noise_and_clip_guidance_shifts_mean():
     sample_ancestral(fn, x.clone(), d, noise=TapeNoise([x] + [z] * 10), cond_fn=cond_fn, callback=rec_guided)
     out = d.mean_variance(fn(x, d.original_timesteps(9, 1, "cpu")), x, 9)
     torch.testing.assert_close(rec_plain.trajectory[0], out["mean"] + torch.exp(0.5 * out["log_variance"]) * z)
-    torch.testing.assert_close(rec_guided.trajectory[0] - rec_plain.trajectory[0], out["variance"] * grad,
-                               rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        rec_guided.trajectory[0] - rec_plain.trajectory[0], out["variance"] * grad, rtol=1e-4, atol=1e-5
+    )
     assert seen_t[0] == [d.timestep_map[9]] and seen_t[-1] == [0]  # original timesteps
 
 
@@ -151,8 +154,12 @@ def test_guidance_scale_one_equals_conditional_sampling():
     empty_tokens, empty_mask = fake_tokenize([""], 8)
     d = Diffusion.spaced("squaredcos_cap_v2", "10")
     x = torch.randn(1, 3, 8, 8)
-    guided = sample_ancestral(classifier_free_model_fn(model, tokens, mask, empty_tokens, empty_mask, 1.0),
-                              x.clone(), d, noise=PerSampleNoise(3, [0]))
+    guided = sample_ancestral(
+        classifier_free_model_fn(model, tokens, mask, empty_tokens, empty_mask, 1.0),
+        x.clone(),
+        d,
+        noise=PerSampleNoise(3, [0]),
+    )
     plain = sample_ancestral(conditional_model_fn(model, tokens, mask), x.clone(), d, noise=PerSampleNoise(3, [0]))
     torch.testing.assert_close(guided, plain, rtol=1e-5, atol=1e-5)
 
@@ -169,8 +176,14 @@ def test_per_sample_noise_ignores_batch_mates():
 def tiny_models(**kwargs):
     base = FakeGlide(**kwargs.pop("base_kwargs", {}))
     up = FakeGlide(super_res=True)
-    return GlideModels(base=base, base_options={"image_size": 8, "text_ctx": 8}, upsampler=up,
-                       upsampler_options={"image_size": 16, "text_ctx": 8}, tokenize=fake_tokenize, **kwargs)
+    return GlideModels(
+        base=base,
+        base_options={"image_size": 8, "text_ctx": 8},
+        upsampler=up,
+        upsampler_options={"image_size": 16, "text_ctx": 8},
+        tokenize=fake_tokenize,
+        **kwargs,
+    )
 
 
 @pytest.mark.parametrize("sampler", ["ancestral", "ddim"])
@@ -194,8 +207,9 @@ def test_sample_images_is_batch_invariant(sampler):
 def test_nan_samples_are_reported_by_id():
     bad_token = ord("!") % (N_VOCAB - 1)
     models = tiny_models(base_kwargs={"nan_token": bad_token})
-    result = sample_images(models, ["fine", "bad!", "ok"], ["s0", "s1", "s2"], seed=0, guidance="none",
-                           respacing="4", batch_size=2)
+    result = sample_images(
+        models, ["fine", "bad!", "ok"], ["s0", "s1", "s2"], seed=0, guidance="none", respacing="4", batch_size=2
+    )
     assert result.nan_samples == ["s1"]
     assert result.nan_steps[1] == 4 and result.nan_steps[0] == result.nan_steps[2] == 0
 
@@ -216,8 +230,14 @@ def test_inpainting_keeps_known_region(inpaint_model):
     image = torch.rand(1, 3, 8, 8) * 2 - 1
     mask = torch.zeros(1, 1, 8, 8)
     mask[..., :4] = 1
-    x = sample_base(models, ["a cat", "grass"], PerSampleNoise(0, [0, 1]), guidance=("cfg", 2.0), respacing="6",
-                    inpaint=InpaintSpec(image, mask))
+    x = sample_base(
+        models,
+        ["a cat", "grass"],
+        PerSampleNoise(0, [0, 1]),
+        guidance=("cfg", 2.0),
+        respacing="6",
+        inpaint=InpaintSpec(image, mask),
+    )
     torch.testing.assert_close(x[..., :4], image.expand(2, -1, -1, -1)[..., :4], rtol=1e-5, atol=1e-5)
     assert (x[..., 4:] - image[..., 4:]).abs().mean() > 0.05
 
@@ -260,8 +280,9 @@ class FakeClip(torch.nn.Module):
 
 @pytest.mark.parametrize("sampler", ["ancestral", "ddim"])
 def test_clip_guidance_through_the_pipeline(sampler):
-    models = tiny_models(clip=FakeClip(), clip_tokenize=lambda captions: (fake_tokenize(captions, 6)[0],
-                                                                          torch.full((len(captions),), 6)))
+    models = tiny_models(
+        clip=FakeClip(), clip_tokenize=lambda captions: (fake_tokenize(captions, 6)[0], torch.full((len(captions),), 6))
+    )
     common = dict(respacing="5", sampler=sampler, batch_size=2)
     guided = sample_images(models, ["a cat", "a dog"], [0, 1], seed=1, guidance=("clip", 5.0), **common)
     plain = sample_images(models, ["a cat", "a dog"], [0, 1], seed=1, guidance=("none", 0), **common)

@@ -1,4 +1,5 @@
 """`glide-eval sample` on tiny random-weight models (the official structure, small widths)."""
+
 import json
 
 import numpy as np
@@ -18,8 +19,24 @@ def run(args):
 
 def test_sample_writes_png_and_provenance_sidecar(tmp_path):
     out = tmp_path / "cube.png"
-    result = run(["--prompt", "a red cube", "--random-weights", "--tiny", "--steps", "3", "--num-samples", "2",
-                  "--seed", "4", "--out", str(out), "--json", "--no-progress"])
+    result = run(
+        [
+            "--prompt",
+            "a red cube",
+            "--random-weights",
+            "--tiny",
+            "--steps",
+            "3",
+            "--num-samples",
+            "2",
+            "--seed",
+            "4",
+            "--out",
+            str(out),
+            "--json",
+            "--no-progress",
+        ]
+    )
     assert result.exit_code == 0, result.output
     record = json.loads(result.output)
     image = np.asarray(Image.open(out))
@@ -32,8 +49,26 @@ def test_sample_writes_png_and_provenance_sidecar(tmp_path):
     assert record["model_options"]["base"]["image_size"] == 16
 
     again = tmp_path / "again.png"
-    assert run(["--prompt", "a red cube", "--random-weights", "--tiny", "--steps", "3", "--num-samples", "2",
-                "--seed", "4", "--out", str(again), "--no-progress"]).exit_code == 0
+    assert (
+        run(
+            [
+                "--prompt",
+                "a red cube",
+                "--random-weights",
+                "--tiny",
+                "--steps",
+                "3",
+                "--num-samples",
+                "2",
+                "--seed",
+                "4",
+                "--out",
+                str(again),
+                "--no-progress",
+            ]
+        ).exit_code
+        == 0
+    )
     assert np.array_equal(np.asarray(Image.open(again)), image)  # same seed, same images
 
 
@@ -44,8 +79,23 @@ def test_sample_inpaints_keeping_known_pixels(tmp_path):
     mask[:, :8] = 255
     Image.fromarray(mask).save(tmp_path / "mask.png")
     out = tmp_path / "inpainted.png"
-    result = run(["--prompt", "grass", "--random-weights", "--tiny", "--steps", "2", "--inpaint",
-                  str(tmp_path / "img.png"), "--mask", str(tmp_path / "mask.png"), "--out", str(out), "--no-progress"])
+    result = run(
+        [
+            "--prompt",
+            "grass",
+            "--random-weights",
+            "--tiny",
+            "--steps",
+            "2",
+            "--inpaint",
+            str(tmp_path / "img.png"),
+            "--mask",
+            str(tmp_path / "mask.png"),
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert result.exit_code == 0, result.output
     got = np.asarray(Image.open(out)).astype(int)
     source = np.asarray(Image.open(tmp_path / "img.png")).astype(int)

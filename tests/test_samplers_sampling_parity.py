@@ -1,4 +1,5 @@
 """Our loops with the real (tiny) models reproduce the reference GLIDE runs in samplers.pt."""
+
 import pytest
 import torch
 
@@ -38,8 +39,11 @@ def test_a_wrong_timestep_map_is_caught(golden_dir, monkeypatch):
     """The checks are not vacuous: feeding the model spaced instead of original timesteps fails them."""
     from samplers.diffusion import Diffusion
 
-    monkeypatch.setattr(Diffusion, "original_timesteps",
-                        lambda self, i, batch, device: torch.full((batch,), i, dtype=torch.long, device=device))
+    monkeypatch.setattr(
+        Diffusion,
+        "original_timesteps",
+        lambda self, i, batch, device: torch.full((batch,), i, dtype=torch.long, device=device),
+    )
     runs = torch.load(golden_dir / "samplers.pt", weights_only=False)
     results = RUNS["ddim_conditional"](golden_dir, runs["ddim_conditional"], "samplers.pt")
     assert not all(r.passed for r in results)
@@ -58,7 +62,7 @@ def test_sample_images_with_real_unet_is_batch_invariant(golden_dir):
         mask = torch.zeros(len(captions), text_ctx, dtype=torch.bool)
         for row, caption in enumerate(captions):
             ids = [ord(c) % (n_vocab - 1) for c in caption][:text_ctx]
-            tokens[row, :len(ids)], mask[row, :len(ids)] = torch.tensor(ids, dtype=torch.long), True
+            tokens[row, : len(ids)], mask[row, : len(ids)] = torch.tensor(ids, dtype=torch.long), True
         return tokens, mask
 
     models = GlideModels(base=model, base_options=blob["config"], tokenize=tokenize)

@@ -6,6 +6,7 @@ x_b = alpha_b mu + sqrt(alpha_b^2 s^2 + sigma_b^2) / sqrt(alpha_a^2 s^2 + sigma_
 (it keeps every coordinate's standardized value). With that model every solver's error is its
 discretization error alone, so the log-log slope of error against steps is its order of convergence.
 """
+
 import math
 
 import numpy as np
@@ -41,7 +42,7 @@ def gaussian_model_fn(alphas_cumprod):
 
     def model_fn(x, t):
         a = table[t].to(x.dtype)[:, None, None, None]
-        eps = (1 - a).sqrt() * (x - a.sqrt() * MU) / (a * S ** 2 + 1 - a)
+        eps = (1 - a).sqrt() * (x - a.sqrt() * MU) / (a * S**2 + 1 - a)
         return torch.cat([eps, torch.zeros_like(eps)], 1)
 
     return model_fn
@@ -50,12 +51,12 @@ def gaussian_model_fn(alphas_cumprod):
 def flow(x, alpha_bar_from: float, alpha_bar_to: float):
     """The exact probability-flow ODE map between two noise levels for the Gaussian data."""
     a, b = alpha_bar_from, alpha_bar_to
-    return math.sqrt(b) * MU + math.sqrt(b * S ** 2 + 1 - b) / math.sqrt(a * S ** 2 + 1 - a) * (x - math.sqrt(a) * MU)
+    return math.sqrt(b) * MU + math.sqrt(b * S**2 + 1 - b) / math.sqrt(a * S**2 + 1 - a) * (x - math.sqrt(a) * MU)
 
 
 def exact_denoised(x, alpha_bar: float):
     """E[x0 | x_t] for the Gaussian data: what every solver's final step (x = x0 prediction) returns."""
-    return MU + math.sqrt(alpha_bar) * S ** 2 / (alpha_bar * S ** 2 + 1 - alpha_bar) * (x - math.sqrt(alpha_bar) * MU)
+    return MU + math.sqrt(alpha_bar) * S**2 / (alpha_bar * S**2 + 1 - alpha_bar) * (x - math.sqrt(alpha_bar) * MU)
 
 
 def grid_process(steps: int, grid: str, low: float, high: float) -> Diffusion:
@@ -81,8 +82,9 @@ def errors(sampler, steps_list, grid, low, high, interior=False, **options):
     for steps in steps_list:
         d = grid_process(steps, grid, low, high)
         recorder = Recorder()
-        out = get_sampler(sampler)(gaussian_model_fn(d.alphas_cumprod), x.clone(), d, clip_denoised=False,
-                                   callback=recorder, **options)
+        out = get_sampler(sampler)(
+            gaussian_model_fn(d.alphas_cumprod), x.clone(), d, clip_denoised=False, callback=recorder, **options
+        )
         at_level0 = flow(x, d.alphas_cumprod[-1], d.alphas_cumprod[0])
         if interior:
             result.append((recorder.trajectory[-2] - at_level0).abs().max().item())
@@ -101,10 +103,16 @@ def slope(steps_list, errs):
 # corrector 2.02; UniPC-3's pairwise slopes scatter (3.0, 4.2), so it is only asserted to beat UniPC-2 below.
 # Tolerance 0.2: the pairwise slopes vary by < 0.05 between 32..128 steps; a wrong coefficient anywhere drops
 # a whole order (e.g. a first-order final step inside the grid, or UniC's rho off, gives 1 or 2).
-@pytest.mark.parametrize("sampler, options, order", [
-    ("ddim", {}, 1), ("dpmpp_2m", {}, 2), ("unipc", {}, 3), ("unipc", {"corrector": False}, 2),
-    ("unipc", {"variant": "bh1"}, 3),
-])
+@pytest.mark.parametrize(
+    "sampler, options, order",
+    [
+        ("ddim", {}, 1),
+        ("dpmpp_2m", {}, 2),
+        ("unipc", {}, 3),
+        ("unipc", {"corrector": False}, 2),
+        ("unipc", {"variant": "bh1"}, 3),
+    ],
+)
 def test_order_of_convergence_on_the_gaussian_closed_form(sampler, options, order):
     steps_list = [32, 64, 128]
     errs = errors(sampler, steps_list, "lambda", -4.0, 4.0, **options)
@@ -114,13 +122,19 @@ def test_order_of_convergence_on_the_gaussian_closed_form(sampler, options, orde
 
 def test_unipc_order_3_beats_order_2_and_unip_2_is_dpmpp_2m():
     steps_list = [32, 64, 128]
-    assert (errors("unipc", steps_list, "lambda", -4.0, 4.0, order=3)
-            < 0.2 * errors("unipc", steps_list, "lambda", -4.0, 4.0)).all()
+    assert (
+        errors("unipc", steps_list, "lambda", -4.0, 4.0, order=3)
+        < 0.2 * errors("unipc", steps_list, "lambda", -4.0, 4.0)
+    ).all()
     # the B(h) = expm1(-h) predictor of order 2 is DPM-Solver++(2M) exactly (Zhao et al. 2023, Sec. 3.3)
     d = Diffusion.spaced("squaredcos_cap_v2", "12")
     fn, x = noisy_model_fn(), x_image()
-    torch.testing.assert_close(sample_unipc(fn, x.clone(), d, corrector=False, clip_denoised=False),
-                               sample_dpmpp_2m(fn, x.clone(), d, clip_denoised=False), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(
+        sample_unipc(fn, x.clone(), d, corrector=False, clip_denoised=False),
+        sample_dpmpp_2m(fn, x.clone(), d, clip_denoised=False),
+        rtol=1e-5,
+        atol=1e-5,
+    )
 
 
 def test_plms_order():
@@ -148,6 +162,7 @@ def test_samples_follow_the_data_distribution_on_the_glide_schedule(sampler):
 
 
 # -- equality with diffusers' schedulers ---------------------------------------------------------------
+
 
 def noisy_model_fn():
     """The Gaussian closed form plus a smooth nonlinear, timestep-dependent perturbation (3 channels)."""
@@ -211,8 +226,15 @@ def test_dpmpp_2m_equals_diffusers(respacing):
     diffusers = pytest.importorskip("diffusers")
     d = Diffusion.spaced("squaredcos_cap_v2", respacing)
     scheduler = diffusers.DPMSolverMultistepScheduler(
-        trained_betas=our_betas(), algorithm_type="dpmsolver++", solver_order=2, solver_type="midpoint",
-        prediction_type="epsilon", variance_type="learned_range", lower_order_final=True, final_sigmas_type="zero")
+        trained_betas=our_betas(),
+        algorithm_type="dpmsolver++",
+        solver_order=2,
+        solver_type="midpoint",
+        prediction_type="epsilon",
+        variance_type="learned_range",
+        lower_order_final=True,
+        final_sigmas_type="zero",
+    )
     scheduler.set_timesteps(timesteps=d.timestep_map[::-1])
     fn, x = noisy_model_fn(), x_image()
     theirs = run_diffusers(scheduler, fn, x.clone(), eps_only=False)  # they drop the variance channels too
@@ -226,8 +248,13 @@ def unipc_scheduler(diffusers, d: Diffusion, **options):
     """diffusers' UniPC on our respaced timesteps: its set_timesteps takes no custom timesteps, so the
     timesteps and their sigmas (computed as set_timesteps does, from its own alphas_cumprod) are set here."""
     scheduler = diffusers.UniPCMultistepScheduler(
-        trained_betas=our_betas(), prediction_type="epsilon", predict_x0=True, lower_order_final=True,
-        final_sigmas_type="zero", **options)
+        trained_betas=our_betas(),
+        prediction_type="epsilon",
+        predict_x0=True,
+        lower_order_final=True,
+        final_sigmas_type="zero",
+        **options,
+    )
     scheduler.set_timesteps(d.num_steps)
     timesteps = np.array(d.timestep_map[::-1], dtype=np.int64)
     alphas_cumprod = scheduler.alphas_cumprod.numpy()[timesteps]
@@ -237,8 +264,10 @@ def unipc_scheduler(diffusers, d: Diffusion, **options):
     return scheduler
 
 
-@pytest.mark.parametrize("respacing, order, variant", [("25", 2, "bh2"), ("6", 2, "bh2"), ("25", 3, "bh2"),
-                                                       ("25", 2, "bh1"), ("fast27", 2, "bh2")])
+@pytest.mark.parametrize(
+    "respacing, order, variant",
+    [("25", 2, "bh2"), ("6", 2, "bh2"), ("25", 3, "bh2"), ("25", 2, "bh1"), ("fast27", 2, "bh2")],
+)
 def test_unipc_equals_diffusers(respacing, order, variant):
     diffusers = pytest.importorskip("diffusers")
     d = Diffusion.spaced("squaredcos_cap_v2", respacing)
@@ -270,8 +299,14 @@ def test_plms_equals_diffusers_pndm_without_prk_steps(steps):
     and its last step goes to alpha_bar = 1 as with set_alpha_to_one=True."""
     diffusers = pytest.importorskip("diffusers")
     d = Diffusion.spaced("squaredcos_cap_v2", f"ddim{steps}")
-    scheduler = diffusers.PNDMScheduler(trained_betas=our_betas(), skip_prk_steps=True, set_alpha_to_one=True,
-                                        steps_offset=0, timestep_spacing="leading", prediction_type="epsilon")
+    scheduler = diffusers.PNDMScheduler(
+        trained_betas=our_betas(),
+        skip_prk_steps=True,
+        set_alpha_to_one=True,
+        steps_offset=0,
+        timestep_spacing="leading",
+        prediction_type="epsilon",
+    )
     scheduler.set_timesteps(steps)
     assert sorted(set(scheduler.timesteps.tolist())) == d.timestep_map
     assert len(scheduler.timesteps) == model_evaluations("plms", steps) == steps + 1
@@ -285,6 +320,7 @@ def test_plms_equals_diffusers_pndm_without_prk_steps(steps):
 
 # -- pipeline behaviour ----------------------------------------------------------------------------------
 
+
 def test_registry_and_options():
     assert set(SOLVERS) <= set(SAMPLERS) and set(SAMPLER_OPTIONS) == set(SAMPLERS)
     assert check_sampler_options("unipc", {"order": 3}) == {"order": 3, "variant": "bh2", "corrector": True}
@@ -295,30 +331,36 @@ def test_registry_and_options():
     assert model_evaluations("unipc", 20) * 10 <= model_evaluations("ancestral", 250)
 
 
-@pytest.mark.parametrize("name, options, message", [
-    ("unipc", {"order": 4}, "unipc order must be an integer in 1..3"),
-    ("unipc", {"order": 2.0}, "unipc order must be an integer"),
-    ("unipc", {"variant": "bh3"}, "unknown unipc variant 'bh3'; known: bh1, bh2"),
-    ("unipc", {"corrector": "yes"}, "unipc corrector must be true or false"),
-    ("unipc", {"eta": 0.5}, "sampler 'unipc' has no option 'eta'; its options: order, variant, corrector"),
-    ("dpmpp_2m", {"order": 3}, "sampler 'dpmpp_2m' has no option 'order'; its options: none"),
-    ("ddim", {"eta": -1}, "ddim option 'eta' must be a number >= 0"),
-    ("euler", {}, "unknown sampler 'euler'; known: ancestral, ddim, dpmpp_2m, unipc, plms"),
-])
+@pytest.mark.parametrize(
+    "name, options, message",
+    [
+        ("unipc", {"order": 4}, "unipc order must be an integer in 1..3"),
+        ("unipc", {"order": 2.0}, "unipc order must be an integer"),
+        ("unipc", {"variant": "bh3"}, "unknown unipc variant 'bh3'; known: bh1, bh2"),
+        ("unipc", {"corrector": "yes"}, "unipc corrector must be true or false"),
+        ("unipc", {"eta": 0.5}, "sampler 'unipc' has no option 'eta'; its options: order, variant, corrector"),
+        ("dpmpp_2m", {"order": 3}, "sampler 'dpmpp_2m' has no option 'order'; its options: none"),
+        ("ddim", {"eta": -1}, "ddim option 'eta' must be a number >= 0"),
+        ("euler", {}, "unknown sampler 'euler'; known: ancestral, ddim, dpmpp_2m, unipc, plms"),
+    ],
+)
 def test_bad_options_raise_clear_errors(name, options, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(".", r"\.")):
         check_sampler_options(name, options)
 
 
-@pytest.mark.parametrize("sampler, options, respacing, needed", [
-    ("dpmpp_2m", {}, "1", 2), ("plms", {}, "1", 2), ("unipc", {"order": 3}, "2", 3)])
+@pytest.mark.parametrize(
+    "sampler, options, respacing, needed",
+    [("dpmpp_2m", {}, "1", 2), ("plms", {}, "1", 2), ("unipc", {"order": 3}, "2", 3)],
+)
 def test_too_short_respacing_is_refused(sampler, options, respacing, needed):
     d = Diffusion.spaced("squaredcos_cap_v2", respacing)
     with pytest.raises(ValueError, match=f"needs a respacing of at least {needed} steps"):
         get_sampler(sampler)(noisy_model_fn(), x_image(), d, **options)
     with pytest.raises(ValueError, match=f"at least {needed} steps; respacing '{respacing}' has"):
-        sample_base(tiny_models(), ["x"], PerSampleNoise(0, [0]), respacing=respacing, sampler=sampler,
-                    sampler_options=options)
+        sample_base(
+            tiny_models(), ["x"], PerSampleNoise(0, [0]), respacing=respacing, sampler=sampler, sampler_options=options
+        )
 
 
 @pytest.mark.parametrize("sampler", SOLVERS)
@@ -371,8 +413,9 @@ def test_clip_guidance_shifts_the_score(sampler):
 
 @pytest.mark.parametrize("sampler", SOLVERS)
 def test_clip_guidance_and_inpainting_through_the_pipeline(sampler):
-    models = tiny_models(clip=FakeClip(), clip_tokenize=lambda captions: (fake_tokenize(captions, 6)[0],
-                                                                          torch.full((len(captions),), 6)))
+    models = tiny_models(
+        clip=FakeClip(), clip_tokenize=lambda captions: (fake_tokenize(captions, 6)[0], torch.full((len(captions),), 6))
+    )
     common = dict(respacing="5", sampler=sampler, batch_size=2)
     guided = sample_images(models, ["a cat", "a dog"], [0, 1], seed=1, guidance=("clip", 5.0), **common)
     plain = sample_images(models, ["a cat", "a dog"], [0, 1], seed=1, guidance=("none", 0), **common)
@@ -386,8 +429,15 @@ def test_clip_guidance_and_inpainting_through_the_pipeline(sampler):
     for inpaint_model in (True, False):
         models = tiny_models(base_kwargs={"inpaint": inpaint_model})
         models.base_options["inpaint"] = inpaint_model
-        x = sample_base(models, ["a cat", "grass"], PerSampleNoise(0, [0, 1]), guidance=("cfg", 2.0),
-                        respacing="6", sampler=sampler, inpaint=InpaintSpec(image, mask))
+        x = sample_base(
+            models,
+            ["a cat", "grass"],
+            PerSampleNoise(0, [0, 1]),
+            guidance=("cfg", 2.0),
+            respacing="6",
+            sampler=sampler,
+            inpaint=InpaintSpec(image, mask),
+        )
         torch.testing.assert_close(x[..., :4], image.expand(2, -1, -1, -1)[..., :4], rtol=1e-5, atol=1e-5)
 
 
@@ -413,8 +463,14 @@ def test_sample_base_passes_solver_options():
     d = Diffusion.spaced("squaredcos_cap_v2", "9")
     noise = PerSampleNoise(2, ["s"])
     expected = sample_unipc(fn, noise.initial((1, 3, 8, 8)), d, order=3, variant="bh1")
-    got = sample_base(models, ["a cat"], PerSampleNoise(2, ["s"]), respacing="9", sampler="unipc",
-                      sampler_options={"order": 3, "variant": "bh1"})
+    got = sample_base(
+        models,
+        ["a cat"],
+        PerSampleNoise(2, ["s"]),
+        respacing="9",
+        sampler="unipc",
+        sampler_options={"order": 3, "variant": "bh1"},
+    )
     torch.testing.assert_close(got, expected)
     with pytest.raises(ValueError, match="sampler 'plms' has no option 'order'"):
         sample_base(models, ["a cat"], noise, respacing="9", sampler="plms", sampler_options={"order": 3})

@@ -1,4 +1,5 @@
 """GLIDE and noised-CLIP tokenizers against the reference's golden tokenizations (offline)."""
+
 import json
 from pathlib import Path
 

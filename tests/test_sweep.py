@@ -3,6 +3,7 @@
 The engine is the deterministic fake of test_sweep_fakes.py; every check compares the
 sweep's output with the fake computed directly, or one run with another.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,18 +28,31 @@ from glide_eval.sweep.run import run_sweep
 from glide_eval.sweep.rundir import FEATURE_PREFIX, RunDir
 
 TESTS = Path(__file__).parent
-CAPTIONS = [f"a {c} {o} number {i}" for i, (c, o) in enumerate(
-    (c, o) for c in ("red", "blue", "green", "grey") for o in ("cube", "ball", "cat", "bus", "tree"))]
+CAPTIONS = [
+    f"a {c} {o} number {i}"
+    for i, (c, o) in enumerate(
+        (c, o) for c in ("red", "blue", "green", "grey") for o in ("cube", "ball", "cat", "bus", "tree")
+    )
+]
 METRICS = ["fid", "is", "precision", "recall", "clip_score"]
 
 
-def write_config(tmp_path: Path, name="cfg.toml", n=14, shard_size=4, batch_size=3, cfg="[1.0, 3.0]",
-                 clip="[2.0]", delay=0.0, extra="") -> Path:
+def write_config(
+    tmp_path: Path,
+    name="cfg.toml",
+    n=14,
+    shard_size=4,
+    batch_size=3,
+    cfg="[1.0, 3.0]",
+    clip="[2.0]",
+    delay=0.0,
+    extra="",
+) -> Path:
     (tmp_path / "caps.txt").write_text("\n".join(CAPTIONS) + "\n")
     path = tmp_path / name
     path.write_text(f"""
 [run]
-output_dir = "{tmp_path / 'out'}"
+output_dir = "{tmp_path / "out"}"
 batch_size = {batch_size}
 shard_size = {shard_size}
 previews = 2
@@ -48,7 +62,7 @@ seed = 7
 engine = "python:test_sweep_fakes:make_components"
 [captions]
 source = "file"
-path = "{tmp_path / 'caps.txt'}"
+path = "{tmp_path / "caps.txt"}"
 n = {n}
 seed = 3
 [grid]
@@ -90,6 +104,7 @@ def metric_table(run_dir: Path) -> pd.DataFrame:
 
 # ---------------------------------------------------------------- config
 
+
 def test_config_errors_name_the_key(tmp_path):
     path = write_config(tmp_path, extra="")
     text = path.read_text()
@@ -118,8 +133,12 @@ def test_config_paths_env_and_hash(tmp_path, monkeypatch):
     assert config.captions.path == str(tmp_path / "caps.txt")
     assert config["captions"]["path"] == config.captions.path  # the dict view python: engine factories may use
     assert config.output_dir == tmp_path / "out"
-    assert load_config(write_config(tmp_path, "rel.toml", extra="[sampler]\nresolution = 64"),
-                       {"run": {"output_dir": "rel"}}).output_dir == Path.cwd() / "rel"
+    assert (
+        load_config(
+            write_config(tmp_path, "rel.toml", extra="[sampler]\nresolution = 64"), {"run": {"output_dir": "rel"}}
+        ).output_dir
+        == Path.cwd() / "rel"
+    )
     assert [s.name for s in config.settings] == ["unguided", "cfg-1", "cfg-3", "clip-2"]
     # the output dir does not change what a sweep produces; a batch size or a scale may
     same = load_config(write_config(tmp_path, "b.toml"), {"run": {"output_dir": "/x"}})
@@ -132,8 +151,12 @@ def test_config_paths_env_and_hash(tmp_path, monkeypatch):
 
 
 def test_dry_run_plan(tmp_path):
-    path = write_config(tmp_path, n=10, shard_size=4, extra='[sampler]\nresolution = 256\n'
-                        'base_respacing = "100"\nupsample_respacing = "fast27"')
+    path = write_config(
+        tmp_path,
+        n=10,
+        shard_size=4,
+        extra='[sampler]\nresolution = 256\nbase_respacing = "100"\nupsample_respacing = "fast27"',
+    )
     result = CliRunner().invoke(main, ["sweep", str(path), "--dry-run", "--json"])
     assert result.exit_code == 0, result.output
     plan = json.loads(result.output)
@@ -150,6 +173,7 @@ def test_dry_run_plan(tmp_path):
 
 
 # ---------------------------------------------------------------- single run
+
 
 def test_sweep_results_match_the_engine_computed_directly(tmp_path):
     config = load_config(write_config(tmp_path))
@@ -172,10 +196,12 @@ def test_sweep_results_match_the_engine_computed_directly(tmp_path):
         assert "numpy" in json.loads(row["versions"])
         png = run_dir / "images" / row["setting"] / "000005.png"
         from PIL import Image
+
         assert np.array_equal(np.asarray(Image.open(png)).transpose(2, 0, 1), images[5])
     previews = np.load(run_dir / "previews.npz")
-    assert np.array_equal(previews["setting__cfg-3"],
-                          [fakes.fake_image(7, i, captions[i], "cfg", 3.0, 8) for i in range(2)])
+    assert np.array_equal(
+        previews["setting__cfg-3"], [fakes.fake_image(7, i, captions[i], "cfg", 3.0, 8) for i in range(2)]
+    )
     assert list(previews["captions"]) == captions[:2]
     csv = pd.read_csv(run_dir / "results.csv")
     assert list(csv["setting"]) == list(df["setting"])
@@ -211,11 +237,16 @@ def test_changed_config_is_refused_without_force(tmp_path):
     # with --force the shards of unchanged settings are reused; only cfg-5 is sampled
     summary = run_sweep(load_config(changed), force=True, progress=False, log=lambda m: None)
     assert summary["shards_run"] == 4
-    assert list(pd.read_parquet(tmp_path / "out" / "results.parquet")["setting"]) == \
-        ["unguided", "cfg-1", "cfg-5", "clip-2"]
+    assert list(pd.read_parquet(tmp_path / "out" / "results.parquet")["setting"]) == [
+        "unguided",
+        "cfg-1",
+        "cfg-5",
+        "clip-2",
+    ]
 
 
 # ---------------------------------------------------------------- processes
+
 
 def test_sigkilled_sweep_resumes_to_identical_results(tmp_path):
     """SIGKILL the sweep at random moments (mid-shard, mid-write), resume, compare."""
@@ -233,8 +264,9 @@ def test_sigkilled_sweep_resumes_to_identical_results(tmp_path):
         # kill at a random moment after the next shard has been finished (so each run
         # makes progress, and the kill lands inside a later shard or its write)
         start_count = len(list(records.glob("*/*.json")))
-        proc = subprocess.Popen(cmd, env=env_with_tests_on_path(), cwd=tmp_path,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            cmd, env=env_with_tests_on_path(), cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         while proc.poll() is None and len(list(records.glob("*/*.json"))) <= start_count:
             time.sleep(0.01)
         time.sleep(rng.uniform(0.0, 0.25))
@@ -245,8 +277,7 @@ def test_sigkilled_sweep_resumes_to_identical_results(tmp_path):
     assert kills >= 3, "the sweep finished before it could be killed; raise delay_s"
     done = len(list((tmp_path / "out" / "shards").glob("*/*.json")))
     assert 0 < done < 16, done  # killed part-way
-    final = subprocess.run(cmd, env=env_with_tests_on_path(), cwd=tmp_path, capture_output=True,
-                           text=True, timeout=120)
+    final = subprocess.run(cmd, env=env_with_tests_on_path(), cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert final.returncode == 0, final.stderr
     assert_same_shards(shard_contents(tmp_path / "out"), shard_contents(ref_config.output_dir))
     pd.testing.assert_frame_equal(metric_table(tmp_path / "out"), metric_table(ref_config.output_dir))
@@ -265,15 +296,25 @@ def test_two_processes_equal_one(tmp_path):
     two = tmp_path / "two"
     two.mkdir()
     path = write_config(two, n=10, shard_size=3)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-           "--master-port", str(29500 + os.getpid() % 1000), "-m", "glide_eval", "sweep", str(path),
-           "--no-progress", "--json"]
-    result = subprocess.run(cmd, env=env_with_tests_on_path(), cwd=two, capture_output=True,
-                            text=True, timeout=300)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(29500 + os.getpid() % 1000),
+        "-m",
+        "glide_eval",
+        "sweep",
+        str(path),
+        "--no-progress",
+        "--json",
+    ]
+    result = subprocess.run(cmd, env=env_with_tests_on_path(), cwd=two, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "[rank 1/2]" in result.stderr and "[rank 0/2]" in result.stderr
-    ranks = {json.loads((p.with_suffix(".json")).read_text())["rank"]
-             for p in (two / "out" / "shards").glob("*/*.npz")}
+    ranks = {json.loads((p.with_suffix(".json")).read_text())["rank"] for p in (two / "out" / "shards").glob("*/*.npz")}
     assert ranks == {0, 1}
     assert_same_shards(shard_contents(two / "out"), shard_contents(one / "out"))
     pd.testing.assert_frame_equal(metric_table(two / "out"), metric_table(one / "out"))
@@ -296,13 +337,21 @@ random_weights = true
 tiny = true
 """
     runs = {}
-    for name, launcher in (("one", []), ("two", ["-m", "torch.distributed.run", "--nproc-per-node", "2",
-                                                   "--master-port", str(30500 + os.getpid() % 1000)])):
+    for name, launcher in (
+        ("one", []),
+        (
+            "two",
+            ["-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(30500 + os.getpid() % 1000)],
+        ),
+    ):
         folder = tmp_path / name
         folder.mkdir()
         path = write_config(folder, n=6, shard_size=4, batch_size=3, cfg="[3.0]", clip="[]", extra=tiny)
-        path.write_text(path.read_text().replace("[engine_options]\ndelay_s = 0.0\n", "").replace(
-            "make_components", "make_tiny_glide_components"))
+        path.write_text(
+            path.read_text()
+            .replace("[engine_options]\ndelay_s = 0.0\n", "")
+            .replace("make_components", "make_tiny_glide_components")
+        )
         cmd = [sys.executable, *(launcher or []), "-m", "glide_eval", "sweep", str(path), "--no-progress"]
         env = dict(env_with_tests_on_path(), OMP_NUM_THREADS="1")  # as torchrun sets for each rank
         result = subprocess.run(cmd, env=env, cwd=folder, capture_output=True, text=True, timeout=300)
@@ -316,8 +365,17 @@ tiny = true
     torch.set_num_threads(1)
     try:
         models = load_glide_models(None, upsample=True, random_weights=True, tiny=True)
-        direct = sample_images(models, captions[:3], [0, 1, 2], 7, guidance=("cfg", 3.0), respacing="4",
-                               upsample=True, upsample_respacing="3", batch_size=3).images.numpy()
+        direct = sample_images(
+            models,
+            captions[:3],
+            [0, 1, 2],
+            7,
+            guidance=("cfg", 3.0),
+            respacing="4",
+            upsample=True,
+            upsample_respacing="3",
+            batch_size=3,
+        ).images.numpy()
     finally:
         torch.set_num_threads(threads)
     assert direct.shape == (3, 3, 64, 64)

@@ -5,6 +5,7 @@ Each image depends only on (seed, sample index, caption, guidance setting): a ca
 plus noise that shrinks as the guidance scale grows, so the metrics move with the scale
 the way fidelity/diversity trade-offs do. Features and metrics are plain numpy.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -24,15 +25,22 @@ def caption_colour(caption: str) -> np.ndarray:
     return np.frombuffer(digest[:3], dtype=np.uint8).astype(np.float64)
 
 
-def fake_image(seed: int, sample_id: int, caption: str, family: str, scale: float, size: int,
-               method: str | None = None, steps: int = 0) -> np.ndarray:
+def fake_image(
+    seed: int,
+    sample_id: int,
+    caption: str,
+    family: str,
+    scale: float,
+    size: int,
+    method: str | None = None,
+    steps: int = 0,
+) -> np.ndarray:
     """`method` and `steps` (sampler overrides of a "steps" setting) change the noise."""
     key = [seed, sample_id, FAMILY_CODE[family], int(round(scale * 1000))]
     if method is not None:
         key += [1 + ("ancestral", "ddim").index(method), steps]
     rng = np.random.default_rng(key)
-    noise = rng.normal(0.0, 60.0 / (1.0 + scale) * (1.0 + (8.0 / steps if steps else 0.0)),
-                       size=(3, size, size))
+    noise = rng.normal(0.0, 60.0 / (1.0 + scale) * (1.0 + (8.0 / steps if steps else 0.0)), size=(3, size, size))
     img = caption_colour(caption)[:, None, None] + noise
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
@@ -72,8 +80,9 @@ def make_components(config, device: str) -> Components:
         if setting.method is not None:  # the sampler this setting asks for (steps, clip_method)
             method, respacing = setting.sampler(config)
             sampler = {"method": method, "steps": count_steps(respacing)}
-        images = np.stack([fake_image(seed, i, c, family, scale, size, **sampler)
-                           for i, c in zip(sample_ids, captions)])
+        images = np.stack(
+            [fake_image(seed, i, c, family, scale, size, **sampler) for i, c in zip(sample_ids, captions)]
+        )
         return images, np.zeros(len(sample_ids), dtype=np.int64)
 
     reference = None
@@ -82,8 +91,13 @@ def make_components(config, device: str) -> Components:
         def reference():
             raise MissingComponentError(f"[metrics.reference] {options['unreadable_reference']}: cannot be read")
 
-    return Components(generate, featurize, compute_metrics,
-                      provenance={"files": {"fake_model": "0" * 64}, "versions": {"fake": "1"}}, reference=reference)
+    return Components(
+        generate,
+        featurize,
+        compute_metrics,
+        provenance={"files": {"fake_model": "0" * 64}, "versions": {"fake": "1"}},
+        reference=reference,
+    )
 
 
 def test_fake_image_depends_only_on_its_inputs():
@@ -97,5 +111,6 @@ def make_tiny_glide_components(config, device: str) -> Components:
     """The real GLIDE pipeline (`samplers`) on tiny random-weight models, with the fake features."""
     from glide_eval.sweep.engines import glide_generator
 
-    return Components(glide_generator(config, device), featurize, compute_metrics,
-                      provenance={"files": {"tiny_random": "random"}})
+    return Components(
+        glide_generator(config, device), featurize, compute_metrics, provenance={"files": {"tiny_random": "random"}}
+    )

@@ -1,6 +1,7 @@
 """The `glide` engine end to end on made-up files in the official formats: tiny random-weight
 GLIDE models (64 -> 256 path), a random-weight Inception file, a tiny OpenAI-format CLIP
 and a small MS-COCO folder. Slow on a CPU (Inception at 299x299), so marked slow."""
+
 from __future__ import annotations
 
 import json
@@ -40,7 +41,7 @@ def test_glide_engine_end_to_end(tmp_path, monkeypatch):
     path = tmp_path / "sweep.toml"
     path.write_text(f"""
 [run]
-output_dir = "{tmp_path / 'out'}"
+output_dir = "{tmp_path / "out"}"
 batch_size = 5
 shard_size = 5
 device = "cpu"
@@ -56,13 +57,13 @@ base_respacing = "3"
 upsample_respacing = "2"
 [captions]
 source = "coco"
-path = "{tmp_path / 'coco'}"
+path = "{tmp_path / "coco"}"
 n = 10
 [grid]
 unguided = false
 cfg = [1.5]
 [metrics]
-reference = "{tmp_path / 'reference.npz'}"
+reference = "{tmp_path / "reference.npz"}"
 [engine_options]
 random_weights = true
 tiny = true

@@ -4,6 +4,7 @@ The lock's truth is the kernel's: a flock held by another process (or another op
 this one) refuses us; a SIGKILLed holder's lock is gone. Each test checks what a user sees:
 which process ran, the refusal naming the holder's PID, how long --wait waited.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,8 +41,13 @@ lock.release()
 
 def hold_lock(folder: Path) -> subprocess.Popen:
     """A process that holds `folder`'s lock until a line reaches its stdin (returns once it holds it)."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], env=env_with_tests_on_path(),
-                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", HOLD, str(folder)],
+        env=env_with_tests_on_path(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "locked"
     return proc
 
@@ -113,9 +119,17 @@ def test_two_sweeps_racing_on_a_fresh_directory_one_runs(tmp_path):
     """Two configs (cfg 1,3 vs 1,5) on one fresh directory, started together: exactly one runs;
     the other exits 1 naming the winner's PID; the results are the winner's config's alone."""
     paths = [write_config(tmp_path, "a.toml", delay=0.2), write_config(tmp_path, "b.toml", cfg="[1.0, 5.0]", delay=0.2)]
-    procs = [subprocess.Popen([sys.executable, "-m", "glide_eval", "sweep", str(p), "--no-progress"],
-                              env=env_with_tests_on_path(), cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for p in paths]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "glide_eval", "sweep", str(p), "--no-progress"],
+            env=env_with_tests_on_path(),
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for p in paths
+    ]
     outputs = [p.communicate(timeout=300) for p in procs]
     codes = [p.returncode for p in procs]
     assert sorted(codes) == [0, 1], (codes, outputs)
@@ -170,8 +184,9 @@ def wait_gone(pids: list[int], seconds: float) -> bool:
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_worker_ends_when_its_launcher_is_sigkilled(tmp_path):
-    launcher = subprocess.Popen([sys.executable, "-c", ORPHAN, WORKER], env=env_with_tests_on_path(),
-                                stdout=subprocess.PIPE, text=True)
+    launcher = subprocess.Popen(
+        [sys.executable, "-c", ORPHAN, WORKER], env=env_with_tests_on_path(), stdout=subprocess.PIPE, text=True
+    )
     worker = int(launcher.stdout.readline())
     try:
         time.sleep(0.5)  # the worker has armed the death signal (it is still running)
@@ -201,10 +216,28 @@ def children(pid: int) -> list[int]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_torchrun_workers_end_when_torchrun_is_sigkilled(tmp_path):
     path = write_config(tmp_path, n=16, delay=0.5)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-           "--master-port", str(31500 + os.getpid() % 1000), "-m", "glide_eval", "sweep", str(path), "--no-progress"]
-    torchrun = subprocess.Popen(cmd, env=env_with_tests_on_path(), cwd=tmp_path, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL, start_new_session=True)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc-per-node",
+        "2",
+        "--master-port",
+        str(31500 + os.getpid() % 1000),
+        "-m",
+        "glide_eval",
+        "sweep",
+        str(path),
+        "--no-progress",
+    ]
+    torchrun = subprocess.Popen(
+        cmd,
+        env=env_with_tests_on_path(),
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     workers = []
     try:
         shards = tmp_path / "out" / "shards"
@@ -217,9 +250,14 @@ def test_torchrun_workers_end_when_torchrun_is_sigkilled(tmp_path):
         torchrun.wait()
         assert wait_gone(workers, 5.0), [w for w in workers if not gone(w)]
         # and the next sweep is not blocked by them: it finishes the work
-        result = subprocess.run([sys.executable, "-m", "glide_eval", "sweep", str(path), "--no-progress"],
-                                env=env_with_tests_on_path(), cwd=tmp_path, capture_output=True, text=True,
-                                timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-m", "glide_eval", "sweep", str(path), "--no-progress"],
+            env=env_with_tests_on_path(),
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr[-2000:]
     finally:
         for pid in workers:

@@ -101,8 +101,9 @@ def test_the_generator_passes_the_samplers_options(tmp_path, monkeypatch):
 
     monkeypatch.setattr(engines, "sample_images", fake_sample_images)
     monkeypatch.setattr(engines, "convert_models", lambda models, dtype: models)
-    c = config(tmp_path, "[sampler_options.unipc]\norder = 3\n",
-               steps='steps = ["5"]\nsteps_methods = ["unipc", "ddim"]\n')
+    c = config(
+        tmp_path, "[sampler_options.unipc]\norder = 3\n", steps='steps = ["5"]\nsteps_methods = ["unipc", "ddim"]\n'
+    )
     generate = engines.pipeline_generator(c, "cpu", lambda upsample, clip: object())
     for setting in c.settings:
         if setting.family == "steps":

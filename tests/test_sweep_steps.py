@@ -1,5 +1,6 @@
 """The sampling-steps axis: [grid] steps settings carry their own sampler into the generator,
 the shard keys and results.parquet; resume; the steps figure in the report."""
+
 from __future__ import annotations
 
 import json
@@ -23,18 +24,15 @@ STEPS = '\n[grid]\nsteps = ["20", "5"]\nsteps_methods = ["ancestral", "ddim"]\ns
 def steps_config(tmp_path, name="cfg.toml", grid=STEPS, **kw):
     path = write_config(tmp_path, name, **kw)
     # replace the [grid] table of write_config by one with the steps keys
-    text = path.read_text().replace("[grid]\nunguided = true\ncfg = [1.0, 3.0]\nclip = [2.0]\n",
-                                    "")
-    path.write_text(text.replace("[engine_options]", grid.strip() + "\nunguided = true\ncfg = [2.0]\n"
-                                 "[engine_options]"))
+    text = path.read_text().replace("[grid]\nunguided = true\ncfg = [1.0, 3.0]\nclip = [2.0]\n", "")
+    path.write_text(text.replace("[engine_options]", grid.strip() + "\nunguided = true\ncfg = [2.0]\n[engine_options]"))
     return path
 
 
 def test_steps_settings_and_validation(tmp_path):
     config = load_config(steps_config(tmp_path))
     names = [s.name for s in config.settings]
-    assert names == ["unguided", "cfg-2", "steps-ancestral-20", "steps-ancestral-5",
-                     "steps-ddim-20", "steps-ddim-5"]
+    assert names == ["unguided", "cfg-2", "steps-ancestral-20", "steps-ancestral-5", "steps-ddim-20", "steps-ddim-5"]
     ddim5 = config.settings[-1]
     assert ddim5 == Setting("steps", 2.0, "ddim", "5", "cfg")
     assert ddim5.guidance == ("cfg", 2.0) and ddim5.sampler(config) == ("ddim", "5")
@@ -55,9 +53,9 @@ def test_steps_settings_and_validation(tmp_path):
     for bad, key in [
         (text.replace('steps = ["20", "5"]', 'steps = ["20", "fast"]'), "grid.steps"),
         (text.replace('steps = ["20", "5"]', 'steps = ["20", "20"]'), "grid.steps"),
-        (text.replace('steps = ["20", "5"]', 'steps = [20.5]'), "grid.steps"),
+        (text.replace('steps = ["20", "5"]', "steps = [20.5]"), "grid.steps"),
         (text.replace('["ancestral", "ddim"]', '["ancestral", "heun"]'), "grid.steps_methods"),
-        (text.replace('["ancestral", "ddim"]', '[]'), "grid.steps_methods"),
+        (text.replace('["ancestral", "ddim"]', "[]"), "grid.steps_methods"),
         (text.replace('"cfg:2.0"', '"clip:2.0"'), "grid.steps_guidance"),
         (text.replace('"cfg:2.0"', '"cfg:x"'), "grid.steps_guidance"),
         (text.replace('steps_guidance = "cfg:2.0"', "steps_guidance = 2.0"), "grid.steps_guidance"),
@@ -83,8 +81,12 @@ def test_steps_sweep_uses_each_settings_sampler_and_resumes(tmp_path):
     assert list(steps["base_respacing"]) == ["20", "5", "20", "5"]
     assert set(df[df["family"] != "steps"]["base_respacing"]) == {"250"}
     for _, row in steps.iterrows():
-        images = np.stack([fakes.fake_image(7, i, c, "cfg", 2.0, 8, method=row["method"],
-                                            steps=int(row["base_respacing"])) for i, c in enumerate(captions)])
+        images = np.stack(
+            [
+                fakes.fake_image(7, i, c, "cfg", 2.0, 8, method=row["method"], steps=int(row["base_respacing"]))
+                for i, c in enumerate(captions)
+            ]
+        )
         expected = fakes.compute_metrics(fakes.featurize(images, captions), captions, False)
         for m in METRICS:
             assert row[m] == pytest.approx(expected[m], rel=1e-12), (row["setting"], m)
@@ -119,8 +121,13 @@ def test_a_steps_setting_sampling_like_another_shares_its_shards(tmp_path):
     plan = make_plan(config)
     assert plan.sources["steps-ancestral-250"].name == "cfg-2"
     assert plan.sources["steps-ddim-250"].name == "steps-ddim-250"
-    assert {unit.setting.name for unit in plan.units} == {"unguided", "cfg-2", "steps-ancestral-5", "steps-ddim-250",
-                                              "steps-ddim-5"}
+    assert {unit.setting.name for unit in plan.units} == {
+        "unguided",
+        "cfg-2",
+        "steps-ancestral-5",
+        "steps-ddim-250",
+        "steps-ddim-5",
+    }
     summary = run_sweep(config, progress=False, log=lambda m: None)
     assert summary["shards_run"] == 5 * 4
     assert not (config.output_dir / "shards" / "steps-ancestral-250").exists()
@@ -144,8 +151,9 @@ def test_clip_method_samples_the_clip_settings_with_their_own_method(tmp_path):
     captions = json.loads((config.output_dir / "captions.json").read_text())
     df = pd.read_parquet(config.output_dir / "results.parquet").set_index("setting")
     assert df.loc["clip-2", "method"] == "ddim" and df.loc["cfg-3", "method"] == "ancestral"
-    images = np.stack([fakes.fake_image(7, i, c, "clip", 2.0, 8, method="ddim", steps=250)
-                       for i, c in enumerate(captions)])
+    images = np.stack(
+        [fakes.fake_image(7, i, c, "clip", 2.0, 8, method="ddim", steps=250) for i, c in enumerate(captions)]
+    )
     expected = fakes.compute_metrics(fakes.featurize(images, captions), captions, False)
     for m in METRICS:
         assert df.loc["clip-2", m] == pytest.approx(expected[m], rel=1e-12), m
@@ -168,8 +176,13 @@ def test_steps_n_samples_the_steps_settings_on_the_first_captions_only(tmp_path)
     config = load_config(steps_config(tmp_path, grid=grid))
     plan = make_plan(config)
     assert {s.name: plan.samples_of(s) for s in config.settings} == {
-        "unguided": 14, "cfg-2": 14, "steps-ancestral-250": 8, "steps-ancestral-5": 8,
-        "steps-ddim-250": 8, "steps-ddim-5": 8}
+        "unguided": 14,
+        "cfg-2": 14,
+        "steps-ancestral-250": 8,
+        "steps-ancestral-5": 8,
+        "steps-ddim-250": 8,
+        "steps-ddim-5": 8,
+    }
     assert plan.sources["steps-ancestral-250"].name == "cfg-2"
     described = {s["setting"]: s for s in describe_plan(config)["settings"]}
     assert described["steps-ddim-5"]["samples"] == 8 and described["steps-ddim-5"]["shards"] == 2
@@ -183,14 +196,17 @@ def test_steps_n_samples_the_steps_settings_on_the_first_captions_only(tmp_path)
     df = pd.read_parquet(config.output_dir / "results.parquet").set_index("setting")
     assert df.loc["cfg-2", "n_samples"] == 14 and df.loc["steps-ddim-5", "n_samples"] == 8
     for name, method, steps in [("steps-ddim-5", "ddim", 5), ("steps-ancestral-250", None, 0)]:
-        images = np.stack([fakes.fake_image(7, i, c, "cfg", 2.0, 8, method=method, steps=steps)
-                           for i, c in enumerate(captions[:8])])
+        images = np.stack(
+            [fakes.fake_image(7, i, c, "cfg", 2.0, 8, method=method, steps=steps) for i, c in enumerate(captions[:8])]
+        )
         expected = fakes.compute_metrics(fakes.featurize(images, captions[:8]), captions[:8], False)
         for m in METRICS:
             assert df.loc[name, m] == pytest.approx(expected[m], rel=1e-12), (name, m)
     assert df.loc["steps-ancestral-250", "fid"] != df.loc["cfg-2", "fid"]  # 8 samples, not 14
-    cfg2 = [json.loads(p.read_text())["timings"]["generate_s"]
-            for p in sorted((config.output_dir / "shards" / "cfg-2").glob("*.json"))]
+    cfg2 = [
+        json.loads(p.read_text())["timings"]["generate_s"]
+        for p in sorted((config.output_dir / "shards" / "cfg-2").glob("*.json"))
+    ]
     assert df.loc["steps-ancestral-250", "generate_s"] == pytest.approx(sum(cfg2[:2]))
     assert run_sweep(config, progress=False, log=lambda m: None)["shards_run"] == 0
 
@@ -211,8 +227,9 @@ def test_steps_n_validation_and_hash(tmp_path):
         assert config.n_samples(config.settings[-1]) == (14 if same else int(value))
         assert config.n_samples(config.settings[0]) == 14
     for value, message in [("6", "multiple of \\[run\\] shard_size \\(4\\)"), ("-4", ">= 0"), ('"8"', "int")]:
-        (tmp_path / "bad.toml").write_text(steps_config(tmp_path, "b.toml").read_text().replace(
-            "steps_guidance", f"steps_n = {value}\nsteps_guidance"))
+        (tmp_path / "bad.toml").write_text(
+            steps_config(tmp_path, "b.toml").read_text().replace("steps_guidance", f"steps_n = {value}\nsteps_guidance")
+        )
         with pytest.raises(ConfigError, match=rf"bad\.toml: \[grid[.]steps_n\].*{message}"):
             load_config(tmp_path / "bad.toml")
 
@@ -230,8 +247,9 @@ def test_clip_scale_0_is_the_clip_familys_own_unguided_point(tmp_path):
     run_sweep(config, progress=False, log=lambda m: None)
     captions = json.loads((config.output_dir / "captions.json").read_text())
     df = pd.read_parquet(config.output_dir / "results.parquet").set_index("setting")
-    images = np.stack([fakes.fake_image(7, i, c, "none", 0.0, 8, method="ddim", steps=250)
-                       for i, c in enumerate(captions)])
+    images = np.stack(
+        [fakes.fake_image(7, i, c, "none", 0.0, 8, method="ddim", steps=250) for i, c in enumerate(captions)]
+    )
     expected = fakes.compute_metrics(fakes.featurize(images, captions), captions, False)
     for m in METRICS:
         assert df.loc["clip-0", m] == pytest.approx(expected[m], rel=1e-12), m

@@ -1,6 +1,7 @@
 """The `toy` engine end to end: toy GLIDE models, toy extractors and toy reference statistics
 through the sweep and the report. The weights are random (made here in the shipped format),
 so the test checks the plumbing whatever the trained weights are."""
+
 from __future__ import annotations
 
 import json
@@ -16,9 +17,13 @@ def make_random_toy_assets(folder):
     from glide_eval.toy import models as toy_models
 
     torch.manual_seed(0)
-    options = {"base": toy_models.BASE_OPTIONS, "upsample": toy_models.UPSAMPLE_OPTIONS,
-               "noised_clip": toy_models.NOISED_CLIP_CONFIG, "classifier": toy_models.CLASSIFIER_OPTIONS,
-               "clip": toy_models.CLIP_OPTIONS}
+    options = {
+        "base": toy_models.BASE_OPTIONS,
+        "upsample": toy_models.UPSAMPLE_OPTIONS,
+        "noised_clip": toy_models.NOISED_CLIP_CONFIG,
+        "classifier": toy_models.CLASSIFIER_OPTIONS,
+        "clip": toy_models.CLIP_OPTIONS,
+    }
     folder.mkdir()
     for kind, opts in options.items():
         toy_models.save_weights(toy_models.build(kind, opts), kind, opts, folder / toy_models.FILES[kind])
@@ -39,7 +44,7 @@ def test_toy_sweep_end_to_end(tmp_path, monkeypatch):
     path = tmp_path / "toy.toml"
     path.write_text(f"""
 [run]
-output_dir = "{tmp_path / 'out'}"
+output_dir = "{tmp_path / "out"}"
 batch_size = 6
 shard_size = 6
 device = "cpu"
@@ -79,14 +84,16 @@ bootstrap = 20
     # the shard's features are the toy classifier's features of the pipeline's images
     captions = json.loads((config.output_dir / "captions.json").read_text())
     models = load_toy_models(clip=False)
-    images = sample_images(models, captions[:6], list(range(6)), 0, guidance=("cfg", 3.0), respacing="4",
-                           batch_size=6).images
+    images = sample_images(
+        models, captions[:6], list(range(6)), 0, guidance=("cfg", 3.0), respacing="4", batch_size=6
+    ).images
     expected = create_extractor("toy-classifier")(images)["pool"].numpy()
     with np.load(config.output_dir / "shards" / "cfg-3" / "00000.npz") as shard:
         np.testing.assert_allclose(shard["feat__pool"], expected, rtol=1e-5, atol=1e-6)
     # a steps setting samples with its own method and respacing
-    images = sample_images(models, captions[:6], list(range(6)), 0, guidance=("cfg", 3.0), respacing="2",
-                           sampler="ddim", batch_size=6).images
+    images = sample_images(
+        models, captions[:6], list(range(6)), 0, guidance=("cfg", 3.0), respacing="2", sampler="ddim", batch_size=6
+    ).images
     expected = create_extractor("toy-classifier")(images)["pool"].numpy()
     with np.load(config.output_dir / "shards" / "steps-ddim-2" / "00000.npz") as shard:
         np.testing.assert_allclose(shard["feat__pool"], expected, rtol=1e-5, atol=1e-6)

@@ -15,6 +15,7 @@ recall is flat within its noise at 1024 captions (0.911 vs 0.921 here, 0.937 vs 
 1.72 / 4.69. (All by the evaluation networks shipped before the last retrain; by the current
 ones, DDIM 10, scales 0 / 3: FID 2.37 / 1.33, precision 0.868 / 0.935, recall 0.954 / 0.914,
 CLIP score 89.2 / 96.0, shape accuracy 0.58 / 0.74.)"""
+
 import pytest
 
 from glide_eval.toy import models as M
@@ -31,8 +32,10 @@ def test_guidance_trades_recall_for_precision_and_clip_score():
     import torchvision_compat  # noqa: F401
     from glide_eval.toy.evaluate import guidance_trend
 
-    rows = {r["scale"]: r for r in guidance_trend(n=1024, scales=(0, 3, 8), method="ddim", respacing="10",
-                                                  seed=0, batch_size=128)}
+    rows = {
+        r["scale"]: r
+        for r in guidance_trend(n=1024, scales=(0, 3, 8), method="ddim", respacing="10", seed=0, batch_size=128)
+    }
     unguided, modest, strong = rows[0], rows[3], rows[8]
     assert modest["clip_score"] > unguided["clip_score"] + 3, rows
     assert strong["clip_score"] > unguided["clip_score"] + 2, rows

@@ -1,5 +1,6 @@
 """The shipped toy models (glide_eval/assets): manifest integrity, evaluation networks far
 above chance on fresh validation scenes, extractor registration, and the trained generators."""
+
 import json
 
 import numpy as np
@@ -40,7 +41,7 @@ def test_manifest_matches_shipped_files():
         assert entry["config"]["steps"] > 0 and "torch" in entry["versions"]
         total += entry["bytes"]
     assert {"classifier.pt", "clip.pt"} <= set(manifest["files"])
-    assert total <= 10 * 2 ** 20
+    assert total <= 10 * 2**20
     assert manifest["seed"] == 0
 
 
@@ -99,8 +100,9 @@ def unguided():
 
     models = load_toy_models()
     captions = sample_captions(128, seed=3)
-    result = sample_images(models, captions, list(range(128)), seed=0, guidance="none", respacing="10",
-                           sampler="ddim", batch_size=128)
+    result = sample_images(
+        models, captions, list(range(128)), seed=0, guidance="none", respacing="10", sampler="ddim", batch_size=128
+    )
     assert result.images.shape == (128, 3, M.BASE_RESOLUTION, M.BASE_RESOLUTION) and not result.nan_samples
     pred = create_extractor("toy-classifier").predict(result.images)
     wanted = [parse_caption(c) for c in captions]
@@ -151,8 +153,9 @@ def _upsample(validation, temperature):
     low = torch.nn.functional.avg_pool2d(x, 2)
     models = load_toy_models(upsample=True)
     with torch.no_grad():
-        out = sample_upsample(models, captions[:32], low, GlobalNoise(torch.Generator().manual_seed(0)),
-                              temperature=temperature)
+        out = sample_upsample(
+            models, captions[:32], low, GlobalNoise(torch.Generator().manual_seed(0)), temperature=temperature
+        )
     assert out.shape == (32, 3, 32, 32) and torch.isfinite(out).all()
     return out, x, low
 

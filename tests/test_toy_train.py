@@ -1,5 +1,6 @@
 """The toy training code: diffusion loss terms against closed forms / torch.distributions,
 the contrastive loss, and a tiny reproducible training run with resume."""
+
 import math
 
 import numpy as np
@@ -13,16 +14,18 @@ def test_normal_kl_matches_torch_distributions():
     m1, m2 = torch.randn(50, generator=g), torch.randn(50, generator=g)
     lv1, lv2 = torch.randn(50, generator=g), torch.randn(50, generator=g)
     ours = T.normal_kl(m1, lv1, m2, lv2)
-    ref = torch.distributions.kl_divergence(torch.distributions.Normal(m1, (0.5 * lv1).exp()),
-                                            torch.distributions.Normal(m2, (0.5 * lv2).exp()))
+    ref = torch.distributions.kl_divergence(
+        torch.distributions.Normal(m1, (0.5 * lv1).exp()), torch.distributions.Normal(m2, (0.5 * lv2).exp())
+    )
     assert torch.allclose(ours, ref, atol=1e-5)
 
 
 def test_discretized_likelihood_is_a_distribution_over_256_levels():
     levels = torch.arange(256, dtype=torch.float64) / 127.5 - 1
     for mean, log_scale in [(0.0, -2.0), (0.9, -4.0), (-1.0, -1.0), (0.3, -6.0)]:
-        logp = T.discretized_gaussian_log_likelihood(levels, torch.full_like(levels, mean),
-                                                     torch.full_like(levels, log_scale))
+        logp = T.discretized_gaussian_log_likelihood(
+            levels, torch.full_like(levels, mean), torch.full_like(levels, log_scale)
+        )
         assert abs(float(logp.exp().sum()) - 1) < 1e-6
     # a narrow Gaussian centred on a level gives it nearly all the mass: erf(1 / (255 sigma sqrt 2))
     x = torch.tensor([0.2])
@@ -94,8 +97,9 @@ def test_high_noise_weighting_and_sampling():
             hi = torch.randint(850, 1000, (64,), generator=g)
             t = torch.where(torch.rand(64, generator=g) < high_noise, hi, t)
         noise = torch.randn(x0.shape, generator=g)
-        loss, parts = T.hybrid_loss(_Offset(noise, 0.5), tables, x0, None, None, torch.Generator().manual_seed(3),
-                                    max_weight, high_noise)
+        loss, parts = T.hybrid_loss(
+            _Offset(noise, 0.5), tables, x0, None, None, torch.Generator().manual_seed(3), max_weight, high_noise
+        )
         assert abs(parts["mse"] - 0.25) < 1e-6
         weight = (1 / abar[t]).clamp(max=max_weight)
         # loss = mean(weight * mse + vb) and parts["vb"] = mean(vb)
@@ -124,16 +128,16 @@ def test_shifted_signal_keeps_x0_as_the_target():
     shift = torch.randn(64, 3, 4, 4)
     tables = T.DiffusionTables("linear")
     abar = tables.t["sqrt_alphas_cumprod"].double() ** 2
-    _, parts = T.hybrid_loss(_Denoiser(x0, tables), tables, x0, None, None, torch.Generator().manual_seed(5),
-                             shift=shift)
+    _, parts = T.hybrid_loss(
+        _Denoiser(x0, tables), tables, x0, None, None, torch.Generator().manual_seed(5), shift=shift
+    )
     assert parts["mse"] < 1e-8
     g = torch.Generator().manual_seed(5)
     t = torch.randint(0, 1000, (64,), generator=g)
     noise = torch.randn(x0.shape, generator=g)
-    _, parts = T.hybrid_loss(_Offset(noise, 0.0), tables, x0, None, None, torch.Generator().manual_seed(5),
-                             shift=shift)
+    _, parts = T.hybrid_loss(_Offset(noise, 0.0), tables, x0, None, None, torch.Generator().manual_seed(5), shift=shift)
     factor = (abar[t] / (1 - abar[t])).clamp(max=1.0).float()
-    expected = (factor * (shift ** 2).mean(dim=(1, 2, 3))).mean()
+    expected = (factor * (shift**2).mean(dim=(1, 2, 3))).mean()
     assert 0 < (abar[t] < 0.5).sum() < 64  # both regimes are drawn
     assert abs(parts["mse"] - float(expected)) < 1e-5 * float(expected)
 
@@ -170,6 +174,7 @@ def test_tiny_training_is_reproducible_and_resumes(tmp_path, monkeypatch):
             if step == 4:
                 raise KeyboardInterrupt
             return step_fn(step)
+
         return real_loop(*args[:4], stop_at_4, *args[5:], **kwargs)
 
     monkeypatch.setattr(T, "_loop", interrupted)

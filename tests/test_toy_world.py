@@ -1,4 +1,5 @@
 """The toy world: determinism, captions vs labels vs pixels, tokenizer."""
+
 import numpy as np
 import pytest
 import torch
@@ -41,10 +42,14 @@ def test_captions_name_exactly_the_labels():
         assert parse_caption(s.caption) == s.labels, s.caption
         for name, values in ATTRIBUTES.items():
             if name != "count" or s.labels["count"] > 0:
-                assert values[s.labels[name]] in s.caption.replace(",", " ").split() or \
-                    values[s.labels[name]] + "s" in s.caption.split()
-    assert caption_for({"shape": 0, "colour": 0, "count": 1, "size": 0, "background": 3}) == \
-        "two small red circles on a blue background"
+                assert (
+                    values[s.labels[name]] in s.caption.replace(",", " ").split()
+                    or values[s.labels[name]] + "s" in s.caption.split()
+                )
+    assert (
+        caption_for({"shape": 0, "colour": 0, "count": 1, "size": 0, "background": 3})
+        == "two small red circles on a blue background"
+    )
 
 
 def _colour_fraction(img: np.ndarray, rgb, tol=30) -> float:
@@ -58,7 +63,7 @@ def test_pixels_match_labels():
         colour = ATTRIBUTES["colour"][s.labels["colour"]]
         background = ATTRIBUTES["background"][s.labels["background"]]
         assert colour != background
-        assert _colour_fraction(img, BACKGROUNDS[background]) > 0.4   # the background dominates
+        assert _colour_fraction(img, BACKGROUNDS[background]) > 0.4  # the background dominates
         area = _colour_fraction(img, COLOURS[colour])
         assert 0.005 < area < 0.6
         assert len(s.objects) == s.labels["count"] + 1
@@ -87,7 +92,7 @@ def test_glide_tokenizer_pads_with_end_token():
     assert [tok.VOCAB[i] for i in tokens[0, :8]] == words
     assert mask[0].sum() == 8 and (tokens[0, 8:] == tok.END).all()
     assert tok.END == tok.N_VOCAB - 1
-    assert not mask[1].any() and (tokens[1] == tok.END).all()   # empty caption = unconditional
+    assert not mask[1].any() and (tokens[1] == tok.END).all()  # empty caption = unconditional
     assert tok.encode("two zebras")[1] == tok.UNK
     assert tok.decode(tokens[0]) == " ".join(words)
     with pytest.raises(TypeError):

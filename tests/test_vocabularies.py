@@ -1,5 +1,6 @@
 """One parser per vocabulary (issue 17): respacing strings, sampling methods, guidance specs and
 metric names, each owned by the lowest package that uses it and used from above."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -55,8 +56,10 @@ def test_sampling_methods_come_from_the_sampler_registry(monkeypatch):
     with pytest.raises(ConfigError, match="sampler.method"):
         _config(sampler={"method": "heun"})
     monkeypatch.setitem(sampling.SAMPLERS, "heun", sampling.sample_ddim)  # a sampler added to the registry
-    config = _config(sampler={"method": "heun"}, grid={"clip": [2.0], "clip_method": "ancestral",
-                                                       "steps": ["10"], "steps_methods": ["heun", "ddim"]})
+    config = _config(
+        sampler={"method": "heun"},
+        grid={"clip": [2.0], "clip_method": "ancestral", "steps": ["10"], "steps_methods": ["heun", "ddim"]},
+    )
     assert config.sampler.method == "heun"
     assert [s.name for s in config.settings if s.family == "steps"] == ["steps-heun-10", "steps-ddim-10"]
 
@@ -85,7 +88,10 @@ def test_metric_names_and_directions_live_in_metrics():
     # the Pareto fronts use the same directions: lower FID and higher precision are better
     fid, precision = [10.0, 12.0, 9.0], [0.5, 0.7, 0.4]
     assert pareto_mask(fid, precision, HIGHER_IS_BETTER["fid"], HIGHER_IS_BETTER["precision"]).tolist() == [
-        True, True, True]
+        True,
+        True,
+        True,
+    ]
     assert pareto_mask([10.0, 12.0], [0.5, 0.4], False, True).tolist() == [True, False]
     # every metric calculate_metrics can report has its direction there, and only there
     assert set(NAMES) == set(HIGHER_IS_BETTER) and set(METRIC_NAMES) < set(NAMES)
@@ -95,14 +101,20 @@ def test_metric_names_and_directions_live_in_metrics():
 
 def test_a_registered_metric_brings_its_direction():
     pool = np.arange(12.0).reshape(4, 3)
-    register_metric("pool_mean", lambda g, r, o: ({"pool_mean": float(g.pool.mean())}, {}), False, ("pool_mean",),
-                    higher_is_better=True)
+    register_metric(
+        "pool_mean",
+        lambda g, r, o: ({"pool_mean": float(g.pool.mean())}, {}),
+        False,
+        ("pool_mean",),
+        higher_is_better=True,
+    )
     try:
         assert calculate_metrics({"pool": pool}, names=["pool_mean"])["pool_mean"] == pool.mean()
         assert higher_is_better("pool_mean") is True
         row = dict.fromkeys(DIFFERENCE_COLUMNS, 0.0)
-        row.update(setting_a="a", setting_b="b", kind="adjacent", metric="pool_mean", difference=1.0,
-                   ci_low=0.5, ci_high=1.5)
+        row.update(
+            setting_a="a", setting_b="b", kind="adjacent", metric="pool_mean", difference=1.0, ci_low=0.5, ci_high=1.5
+        )
         assert difference_table(pd.DataFrame([row]))["better"].tolist() == ["b"]  # higher is better: b
         for metric, higher in (("pool_mean", False), ("fid", True)):
             with pytest.raises(ValueError, match="already registered"):

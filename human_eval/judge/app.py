@@ -17,6 +17,7 @@ handed out before a crash, and nothing else (not even if the pair indices change
 ``trial_id`` becomes the CSV's ``judgment_id``, so an answer sent twice is written once.
 Every field is checked; a bad request gets a 4xx with a message and writes nothing.
 """
+
 from __future__ import annotations
 
 import functools
@@ -109,8 +110,9 @@ async def read_json(request: Request) -> dict:
 def rater_of(data: dict) -> str:
     rater = data.get("rater_id")
     if not isinstance(rater, str) or not RATER.match(rater):
-        raise BadRequest(400, "rater_id must be 1-64 characters: letters, digits, _ . @ - (starting with a "
-                              "letter or digit)")
+        raise BadRequest(
+            400, "rater_id must be 1-64 characters: letters, digits, _ . @ - (starting with a letter or digit)"
+        )
     return rater
 
 
@@ -140,26 +142,44 @@ def _npz_png(path: str, index: int, mtime_ns: int) -> bytes:
 class JudgeApp:
     """State of one session: catalog, store, scheduler, signing key; `app` is the ASGI app."""
 
-    def __init__(self, catalog: Catalog, store: JudgmentStore, questions: list[str], adaptive: bool = False,
-                 seed: int = 0, target: int = 200, key: bytes | None = None):
+    def __init__(
+        self,
+        catalog: Catalog,
+        store: JudgmentStore,
+        questions: list[str],
+        adaptive: bool = False,
+        seed: int = 0,
+        target: int = 200,
+        key: bytes | None = None,
+    ):
         unknown = [q for q in questions if q not in QUESTIONS]
         if unknown or not questions:
             raise ValueError(f"unknown question(s) {unknown}; known: {', '.join(QUESTIONS)}")
         self.catalog, self.store, self.questions, self.target = catalog, store, list(questions), target
         self.key = key if key is not None else load_key(Path(f"{store.path}.key"))
         self.scheduler = Scheduler(catalog.models, self.questions, catalog.pair_prompts(), adaptive, seed)
-        self.tokens = {i: hmac.new(self.key, f"image\x1f{i}".encode(), hashlib.sha256).hexdigest()[:32]
-                       for i in catalog.by_id}
+        self.tokens = {
+            i: hmac.new(self.key, f"image\x1f{i}".encode(), hashlib.sha256).hexdigest()[:32] for i in catalog.by_id
+        }
         self.by_token = {t: catalog.by_id[i] for i, t in self.tokens.items()}
         self.lock = threading.Lock()
         for row in store.rows():
-            self.scheduler.record(row["question"], row["model_a"], row["model_b"], row["winner"],
-                                  int(row["prompt_id"]), row["rater_id"])
-        self.app = Starlette(routes=[
-            Route("/", self.page), Route("/api/config", self.config), Route("/api/next", self.next, methods=["POST"]),
-            Route("/api/answer", self.answer, methods=["POST"]), Route("/api/undo", self.undo, methods=["POST"]),
-            Route("/api/pairs", self.pairs), Route("/elo", self.elo), Route("/image/{token:path}", self.image),
-        ], exception_handlers={BadRequest: self._bad_request})
+            self.scheduler.record(
+                row["question"], row["model_a"], row["model_b"], row["winner"], int(row["prompt_id"]), row["rater_id"]
+            )
+        self.app = Starlette(
+            routes=[
+                Route("/", self.page),
+                Route("/api/config", self.config),
+                Route("/api/next", self.next, methods=["POST"]),
+                Route("/api/answer", self.answer, methods=["POST"]),
+                Route("/api/undo", self.undo, methods=["POST"]),
+                Route("/api/pairs", self.pairs),
+                Route("/elo", self.elo),
+                Route("/image/{token:path}", self.image),
+            ],
+            exception_handlers={BadRequest: self._bad_request},
+        )
 
     @staticmethod
     async def _bad_request(request: Request, exc: BadRequest) -> JSONResponse:
@@ -171,8 +191,14 @@ class JudgeApp:
         return HTMLResponse(resources.files("human_eval.judge").joinpath("judge.html").read_text(encoding="utf-8"))
 
     async def config(self, request: Request) -> JSONResponse:
-        return JSONResponse({"questions": {q: QUESTIONS[q] for q in self.questions}, "target": self.target,
-                             "undo_s": UNDO_S, "models": len(self.catalog.models)})
+        return JSONResponse(
+            {
+                "questions": {q: QUESTIONS[q] for q in self.questions},
+                "target": self.target,
+                "undo_s": UNDO_S,
+                "models": len(self.catalog.models),
+            }
+        )
 
     async def pairs(self, request: Request) -> JSONResponse:
         with self.lock:
@@ -194,8 +220,14 @@ class JudgeApp:
     def trial_json(self, rater: str, trial_id: str) -> dict:
         t = self.scheduler.next_trial(rater, trial_id)
         a, b = self.scheduler.pairs[t.pair]
-        fields = {"trial_id": trial_id, "question": t.question, "model_a": self.catalog.models[a],
-                  "model_b": self.catalog.models[b], "prompt_id": t.prompt_id, "left": "a" if t.left_is_a else "b"}
+        fields = {
+            "trial_id": trial_id,
+            "question": t.question,
+            "model_a": self.catalog.models[a],
+            "model_b": self.catalog.models[b],
+            "prompt_id": t.prompt_id,
+            "left": "a" if t.left_is_a else "b",
+        }
         return self.present(fields, rater)
 
     def image_url(self, image_id: str) -> str:
@@ -205,21 +237,33 @@ class JudgeApp:
         """What the page needs to show a trial: no model or setting names (raters judge blind)."""
         a, b = (self.catalog.images[fields[m]][fields["prompt_id"]] for m in ("model_a", "model_b"))
         left, right = (a, b) if fields["left"] == "a" else (b, a)
-        public = {"trial_id": fields["trial_id"], "question": fields["question"],
-                  "pair": self.scheduler.pair_of(fields["model_a"], fields["model_b"])[0],
-                  "prompt_id": fields["prompt_id"], "left": fields["left"], "signature": sign(self.key, fields)}
-        return {"trial": public,
-                "caption": self.catalog.captions[fields["prompt_id"]],
-                "question_text": QUESTIONS[fields["question"]],
-                "left_image": self.image_url(left.image_id), "right_image": self.image_url(right.image_id),
-                **self.progress(rater, fields)}
+        public = {
+            "trial_id": fields["trial_id"],
+            "question": fields["question"],
+            "pair": self.scheduler.pair_of(fields["model_a"], fields["model_b"])[0],
+            "prompt_id": fields["prompt_id"],
+            "left": fields["left"],
+            "signature": sign(self.key, fields),
+        }
+        return {
+            "trial": public,
+            "caption": self.catalog.captions[fields["prompt_id"]],
+            "question_text": QUESTIONS[fields["question"]],
+            "left_image": self.image_url(left.image_id),
+            "right_image": self.image_url(right.image_id),
+            **self.progress(rater, fields),
+        }
 
     def progress(self, rater: str, fields: dict) -> dict:
         found = self.scheduler.pair_of(fields["model_a"], fields["model_b"])
         pair_n = int(self.scheduler.counts[fields["question"]][found[0]].sum()) if found else 0
         rows = self.store.rows()
-        return {"done": len(rows), "target": self.target, "pair_judgments": pair_n,
-                "rater_done": sum(r["rater_id"] == rater for r in rows)}
+        return {
+            "done": len(rows),
+            "target": self.target,
+            "pair_judgments": pair_n,
+            "rater_done": sum(r["rater_id"] == rater for r in rows),
+        }
 
     async def next(self, request: Request) -> JSONResponse:
         rater = rater_of(await read_json(request))
@@ -241,15 +285,26 @@ class JudgeApp:
             raise BadRequest(404, f"unknown pair id {pair!r} (this session has {len(self.scheduler.pairs)} pairs)")
         model_a, model_b = (self.catalog.models[k] for k in self.scheduler.pairs[pair])
         prompt = data["prompt_id"]
-        if not isinstance(prompt, int) or isinstance(prompt, bool) or prompt not in self.catalog.captions \
-                or prompt not in self.catalog.images[model_a] or prompt not in self.catalog.images[model_b]:
+        if (
+            not isinstance(prompt, int)
+            or isinstance(prompt, bool)
+            or prompt not in self.catalog.captions
+            or prompt not in self.catalog.images[model_a]
+            or prompt not in self.catalog.images[model_b]
+        ):
             raise BadRequest(404, f"unknown prompt_id {prompt!r} for this pair")
         if data["left"] not in ("a", "b"):
             raise BadRequest(400, f"left must be 'a' or 'b', got {data['left']!r}")
         if data["answer"] not in ("left", "right", "tie"):
             raise BadRequest(400, f"answer must be 'left', 'right' or 'tie', got {data['answer']!r}")
-        fields = {"trial_id": data["trial_id"], "question": data["question"], "model_a": model_a,
-                  "model_b": model_b, "prompt_id": prompt, "left": data["left"]}
+        fields = {
+            "trial_id": data["trial_id"],
+            "question": data["question"],
+            "model_a": model_a,
+            "model_b": model_b,
+            "prompt_id": prompt,
+            "left": data["left"],
+        }
         if not isinstance(data["signature"], str) or not hmac.compare_digest(sign(self.key, fields), data["signature"]):
             raise BadRequest(400, "the trial was not handed out by this session (bad signature)")
         return fields
@@ -259,12 +314,22 @@ class JudgeApp:
         winner = "tie" if answer == "tie" else ("a" if (answer == "left") == left_is_a else "b")
         a, b = fields["model_a"], fields["model_b"]
         images = self.catalog.images
-        return {"model_a": a, "model_b": b, "winner": winner, "question": fields["question"],
-                "prompt_id": fields["prompt_id"], "rater_id": rater, "timestamp": utc_timestamp(),
-                "judgment_id": fields["trial_id"], "left_model": a if left_is_a else b,
-                "right_model": b if left_is_a else a, "image_a": images[a][fields["prompt_id"]].image_id,
-                "image_b": images[b][fields["prompt_id"]].image_id, "seed": self.catalog.seed,
-                "caption": " ".join(self.catalog.captions[fields["prompt_id"]].split())}
+        return {
+            "model_a": a,
+            "model_b": b,
+            "winner": winner,
+            "question": fields["question"],
+            "prompt_id": fields["prompt_id"],
+            "rater_id": rater,
+            "timestamp": utc_timestamp(),
+            "judgment_id": fields["trial_id"],
+            "left_model": a if left_is_a else b,
+            "right_model": b if left_is_a else a,
+            "image_a": images[a][fields["prompt_id"]].image_id,
+            "image_b": images[b][fields["prompt_id"]].image_id,
+            "seed": self.catalog.seed,
+            "caption": " ".join(self.catalog.captions[fields["prompt_id"]].split()),
+        }
 
     async def answer(self, request: Request) -> JSONResponse:
         data = await read_json(request)
@@ -274,10 +339,22 @@ class JudgeApp:
         with self.lock:
             written = self.store.append(row)
             if written:
-                self.scheduler.record(row["question"], row["model_a"], row["model_b"], row["winner"],
-                                      row["prompt_id"], rater, fields["trial_id"])
-            return JSONResponse({"status": "recorded" if written else "duplicate", "judgment_id": fields["trial_id"],
-                                 **self.progress(rater, fields)})
+                self.scheduler.record(
+                    row["question"],
+                    row["model_a"],
+                    row["model_b"],
+                    row["winner"],
+                    row["prompt_id"],
+                    rater,
+                    fields["trial_id"],
+                )
+            return JSONResponse(
+                {
+                    "status": "recorded" if written else "duplicate",
+                    "judgment_id": fields["trial_id"],
+                    **self.progress(rater, fields),
+                }
+            )
 
     async def undo(self, request: Request) -> JSONResponse:
         data = await read_json(request)
@@ -291,11 +368,17 @@ class JudgeApp:
                 row = self.store.remove(data["judgment_id"], rater, UNDO_S)
             except ValueError as e:
                 raise BadRequest(409, str(e)) from None
-            self.scheduler.forget(row["question"], row["model_a"], row["model_b"], row["winner"],
-                                  int(row["prompt_id"]), rater)
-            fields = {"trial_id": row["judgment_id"], "question": row["question"], "model_a": row["model_a"],
-                      "model_b": row["model_b"], "prompt_id": int(row["prompt_id"]),
-                      "left": "a" if row["left_model"] == row["model_a"] else "b"}
+            self.scheduler.forget(
+                row["question"], row["model_a"], row["model_b"], row["winner"], int(row["prompt_id"]), rater
+            )
+            fields = {
+                "trial_id": row["judgment_id"],
+                "question": row["question"],
+                "model_a": row["model_a"],
+                "model_b": row["model_b"],
+                "prompt_id": int(row["prompt_id"]),
+                "left": "a" if row["left_model"] == row["model_a"] else "b",
+            }
             return JSONResponse({"status": "undone", **self.present(fields, rater)})
 
     # ------------------------------------------------------------ Elo
@@ -305,32 +388,44 @@ class JudgeApp:
             try:
                 judgments = read_judgments(self.store.path)
                 results = analyze(judgments, rounds=200, seed=0) if len(judgments.frame) else []
-                body = "".join(_ratings_html(r.ratings_table(), r.question) for r in results) or \
-                    "<p>No judgments yet.</p>"
+                body = (
+                    "".join(_ratings_html(r.ratings_table(), r.question) for r in results) or "<p>No judgments yet.</p>"
+                )
             except (FitError, JudgmentError) as e:
                 body = f"<p>Not enough judgments for finite ratings yet: {html.escape(str(e))}</p>"
             body += _pairs_html(self.scheduler.pair_table())
-        return HTMLResponse(f"<!doctype html><html><head><meta charset='utf-8'><title>Elo</title>"
-                            f"<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 10px;"
-                            f"text-align:right}}td:first-child{{text-align:left}}</style></head><body>"
-                            f"<h1>Current Elo ratings</h1><p>{len(self.store)} judgments; ratings sum to 0; "
-                            f"95% bootstrap intervals (200 rounds). <a href='/'>back to judging</a></p>"
-                            f"{body}</body></html>")
+        return HTMLResponse(
+            f"<!doctype html><html><head><meta charset='utf-8'><title>Elo</title>"
+            f"<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 10px;"
+            f"text-align:right}}td:first-child{{text-align:left}}</style></head><body>"
+            f"<h1>Current Elo ratings</h1><p>{len(self.store)} judgments; ratings sum to 0; "
+            f"95% bootstrap intervals (200 rounds). <a href='/'>back to judging</a></p>"
+            f"{body}</body></html>"
+        )
 
 
 def _ratings_html(table, question: str) -> str:
-    rows = "".join(f"<tr><td>{html.escape(str(r.model))}</td><td>{r.rating:.0f}</td>"
-                   f"<td>{r.lower:.0f} to {r.upper:.0f}</td><td>{r.n_judgments}</td></tr>"
-                   for r in table.itertuples())
-    return (f"<h2>{html.escape(question)}</h2><table><tr><th>model</th><th>Elo</th><th>95% interval</th>"
-            f"<th>judgments</th></tr>{rows}</table>")
+    rows = "".join(
+        f"<tr><td>{html.escape(str(r.model))}</td><td>{r.rating:.0f}</td>"
+        f"<td>{r.lower:.0f} to {r.upper:.0f}</td><td>{r.n_judgments}</td></tr>"
+        for r in table.itertuples()
+    )
+    return (
+        f"<h2>{html.escape(question)}</h2><table><tr><th>model</th><th>Elo</th><th>95% interval</th>"
+        f"<th>judgments</th></tr>{rows}</table>"
+    )
 
 
 def _pairs_html(pairs: list[dict]) -> str:
-    rows = "".join(f"<tr><td>{html.escape(p['question'])}</td><td>{html.escape(p['model_a'])}</td>"
-                   f"<td>{html.escape(p['model_b'])}</td><td>{p['n']}</td></tr>" for p in pairs)
-    return (f"<h2>Judgments per pair</h2><table><tr><th>question</th><th>model a</th><th>model b</th>"
-            f"<th>judgments</th></tr>{rows}</table>")
+    rows = "".join(
+        f"<tr><td>{html.escape(p['question'])}</td><td>{html.escape(p['model_a'])}</td>"
+        f"<td>{html.escape(p['model_b'])}</td><td>{p['n']}</td></tr>"
+        for p in pairs
+    )
+    return (
+        f"<h2>Judgments per pair</h2><table><tr><th>question</th><th>model a</th><th>model b</th>"
+        f"<th>judgments</th></tr>{rows}</table>"
+    )
 
 
 def run_server(session: JudgeApp, host: str = "127.0.0.1", port: int = 8765) -> None:

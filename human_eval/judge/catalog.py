@@ -5,6 +5,7 @@ by the setting.
 The application layer builds a `Catalog` from its own files (``glide_eval.judge.images``
 reads sweep run directories); this package only needs where each image lies.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -16,6 +17,7 @@ from pathlib import Path
 class ImageEntry:
     """One image: ``path`` is a PNG file, or an npz whose ``images`` array holds it at
     ``index`` ([3, H, W] uint8). It may only be served from inside ``root``."""
+
     image_id: str
     root: Path
     path: Path
@@ -25,9 +27,9 @@ class ImageEntry:
 @dataclass
 class Catalog:
     models: list[str]
-    images: dict[str, dict[int, ImageEntry]]    # model -> prompt id -> image
-    captions: dict[int, str]                    # prompt id -> caption
-    seed: int | str = ""                        # the samples' seed (sample i is seeded by (seed, i))
+    images: dict[str, dict[int, ImageEntry]]  # model -> prompt id -> image
+    captions: dict[int, str]  # prompt id -> caption
+    seed: int | str = ""  # the samples' seed (sample i is seeded by (seed, i))
     by_id: dict[str, ImageEntry] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

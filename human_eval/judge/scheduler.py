@@ -18,6 +18,7 @@ widest variance after 3000 judgments was 1.8x that of balanced, the smooth maxim
 while the 32nd powers still weigh the widest interval almost alone. Until the fit is finite
 (some pair unjudged, or separable data) the choice is balanced.
 """
+
 from __future__ import annotations
 
 import time
@@ -34,9 +35,9 @@ SMOOTH_MAX_POWER = 32
 @dataclass(frozen=True)
 class Trial:
     question: str
-    pair: int          # index into Scheduler.pairs
+    pair: int  # index into Scheduler.pairs
     prompt_id: int
-    left_is_a: bool    # model_a's image on the left
+    left_is_a: bool  # model_a's image on the left
 
 
 def balanced_choice(n: np.ndarray, rng: np.random.Generator) -> int:
@@ -63,9 +64,9 @@ def variance_after_one_more(theta: np.ndarray, cov: np.ndarray, i: np.ndarray, j
     """(P, M): each model's rating variance after one more judgment of pair p."""
     p = 1.0 / (1.0 + np.exp(theta[j] - theta[i]))
     w = p * (1.0 - p)
-    cu = cov[:, i] - cov[:, j]                       # (M, P): C u_p
+    cu = cov[:, i] - cov[:, j]  # (M, P): C u_p
     utcu = cu[i, np.arange(len(i))] - cu[j, np.arange(len(i))]
-    return np.diag(cov)[None, :] - (w / (1.0 + w * utcu))[:, None] * (cu.T ** 2)
+    return np.diag(cov)[None, :] - (w / (1.0 + w * utcu))[:, None] * (cu.T**2)
 
 
 def fitted_theta(counts: np.ndarray, i: np.ndarray, j: np.ndarray, n_models: int) -> np.ndarray | None:
@@ -77,8 +78,15 @@ def fitted_theta(counts: np.ndarray, i: np.ndarray, j: np.ndarray, n_models: int
     return fit_elo(pc) / ELO_PER_NAT
 
 
-def adaptive_choice(counts: np.ndarray, i: np.ndarray, j: np.ndarray, n_models: int, rng: np.random.Generator,
-                    pending: np.ndarray | None = None, theta: np.ndarray | None = None) -> int:
+def adaptive_choice(
+    counts: np.ndarray,
+    i: np.ndarray,
+    j: np.ndarray,
+    n_models: int,
+    rng: np.random.Generator,
+    pending: np.ndarray | None = None,
+    theta: np.ndarray | None = None,
+) -> int:
     """Pair index whose next judgment most lowers the largest rating variance.
 
     ``counts`` is (P, 3) wins of i, wins of j, ties per pair; ``pending`` counts judgments
@@ -100,8 +108,15 @@ def adaptive_choice(counts: np.ndarray, i: np.ndarray, j: np.ndarray, n_models: 
 class Scheduler:
     """Hands out trials and keeps per-(question, pair) counts; thread safety is the caller's."""
 
-    def __init__(self, models: list[str], questions: list[str], pair_prompts: dict[tuple[int, int], list[int]],
-                 adaptive: bool = False, seed: int = 0, pending_s: float = 600.0):
+    def __init__(
+        self,
+        models: list[str],
+        questions: list[str],
+        pair_prompts: dict[tuple[int, int], list[int]],
+        adaptive: bool = False,
+        seed: int = 0,
+        pending_s: float = 600.0,
+    ):
         if not pair_prompts:
             raise ValueError("no pair of models has images of a common prompt")
         self.models, self.questions, self.adaptive = list(models), list(questions), adaptive
@@ -112,7 +127,7 @@ class Scheduler:
         self.j = np.array([b for _, b in self.pairs])
         self.counts = {q: np.zeros((len(self.pairs), 3)) for q in self.questions}
         self.used = {q: [Counter() for _ in self.pairs] for q in self.questions}
-        self.seen = Counter()                   # (rater, question, pair, prompt) -> judgments
+        self.seen = Counter()  # (rater, question, pair, prompt) -> judgments
         self.pending: dict[str, tuple[str, int, float]] = {}
         self.pending_s = pending_s
         self.rng = np.random.default_rng(seed)
@@ -125,19 +140,28 @@ class Scheduler:
         k = self.index.get((min(a, b), max(a, b)))
         return None if k is None else (k, a < b)
 
-    def _update(self, question: str, model_a: str, model_b: str, winner: str, prompt_id: int, rater_id: str,
-                sign: int) -> None:
+    def _update(
+        self, question: str, model_a: str, model_b: str, winner: str, prompt_id: int, rater_id: str, sign: int
+    ) -> None:
         found = self.pair_of(model_a, model_b)
         if found is None or question not in self.counts:
-            return                                  # a judgment of another session's models
+            return  # a judgment of another session's models
         k, a_first = found
         outcome = 2 if winner == "tie" else (0 if (winner == "a") == a_first else 1)
         self.counts[question][k, outcome] += sign
         self.used[question][k][prompt_id] += sign
         self.seen[(rater_id, question, k, prompt_id)] += sign
 
-    def record(self, question: str, model_a: str, model_b: str, winner: str, prompt_id: int, rater_id: str,
-               trial_id: str | None = None) -> None:
+    def record(
+        self,
+        question: str,
+        model_a: str,
+        model_b: str,
+        winner: str,
+        prompt_id: int,
+        rater_id: str,
+        trial_id: str | None = None,
+    ) -> None:
         self.pending.pop(trial_id, None)
         self._update(question, model_a, model_b, winner, prompt_id, rater_id, +1)
 
@@ -172,6 +196,8 @@ class Scheduler:
 
     def pair_table(self) -> list[dict]:
         """Judgments per (question, pair), for the page."""
-        return [{"question": q, "model_a": self.models[a], "model_b": self.models[b],
-                 "n": int(self.counts[q][k].sum())}
-                for q in self.questions for k, (a, b) in enumerate(self.pairs)]
+        return [
+            {"question": q, "model_a": self.models[a], "model_b": self.models[b], "n": int(self.counts[q][k].sum())}
+            for q in self.questions
+            for k, (a, b) in enumerate(self.pairs)
+        ]

@@ -14,6 +14,7 @@ A threading lock serialises writers inside the process; an exclusive ``flock`` o
 
 The columns are those `glide-eval elo` reads (``human_eval.judgments``) plus extras it keeps.
 """
+
 from __future__ import annotations
 
 import csv
@@ -26,8 +27,22 @@ import threading
 from pathlib import Path
 from typing import Self
 
-COLUMNS = ("model_a", "model_b", "winner", "question", "prompt_id", "rater_id", "timestamp",
-           "judgment_id", "left_model", "right_model", "image_a", "image_b", "seed", "caption")
+COLUMNS = (
+    "model_a",
+    "model_b",
+    "winner",
+    "question",
+    "prompt_id",
+    "rater_id",
+    "timestamp",
+    "judgment_id",
+    "left_model",
+    "right_model",
+    "image_a",
+    "image_b",
+    "seed",
+    "caption",
+)
 WINNERS = ("a", "b", "tie")
 
 
@@ -72,8 +87,9 @@ class JudgmentStore:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(self._lock_fd)
-            raise StoreError(f"{self.path}: another judging server is writing this file "
-                             f"(lock {self.path}.lock is held)") from None
+            raise StoreError(
+                f"{self.path}: another judging server is writing this file (lock {self.path}.lock is held)"
+            ) from None
         try:
             self._rows = self._open_existing() if self.path.exists() else self._create()
         except BaseException:
@@ -95,7 +111,7 @@ class JudgmentStore:
 
     def _open_existing(self) -> list[dict]:
         data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):          # a record cut short by a kill
+        if data and not data.endswith(b"\n"):  # a record cut short by a kill
             keep = data.rfind(b"\n") + 1
             if keep == 0:
                 raise StoreError(f"{self.path}: no complete header line; remove the file to start a new one")
@@ -114,8 +130,10 @@ class JudgmentStore:
             raise StoreError(f"{self.path}: not UTF-8 (byte {e.start}); is it a judgments file of this tool?") from None
         rows = list(csv.reader(io.StringIO(text, newline="")))
         if tuple(rows[0]) != self.columns:
-            raise StoreError(f"{self.path}:1: header {','.join(rows[0])!r} is not this tool's "
-                             f"({','.join(self.columns)}); write to a new --out file")
+            raise StoreError(
+                f"{self.path}:1: header {','.join(rows[0])!r} is not this tool's "
+                f"({','.join(self.columns)}); write to a new --out file"
+            )
         out, seen = [], set()
         for k, fields in enumerate(rows[1:], start=2):
             if len(fields) != len(self.columns):
@@ -162,11 +180,10 @@ class JudgmentStore:
             if not mine or self._rows[mine[-1]]["judgment_id"] != judgment_id:
                 raise ValueError(f"judgment {judgment_id} is not rater {rater_id!r}'s latest judgment")
             k = mine[-1]
-            age = (datetime.datetime.now(datetime.UTC)
-                   - parse_timestamp(self._rows[k]["timestamp"])).total_seconds()
+            age = (datetime.datetime.now(datetime.UTC) - parse_timestamp(self._rows[k]["timestamp"])).total_seconds()
             if age > max_age_s:
                 raise ValueError(f"judgment {judgment_id} is {age:.0f} s old; undo is allowed for {max_age_s:g} s")
-            rows = self._rows[:k] + self._rows[k + 1:]
+            rows = self._rows[:k] + self._rows[k + 1 :]
             self._rewrite(rows)
             removed = self._rows[k]
             self._rows = rows
@@ -202,7 +219,7 @@ class JudgmentStore:
 
     def close(self) -> None:
         if self._lock_fd is not None:
-            os.close(self._lock_fd)   # releases the flock
+            os.close(self._lock_fd)  # releases the flock
             self._lock_fd = None
 
     def __enter__(self) -> Self:
