@@ -3,9 +3,10 @@
 1. Model evaluations per sample for each (solver, steps) setting against the reference protocol
    (a classifier-free evaluation runs a doubled batch: 2 image rows per sample).
 2. On the bundled toy world (16x16 base model, classifier-free scale 3, the same captions and
-   noise seeds for every setting): FID (toy-classifier features, 95% bootstrap interval) against
-   the number of steps, per solver; the paired-bootstrap interval of each setting's FID minus the
-   reference's; and per solver the fewest steps whose FID is not significantly above the reference's.
+   noise seeds for every setting): FID (toy-classifier features, 95% delta-method interval) against
+   the number of steps, per solver; the paired interval (metrics.paired_differences) of each
+   setting's FID minus the reference's; and per solver the fewest steps whose FID is not
+   significantly above the reference's.
 
     .venv/bin/python bench/solvers.py --count-only
     .venv/bin/python bench/solvers.py --n 1024 --steps 5,10,15,20 --json runs/bench_solvers.json
@@ -44,7 +45,6 @@ def parse_args():
     parser.add_argument("--n", type=int, default=1024, help="captions (one sample each)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=256)
-    parser.add_argument("--bootstrap", type=int, default=200, help="bootstrap replicates of the FID interval")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     parser.add_argument("--count-only", action="store_true", help="only count model evaluations")
     parser.add_argument("--json", default="", help="write the results here (atomically)")
@@ -104,12 +104,7 @@ def toy_fid(method: str, respacing: str, args, captions, classifier, reference_p
     seconds = time.perf_counter() - start
     feats = classifier(result.images)
     metrics = calculate_metrics(
-        {"pool": feats["pool"].numpy()},
-        {"pool": reference_pool},
-        isc=False,
-        prc=False,
-        bootstrap=args.bootstrap,
-        seed=args.seed,
+        {"pool": feats["pool"].numpy()}, {"pool": reference_pool}, isc=False, prc=False, ci=True, seed=args.seed
     )
     row = {
         "method": method,
@@ -123,23 +118,17 @@ def toy_fid(method: str, respacing: str, args, captions, classifier, reference_p
     return row, feats["pool"].numpy()
 
 
-def paired_fid_difference(reference: object, candidate: object, reference_pool, rounds: int, seed: int) -> dict:
-    """FID(candidate) - FID(reference) with a paired-bootstrap normal 95% interval (same captions and seeds).
+def paired_fid_difference(reference, candidate, reference_pool) -> dict:
+    """FID(candidate) - FID(reference) with its paired 95% interval (same captions and seeds): "within the
+    reference's interval" is judged on this difference, since a setting's own interval is of its expected FID."""
+    from metrics import paired_differences
 
-    The percentile interval of one setting's FID need not contain its own value (resampling with duplicates
-    raises FID), so "within the reference's interval" is judged on this difference instead."""
-    from metrics.fid import frechet_distance, gaussian_statistics
-    from metrics.paired_bootstrap import normal_interval, normal_z, paired_bootstrap
-
-    mu_r, sigma_r = gaussian_statistics(reference_pool)
-
-    def statistic(side: dict) -> dict:
-        return {"fid": frechet_distance(*gaussian_statistics(side["pool"]), mu_r, sigma_r)}
-
-    observed = statistic({"pool": candidate})["fid"] - statistic({"pool": reference})["fid"]
-    replicates = paired_bootstrap(statistic, {"pool": reference}, {"pool": candidate}, rounds, seed)["fid"]
-    low, high, _ = normal_interval(observed, replicates, normal_z(0.95))
-    return {"fid_difference": observed, "fid_difference_low": low, "fid_difference_high": high}
+    fid = paired_differences({"pool": reference}, {"pool": candidate}, {"pool": reference_pool}, names=("fid",))["fid"]
+    return {
+        "fid_difference": fid["difference"],
+        "fid_difference_low": fid["ci_low"],
+        "fid_difference_high": fid["ci_high"],
+    }
 
 
 def fewest_steps(rows: list[dict]) -> dict:
@@ -194,7 +183,7 @@ def main():
             if reference and reference_features is None:
                 reference_features = features
             elif reference:
-                r.update(paired_fid_difference(reference_features, features, reference_pool, args.bootstrap, args.seed))
+                r.update(paired_fid_difference(reference_features, features, reference_pool))
             rows.append(r)
             paired = (
                 f" vs reference {r['fid_difference']:+.3f} [{r['fid_difference_low']:+.3f}, "
