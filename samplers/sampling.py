@@ -19,7 +19,14 @@ from collections.abc import Callable
 import torch
 
 from samplers.diffusion import Diffusion
-from samplers.solvers import check_unipc_options, plms_evaluations, sample_dpmpp_2m, sample_plms, sample_unipc
+from samplers.solvers import (
+    check_unipc_options,
+    plms_evaluations,
+    sample_dpmpp_2m,
+    sample_plms,
+    sample_unipc,
+    step_indices,
+)
 
 ModelFn = Callable[..., torch.Tensor]
 CondFn = Callable[..., torch.Tensor]
@@ -44,15 +51,6 @@ def p_mean_variance(
     return diffusion.mean_variance(output.float(), x, i, clip_denoised=clip_denoised, denoised_fn=denoised_fn)
 
 
-def _steps(diffusion: Diffusion, progress: bool, desc: str):
-    indices = list(range(diffusion.num_steps))[::-1]
-    if progress:
-        from tqdm.auto import tqdm
-
-        return tqdm(indices, desc=desc, leave=False)
-    return indices
-
-
 @torch.no_grad()
 def sample_ancestral(
     model_fn: ModelFn,
@@ -73,7 +71,7 @@ def sample_ancestral(
     With `cond_fn`, the mean is shifted by variance * cond_fn(x_t, t) (Sohl-Dickstein et al.).
     """
     extra_args = extra_args or {}
-    for step, i in enumerate(_steps(diffusion, progress, "ancestral")):
+    for step, i in enumerate(step_indices(diffusion, progress, "ancestral")):
         out = p_mean_variance(model_fn, x, diffusion, i, extra_args, clip_denoised, denoised_fn)
         mean = out["mean"]
         if cond_fn is not None:
@@ -112,7 +110,7 @@ def sample_ddim(
     No noise is drawn when eta == 0.
     """
     extra_args = extra_args or {}
-    for step, i in enumerate(_steps(diffusion, progress, "ddim")):
+    for step, i in enumerate(step_indices(diffusion, progress, "ddim")):
         out = p_mean_variance(model_fn, x, diffusion, i, extra_args, clip_denoised, denoised_fn)
         if cond_fn is not None:
             t = diffusion.original_timesteps(i, x.shape[0], x.device)

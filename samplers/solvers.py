@@ -60,7 +60,8 @@ def _level(diffusion: Diffusion, i: int) -> tuple[float, float, float]:
     return alpha, sigma, math.log(alpha) - math.log(sigma)
 
 
-def _indices(diffusion: Diffusion, progress: bool, desc: str):
+def step_indices(diffusion: Diffusion, progress: bool, desc: str):
+    """The respaced step indices, noisiest first (a tqdm bar named `desc` with `progress`)."""
     indices = list(range(diffusion.num_steps))[::-1]
     if progress:
         from tqdm.auto import tqdm
@@ -125,7 +126,7 @@ def sample_dpmpp_2m(
     require_steps(diffusion, 2, "dpmpp_2m")
     extra_args = extra_args or {}
     previous = None  # (x0, lambda) of the previous step
-    for step, i in enumerate(_indices(diffusion, progress, "dpmpp_2m")):
+    for step, i in enumerate(step_indices(diffusion, progress, "dpmpp_2m")):
         x0 = denoise(model_fn, x, diffusion, i, extra_args, cond_fn, clip_denoised, denoised_fn)
         _, sigma_s, lambda_s = _level(diffusion, i)
         alpha_t, sigma_t, lambda_t = _level(diffusion, i - 1)
@@ -253,7 +254,7 @@ def sample_unipc(
     extra_args = extra_args or {}
     history: list = []  # (x0, lambda), newest last, at most `order` entries
     x_last, last_order = None, 0
-    for step, i in enumerate(_indices(diffusion, progress, "unipc")):
+    for step, i in enumerate(step_indices(diffusion, progress, "unipc")):
         x0 = denoise(model_fn, x, diffusion, i, extra_args, cond_fn, clip_denoised, denoised_fn)
         level = _level(diffusion, i)
         if corrector and x_last is not None:
@@ -337,7 +338,7 @@ def sample_plms(
         x0 = denoise(model_fn, x_i, diffusion, i, extra_args, cond_fn, clip_denoised, denoised_fn)
         return x0, diffusion.predict_eps(x_i, i, x0)
 
-    for step, i in enumerate(_indices(diffusion, progress, "plms")):
+    for step, i in enumerate(step_indices(diffusion, progress, "plms")):
         x0, eps = eps_at(x, i)
         source, target = _level(diffusion, i), _level(diffusion, i - 1)
         history = (history + [eps])[-4:]
