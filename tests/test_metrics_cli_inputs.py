@@ -107,7 +107,7 @@ def test_ref_folder_needs_a_resolution_when_samples_do_not_give_one(tmp_path):
 
 @pytest.mark.slow
 def test_unknown_inception_file_refused_unless_allowed(tmp_path):  # ~6 s: builds and runs an Inception
-    from metrics.testing import make_random_inception
+    from model_files import make_random_inception
 
     weights = make_random_inception(tmp_path)
     gen = _folder(tmp_path / "gen", [(8, 8)] * 2, 0)

@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 import torch
+from model_files import make_random_inception, make_tiny_clip
 
 import torchvision_compat  # noqa: F401  (conftest.py calls ensure_torchvision() first)
 from metrics import ExtractorError, FeatureAccumulator, calculate_metrics, create_extractor, register_extractor
-from metrics.testing import make_random_inception, make_tiny_clip
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ where a metric's expectation at n is the mean over many repeated draws)."""
 import numpy as np
 import pytest
 import torch
+from metric_worlds import World, paired_draw
 
 from metrics import calculate_metrics
 from metrics.calculate import NAMES, Options, register_metric
@@ -15,7 +16,6 @@ from metrics.influence import fid_influence, inception_score_influence
 from metrics.kid import kid
 from metrics.prc import knn_radii, precision_recall_hits
 from metrics.recall_interval import half_recalls, knn_lists, prc_pairs
-from metrics.simulation import World, paired_draw
 from torchvision_compat import ensure_torchvision
 
 ensure_torchvision()  # before torch_fidelity

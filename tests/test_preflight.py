@@ -114,7 +114,7 @@ reference = "{tmp_path / "reference.npz"}"
 
 
 def test_sweep_fails_before_sampling_listing_every_bad_file(tmp_path, monkeypatch):
-    from metrics.testing import make_random_inception
+    from model_files import make_random_inception
 
     monkeypatch.setenv("GLIDE_EVAL_CACHE", str(tmp_path / "cache"))
     tiny_official(monkeypatch)
@@ -164,8 +164,9 @@ def test_check_lists_an_inception_file_that_is_not_torch_fidelitys(tmp_path, mon
     unless allowed; the sha256 is computed here independently of the extractor."""
     import hashlib
 
+    from model_files import make_random_inception
+
     from metrics.extractors import INCEPTION_SHA256_PREFIX
-    from metrics.testing import make_random_inception
 
     monkeypatch.setenv("GLIDE_EVAL_CACHE", str(tmp_path / "cache"))
     tiny_official(monkeypatch)

@@ -32,7 +32,7 @@ def make_coco(root, n_images=12):
 
 
 def test_glide_engine_end_to_end(tmp_path, monkeypatch):
-    from metrics.testing import make_random_inception, make_tiny_clip
+    from model_files import make_random_inception, make_tiny_clip
 
     monkeypatch.setenv("GLIDE_EVAL_CACHE", str(tmp_path / "cache"))
     make_coco(tmp_path / "coco")

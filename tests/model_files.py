@@ -1,4 +1,6 @@
-"""Random-weight model files in the official formats, for tests and benches (no downloads).
+"""Random-weight model files in the official formats, for tests and bench/metrics.py (no downloads).
+
+Test helpers, not part of the metrics package (issue 25); bench scripts put tests/ on sys.path.
 
 - `make_random_inception(path)`: torch-fidelity's FeatureExtractorInceptionV3 state dict
   with He-initialised convolutions (the default init collapses features to ~1e-8), saved

@@ -1,6 +1,6 @@
 """Gaussian worlds where every metric's expectation at a given n is computable by repetition.
 
-Used by the interval tests and bench: a fixed reference sample, and generated samples whose
+Used by the interval tests (tests/test_metrics_intervals.py): a fixed reference sample, and generated samples whose
 pool features are Gaussian (shifted and scaled), logits a fixed linear map of them (so IS
 varies with them) and CLIP scores a noisy linear function of them. `paired_world` draws two
 settings from the same per-row latent (same caption and noise), correlated row by row.
