@@ -3,6 +3,7 @@
 Takes uint8 images and captions; knows nothing of samplers or sweeps. Public API:
 
 - `create_extractor` / `register_extractor` / `list_extractors` (metrics.extractors);
+  registries refuse a taken name (`DuplicateNameError`) unless given `replace=True`;
 - `FeatureAccumulator`: streaming, saveable, mergeable per-shard feature state;
 - `ReferenceStats`, `build_reference`, `cached_reference`: cached reference statistics;
 - `calculate_metrics(gen, ref, names=[...], ci=True)`: FID, IS, precision/recall, CLIP score,
@@ -23,6 +24,7 @@ from metrics.extractors import (
 from metrics.features import CorruptFileError, FeatureAccumulator, FeatureError
 from metrics.paired import paired_differences
 from metrics.reference import ReferenceStats, build_reference, cached_reference, expected_meta
+from metrics.registry import DuplicateNameError
 
 __all__ = [
     "calculate_metrics",
@@ -35,6 +37,7 @@ __all__ = [
     "INCEPTION",
     "CLIP_B16",
     "CorruptFileError",
+    "DuplicateNameError",
     "ExtractorError",
     "FeatureAccumulator",
     "FeatureError",

@@ -18,6 +18,7 @@ from metrics.names import register_direction
 from metrics.prc import DEFAULT_BATCH, DEFAULT_K, knn_radii, precision_recall_hits
 from metrics.recall_interval import recall_interval
 from metrics.reference import ReferenceStats
+from metrics.registry import DuplicateNameError, check_new, same_callable
 
 
 @dataclass
@@ -192,16 +193,34 @@ NAMES = {key: entry for entry, metric in METRICS.items() for key in metric.keys}
 
 
 def register_metric(
-    name: str, fn: Callable, needs_ref: bool, keys: tuple[str, ...], higher_is_better: bool | None = None
+    name: str,
+    fn: Callable,
+    needs_ref: bool,
+    keys: tuple[str, ...],
+    higher_is_better: bool | None = None,
+    replace: bool = False,
 ) -> None:
     """Add a metric `name`: fn(generated, reference, Options) -> (values, {key: () -> psi}).
     With `higher_is_better`, its keys' direction is recorded in `metrics.names` (Pareto fronts,
-    the regression gate and difference tables need it)."""
-    METRICS[name] = Metric(fn, needs_ref, tuple(keys))
-    NAMES.update({key: name for key in (name, *keys)})
+    the regression gate and difference tables need it). A name taken by another metric is
+    refused (`DuplicateNameError`) unless `replace`; a key that another entry reports always is."""
+    metric = Metric(fn, needs_ref, tuple(keys))
+    check_new(METRICS, name, metric, "metric", replace, same=_same_metric)
+    taken = {key: NAMES[key] for key in (name, *keys) if NAMES.get(key, name) != name}
+    if taken:
+        raise DuplicateNameError(f"metric {name!r}: name(s) already reported by other metrics: {taken}")
     if higher_is_better is not None:
         for key in keys:
-            register_direction(key, higher_is_better)
+            register_direction(key, higher_is_better, replace=replace)
+    if name in METRICS:
+        for key in [k for k, entry in NAMES.items() if entry == name]:
+            del NAMES[key]
+    METRICS[name] = metric
+    NAMES.update({key: name for key in (name, *keys)})
+
+
+def _same_metric(a: Metric, b: Metric) -> bool:
+    return same_callable(a.fn, b.fn) and (a.needs_ref, a.keys) == (b.needs_ref, b.keys)
 
 
 def _entries(names) -> list[str]:

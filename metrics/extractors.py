@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from metrics.registry import check_new
 from torchvision_compat import ensure_torchvision
 
 INCEPTION = "inception-v3-compat"
@@ -55,8 +56,10 @@ class ExtractorError(RuntimeError):
     """An extractor cannot be built or was given input it cannot take."""
 
 
-def register_extractor(name: str, factory: Callable) -> None:
-    """Register ``factory(weights_path=None, device="cpu") -> extractor`` under ``name``."""
+def register_extractor(name: str, factory: Callable, replace: bool = False) -> None:
+    """Register ``factory(weights_path=None, device="cpu") -> extractor`` under ``name``.
+    A name taken by another factory is refused (`DuplicateNameError`) unless ``replace``."""
+    check_new(_REGISTRY, name, factory, "feature extractor", replace)
     _REGISTRY[name] = factory
 
 

@@ -10,6 +10,8 @@ compare settings with them.
 
 from __future__ import annotations
 
+from metrics.registry import DuplicateNameError
+
 # metric -> True when a larger value is better
 HIGHER_IS_BETTER: dict[str, bool] = {
     "fid": False,
@@ -36,10 +38,14 @@ def higher_is_better(metric: str) -> bool:
         raise ValueError(f"unknown metric {metric!r} (known: {', '.join(HIGHER_IS_BETTER)})") from None
 
 
-def register_direction(metric: str, higher: bool) -> None:
-    """Record which direction of a new metric is better; a known metric keeps its direction."""
+def register_direction(metric: str, higher: bool, replace: bool = False) -> None:
+    """Record which direction of a new metric is better; a known metric keeps its direction
+    (`DuplicateNameError` for the other one) unless `replace`."""
     if not isinstance(higher, bool):
         raise TypeError(f"metric {metric!r}: higher_is_better must be True or False, got {higher!r}")
-    if HIGHER_IS_BETTER.get(metric, higher) != higher:
-        raise ValueError(f"metric {metric!r} is already registered with higher_is_better={not higher}")
+    if HIGHER_IS_BETTER.get(metric, higher) != higher and not replace:
+        raise DuplicateNameError(
+            f"metric {metric!r} is already registered with higher_is_better={not higher}; "
+            "pass replace=True to replace it"
+        )
     HIGHER_IS_BETTER[metric] = higher
