@@ -12,7 +12,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from human_eval.fit import FitError
+from human_eval.judgments import JudgmentError, read_judgments
 from reports import html as page
+from reports.agreement import AgreementError, agreement_from_judgments, agreement_html, provenance, write_agreement
 from reports.figure6 import plot_figure6
 from reports.files import atomic_write_text
 from reports.intervals import DIFFERENCE_COLUMNS, difference_markdown, difference_table, dominance_table
@@ -27,18 +30,23 @@ class ReportError(RuntimeError):
     """The run directory cannot be reported on; the message names the file."""
 
 
-def read_results(run_dir: Path) -> pd.DataFrame:
+def results_path(run_dir: Path) -> Path:
+    """RUN_DIR/results.parquet, else RUN_DIR/results.csv; ReportError when neither exists."""
     run_dir = Path(run_dir)
     parquet, csv = run_dir / "results.parquet", run_dir / "results.csv"
     if parquet.is_file():
-        df = pd.read_parquet(parquet)
-    elif csv.is_file():
-        df = pd.read_csv(csv)
-    else:
-        raise ReportError(f"{run_dir}: no results.parquet or results.csv (run `glide-eval sweep` first)")
+        return parquet
+    if csv.is_file():
+        return csv
+    raise ReportError(f"{run_dir}: no results.parquet or results.csv (run `glide-eval sweep` first)")
+
+
+def read_results(run_dir: Path) -> pd.DataFrame:
+    path = results_path(run_dir)
+    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     for column in ("setting", "family", "scale"):
         if column not in df.columns:
-            raise ReportError(f"{parquet if parquet.is_file() else csv}: column {column!r} is missing")
+            raise ReportError(f"{path}: column {column!r} is missing")
     order = df["family"].map(FAMILY_ORDER).fillna(len(FAMILY_ORDER))
     return df.assign(_order=order).sort_values(["_order", "scale"]).drop(columns="_order").reset_index(drop=True)
 
@@ -78,12 +86,16 @@ def pareto_markdown(pareto: pd.DataFrame) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_report(run_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
+def build_report(run_dir: Path, out_dir: Path | None = None, judgments: Path | None = None) -> dict[str, Path]:
     """Write figure6.{png,pdf}, steps.{png,pdf} (when the run has `steps` settings),
-    pareto.{csv,md}, table2.{md,tex}, report.html; returns their paths."""
+    pareto.{csv,md}, table2.{md,tex}, report.html; with `judgments` (a judgments CSV of this
+    run's settings) also agreement/ (reports.agreement) and its section; returns their paths."""
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir else run_dir / "report"
     df = read_results(run_dir)
+    agreement = None
+    if judgments is not None:
+        agreement, agreement_paths = _agreement(run_dir, df, Path(judgments), out_dir / "agreement")
     guidance = df[df["family"] != "steps"]  # Figure 6 and the Pareto sets compare guidance only
     out: dict[str, Path] = {}
 
@@ -118,6 +130,9 @@ def build_report(run_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
     out["table2_md"], out["table2_tex"] = out_dir / "table2.md", out_dir / "table2.tex"
 
     extra = {"differences": differences, "dominance": dominance, "verdicts": verdicts}
+    if agreement is not None:
+        out.update({f"agreement_{k}": p for k, p in agreement_paths.items()})
+        extra["agreement"] = (agreement, agreement_paths.get("figure_png"))
     atomic_write_text(out_dir / "report.html", report_html(run_dir, df, figures, pareto, t2, steps_figures, **extra))
     out["html"] = out_dir / "report.html"
     return out
@@ -133,6 +148,7 @@ def report_html(
     differences: pd.DataFrame | None = None,
     dominance: pd.DataFrame | None = None,
     verdicts: pd.DataFrame | None = None,
+    agreement: tuple | None = None,
 ) -> str:
     sections = []
     png = [p for p in figures if p.suffix == ".png"]
@@ -170,6 +186,8 @@ def report_html(
             ),
         )
     )
+    if agreement is not None:
+        sections.append(("Agreement with human judgments", agreement_html(*agreement)))
     skip = {"versions", "config_hash", "generation_hash"}
     shown = [c for c in df.columns if c not in skip and not c.startswith("sha256_")]
     sections.append(("Results", page.table_html(df[shown], text_columns=("setting", "family"))))
@@ -195,6 +213,17 @@ def report_html(
         ("Provenance", page.table_html(pd.DataFrame(prov, columns=["item", "value"]), text_columns=("item", "value")))
     )
     return page.render_page(f"glide-eval sweep report: {run_dir.name}", sections)
+
+
+def _agreement(run_dir: Path, df: pd.DataFrame, judgments_path: Path, out_dir: Path):
+    """Agreement of every metric with the judgments (defaults of `glide-eval agreement`),
+    written to out_dir; ReportError naming the file when they cannot be compared."""
+    try:
+        judgments = read_judgments(judgments_path)
+        run = agreement_from_judgments(df, judgments, run_dir.resolve().name)
+    except (JudgmentError, FitError, AgreementError) as e:
+        raise ReportError(f"{judgments_path}: {e}") from None
+    return run, write_agreement(run, out_dir, provenance(run, results_path(run_dir), judgments_path))
 
 
 def pareto_html(pareto: pd.DataFrame, dominance: pd.DataFrame | None) -> str:

@@ -63,6 +63,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Draw GLIDE Figure 7: Elo against guidance scale per guidance family (model names "
         "FAMILY:SCALE, e.g. cfg:3.0, clip:2.0), relative to the model named `unguided`.",
     ),
+    "agreement": (
+        "glide_eval.cli.agreement:agreement_command",
+        "Agreement of each metric of the sweep in RUN_DIR with the human judgments in FILE.csv: "
+        "Kendall's tau, Spearman's rho and the share of setting pairs ordered alike, between the "
+        "settings' metric values and their Elo, per question, with intervals.",
+    ),
     "judge": (
         "glide_eval.cli.judge:judge_command",
         "Serve a judging page for the images sweeps saved in RUN_DIR(s) (`--save-images png|npz`).",

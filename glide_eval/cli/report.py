@@ -16,14 +16,21 @@ from reports.build import ReportError, build_report
 @click.option(
     "--out", "out_dir", type=click.Path(file_okay=False), help="Where to write the report (default: RUN_DIR/report)."
 )
+@click.option(
+    "--judgments",
+    "judgments",
+    type=click.Path(exists=True, dir_okay=False),
+    help="A judgments CSV of this run's settings: adds the agreement of each metric with the raters "
+    "(as `glide-eval agreement`, default options).",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the written files as JSON.")
-def report_command(run_dir, out_dir, as_json):
+def report_command(run_dir, out_dir, judgments, as_json):
     """Build the reports of the sweep in RUN_DIR from its results.parquet."""
     damaged = RunDir(run_dir).damaged_results()
     if damaged:
         raise click.ClickException(f"{damaged}; rerun `glide-eval sweep` on its config to rebuild it from the shards")
     try:
-        paths = build_report(Path(run_dir), Path(out_dir) if out_dir else None)
+        paths = build_report(Path(run_dir), Path(out_dir) if out_dir else None, judgments)
     except ReportError as e:
         raise click.ClickException(str(e)) from None
     if as_json:
