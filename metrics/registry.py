@@ -10,6 +10,7 @@ plugin imported twice, or its module reloaded), so loading plugins twice never t
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 
@@ -18,11 +19,14 @@ class DuplicateNameError(ValueError):
 
 
 def same_callable(a: Any, b: Any) -> bool:
-    """True for the same object, or for two module-level functions/classes of one name in one
-    module (a reloaded module's new objects). Lambdas and nested functions count only as
-    themselves: two of them may share a qualified name and still differ."""
+    """True for the same object, for two module-level functions/classes of one name in one
+    module (a reloaded module's new objects), or for two `functools.partial`s of such with equal
+    arguments. Lambdas and nested functions count only as themselves: two of them may share a
+    qualified name and still differ."""
     if a is b:
         return True
+    if isinstance(a, partial) and isinstance(b, partial):  # e.g. one extractor class, several names
+        return same_callable(a.func, b.func) and a.args == b.args and a.keywords == b.keywords
     name = getattr(a, "__qualname__", None)
     return (
         isinstance(name, str)

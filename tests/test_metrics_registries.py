@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import sys
+from functools import partial
 
 import numpy as np
 import pytest
@@ -46,6 +47,14 @@ def test_extractor_registry_refuses_a_duplicate_unless_replace():
     finally:
         register_extractor(INCEPTION, InceptionExtractor, replace=True)
     assert _REGISTRY[INCEPTION] is InceptionExtractor
+    # partials of one class with equal arguments are the same factory; other arguments are not
+    register_extractor("partial-test", partial(_Other, device="cpu"))
+    try:
+        register_extractor("partial-test", partial(_Other, device="cpu"))
+        with pytest.raises(DuplicateNameError):
+            register_extractor("partial-test", partial(_Other, device="cuda"))
+    finally:
+        _REGISTRY.pop("partial-test")
     # two lambdas share a qualified name but are not the same factory
     register_extractor("lambda-test", lambda weights_path=None, device="cpu": 1)
     try:
