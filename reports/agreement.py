@@ -38,8 +38,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import html
-import io
-import json
 import math
 import zlib
 from dataclasses import dataclass, field
@@ -56,12 +54,11 @@ from scipy.stats import rankdata
 from human_eval.elo import DEFAULT_LEVEL, DEFAULT_ROUNDS, EloResult, analyze
 from human_eval.judgments import Judgments
 from human_eval.names import parse_guidance
-from human_eval.outputs import package_versions, sha256_file
 from metrics.names import HIGHER_IS_BETTER
 from reports import html as page
 from reports.figure6 import save_figure
-from reports.files import atomic_write_bytes, atomic_write_text
 from samplers.guidance_specs import is_unguided
+from storage import atomic_write_text, atomic_write_with, package_versions, sha256_file, write_json
 
 STATISTICS = ("kendall_tau", "spearman_rho", "pair_agreement")
 COLUMNS = [
@@ -356,14 +353,12 @@ def write_agreement(run: AgreementRun, out_dir, provenance_record: dict) -> dict
     for name, table in run.tables().items():
         csv, parquet = out_dir / f"{name}.csv", out_dir / f"{name}.parquet"
         atomic_write_text(csv, table.to_csv(index=False))
-        buf = io.BytesIO()
-        table.to_parquet(buf, index=False)
-        atomic_write_bytes(parquet, buf.getvalue())
+        atomic_write_with(parquet, lambda tmp, t=table: t.to_parquet(tmp, index=False))
         paths[f"{name}_csv"], paths[f"{name}_parquet"] = csv, parquet
     for path in plot_agreement(run.tables()["agreement"], out_dir):
         paths[f"figure_{path.suffix[1:]}"] = path
     path = out_dir / "provenance.json"
-    atomic_write_text(path, json.dumps(provenance_record, indent=2, sort_keys=True, default=str) + "\n")
+    write_json(path, provenance_record)
     paths["provenance"] = path
     return paths
 

@@ -17,11 +17,12 @@ from human_eval.judgments import JudgmentError, read_judgments
 from reports import html as page
 from reports.agreement import AgreementError, agreement_from_judgments, agreement_html, provenance, write_agreement
 from reports.figure6 import plot_figure6
-from reports.files import atomic_write_text
 from reports.intervals import DIFFERENCE_COLUMNS, difference_markdown, difference_table, dominance_table
 from reports.pareto import FIGURE6_PAIRS, pareto_table
 from reports.steps import plot_steps, steps_verdicts
 from reports.table2 import table2, to_latex, to_markdown
+from storage import DamagedFile, atomic_write_text
+from storage.rundir import DIFFERENCES_CSV, PREVIEWS_NPZ, RESULTS_CSV, RESULTS_PARQUET, RunFiles
 
 FAMILY_ORDER = {"none": 0, "cfg": 1, "clip": 2, "steps": 3}
 
@@ -30,51 +31,46 @@ class ReportError(RuntimeError):
     """The run directory cannot be reported on; the message names the file."""
 
 
-def results_path(run_dir: Path) -> Path:
-    """RUN_DIR/results.parquet, else RUN_DIR/results.csv; ReportError when neither exists."""
-    run_dir = Path(run_dir)
-    parquet, csv = run_dir / "results.parquet", run_dir / "results.csv"
-    if parquet.is_file():
-        return parquet
-    if csv.is_file():
-        return csv
-    raise ReportError(f"{run_dir}: no results.parquet or results.csv (run `glide-eval sweep` first)")
-
-
 def read_results(run_dir: Path) -> pd.DataFrame:
-    path = results_path(run_dir)
-    df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+    return read_results_file(run_dir)[0]
+
+
+def read_results_file(run_dir: Path) -> tuple[pd.DataFrame, Path]:
+    """The run's results, settings in family and scale order, and the file they came from."""
+    try:
+        found = RunFiles(run_dir).read_results()
+    except DamagedFile as e:
+        raise ReportError(str(e)) from None
+    if found is None:
+        raise ReportError(f"{run_dir}: no {RESULTS_PARQUET} or {RESULTS_CSV} (run `glide-eval sweep` first)")
+    df, path = found
     for column in ("setting", "family", "scale"):
         if column not in df.columns:
             raise ReportError(f"{path}: column {column!r} is missing")
     order = df["family"].map(FAMILY_ORDER).fillna(len(FAMILY_ORDER))
-    return df.assign(_order=order).sort_values(["_order", "scale"]).drop(columns="_order").reset_index(drop=True)
+    return df.assign(_order=order).sort_values(["_order", "scale"]).drop(columns="_order").reset_index(drop=True), path
 
 
 def read_previews(run_dir: Path) -> tuple[dict[str, np.ndarray], list[str]]:
-    path = Path(run_dir) / "previews.npz"
-    if not path.is_file():
-        return {}, []
-    with np.load(path) as f:
-        previews = {k[len("setting__") :]: f[k] for k in f.files if k.startswith("setting__")}
-        captions = [str(c) for c in f["captions"]]
-    return previews, captions
+    try:
+        return RunFiles(run_dir).read_previews()
+    except DamagedFile as e:
+        raise ReportError(str(e)) from None
 
 
 def read_differences(run_dir: Path) -> pd.DataFrame | None:
     """RUN_DIR/differences.csv (paired differences between settings, written by the sweep's merge)
     as `difference_table` gives it; None when the run has none (older run directories)."""
-    path = Path(run_dir) / "differences.csv"
-    if not path.is_file():
-        return None
     try:
-        df = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.EmptyDataError) as e:
-        raise ReportError(f"{path}: cannot be read ({e})") from None
+        df = RunFiles(run_dir).read_differences()
+    except DamagedFile as e:
+        raise ReportError(str(e)) from None
+    if df is None:
+        return None
     try:
         return difference_table(df)
     except ValueError as e:
-        raise ReportError(f"{path}: {e}") from None
+        raise ReportError(f"{RunFiles(run_dir).differences_csv}: {e}") from None
 
 
 def pareto_markdown(pareto: pd.DataFrame) -> str:
@@ -91,11 +87,11 @@ def build_report(run_dir: Path, out_dir: Path | None = None, judgments: Path | N
     pareto.{csv,md}, table2.{md,tex}, report.html; with `judgments` (a judgments CSV of this
     run's settings) also agreement/ (reports.agreement) and its section; returns their paths."""
     run_dir = Path(run_dir)
-    out_dir = Path(out_dir) if out_dir else run_dir / "report"
-    df = read_results(run_dir)
+    out_dir = Path(out_dir) if out_dir else RunFiles(run_dir).report_dir
+    df, results_path = read_results_file(run_dir)
     agreement = None
     if judgments is not None:
-        agreement, agreement_paths = _agreement(run_dir, df, Path(judgments), out_dir / "agreement")
+        agreement, agreement_paths = _agreement(run_dir, df, results_path, Path(judgments), out_dir / "agreement")
     guidance = df[df["family"] != "steps"]  # Figure 6 and the Pareto sets compare guidance only
     out: dict[str, Path] = {}
 
@@ -117,9 +113,9 @@ def build_report(run_dir: Path, out_dir: Path | None = None, judgments: Path | N
     out["dominance_csv"] = out_dir / "dominance.csv"
     verdicts = None
     if differences is not None:
-        atomic_write_text(out_dir / "differences.csv", differences.to_csv(index=False))
+        atomic_write_text(out_dir / DIFFERENCES_CSV, differences.to_csv(index=False))
         atomic_write_text(out_dir / "differences.md", difference_markdown(differences))
-        out["differences_csv"], out["differences_md"] = out_dir / "differences.csv", out_dir / "differences.md"
+        out["differences_csv"], out["differences_md"] = out_dir / DIFFERENCES_CSV, out_dir / "differences.md"
         verdicts = steps_verdicts(df, differences)
         atomic_write_text(out_dir / "steps_verdicts.csv", verdicts.to_csv(index=False))
         out["steps_verdicts_csv"] = out_dir / "steps_verdicts.csv"
@@ -203,7 +199,7 @@ def report_html(
             )
         )
     else:
-        sections.append(("Samples", f"<p>No previews.npz in {run_dir}: sample grids are not shown.</p>"))
+        sections.append(("Samples", f"<p>No {PREVIEWS_NPZ} in {run_dir}: sample grids are not shown.</p>"))
 
     prov = [("config_hash", df["config_hash"].iloc[0] if "config_hash" in df else "")]
     prov += [(c, df[c].iloc[0]) for c in df.columns if c.startswith("sha256_")]
@@ -215,7 +211,7 @@ def report_html(
     return page.render_page(f"glide-eval sweep report: {run_dir.name}", sections)
 
 
-def _agreement(run_dir: Path, df: pd.DataFrame, judgments_path: Path, out_dir: Path):
+def _agreement(run_dir: Path, df: pd.DataFrame, results_path: Path, judgments_path: Path, out_dir: Path):
     """Agreement of every metric with the judgments (defaults of `glide-eval agreement`),
     written to out_dir; ReportError naming the file when they cannot be compared."""
     try:
@@ -223,7 +219,7 @@ def _agreement(run_dir: Path, df: pd.DataFrame, judgments_path: Path, out_dir: P
         run = agreement_from_judgments(df, judgments, run_dir.resolve().name)
     except (JudgmentError, FitError, AgreementError) as e:
         raise ReportError(f"{judgments_path}: {e}") from None
-    return run, write_agreement(run, out_dir, provenance(run, results_path(run_dir), judgments_path))
+    return run, write_agreement(run, out_dir, provenance(run, results_path, judgments_path))
 
 
 def pareto_html(pareto: pd.DataFrame, dominance: pd.DataFrame | None) -> str:
@@ -248,7 +244,7 @@ def pareto_html(pareto: pd.DataFrame, dominance: pd.DataFrame | None) -> str:
 
 def differences_html(differences: pd.DataFrame | None) -> str:
     if differences is None:
-        return "<p>This run directory has no differences.csv (made by an older glide-eval): rerun the sweep.</p>"
+        return f"<p>This run directory has no {DIFFERENCES_CSV} (made by an older glide-eval): rerun the sweep.</p>"
     if differences.empty:
         return "<p>No settings of this sweep were compared.</p>"
     view = differences[[*DIFFERENCE_COLUMNS, "distinguishable", "better"]]

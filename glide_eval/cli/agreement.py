@@ -14,7 +14,7 @@ from glide_eval.cli.elo import _judgment_options, _load
 from glide_eval.sweep.rundir import RunDir
 from human_eval.fit import FitError
 from reports.agreement import AgreementError, agreement_from_judgments, display_table, provenance, write_agreement
-from reports.build import ReportError, read_results, results_path
+from reports.build import ReportError, read_results_file
 
 
 @click.command("agreement")
@@ -39,7 +39,7 @@ def agreement_command(
     if damaged:
         raise click.ClickException(f"{damaged}; rerun `glide-eval sweep` on its config to rebuild it from the shards")
     try:
-        results = read_results(Path(run_dir))
+        results, results_path = read_results_file(Path(run_dir))
     except ReportError as e:
         raise click.ClickException(str(e)) from None
     judgments = _load(csv_path, fmt, encoding, drop_invalid)
@@ -52,7 +52,7 @@ def agreement_command(
         raise click.ClickException(f"{csv_path}: {e}") from None
     run.options |= {"format": fmt, "encoding": encoding, "drop_invalid": drop_invalid}
     out = Path(out_dir) if out_dir else Path(run_dir) / "agreement"
-    paths = write_agreement(run, out, provenance(run, results_path(Path(run_dir)), csv_path))
+    paths = write_agreement(run, out, provenance(run, results_path, csv_path))
     tables = run.tables()
     if as_json:
         echo_json(
