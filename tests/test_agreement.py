@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 from itertools import combinations
 
 import numpy as np
@@ -14,6 +15,7 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 from scipy.stats import kendalltau, spearmanr
+from test_sweep_lock import hold_lock, let_go
 
 from glide_eval.cli import main
 from human_eval.elo import fit_question
@@ -196,6 +198,16 @@ def test_agreement_refuses_what_it_cannot_compare(tmp_path):
     assert res.exit_code == 1 and "unknown metric(s) ['fidd']" in res.output
     res = CliRunner().invoke(main, ["agreement", str(tmp_path), str(judgments)])
     assert res.exit_code == 1 and "no results.parquet" in res.output
+    proc = hold_lock(run)  # a sweep holds the run directory: refused, naming the holder (as `report`)
+    try:
+        res = CliRunner().invoke(main, ["agreement", str(run), str(judgments), "--rounds", "20"])
+        assert (
+            res.exit_code == 1
+            and f"is in use by another process (host {socket.gethostname()}, PID {proc.pid}" in res.output
+        )
+    finally:
+        let_go(proc)
+        proc.wait()
 
 
 # ---------------------------------------------------------------- coverage by simulation

@@ -11,6 +11,7 @@ import click
 
 from glide_eval.cli import echo_json
 from glide_eval.cli.elo import _judgment_options, _load
+from glide_eval.sweep.lock import RunDirBusy
 from glide_eval.sweep.rundir import RunDir
 from human_eval.fit import FitError
 from reports.agreement import AgreementError, agreement_from_judgments, display_table, provenance, write_agreement
@@ -28,20 +29,48 @@ from reports.build import ReportError, read_results_file
     help="Comma-separated metrics to compare (default: every metric column of the results).",
 )
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Output folder (default: RUN_DIR/agreement).")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Wait for the process that holds RUN_DIR's lock (a running sweep) instead of refusing to start.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def agreement_command(
-    run_dir, csv_path, question, level, rounds, seed, l2, fmt, drop_invalid, encoding, metric_names, out_dir, as_json
+    run_dir,
+    csv_path,
+    question,
+    level,
+    rounds,
+    seed,
+    l2,
+    fmt,
+    drop_invalid,
+    encoding,
+    metric_names,
+    out_dir,
+    wait,
+    as_json,
 ):
     """Agreement of each metric of the sweep in RUN_DIR with the human judgments in FILE.csv:
     Kendall's tau, Spearman's rho and the share of setting pairs ordered alike, between the
     settings' metric values and their Elo, per question, with intervals."""
-    damaged = RunDir(run_dir).damaged_results()
-    if damaged:
-        raise click.ClickException(f"{damaged}; rerun `glide-eval sweep` on its config to rebuild it from the shards")
+    run_files = RunDir(run_dir)
+    lock = run_files.lock("agreement")  # as `report`: a sweep cannot rewrite the results while they are read
     try:
-        results, results_path = read_results_file(Path(run_dir))
+        lock.acquire(wait=wait, log=lambda m: click.echo(m, err=True))
+    except RunDirBusy as e:
+        raise click.ClickException(str(e)) from None
+    try:
+        damaged = run_files.damaged_results()
+        if damaged:
+            raise click.ClickException(
+                f"{damaged}; rerun `glide-eval sweep` on its config to rebuild it from the shards"
+            )
+        results, results_path = read_results_file(run_files.path)
     except ReportError as e:
         raise click.ClickException(str(e)) from None
+    finally:
+        lock.release()
     judgments = _load(csv_path, fmt, encoding, drop_invalid)
     metrics = [m.strip() for m in metric_names.split(",") if m.strip()] if metric_names else None
     try:
