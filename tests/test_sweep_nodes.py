@@ -1,6 +1,7 @@
 """Multi-node sweeps simulated on one machine (issue 29): two torchrun launchers, each a "node" of
 two processes, run through `tools/sweep_node.sh` -- the very command line docs/cluster.sbatch
-runs on each node -- with the Slurm variables set by hand and the c10d rendezvous on 127.0.0.1.
+runs on each node (the first test runs the batch script itself, with stand-ins for `srun` and
+`scontrol`) -- with the Slurm variables set by hand and the c10d rendezvous on 127.0.0.1.
 
 - two nodes x two processes give results identical to one process (ranks 2 and 3 have
   LOCAL_RANK 0 and 1);
@@ -36,6 +37,11 @@ from glide_eval.sweep.run import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
 NODE_SCRIPT = ROOT / "tools" / "sweep_node.sh"
+BATCH_SCRIPT = ROOT / "docs" / "cluster.sbatch"
+# stand-ins: srun runs its command once (the test starts one batch script per "node");
+# scontrol names 127.0.0.1 as the job's first node
+SRUN = '#!/bin/sh\nwhile [ "${1#-}" != "$1" ]; do shift; done\nexec "$@"\n'
+SCONTROL = "#!/bin/sh\necho 127.0.0.1\n"
 LOST_AFTER_S = 8  # GLIDE_EVAL_LOST_AFTER_S for these runs: a frozen node is lost after 8 s
 BOUND_S = 60  # the surviving node's ranks end this long after the loss at the latest
 
@@ -53,7 +59,7 @@ def node_env(port: int, run_id: str, max_restarts: int = 0) -> dict:
         SLURM_JOB_NUM_NODES="2",
         SLURM_GPUS_ON_NODE="2",
         SLURM_JOB_ID=run_id,
-        RDZV_HOST="127.0.0.1",
+        RDZV_HOST="127.0.0.1",  # docs/cluster.sbatch sets it from scontrol
         RDZV_PORT=str(port),
         LOCAL_ADDR="127.0.0.1",
         MAX_RESTARTS=str(max_restarts),
@@ -62,10 +68,10 @@ def node_env(port: int, run_id: str, max_restarts: int = 0) -> dict:
     )
 
 
-def start_node(config: Path, env: dict, log: Path) -> subprocess.Popen:
+def start_node(config: Path, env: dict, log: Path, script: Path = NODE_SCRIPT) -> subprocess.Popen:
     with log.open("w") as out:
         return subprocess.Popen(
-            ["bash", str(NODE_SCRIPT), str(config), "--no-progress"],
+            ["bash", str(script), str(config), "--no-progress"],
             env=env,
             cwd=config.parent,
             stdout=out,
@@ -74,12 +80,26 @@ def start_node(config: Path, env: dict, log: Path) -> subprocess.Popen:
         )
 
 
-def start_two_nodes(config: Path, max_restarts: int = 0, delay: float = 0.0) -> list[subprocess.Popen]:
-    """The two launchers; `delay`: seconds per batch (test_sweep_fakes: FAKE_DELAY_S, not in the config)."""
+def start_two_nodes(
+    config: Path, max_restarts: int = 0, delay: float = 0.0, batch: bool = False
+) -> list[subprocess.Popen]:
+    """The two launchers, through tools/sweep_node.sh or (`batch`) docs/cluster.sbatch; `delay`:
+    seconds per batch (test_sweep_fakes: FAKE_DELAY_S, not in the config)."""
     env = node_env(free_port(), f"test-{os.getpid()}-{time.monotonic_ns()}", max_restarts)
     env["FAKE_DELAY_S"] = str(delay)
     folder = config.parent
-    return [start_node(config, env, folder / f"node-{name}.log") for name in "ab"]
+    script = NODE_SCRIPT
+    if batch:
+        stand_ins = folder / "bin"
+        stand_ins.mkdir()
+        for name, text in (("srun", SRUN), ("scontrol", SCONTROL)):
+            (stand_ins / name).write_text(text)
+            (stand_ins / name).chmod(0o755)
+        env.update(
+            PATH=f"{stand_ins}{os.pathsep}{env['PATH']}", SLURM_SUBMIT_DIR=str(ROOT), SLURM_JOB_NODELIST="n[1-2]"
+        )
+        script = BATCH_SCRIPT
+    return [start_node(config, env, folder / f"node-{name}.log", script) for name in "ab"]
 
 
 def one_process_reference(tmp_path: Path, **options) -> Path:
@@ -133,7 +153,7 @@ def test_two_nodes_of_two_processes_equal_one_process(tmp_path):
     reference = one_process_reference(tmp_path, **options)
     folder = tmp_path / "nodes"
     folder.mkdir()
-    a, b = start_two_nodes(write_config(folder, **options))
+    a, b = start_two_nodes(write_config(folder, **options), batch=True)
     assert wait(a, 300) == 0 and wait(b, 300) == 0, (folder / "node-a.log").read_text()[-3000:]
     out = folder / "out"
     ranks = {(r["rank"], r["node"], r["local_rank"]) for r in records(out).values()}
@@ -212,3 +232,10 @@ def test_max_restarts_restarts_a_killed_worker_and_the_sweep_finishes(tmp_path):
     assert len(resumed) == 8 and sum(resumed) > 0, logs[-3000:]  # every rank started twice
     assert_same_shards(shard_contents(out), shard_contents(reference))
     pd.testing.assert_frame_equal(final_results(out), final_results(reference))
+
+
+def test_docs_cluster_shows_the_scripts_as_they_are():
+    doc = (ROOT / "docs" / "cluster.md").read_text()
+    for script in (BATCH_SCRIPT, NODE_SCRIPT):
+        assert f"```bash\n{script.read_text()}```" in doc, f"docs/cluster.md shows another {script.name}"
+    assert "tools/sweep_node.sh" in BATCH_SCRIPT.read_text() and "srun" in BATCH_SCRIPT.read_text()
