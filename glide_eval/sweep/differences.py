@@ -90,4 +90,3 @@ def measure_differences(
             )
     log(f"paired differences: {len(pairs)} comparisons of settings")
     return pd.DataFrame(out, columns=COLUMNS)
-
