@@ -52,7 +52,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def node_env(port: int, run_id: str, max_restarts: int = 0) -> dict:
+def node_env(port: int, run_id: str, max_restarts: int = 0, min_nodes: int = 2) -> dict:
     """What Slurm and docs/cluster.sbatch would set on each node of a 2-node job with 2 GPUs per node."""
     return dict(
         env_with_tests_on_path(),
@@ -63,6 +63,7 @@ def node_env(port: int, run_id: str, max_restarts: int = 0) -> dict:
         RDZV_PORT=str(port),
         LOCAL_ADDR="127.0.0.1",
         MAX_RESTARTS=str(max_restarts),
+        MIN_NODES=str(min_nodes),
         PYTHON=sys.executable,
         GLIDE_EVAL_LOST_AFTER_S=str(LOST_AFTER_S),
     )
@@ -230,6 +231,30 @@ def test_max_restarts_restarts_a_killed_worker_and_the_sweep_finishes(tmp_path):
     logs = (folder / "node-a.log").read_text() + (folder / "node-b.log").read_text()
     resumed = [int(m) for m in re.findall(r"\[rank \d/4\] \d+ shards: (\d+) already finished", logs)]
     assert len(resumed) == 8 and sum(resumed) > 0, logs[-3000:]  # every rank started twice
+    assert_same_shards(shard_contents(out), shard_contents(reference))
+    pd.testing.assert_frame_equal(final_results(out), final_results(reference))
+
+
+@pytest.mark.slow  # two rounds of processes: about 40 s on 2 cores
+def test_a_node_added_to_a_running_sweep_joins_it(tmp_path):
+    """docs/cluster.md, "Adding nodes": node a runs alone (MIN_NODES=1 of 2); node b's launcher
+    joins the rendezvous mid-run, torchrun restarts node a's workers, and the four ranks finish
+    the sweep (node a's finished shards kept) to the one-process results."""
+    options = dict(n=16, shard_size=2, batch_size=2, clip="[]")
+    reference = one_process_reference(tmp_path, **options)
+    folder = tmp_path / "nodes"
+    folder.mkdir()
+    config = write_config(folder, **options)
+    env = dict(node_env(free_port(), f"test-{os.getpid()}-{time.monotonic_ns()}", min_nodes=1), FAKE_DELAY_S="1.0")
+    a = start_node(config, env, folder / "node-a.log")
+    out = folder / "out"
+    wait_for_records(out, 4, [a])
+    b = start_node(config, env, folder / "node-b.log")
+    assert wait(a, 300) == 0 and wait(b, 300) == 0, (folder / "node-a.log").read_text()[-3000:]
+    log_a = (folder / "node-a.log").read_text()
+    assert "[rank 0/2] 12 shards: 0 already finished" in log_a
+    assert re.search(r"\[rank 0/4\] 6 shards: [1-6] already finished", log_a), log_a[-3000:]
+    assert {r["rank"] for r in records(out).values()} == {0, 1, 2, 3}
     assert_same_shards(shard_contents(out), shard_contents(reference))
     pd.testing.assert_frame_equal(final_results(out), final_results(reference))
 
