@@ -33,6 +33,8 @@ from test_sweep_lock import children, wait_gone
 
 from glide_eval.sweep import components
 from glide_eval.sweep.config import load_config
+from glide_eval.sweep.errors import SweepError
+from glide_eval.sweep.liveness import DEFAULT_LOST_AFTER_S, lost_after_s
 from glide_eval.sweep.run import run_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -147,6 +149,14 @@ def test_resolve_device_takes_the_local_rank_not_the_global_rank(monkeypatch, tm
     path.write_text(path.read_text().replace('device = "cpu"', 'device = "auto"'))
     config = load_config(path)
     assert components.resolve_device(config) == "cuda:1"
+
+
+def test_lost_after_is_read_from_the_environment_and_checked():
+    assert lost_after_s({}) == DEFAULT_LOST_AFTER_S == 60
+    assert lost_after_s({"GLIDE_EVAL_LOST_AFTER_S": "7.5"}) == 7.5
+    for bad in ("0", "-3", "soon"):
+        with pytest.raises(SweepError, match=f"GLIDE_EVAL_LOST_AFTER_S='{bad}': expected a number of seconds > 0"):
+            lost_after_s({"GLIDE_EVAL_LOST_AFTER_S": bad})
 
 
 def test_two_nodes_of_two_processes_equal_one_process(tmp_path):

@@ -18,9 +18,9 @@ so far, naming it -- rank, node, local rank, host, pid -- and ends with exit sta
 (`os._exit`: its main thread may be blocked in a collective); when its own main thread ends
 within that second (it may be failing on its own), the main thread's error is the message.
 SIGTERM (torchrun stopping the workers of a node when one failed, or the launcher's own
-death) goes through the same second, so a rank stopped that way still names the lost ones. Finished
-shards are on disk, so rerunning the sweep resumes with none lost; under torchrun with
-`--max-restarts` the launchers restart the ranks themselves.
+death) goes through the same second, so a rank stopped that way still names the lost ones.
+Finished shards are on disk, so rerunning the sweep resumes with none lost; under torchrun
+with `--max-restarts` the launchers restart the ranks themselves.
 
 Wire format, both directions of a connection alike: "h<rank>\\n" once from the dialling side,
 then "p" (ping), "o" (pong), "b<reason>\\n" (bye).
@@ -37,6 +37,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from glide_eval.sweep.errors import SweepError
 
 LOST_AFTER_ENV = "GLIDE_EVAL_LOST_AFTER_S"
 DEFAULT_LOST_AFTER_S = 60.0
@@ -55,7 +57,7 @@ def lost_after_s(environ=os.environ) -> float:
     except ValueError:
         value = -1.0
     if not value > 0:
-        raise ValueError(f"{LOST_AFTER_ENV}={text!r}: expected a number of seconds > 0")
+        raise SweepError(f"{LOST_AFTER_ENV}={text!r}: expected a number of seconds > 0")
     return value
 
 
