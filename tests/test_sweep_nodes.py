@@ -84,12 +84,12 @@ def start_node(config: Path, env: dict, log: Path, script: Path = NODE_SCRIPT) -
 
 
 def start_two_nodes(
-    config: Path, max_restarts: int = 0, delay: float = 0.0, batch: bool = False
+    config: Path, max_restarts: int = 0, delay: float | tuple[float, float] = 0.0, batch: bool = False
 ) -> list[subprocess.Popen]:
     """The two launchers, through tools/sweep_node.sh or (`batch`) docs/cluster.sbatch; `delay`:
     seconds per batch (test_sweep_fakes: FAKE_DELAY_S, not in the config)."""
     env = node_env(free_port(), f"test-{os.getpid()}-{time.monotonic_ns()}", max_restarts)
-    env["FAKE_DELAY_S"] = str(delay)
+    delays = delay if isinstance(delay, tuple) else (delay, delay)
     folder = config.parent
     script = NODE_SCRIPT
     if batch:
@@ -102,7 +102,10 @@ def start_two_nodes(
             PATH=f"{stand_ins}{os.pathsep}{env['PATH']}", SLURM_SUBMIT_DIR=str(ROOT), SLURM_JOB_NODELIST="n[1-2]"
         )
         script = BATCH_SCRIPT
-    return [start_node(config, env, folder / f"node-{name}.log", script) for name in "ab"]
+    return [
+        start_node(config, dict(env, FAKE_DELAY_S=str(d)), folder / f"node-{name}.log", script)
+        for name, d in zip("ab", delays, strict=True)
+    ]
 
 
 def one_process_reference(tmp_path: Path, **options) -> Path:
@@ -127,6 +130,18 @@ def wait_for_records(out: Path, count: int, procs: list[subprocess.Popen], timeo
     while len(list((out / "shards").glob("*/*.json"))) < count:
         assert all(p.poll() is None for p in procs), "a node ended before the kill"
         assert time.monotonic() < deadline, "no shards finished"
+        time.sleep(0.05)
+
+
+def wait_for_node_a_done(folder: Path, procs: list[subprocess.Popen], timeout: float = 120) -> None:
+    """Until node a's ranks (named in its log) have recorded all 12 of their shards (of 24)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        assert all(p.poll() is None for p in procs), "a node ended before the kill"
+        assert time.monotonic() < deadline, "node a did not finish its shards"
+        ranks_a = {int(r) for r in re.findall(r"\[rank (\d)/4\] \d+ shards:", (folder / "node-a.log").read_text())}
+        if len(ranks_a) == 2 and sum(r["rank"] in ranks_a for r in records(folder / "out").values()) == 12:
+            return
         time.sleep(0.05)
 
 
@@ -173,25 +188,32 @@ def test_two_nodes_of_two_processes_equal_one_process(tmp_path):
     pd.testing.assert_frame_equal(final_results(out), final_results(reference))
 
 
-LOST = re.compile(r"\[rank (\d)/4\] rank ([23]) \(node 1, local rank ([01]), host [^,]+, pid \d+\) is lost: (.*)")
+LOST = re.compile(r"\[rank (\d)/4\] rank (\d) \(node (\d), local rank (\d), host [^,]+, pid \d+\) is lost: (.*)")
+# node a's pace and node b's (seconds per batch); "at-barrier": node a has finished its shards
+# and waits in the final barrier (a gloo collective) when node b is lost
+PACE = {"kill": (0.4, 0.4), "freeze": (0.4, 0.4), "kill-at-barrier": (0.05, 0.6), "freeze-at-barrier": (0.05, 0.6)}
 
 
-@pytest.mark.parametrize("how", ["kill", "freeze"])
+@pytest.mark.parametrize("how", list(PACE))
 def test_a_lost_node_stops_the_other_naming_it_and_a_rerun_resumes(tmp_path, how):
     """Node b's launcher is SIGKILLed (its workers follow it), or node b is frozen (SIGSTOP:
-    no socket closes, only the missing answers tell): node a's ranks each name a lost rank of
-    node b and end, and node a's launcher with them; rerunning loses no finished shard."""
+    no socket closes, only the missing answers tell), while node a samples or while it waits in
+    the final barrier: node a's ranks each name a lost rank of node b and end, and (killed)
+    node a's launcher with them; rerunning loses no finished shard."""
     options = dict(n=16, shard_size=2, batch_size=2, clip="[]")
     reference = one_process_reference(tmp_path, **options)
     folder = tmp_path / "nodes"
     folder.mkdir()
     config = write_config(folder, **options)
-    a, b = start_two_nodes(config, delay=0.4)
+    a, b = start_two_nodes(config, delay=PACE[how])
     out = folder / "out"
-    wait_for_records(out, 3, [a, b])
+    if how.endswith("at-barrier"):
+        wait_for_node_a_done(folder, [a, b])
+    else:
+        wait_for_records(out, 3, [a, b])
     workers_a, workers_b = children(a.pid), children(b.pid)
     lost_at = time.monotonic()
-    if how == "kill":
+    if how.startswith("kill"):
         os.kill(b.pid, signal.SIGKILL)  # the launcher only: its workers end with it (`launcher`)
     else:
         for pid in [b.pid, *workers_b]:  # torchrun starts each worker in a session of its own
@@ -199,7 +221,7 @@ def test_a_lost_node_stops_the_other_naming_it_and_a_rerun_resumes(tmp_path, how
     try:
         assert wait_gone(workers_a, BOUND_S), "node a's ranks did not stop"
         took = time.monotonic() - lost_at
-        if how == "kill":  # a frozen rendezvous host may hold node a's launcher up: not ours to bound
+        if how.startswith("kill"):  # a frozen rendezvous host may hold node a's launcher up: not ours to bound
             assert wait(a, BOUND_S) != 0
     finally:
         for pid in [a.pid, b.pid, *workers_a, *workers_b]:
@@ -209,12 +231,14 @@ def test_a_lost_node_stops_the_other_naming_it_and_a_rerun_resumes(tmp_path, how
         b.wait()
     assert wait_gone(workers_b, 10.0)
     log = (folder / "node-a.log").read_text()
+    ranks_a = set(re.findall(r"\[rank (\d)/4\] \d+ shards:", log))
     named = {m[0]: m for m in LOST.findall(log)}
-    assert set(named) == {"0", "1"}, log[-3000:]  # both ranks of node a say which rank was lost
-    if how == "freeze":
-        assert took >= LOST_AFTER_S and all(f"no answer for {LOST_AFTER_S} s" in m[3] for m in named.values())
+    assert len(ranks_a) == 2 and set(named) == ranks_a, log[-3000:]  # both ranks of node a name a lost rank
+    assert all(m[1] not in ranks_a for m in named.values()), log[-3000:]  # of node b
+    if how.startswith("freeze"):
+        assert took >= LOST_AFTER_S and all(f"no answer for {LOST_AFTER_S} s" in m[4] for m in named.values())
     else:
-        assert all("its process ended" in m[3] for m in named.values())
+        assert all("its process ended" in m[4] for m in named.values())
     assert len(records(out)) < 24, "the sweep finished before the node was lost"
 
     before = finished_shards(out)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from glide_eval.sweep.errors import SweepError
 from glide_eval.sweep.launcher import exit_with_launcher
 from glide_eval.sweep.liveness import Liveness
 
@@ -41,9 +42,10 @@ class Dist:
         time to name a lost rank: it then ends this process with that message."""
         try:
             return call(*args)
-        except Exception:
-            if self.liveness is not None:
-                self.liveness.wait_for_verdict(self.liveness.lost_after + 5)
+        except Exception as e:
+            verdict = None if self.liveness is None else self.liveness.wait_for_verdict(self.liveness.lost_after + 5)
+            if verdict is not None:
+                raise SweepError(verdict) from e
             raise
 
     def share(self, value: Any) -> Any:

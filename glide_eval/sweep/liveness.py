@@ -202,8 +202,10 @@ class Liveness:
                 sock.close()
 
     def wait_for_verdict(self, timeout: float) -> str | None:
-        """Block until a peer has been found lost (then this process ends) or `timeout` passes."""
-        self.decided.wait(timeout)
+        """Block until a peer has been found lost and the watching thread has ended this process
+        with its message; the verdict if it has not after all, None when `timeout` passes first."""
+        if self.decided.wait(timeout) and self.thread is not None:
+            self.thread.join(GRACE_S + 5)
         return self.verdict
 
     # ------------------------------------------------------------ the watching thread
