@@ -125,17 +125,17 @@ def load(folder: Path, settings: int, n: int, shard_size: int, dim: int):
 def write_shards(folder: Path, settings: int, n: int, shard_size: int, dim: int) -> float:
     """The sweep's shards with random features; seconds taken. Kept when already there."""
     from glide_eval.sweep.plan import make_plan
-    from glide_eval.sweep.rundir import FEATURE_PREFIX, RunDir, work_items
+    from glide_eval.sweep.rundir import RunDir, keyed_shards
+    from storage.rundir import feature_arrays
 
     (folder / "captions.txt").write_text("".join(f"caption {i}\n" for i in range(n)))
     config, components, captions, gen_hash = load(folder, settings, n, shard_size, dim)
     run_dir = RunDir(config.output_dir)
     t0 = time.perf_counter()
-    for item in run_dir.unfinished(work_items(make_plan(config).units, gen_hash, captions)):
-        shard = item.shard
+    for shard in run_dir.unfinished(keyed_shards(make_plan(config).shards_to_sample, gen_hash, captions)):
         rng = np.random.default_rng([round(shard.setting.scale * 1000), shard.index])
         arrays = {
-            FEATURE_PREFIX + "pool": rng.standard_normal((shard.n, dim), dtype=np.float32) * 0.1,
+            **feature_arrays({"pool": rng.standard_normal((shard.n, dim), dtype=np.float32) * 0.1}),
             "sample_ids": np.arange(shard.start, shard.stop, dtype=np.int64),
             "nan_count": np.asarray(0, dtype=np.int64),
             "previews": np.zeros((2, 3, 4, 4), np.uint8),
@@ -146,7 +146,7 @@ def write_shards(folder: Path, settings: int, n: int, shard_size: int, dim: int)
         with npz.open("rb") as f:
             digest = hashlib.file_digest(f, "sha256").hexdigest()
         record = {
-            "key": item.key,
+            "key": shard.key,
             "sha256": digest,
             "file": str(npz.relative_to(run_dir.path)),
             "setting": shard.setting.name,

@@ -8,13 +8,13 @@ from collections.abc import Callable
 
 import numpy as np
 
-from glide_eval.files import package_versions
 from glide_eval.sweep.components import Components, needs_upsampler
 from glide_eval.sweep.config import Setting, SweepConfig
 from glide_eval.sweep.differences import measure_differences
 from glide_eval.sweep.errors import MissingComponentError, SweepError
 from glide_eval.sweep.plan import Plan, make_plan
-from glide_eval.sweep.rundir import RunDir, work_items
+from glide_eval.sweep.rundir import RunDir, keyed_shards
+from storage import package_versions
 
 
 def finished_records(run_dir: RunDir, plan: Plan, gen_hash: str, captions: list[str]) -> dict[str, list[dict]]:
@@ -25,10 +25,10 @@ def finished_records(run_dir: RunDir, plan: Plan, gen_hash: str, captions: list[
         if plan.sources[setting.name] is not setting:
             continue
         records[setting.name] = []
-        for item in work_items(plan.shards_for(setting), gen_hash, captions):
-            record = run_dir.finished_record(item)
+        for shard in keyed_shards(plan.shards_for(setting), gen_hash, captions):
+            record = run_dir.finished_record(shard)
             if record is None:
-                missing.append(item.shard.label)
+                missing.append(shard.label)
             records[setting.name].append(record)
     if missing:
         raise SweepError(
@@ -148,7 +148,7 @@ def result_row(
         "scale": setting.scale,
         "samples_from": samples_from or setting.name,
     }
-    method, respacing = setting.sampler(config)
+    _, method, respacing = setting.sampling(config)
     row.update({k: float(v) for k, v in metrics.items()})
     row.update(
         {
