@@ -219,10 +219,10 @@ def _density_coverage(g: _Side, r: _Side, o: Options):
     gen_pool = _need(g.pool, "per-sample features (for density/coverage)", g)
     ref_pool = _need(r.pool, "per-sample features (for density/coverage)", r)
     radii = r.dc_radii if r.dc_radii is not None and r.dc_k == o.dc_k else None
-    out = density_coverage(gen_pool, ref_pool, radii, o.dc_k, seed=o.recall_seed)
+    out = density_coverage(gen_pool, ref_pool, radii, o.dc_k)
     return {"density": out["density"], "coverage": out["coverage"]}, {
         "density": lambda: out["density_psi"],
-        "coverage": lambda: out["coverage_halves"],
+        "coverage": lambda: out["coverage_hits"],
     }
 
 

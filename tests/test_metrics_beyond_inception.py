@@ -8,7 +8,7 @@ import torch
 from metrics import calculate_metrics
 from metrics.calculate import Options, evaluate
 from metrics.cmmd import cmmd, reference_term
-from metrics.density_coverage import density_coverage, half_coverages, real_radii
+from metrics.density_coverage import density_coverage, density_coverage_pairs, real_radii
 from metrics.features import FeatureAccumulator, FeatureError, FeatureSets
 from metrics.fid import frechet_distance, gaussian_statistics
 from metrics.paired import paired_differences
@@ -90,26 +90,23 @@ def test_density_coverage_equal_prdc(n_real, n_gen, dim, block):
         assert (mine["density"], mine["coverage"]) == pytest.approx((other["density"], other["coverage"]), abs=1e-7)
 
 
-def test_coverage_halves_equal_recomputation():
+def test_coverage_variance_estimate_is_the_pairwise_formula():
+    """BallHits' grouped sum equals sum_{u,v} w_u w_v 1[R_u = R_v] g(|R_u|) written out (g(0) = 0,
+    g(odd) = 1, g(even) = -1), and the paired difference of a setting with itself is 0."""
     rng = np.random.default_rng(4)
-    real = rng.normal(size=(90, 6)).astype(np.float32)
-    gen = (rng.normal(size=(70, 6)) + 0.3).astype(np.float32)
-    out = density_coverage(gen, real, halves=5, seed=3)
-    values, size = half_coverages(90, 70, *_pairs(gen, real), halves=5, seed=3)
-    assert np.array_equal(out["coverage_halves"].values, values)
-    state = np.random.default_rng(3)
-    for value in values:
-        member = np.zeros(70, dtype=bool)
-        member[state.choice(70, size, replace=False)] = True
-        assert value == density_coverage(gen[member], real)["coverage"]
-    # density's influence values: per-sample counts / k, centred
-    assert np.mean(out["density_psi"]) == pytest.approx(0, abs=1e-12)
-
-
-def _pairs(gen, real):
-    from metrics.density_coverage import density_coverage_pairs
-
-    return density_coverage_pairs(gen, real, real_radii(real))[1:]
+    real = rng.normal(size=(90, 3)).astype(np.float32)
+    gen = (rng.normal(size=(70, 3)) + 0.3).astype(np.float32)
+    hits = density_coverage(gen, real)["coverage_hits"]
+    _, reals, gens = density_coverage_pairs(gen, real, real_radii(real))
+    sets = [frozenset(gens[reals == i].tolist()) for i in range(90)]
+    want = sum(
+        (1.0 if len(sets[u]) % 2 else -1.0) / 90**2
+        for u in range(90)
+        for v in range(90)
+        if sets[u] == sets[v] and sets[u]
+    )
+    assert hits.variance() == pytest.approx(max(want, 0.0), rel=1e-12) and want > 0
+    assert (hits - hits).se() == 0
 
 
 def test_fd_on_any_extractor_is_the_closed_form_and_roles_pick_their_features():
@@ -228,3 +225,29 @@ def test_paired_difference_of_identical_settings_is_zero_for_new_metrics():
         assert out[m]["difference"] == 0 and out[m]["se"] == 0 and not out[m]["distinguishable"]
     _, psis = evaluate(a, w.reference(), NEW, influence=True)
     assert set(psis) == set(NEW)
+
+
+# ---------------------------------------------------------------- report, Table 2, regression gate
+def test_table2_optional_columns_and_the_regression_gate_know_the_new_metrics():
+    import pandas as pd
+
+    from glide_eval.regress.compare import judge, parse_tolerances
+    from reports.table2 import table2, to_latex, to_markdown
+
+    row = {"setting": "cfg-1.5", "family": "cfg", "scale": 1.5, "fid": 12.2449, "captions_source": "coco"}
+    row.update(fd_dinov2=301.26, fd_dinov2_ci_low=300.26, fd_dinov2_ci_high=302.26, cmmd=0.6512, coverage=0.81)
+    t = table2(pd.DataFrame([row]))
+    assert list(t.columns[-3:]) == ["fd_dinov2_display", "cmmd_display", "coverage_display"]
+    assert t["fd_dinov2_display"].iloc[-1] == "301.26 ± 1.00" and t["fd_dinov2_display"].iloc[0] == ""
+    md = to_markdown(t)
+    assert "| Model | FID | Zero-shot FID | fd_dinov2 | cmmd | coverage | Source | Protocol |" in md
+    assert "| 12.24 | 301.26 ± 1.00 | 0.65 | 0.81 | this run |" in md
+    assert r"fd\_dinov2 & cmmd & coverage & Source" in to_latex(t)
+    assert "fd_dinov2_display" not in table2(pd.DataFrame([{k: row[k] for k in ("setting", "fid")}])).columns
+
+    reps = np.zeros(10)
+    reps[:5] = 1.0
+    assert judge("cmmd", 0.5, 3.5, reps, 2.0, (0.0, False))["verdict"] == "regression"  # lower is better
+    assert judge("coverage", 0.9, 0.1, reps * 0.01, 2.0, (0.0, False))["verdict"] == "regression"
+    assert judge("density", 0.5, 0.9, reps * 0.01, 2.0, (0.0, False))["verdict"] == "better"
+    assert parse_tolerances(["fd_dinov2=5", "cmmd=2%"]) == {"fd_dinov2": (5.0, False), "cmmd": (2.0, True)}
