@@ -22,8 +22,7 @@ from functools import partial
 import torch
 
 from metrics.dinov2 import pil_resize_normalise
-from metrics.extractors import ExtractorError, check_images, register_extractor, resolve_weights, sha256_file
-from torchvision_compat import ensure_torchvision
+from metrics.extractors import ExtractorError, check_images, load_openai_clip, open_weights, register_extractor
 
 CLIP_IMAGE_ENV = "GLIDE_EVAL_CLIP_IMAGE"
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -59,19 +58,9 @@ class ClipImageExtractor:
     kind = "image"
 
     def __init__(self, weights_path=None, device: str = "cpu", batch_size: int = 32, name: str = "", tower=None):
-        ensure_torchvision()  # before open_clip
-        import open_clip
-
-        path = resolve_weights(weights_path, CLIP_IMAGE_ENV, f"CLIP image tower ({OFFICIAL_FILES.get(name, name)})")
-        self.name = name
-        self.weights_path = str(path)
-        self.weights_sha256 = sha256_file(path)
-        self.device = torch.device(device)
-        self.batch_size = batch_size
-        try:
-            model = open_clip.load_openai_model(str(path), precision="fp32", device="cpu")
-        except Exception as e:
-            raise ExtractorError(f"cannot load CLIP weights {path}: {type(e).__name__}: {e}") from e
+        what = f"CLIP image tower ({OFFICIAL_FILES.get(name, name)})"
+        path = open_weights(self, weights_path, CLIP_IMAGE_ENV, what, name, device, batch_size)
+        model = load_openai_clip(path)
         have = _tower(model.visual)
         if have != tower:
             raise ExtractorError(

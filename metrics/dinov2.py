@@ -31,7 +31,7 @@ from functools import partial
 import numpy as np
 import torch
 
-from metrics.extractors import ExtractorError, check_images, register_extractor, resolve_weights, sha256_file
+from metrics.extractors import ExtractorError, check_images, open_weights, register_extractor
 
 DINOV2_ENV = "GLIDE_EVAL_DINOV2"
 SIZE = 224
@@ -158,12 +158,8 @@ class Dinov2Extractor:
     protocol = PROTOCOL
 
     def __init__(self, weights_path=None, device: str = "cpu", batch_size: int = 32, name: str = "", arch=None):
-        path = resolve_weights(weights_path, DINOV2_ENV, f"DINOv2 ({OFFICIAL_FILES.get(name, name)})")
-        self.name = name
-        self.weights_path = str(path)
-        self.weights_sha256 = sha256_file(path)
-        self.device = torch.device(device)
-        self.batch_size = batch_size
+        what = f"DINOv2 ({OFFICIAL_FILES.get(name, name)})"
+        path = open_weights(self, weights_path, DINOV2_ENV, what, name, device, batch_size)
         state = read_checkpoint(path)
         have = file_arch(state, arch.heads)
         if have != arch:

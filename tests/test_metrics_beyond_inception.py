@@ -4,6 +4,7 @@
 import numpy as np
 import pytest
 import torch
+from test_metrics_intervals import coverage as interval_coverage
 
 from metrics import calculate_metrics
 from metrics.calculate import Options, evaluate
@@ -155,16 +156,7 @@ def test_reference_caches_density_radii_and_cmmd_term_and_refuses_another_protoc
 
 # ---------------------------------------------------------------- intervals by simulation
 def coverage(world: World, reps: int, names=NEW, seed: int = 321) -> dict:
-    ref = world.reference()
-    rng = np.random.default_rng(seed)
-    outs = [calculate_metrics(world.draw(rng), ref, names=names, ci=True) for _ in range(reps)]
-    result = {}
-    for m in names:
-        values = np.array([o[m] for o in outs])
-        truth = values.mean()
-        hit = np.mean([o[f"{m}_ci_low"] <= truth <= o[f"{m}_ci_high"] for o in outs])
-        result[m] = (hit, np.mean([o[f"{m}_se"] for o in outs]) / values.std(ddof=1))
-    return result
+    return interval_coverage(world, reps, seed, names, options={})
 
 
 def test_coverage_new_metrics_fast():
