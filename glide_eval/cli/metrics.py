@@ -164,27 +164,16 @@ def metrics_command(
         caps = read_captions(Path(captions)) if captions else None
     except InputError as e:
         raise click.ClickException(str(e)) from None
-    cache = {}
-    roles = roles_for(wanted) or [INCEPTION_ROLE]
     chosen = {
         INCEPTION_ROLE: (extractor, inception_weights),
         DINOV2_ROLE: (dinov2_extractor, dinov2_weights),
         CLIP_ROLE: (clip_image_extractor, clip_image_weights or clip_weights),
     }
-
-    def make_extractor():
-        """{role: extractor} of the metrics asked for, each made once (one decode feeds them all)."""
-        for role in roles:
-            if role not in cache:
-                cache[role] = create_extractor(chosen[role][0], chosen[role][1], device)
-                if role == INCEPTION_ROLE and not allow_unknown_inception:
-                    check_known_weights(cache[role])
-        return {role: cache[role] for role in roles}
+    make_extractor, names_by_role = _extractor_maker(wanted, chosen, device, allow_unknown_inception)
 
     def make_clip():
         return create_extractor(clip_extractor, clip_weights, device)
 
-    names_by_role = {role: chosen[role][0] for role in roles}
     try:
         gen = _load_input("--gen", gen_path, make_extractor, make_clip if clip_score else None, caps, batch_size)
         gen = by_role(gen, names_by_role, "--gen")
@@ -212,6 +201,23 @@ def metrics_command(
     results["provenance"] = _provenance(gen, ref, ci or bootstrap > 0, seed)
     results["provenance"].update(isc_splits=isc_splits, warnings=warnings)
     _print_results(results, warnings, as_json)
+
+
+def _extractor_maker(wanted: list[str], chosen: dict, device: str, allow_unknown_inception: bool):
+    """(make() -> {role: extractor} of the metrics `wanted`, each made once so that one decode feeds
+    them all; {role: extractor name}). `chosen`: role -> (extractor name, weights file)."""
+    roles = roles_for(wanted) or [INCEPTION_ROLE]
+    cache = {}
+
+    def make():
+        for role in roles:
+            if role not in cache:
+                cache[role] = create_extractor(chosen[role][0], chosen[role][1], device)
+                if role == INCEPTION_ROLE and not allow_unknown_inception:
+                    check_known_weights(cache[role])
+        return {role: cache[role] for role in roles}
+
+    return make, {role: chosen[role][0] for role in roles}
 
 
 def _print_results(results: dict, warnings: list[str], as_json: bool) -> None:
