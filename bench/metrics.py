@@ -288,11 +288,20 @@ def bench_intervals(n: int, bootstrap_rounds: int) -> dict:
     return out
 
 
+def _hwm_mb() -> float:
+    """This process's peak RSS (VmHWM: reset by exec, unlike ru_maxrss, which a spawned child
+    inherits from its parent)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def _peak_child(fn_name: str, args: tuple, queue):
     torch.set_num_threads(max(1, torch.get_num_threads()))
     out, wall, cpu = _timed(lambda: globals()[fn_name](*args))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    queue.put({**out, "wall_s": wall, "cpu_s": cpu, "peak_rss_mb": peak})
+    queue.put({**out, "wall_s": wall, "cpu_s": cpu, "peak_rss_mb": _hwm_mb()})
 
 
 def _in_child(fn_name: str, *args) -> dict:
