@@ -10,7 +10,10 @@ Takes uint8 images and captions; knows nothing of samplers or sweeps. Public API
   `register_metric`), each with an interval from influence values; `FeatureSets` holds the
   features of several extractors (one per role, `metrics.names.ROLES`) fed from one decode;
 - `paired_differences(gen_a, gen_b, ref, names)`: differences between two settings whose
-  samples are paired row by row, with paired intervals.
+  samples are paired row by row, with paired intervals;
+- `CorruptFileError`: a statistics or feature file that cannot be read (`storage`'s, re-exported).
+
+Files are written and hashed through `storage` (atomic writes, sha256), the floor below.
 """
 
 from metrics import clip_image, dinov2  # noqa: F401  (register the DINOv2 and CLIP ViT-L extractors)
@@ -23,9 +26,10 @@ from metrics.extractors import (
     list_extractors,
     register_extractor,
 )
-from metrics.features import CorruptFileError, FeatureAccumulator, FeatureError, FeatureSets
+from metrics.features import FeatureAccumulator, FeatureError, FeatureSets
 from metrics.paired import paired_differences
 from metrics.reference import ReferenceStats, build_reference, cached_reference, expected_meta
+from storage import CorruptFileError  # re-exported: callers catch it as metrics.CorruptFileError
 
 __all__ = [
     "calculate_metrics",

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
@@ -27,28 +25,16 @@ from metrics.cmmd import SIGMA as CMMD_SIGMA
 from metrics.cmmd import reference_term
 from metrics.density_coverage import DEFAULT_K as DC_K
 from metrics.density_coverage import real_radii
-from metrics.features import (
-    LOAD_ERRORS,
-    CorruptFileError,
-    FeatureAccumulator,
-    FeatureError,
-    FeatureSets,
-    atomic_save_npz,
-)
+from metrics.features import FeatureAccumulator, FeatureError, FeatureSets
 from metrics.names import CLIP_ROLE, DINOV2_ROLE, INCEPTION_ROLE
 from metrics.prc import DEFAULT_BATCH, DEFAULT_K, knn_radii
+from storage import LOAD_ERRORS, CorruptFileError, package_versions, save_npz
 
 FORMAT = "glide-eval-reference/1"
 
 
-def package_versions() -> dict:
-    out = {"python": sys.version.split()[0]}
-    for pkg in ("glide-eval", "torch", "torch-fidelity", "open-clip-torch", "numpy", "pillow"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
+# the packages whose versions a reference records (a cache made under others is rebuilt)
+REFERENCE_PACKAGES = ("glide-eval", "torch", "torch-fidelity", "open-clip-torch", "numpy", "pillow")
 
 
 def ids_sha256(ids: Iterable) -> str:
@@ -78,7 +64,7 @@ class ReferenceStats:
             arrays["radii"] = self.radii
         if self.dc_radii is not None:
             arrays["dc_radii"] = self.dc_radii
-        atomic_save_npz(path, **arrays)
+        save_npz(path, arrays, compress=False)
 
     @classmethod
     def load(cls, path) -> ReferenceStats:
@@ -121,7 +107,7 @@ def reference_from_accumulator(
     full_meta = {
         "extractor": acc.meta.get("extractor"),
         "extractor_sha256": acc.meta.get("extractor_sha256"),
-        "versions": package_versions(),
+        "versions": package_versions(REFERENCE_PACKAGES),
     }
     if acc.meta.get("protocol"):
         full_meta["protocol"] = acc.meta["protocol"]
@@ -165,7 +151,7 @@ def expected_meta(extractor, **entries) -> dict:
         "extractor": extractor.name,
         "extractor_sha256": extractor.weights_sha256,
         **({"protocol": protocol} if protocol else {}),
-        "versions": package_versions(),
+        "versions": package_versions(REFERENCE_PACKAGES),
         **entries,
     }
 

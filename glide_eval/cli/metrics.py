@@ -24,7 +24,8 @@ from metrics.names import (
     SELECTABLE_NAMES,
     roles_for,
 )
-from metrics.reference import package_versions
+from metrics.reference import REFERENCE_PACKAGES
+from storage import package_versions
 
 
 @click.command("metrics")
@@ -325,7 +326,7 @@ def _provenance(gen, ref, ci, seed) -> dict:
         "ref": per_role(ref) if ref is not None else None,
         "ci": ci,
         "seed": seed,
-        "versions": package_versions(),
+        "versions": package_versions(REFERENCE_PACKAGES),
     }
 
 
@@ -378,7 +379,7 @@ def coco_reference_command(
             progress=not as_json,
             log=lambda m: click.echo(m, err=True),
         )
-    except (CocoError, ExtractorError, FeatureError) as e:
+    except (CocoError, ExtractorError, FeatureError, CorruptFileError) as e:
         raise click.ClickException(str(e)) from None
     info = {"path": str(path), "n": stats.n, **stats.meta}
     if as_json:
