@@ -510,24 +510,23 @@ class JudgeApp:
         with self.lock:
             return JSONResponse(self.summary())
 
-    async def admin_page(self, request: Request) -> HTMLResponse:
+    def admin_page(self, request: Request) -> HTMLResponse:
+        """(A plain def: Starlette runs it in a worker thread, so the fit never holds up the raters.)"""
         self.admin(request)
         with self.lock:
             summary = self.summary()
-            try:
-                judgments = read_judgments(self.store.path)
-                results = analyze(judgments, rounds=200, seed=0) if len(judgments.frame) else []
-                body = (
-                    "".join(_ratings_html(r.ratings_table(), r.question) for r in results) or "<p>No judgments yet.</p>"
-                )
-            except (FitError, JudgmentError) as e:
-                body = f"<p>Not enough judgments for finite ratings yet: {html.escape(str(e))}</p>"
+        try:  # the file, read without the lock: records are appended whole, undo replaces the file
+            judgments = read_judgments(self.store.path)
+            results = analyze(judgments, rounds=200, seed=0) if len(judgments.frame) else []
+            body = "".join(_ratings_html(r.ratings_table(), r.question) for r in results) or "<p>No judgments yet.</p>"
+        except (FitError, JudgmentError) as e:
+            body = f"<p>Not enough judgments for finite ratings yet: {html.escape(str(e))}</p>"
         return HTMLResponse(
             "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
             "<meta name='viewport' content='width=device-width, initial-scale=1'><title>Judging: admin</title>"
             "<link rel='stylesheet' href='/judge.css'></head><body class='admin'>"
-            f"<h1>Judging session</h1><p>{summary['judgments']} judgments of {summary['target']} per rater "
-            f"targeted; {summary['checks']} attention checks and repeats. Ratings sum to 0; 95% bootstrap "
+            f"<h1>Judging session</h1><p>{summary['judgments']} judgments ({summary['target']} answers per rater "
+            f"targeted) and {summary['checks']} attention checks and repeats. Ratings sum to 0; 95% bootstrap "
             f"intervals (200 rounds), all raters.</p>{body}{_raters_html(summary)}{_pairs_html(summary['pairs'])}"
             f"{_refused_html(summary['refused_images'])}</body></html>"
         )
