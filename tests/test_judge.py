@@ -644,3 +644,23 @@ def test_a_real_sweep_with_saved_images_is_served_pixel_exact(tmp_path, monkeypa
                 sent = encode(load_pixels(catalog.images[model][sid]))  # what a rater's browser receives
                 decoded = np.asarray(Image.open(io.BytesIO(sent)).convert("RGB")).transpose(2, 0, 1)
                 np.testing.assert_array_equal(decoded, expected[sid])
+
+
+def test_a_restart_with_fewer_settings_retires_the_trials_it_no_longer_shows(tmp_path):
+    run = write_run(tmp_path)
+    (tmp_path / "out").mkdir()
+    app = open_app(tmp_path / "out", run, seed=3)
+    with app, app.store:
+        alice = login(app, app.access.issued["alice"])
+        while "cfg:1" not in (t := app.trials[next_trial(alice)["trial_id"]]).model_a + t.model_b:
+            answer(alice, t.trial_id, "tie")
+        token = app.access.issued["alice"]
+    with JudgmentStore(app.store.path) as store:
+        access = Access.open(tmp_path / "out/judgments.csv.raters.json", ["alice"])
+        catalog = build_catalog([run], ["unguided", "cfg:3"])
+        with JudgeApp(catalog, store, ["photorealism", "caption"], access, HOSTS) as again:
+            alice = login(again, token)
+            res = answer(alice, t.trial_id, "left")
+            assert res.status_code == 410 and "no longer" in res.json()["error"]
+            fresh = next_trial(alice)
+            assert fresh["trial_id"] != t.trial_id and answer(alice, fresh["trial_id"], "left").status_code == 200

@@ -60,7 +60,7 @@ from human_eval.judge.catalog import Catalog
 from human_eval.judge.pixels import ImageRefused, check_catalog, encode, load_pixels
 from human_eval.judge.quality import rater_statistics
 from human_eval.judge.scheduler import Scheduler
-from human_eval.judge.store import CHECK_COLUMNS, JudgmentStore, TrialLog, utc_timestamp
+from human_eval.judge.store import CHECK_COLUMNS, JudgmentStore, StoreError, TrialLog, utc_timestamp
 from human_eval.judgments import JudgmentError, read_judgments
 
 # GLIDE appendix A.1 asks raters about photorealism and caption similarity, ties allowed
@@ -227,8 +227,11 @@ class JudgeApp:
         self.current: dict[str, str] = {}  # rater -> trial on their screen
         self.images: dict[str, tuple[str, object]] = {}  # image token -> (rater, entry)
         self.last: dict[str, str] = {}  # rater -> their latest answer (what undo removes)
-        for record in self.log.records:
-            self.trials[record["trial_id"]] = Issued(**record)
+        for k, record in enumerate(self.log.records, start=1):
+            try:
+                self.trials[record["trial_id"]] = Issued(**record)
+            except TypeError as e:
+                raise StoreError(f"{self.log.path}:{k}: not a trial record of this tool ({e})") from None
         for row in store.rows():
             self.scheduler.record(
                 row["question"], row["model_a"], row["model_b"], row["winner"], int(row["prompt_id"]), row["rater_id"]
@@ -237,7 +240,7 @@ class JudgeApp:
         for row in answers:
             self.last[row["rater_id"]] = row["judgment_id"]
         for t in self.trials.values():
-            if not self.answered(t.trial_id):
+            if not self.answered(t.trial_id) and self.shows(t):
                 self.current[t.rater] = t.trial_id
         self.app = Guard(
             Starlette(
@@ -341,6 +344,11 @@ class JudgeApp:
 
     # ------------------------------------------------------------ trials
 
+    def shows(self, t: Issued) -> bool:
+        """Whether trial ``t`` (perhaps handed out before a restart) shows images of this catalog."""
+        images = self.catalog.images
+        return t.prompt_id in images.get(t.model_a, {}) and t.prompt_id in images.get(t.model_b, {})
+
     def answered(self, trial_id: str) -> bool:
         return trial_id in self.store or trial_id in self.checks
 
@@ -423,6 +431,8 @@ class JudgeApp:
             raise BadRequest(404, "no such trial in this session")
         if t.rater != rater:
             raise BadRequest(403, "this trial was handed to another rater")
+        if not self.shows(t):
+            raise BadRequest(410, "this trial's images are no longer part of the session")
         return t
 
     def row_of(self, t: Issued, answer: str) -> dict:
