@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import threading
 from collections import Counter
 
@@ -23,6 +24,7 @@ from glide_eval.judge.images import JudgeImagesError, build_catalog
 from human_eval.fit import ELO_PER_NAT, PairCounts, fit_elo, neg_log_likelihood
 from human_eval.judge.access import Access, AccessError, token_hash
 from human_eval.judge.app import MAX_BODY, JudgeApp, json_depth
+from human_eval.judge.app import bind as app_bind
 from human_eval.judge.pixels import encode, encoded_length, load_pixels
 from human_eval.judge.quality import rater_statistics
 from human_eval.judge.scheduler import (
@@ -488,7 +490,7 @@ def test_only_regular_catalog_files_inside_the_run_are_served(tmp_path):
             assert 400 <= res.status_code < 500 and b"model_a" not in res.content, url
 
 
-def test_unreadable_images_are_named_at_start_and_checks_are_recorded(tmp_path):
+def test_attention_checks_and_repeats_are_recorded_apart_and_counted(tmp_path):
     run = write_run(tmp_path)
     (tmp_path / "out").mkdir()
     app = open_app(tmp_path / "out", run, attention_rate=0.3, repeat_rate=0.3, seed=4)
@@ -664,3 +666,24 @@ def test_a_restart_with_fewer_settings_retires_the_trials_it_no_longer_shows(tmp
             assert res.status_code == 410 and "no longer" in res.json()["error"]
             fresh = next_trial(alice)
             assert fresh["trial_id"] != t.trial_id and answer(alice, fresh["trial_id"], "left").status_code == 200
+
+
+def test_the_cli_names_refused_images_and_prints_real_addresses_and_links(tmp_path, monkeypatch):
+    import glide_eval.cli.judge as cli
+
+    served = []
+    monkeypatch.setattr(cli, "run_server", lambda session, sock: served.append(session))
+    monkeypatch.setattr(cli, "bind", lambda host, port: app_bind("127.0.0.1", 0))  # nothing listens beyond
+    run = write_run(tmp_path)
+    (run / "images/unguided/000002.png").write_bytes(b"broken")
+    out = tmp_path / "j.csv"
+    res = CliRunner().invoke(main, ["judge", str(run), "--out", str(out), "--host", "0.0.0.0", "--raters", "a,b"])
+    assert res.exit_code == 0, res.output
+    assert "left out: " in res.stderr and "000002.png: not a readable PNG" in res.stderr
+    assert "1 image(s) left out before the first trial" in res.stderr
+    links = re.findall(r"^rater (\w+): (http://\S+)$", res.stdout, re.M)
+    assert [name for name, _ in links] == ["a", "b"] and "admin" in res.stdout
+    assert not any("0.0.0.0" in link for _, link in links) and "reachable as" in res.stderr
+    assert 2 not in served[0].catalog.images["unguided"]
+    again = CliRunner().invoke(main, ["judge", str(run), "--out", str(out), "--raters", "a,b"])
+    assert "rater a: link issued before" in again.stdout
