@@ -459,11 +459,14 @@ def test_only_regular_catalog_files_inside_the_run_are_served(tmp_path):
     (run / "images/cfg-3/000005.png").unlink()
     os.symlink(tmp_path / "secret.png", run / "images/cfg-3/000005.png")  # a symlink out of the run
     (run / "images/unguided/000000.png").write_bytes(b"not an image")
+    os.link(run / "images/cfg-1/00001_000004.npz", tmp_path / "copy.npz")  # both names now have 2 links
     (tmp_path / "out").mkdir()
     app = open_app(tmp_path / "out", run)
     with app, app.store:
         refused = "\n".join(app.refused)
-        assert len(app.refused) == 4, refused
+        assert len(app.refused) == 6, refused
+        assert refused.count("00001_000004.npz: has 2 hard links") == 2  # its samples 4 and 5
+        assert sorted(app.catalog.images["cfg:1"]) == [0, 1, 2, 3]
         assert "000003.png: has 2 hard links" in refused and "000005.png: its real path" in refused
         assert "000004.png: not a readable PNG" in refused and "000000.png: not a readable PNG" in refused
         assert 3 not in app.catalog.images["cfg:3"] and 0 not in app.catalog.images["unguided"]

@@ -21,6 +21,7 @@ import os
 import stat
 import zipfile
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -83,7 +84,7 @@ def _decode_png(data: bytes, entry: ImageEntry) -> np.ndarray:
         raise ImageRefused(f"{entry.path}: not a readable PNG: {e}") from None
 
 
-def _decode_npz(data: bytes, entry: ImageEntry) -> np.ndarray:
+def _npz_images(data: bytes, entry: ImageEntry) -> np.ndarray:
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as f:
             images = f["images"]
@@ -91,17 +92,21 @@ def _decode_npz(data: bytes, entry: ImageEntry) -> np.ndarray:
         raise ImageRefused(f"{entry.path}: not a readable npz with an 'images' array: {e}") from None
     if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1] != 3:
         raise ImageRefused(f"{entry.path}: 'images' is {images.dtype} {images.shape}, expected uint8 [N, 3, H, W]")
-    if not 0 <= entry.index < len(images):
-        raise ImageRefused(f"{entry.path}: no image {entry.index} ('images' holds {len(images)})")
     if images.shape[2] * images.shape[3] > MAX_PIXELS:
         raise ImageRefused(f"{entry.path}: {images.shape[3]}x{images.shape[2]} pixels; at most {MAX_PIXELS}")
+    return images
+
+
+def _npz_entry(images: np.ndarray, entry: ImageEntry) -> np.ndarray:
+    if not 0 <= entry.index < len(images):
+        raise ImageRefused(f"{entry.path}: no image {entry.index} ('images' holds {len(images)})")
     return np.ascontiguousarray(images[entry.index].transpose(1, 2, 0))
 
 
 def load_pixels(entry: ImageEntry) -> np.ndarray:
     """[H, W, 3] uint8 pixels of one catalog image; ImageRefused says why not (see the module docstring)."""
     data = _read_inside(entry)
-    return _decode_png(data, entry) if entry.index is None else _decode_npz(data, entry)
+    return _decode_png(data, entry) if entry.index is None else _npz_entry(_npz_images(data, entry), entry)
 
 
 def encode(pixels: np.ndarray) -> bytes:
@@ -125,13 +130,26 @@ class CheckedCatalog:
 
 
 def check_catalog(catalog: Catalog, progress=None) -> CheckedCatalog:
-    """``catalog`` without the images `load_pixels` refuses (every image is read and decoded once);
-    ValueError when fewer than two settings with a common prompt are left."""
+    """``catalog`` without the images `load_pixels` refuses (every image is read and decoded once,
+    an npz once for all its images); ValueError when fewer than two settings with a common prompt
+    are left."""
     refused, images = [], {}
+    npz: dict[Path, np.ndarray | ImageRefused] = {}  # the last npz read (batches are listed in order)
     entries = [(m, p, e) for m in catalog.models for p, e in sorted(catalog.images[m].items())]
     for model, prompt, entry in entries if progress is None else progress(entries):
         try:
-            load_pixels(entry)
+            if entry.index is None:
+                load_pixels(entry)
+            else:
+                if entry.path not in npz:
+                    npz.clear()
+                    try:
+                        npz[entry.path] = _npz_images(_read_inside(entry), entry)
+                    except ImageRefused as e:
+                        npz[entry.path] = e
+                if isinstance(npz[entry.path], ImageRefused):
+                    raise npz[entry.path]
+                _npz_entry(npz[entry.path], entry)
         except ImageRefused as e:
             refused.append(str(e))
             continue
