@@ -382,7 +382,15 @@ class JudgeApp:
     def _repeatable(self, rater: str) -> list[dict]:
         mine = [r for r in self.store.rows() if r["rater_id"] == rater]
         repeated = {r["repeat_of"] for r in self.checks.rows() if r["rater_id"] == rater}
-        return [r for r in mine[: max(0, len(mine) - REPEAT_GAP)] if r["judgment_id"] not in repeated]
+        images = self.catalog.images
+        return [
+            r
+            for r in mine[: max(0, len(mine) - REPEAT_GAP)]
+            if r["judgment_id"] not in repeated
+            and r["question"] in self.questions
+            and int(r["prompt_id"]) in images.get(r["model_a"], {})
+            and int(r["prompt_id"]) in images.get(r["model_b"], {})
+        ]
 
     def new_trial(self, rater: str) -> Issued:
         trial_id = secrets.token_hex(TRIAL_ID_LENGTH // 2)
