@@ -1,7 +1,7 @@
 """Who may use a judging session: one private link per rater and one admin link.
 
 A link holds a random token (`secrets.token_urlsafe`, 192 bits); the session keeps only its
-SHA-256, in ``FILE.raters.json`` beside the judgments CSV (mode 0600, written atomically), and
+SHA-256, in ``FILE.raters.json`` beside the judgments CSV (mode 0600, written atomically by `storage`), and
 compares hashes in constant time. The token reaches the server as an HttpOnly, SameSite=Strict
 cookie that the link sets, so the rater of every request is the one the link names, whatever
 the request body says. A restart keeps the links issued before (the file holds their hashes);
@@ -16,9 +16,10 @@ import json
 import os
 import re
 import secrets
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from storage import atomic_write_text
 
 RATER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 ADMIN = "admin"
@@ -89,18 +90,8 @@ class Access:
 
     def _write(self) -> None:
         text = json.dumps({"admin": self.admin, "raters": self.raters, "hash": "sha256"}, indent=1) + "\n"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_text(self.path, text)
+        os.chmod(self.path, 0o600)  # hashes only, but nobody else's business
 
     def rater_of(self, token: str | None) -> str | None:
         """The rater whose link holds ``token`` (None for none); every hash is compared."""
