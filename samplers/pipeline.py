@@ -326,32 +326,27 @@ def inpaint_images(
 
 # -- building the models --------------------------------------------------------------
 
+
 # Small stand-ins for the official configs (same structure, seconds on a CPU); base 16px -> 64px.
+def _tiny_unet(image_size: int, channel_mult: str) -> dict:
+    """The tiny UNet widths both stages share, at one stage's resolution."""
+    return dict(
+        image_size=image_size,
+        num_channels=32,
+        num_res_blocks=1,
+        channel_mult=channel_mult,
+        attention_resolutions="8",
+        num_head_channels=16,
+        xf_width=32,
+        xf_layers=1,
+        xf_heads=2,
+        text_ctx=16,
+    )
+
+
 TINY_OVERRIDES = {
-    "base": dict(
-        image_size=16,
-        num_channels=32,
-        num_res_blocks=1,
-        channel_mult="1,2",
-        attention_resolutions="8",
-        num_head_channels=16,
-        xf_width=32,
-        xf_layers=1,
-        xf_heads=2,
-        text_ctx=16,
-    ),
-    "upsample": dict(
-        image_size=64,
-        num_channels=32,
-        num_res_blocks=1,
-        channel_mult="1,1,2,2",
-        attention_resolutions="8",
-        num_head_channels=16,
-        xf_width=32,
-        xf_layers=1,
-        xf_heads=2,
-        text_ctx=16,
-    ),
+    "base": _tiny_unet(16, "1,2"),
+    "upsample": _tiny_unet(64, "1,1,2,2"),
     "clip": dict(
         image_size=16,
         patch_size=4,
