@@ -6,6 +6,9 @@ caption is the unconditional input (all padding).
 
 Noised CLIP: open_clip's CLIP BPE (ftfy/html clean, whitespace collapse, lowercase), then
 [start 49406] + up to 75 tokens + [end 49407], zero-padded to 77, with the length.
+
+Truncation and padding from token ids are `pad_glide_tokens` / `pad_clip_tokens`, shared with
+other vocabularies (the toy world's word tokenizer).
 """
 
 from __future__ import annotations
