@@ -11,11 +11,10 @@ import click
 
 from glide_eval.cli import echo_json
 from glide_eval.cli.elo import _judgment_options, _load
-from glide_eval.sweep.lock import RunDirBusy
-from glide_eval.sweep.rundir import RunDir
+from glide_eval.cli.report import read_locked
 from human_eval.fit import FitError
 from reports.agreement import AgreementError, agreement_from_judgments, display_table, provenance, write_agreement
-from reports.build import ReportError, read_results_file
+from reports.build import read_results_file
 
 
 @click.command("agreement")
@@ -54,23 +53,7 @@ def agreement_command(
     """Agreement of each metric of the sweep in RUN_DIR with the human judgments in FILE.csv:
     Kendall's tau, Spearman's rho and the share of setting pairs ordered alike, between the
     settings' metric values and their Elo, per question, with intervals."""
-    run_files = RunDir(run_dir)
-    lock = run_files.lock("agreement")  # as `report`: a sweep cannot rewrite the results while they are read
-    try:
-        lock.acquire(wait=wait, log=lambda m: click.echo(m, err=True))
-    except RunDirBusy as e:
-        raise click.ClickException(str(e)) from None
-    try:
-        damaged = run_files.damaged_results()
-        if damaged:
-            raise click.ClickException(
-                f"{damaged}; rerun `glide-eval sweep` on its config to rebuild it from the shards"
-            )
-        results, results_path = read_results_file(run_files.path)
-    except ReportError as e:
-        raise click.ClickException(str(e)) from None
-    finally:
-        lock.release()
+    results, results_path = read_locked(run_dir, wait, "agreement", read_results_file)  # as `report`
     judgments = _load(csv_path, fmt, encoding, drop_invalid)
     metrics = [m.strip() for m in metric_names.split(",") if m.strip()] if metric_names else None
     try:

@@ -34,10 +34,23 @@ def report_command(run_dir, out_dir, judgments, wait, as_json):
     """Build the reports of the sweep in RUN_DIR from its results.parquet.
 
     Takes RUN_DIR's lock while it reads, so a sweep cannot rewrite the results under it."""
+    paths = read_locked(
+        run_dir, wait, "report", lambda path: build_report(path, Path(out_dir) if out_dir else None, judgments)
+    )
+    if as_json:
+        echo_json({k: str(v) for k, v in paths.items()})
+    else:
+        for name, path in paths.items():
+            click.echo(f"{name:<12} {path}")
+
+
+def read_locked(run_dir, wait: bool, purpose: str, read):
+    """`read(RUN_DIR)` under RUN_DIR's lock (refused naming the holder, or waiting with `wait`),
+    after checking its result files against the manifest; ClickException for what goes wrong."""
     run = RunDir(run_dir)
     if not run.path.is_dir():
         raise click.ClickException(f"{run.path}: no such run directory (run `glide-eval sweep` first)")
-    lock = run.lock("report")
+    lock = run.lock(purpose)
     try:
         lock.acquire(wait=wait, log=lambda m: click.echo(m, err=True))
     except RunDirBusy as e:
@@ -48,13 +61,8 @@ def report_command(run_dir, out_dir, judgments, wait, as_json):
             raise click.ClickException(
                 f"{damaged}; rerun `glide-eval sweep` on its config to rebuild it from the shards"
             )
-        paths = build_report(run.path, Path(out_dir) if out_dir else None, judgments)
+        return read(run.path)
     except ReportError as e:
         raise click.ClickException(str(e)) from None
     finally:
         lock.release()
-    if as_json:
-        echo_json({k: str(v) for k, v in paths.items()})
-    else:
-        for name, path in paths.items():
-            click.echo(f"{name:<12} {path}")
