@@ -22,6 +22,7 @@ import torch
 
 from samplers.diffusion import Diffusion
 from samplers.solvers import (
+    check_first_order_below,
     check_unipc_options,
     plms_evaluations,
     sample_dpmpp_2m,
@@ -193,7 +194,12 @@ def _check_ddim(options: dict) -> dict:
 
 
 def _check_unipc(options: dict) -> dict:
-    check_unipc_options(options["order"], options["variant"], options["corrector"])
+    check_unipc_options(options["order"], options["variant"], options["corrector"], options["first_order_below"])
+    return options
+
+
+def _check_dpmpp_2m(options: dict) -> dict:
+    check_first_order_below(options["first_order_below"])
     return options
 
 
@@ -244,12 +250,21 @@ def model_evaluations(name: str, num_steps: int) -> int:
 
 register_sampler(SamplerRecord("ancestral", sample_ancestral))
 register_sampler(SamplerRecord("ddim", sample_ddim, {"eta": 0.0}, check=_check_ddim))
-register_sampler(SamplerRecord("dpmpp_2m", sample_dpmpp_2m, min_steps=lambda options: 2, multistep=True))
+register_sampler(
+    SamplerRecord(
+        "dpmpp_2m",
+        sample_dpmpp_2m,
+        {"first_order_below": None},
+        check=_check_dpmpp_2m,
+        min_steps=lambda options: 2,
+        multistep=True,
+    )
+)
 register_sampler(
     SamplerRecord(
         "unipc",
         sample_unipc,
-        {"order": 2, "variant": "bh2", "corrector": True},
+        {"order": 2, "variant": "bh2", "corrector": True, "first_order_below": None},
         check=_check_unipc,
         min_steps=lambda options: options["order"],
         multistep=True,

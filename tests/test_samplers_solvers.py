@@ -22,7 +22,7 @@ from samplers.guidance import classifier_free_model_fn
 from samplers.noise import PerSampleNoise
 from samplers.pipeline import sample_base, sample_images
 from samplers.sampling import SAMPLERS, Recorder, check_sampler_options, get_sampler, min_steps, model_evaluations
-from samplers.schedules import GridWarning
+from samplers.schedules import GridWarning, log_snr
 from samplers.solvers import sample_dpmpp_2m, sample_unipc
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -213,6 +213,26 @@ def test_grids_restore_the_solvers_orders(closed_form_rows):
     assert closed_form_rows[("dpmpp_2m", "logsnr")]["errors"][0] <= ddim_10 / 10
 
 
+@pytest.mark.parametrize("sampler", ["dpmpp_2m", "unipc"])
+def test_first_order_below_keeps_noisy_x0_out_of_the_multistep_combinations(sampler):
+    """first_order_below below every level changes nothing; above every level every step is a DDIM step
+    (UniPC: no correction either); in between, the noisy steps are DDIM's and the rest stay multistep."""
+    d = Diffusion.spaced("squaredcos_cap_v2", "logsnr8")
+    fn, x = noisy_model_fn(), x_image()
+    plain = get_sampler(sampler)(fn, x.clone(), d)
+    torch.testing.assert_close(get_sampler(sampler)(fn, x.clone(), d, first_order_below=-100.0), plain)
+    ddim = get_sampler("ddim")(fn, x.clone(), d)
+    torch.testing.assert_close(
+        get_sampler(sampler)(fn, x.clone(), d, first_order_below=100.0), ddim, rtol=1e-5, atol=1e-5
+    )
+    half = run_ours(sampler, fn, x.clone(), d, first_order_below=0.0)
+    ddim_steps = run_ours("ddim", fn, x.clone(), d)
+    noisy = int((log_snr(d.alphas_cumprod) < 0).sum())  # steps from levels below lambda = 0
+    assert 2 <= noisy <= 6
+    torch.testing.assert_close(half[noisy - 1], ddim_steps[noisy - 1], rtol=1e-5, atol=1e-5)
+    assert (half[-1] - ddim_steps[-1]).abs().max() > 1e-3 and (half[-1] - plain).abs().max() > 1e-4
+
+
 # -- equality with diffusers' schedulers ---------------------------------------------------------------
 
 
@@ -375,7 +395,12 @@ def test_plms_equals_diffusers_pndm_without_prk_steps(steps):
 
 def test_registry_and_options():
     assert set(SOLVERS) <= set(SAMPLERS) and all(SAMPLERS[name].name == name for name in SAMPLERS)
-    assert check_sampler_options("unipc", {"order": 3}) == {"order": 3, "variant": "bh2", "corrector": True}
+    assert check_sampler_options("unipc", {"order": 3}) == {
+        "order": 3,
+        "variant": "bh2",
+        "corrector": True,
+        "first_order_below": None,
+    }
     assert check_sampler_options("ddim") == {"eta": 0.0} and check_sampler_options("plms", None) == {}
     assert [min_steps(name) for name in ("ancestral", "ddim", "dpmpp_2m", "unipc", "plms")] == [1, 1, 2, 2, 2]
     assert min_steps("unipc", {"order": 3}) == 3
@@ -393,9 +418,14 @@ def test_registry_and_options():
         (
             "unipc",
             {"eta": 0.5},
-            "sampler 'unipc' has no option 'eta'; its options: order, variant, corrector, lambda_min",
+            "sampler 'unipc' has no option 'eta'; its options: order, variant, corrector, first_order_below, lambda_min",
         ),
-        ("dpmpp_2m", {"order": 3}, "sampler 'dpmpp_2m' has no option 'order'; its options: lambda_min"),
+        (
+            "dpmpp_2m",
+            {"order": 3},
+            "sampler 'dpmpp_2m' has no option 'order'; its options: first_order_below, lambda_min",
+        ),
+        ("dpmpp_2m", {"first_order_below": "x"}, "option 'first_order_below' must be a finite log-SNR"),
         ("dpmpp_2m", {"lambda_min": "low"}, "option 'lambda_min' must be a finite number"),
         ("ddim", {"eta": -1}, "ddim option 'eta' must be a number >= 0"),
         ("euler", {}, "unknown sampler 'euler'; known: ancestral, ddim, dpmpp_2m, unipc, plms"),
