@@ -418,7 +418,8 @@ def test_registry_and_options():
         (
             "unipc",
             {"eta": 0.5},
-            "sampler 'unipc' has no option 'eta'; its options: order, variant, corrector, first_order_below, lambda_min",
+            "sampler 'unipc' has no option 'eta'; its options: order, variant, corrector, first_order_below, "
+            "lambda_min",
         ),
         (
             "dpmpp_2m",
