@@ -28,7 +28,6 @@ import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 
 # bench/metrics.py would shadow the metrics package: drop this script's folder from the import path
@@ -39,6 +38,7 @@ import torch  # noqa: E402
 
 from samplers.sampling import SAMPLERS, check_sampler_options, model_evaluations  # noqa: E402
 from samplers.schedules import SOLVER_GRIDS, count_steps, grid_kind  # noqa: E402
+from storage.files import save_npz, write_json  # noqa: E402
 
 REFERENCE = ("ancestral", "250")
 GRIDS = ("uniform", "ddim", *SOLVER_GRIDS)
@@ -167,9 +167,7 @@ def sample_features(method: str, options: dict, respacing: str, args, captions, 
     }
     if path:
         os.makedirs(args.cache, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=args.cache, delete=False, suffix=".npz") as handle:
-            np.savez(handle, key=key, **out)
-        os.replace(handle.name, path)
+        save_npz(path, {"key": key, **out}, compress=False)
     return out
 
 
@@ -227,14 +225,6 @@ def closed_form_table() -> list[dict]:
     from gaussian_closed_form import CLOSED_FORM_SOLVERS, closed_form_row
 
     return [closed_form_row(method, options, grid) for method, options in CLOSED_FORM_SOLVERS for grid in GRIDS]
-
-
-def write_json(path: str, payload: dict) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as handle:
-        json.dump(payload, handle, indent=2)
-    os.replace(handle.name, path)
 
 
 def main():
