@@ -94,6 +94,20 @@ def _resize(image: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(image, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
 
 
+def _keep_known_region(inpaint: InpaintSpec | None, model_options: dict, n: int, diffusion: Diffusion, noise, device):
+    """(model kwargs, denoised_fn, post_step) that keep `inpaint`'s known region in a stage's `n`
+    samples at its image_size: the fine-tuned inpainting models take the known region as input and
+    have it pasted into each x0; the others have it put back (noised to the step) after each step."""
+    if inpaint is None:
+        return {}, None, None
+    size = int(model_options["image_size"])
+    image = _resize(inpaint.image.to(device).float(), size).expand(n, -1, -1, -1)
+    known = upsample_mask(inpaint.mask.to(device), size).expand(n, -1, -1, -1)
+    if model_options.get("inpaint"):
+        return inpaint_model_kwargs(image, known), known_region_denoised_fn(image, known), None
+    return {}, None, replacement_post_step(image, known, diffusion, noise)
+
+
 def sample_base(
     models: GlideModels,
     captions: Sequence[str],
@@ -137,15 +151,7 @@ def sample_base(
             warnings.warn(f"sampler {sampler!r} on respacing {respacing!r}: {advice}", GridWarning, stacklevel=2)
     tokens, mask = models.glide_tokens(captions, int(base_options["text_ctx"]), device)
 
-    model_kwargs, denoised_fn, post_step = {}, None, None
-    if inpaint is not None:
-        image = _resize(inpaint.image.to(device).float(), size).expand(n, -1, -1, -1)
-        known = upsample_mask(inpaint.mask.to(device), size).expand(n, -1, -1, -1)
-        if base_options.get("inpaint"):
-            model_kwargs = inpaint_model_kwargs(image, known)
-            denoised_fn = known_region_denoised_fn(image, known)
-        else:
-            post_step = replacement_post_step(image, known, diffusion, noise)
+    model_kwargs, denoised_fn, post_step = _keep_known_region(inpaint, base_options, n, diffusion, noise, device)
 
     cond_fn = None
     if kind == "cfg":
@@ -198,15 +204,8 @@ def sample_upsample(
     n, size = len(captions), int(options["image_size"])
     tokens, mask = models.glide_tokens(captions, int(options["text_ctx"]), device)
     diffusion = Diffusion.spaced(options.get("noise_schedule", "linear"), respacing)
-    model_kwargs, denoised_fn, post_step = {"low_res": quantize_low_res(low_res)}, None, None
-    if inpaint is not None:
-        image = _resize(inpaint.image.to(device).float(), size).expand(n, -1, -1, -1)
-        known = upsample_mask(inpaint.mask.to(device), size).expand(n, -1, -1, -1)
-        if options.get("inpaint"):
-            model_kwargs.update(inpaint_model_kwargs(image, known))
-            denoised_fn = known_region_denoised_fn(image, known)
-        else:
-            post_step = replacement_post_step(image, known, diffusion, noise)
+    inpaint_kwargs, denoised_fn, post_step = _keep_known_region(inpaint, options, n, diffusion, noise, device)
+    model_kwargs = {"low_res": quantize_low_res(low_res), **inpaint_kwargs}
     model_fn = conditional_model_fn(models.upsampler, tokens, mask, autocast=autocast, **model_kwargs)
     x = noise.initial((n, 3, size, size), device) * temperature
     return sample_ddim(
@@ -334,32 +333,27 @@ def inpaint_images(
 
 # -- building the models --------------------------------------------------------------
 
+
 # Small stand-ins for the official configs (same structure, seconds on a CPU); base 16px -> 64px.
+def _tiny_unet(image_size: int, channel_mult: str) -> dict:
+    """The tiny UNet widths both stages share, at one stage's resolution."""
+    return dict(
+        image_size=image_size,
+        num_channels=32,
+        num_res_blocks=1,
+        channel_mult=channel_mult,
+        attention_resolutions="8",
+        num_head_channels=16,
+        xf_width=32,
+        xf_layers=1,
+        xf_heads=2,
+        text_ctx=16,
+    )
+
+
 TINY_OVERRIDES = {
-    "base": dict(
-        image_size=16,
-        num_channels=32,
-        num_res_blocks=1,
-        channel_mult="1,2",
-        attention_resolutions="8",
-        num_head_channels=16,
-        xf_width=32,
-        xf_layers=1,
-        xf_heads=2,
-        text_ctx=16,
-    ),
-    "upsample": dict(
-        image_size=64,
-        num_channels=32,
-        num_res_blocks=1,
-        channel_mult="1,1,2,2",
-        attention_resolutions="8",
-        num_head_channels=16,
-        xf_width=32,
-        xf_layers=1,
-        xf_heads=2,
-        text_ctx=16,
-    ),
+    "base": _tiny_unet(16, "1,2"),
+    "upsample": _tiny_unet(64, "1,1,2,2"),
     "clip": dict(
         image_size=16,
         patch_size=4,
