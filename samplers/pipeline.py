@@ -9,6 +9,7 @@ batch-mates or the number of processes. Inpainting goes through the same functio
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -22,7 +23,8 @@ from samplers.guidance_specs import parse_guidance
 from samplers.inpaint import inpaint_model_kwargs, known_region_denoised_fn, replacement_post_step, upsample_mask
 from samplers.model_configs import create_model, create_noised_clip, official_clip_config, official_options
 from samplers.noise import PerSampleNoise
-from samplers.sampling import NanMonitor, check_sampler_options, get_sampler, min_steps, sample_ddim
+from samplers.sampling import NanMonitor, sample_ddim, sampler_record, split_sampler_options
+from samplers.schedules import GridWarning, capped_start_advice
 from samplers.tokenizers import clip_tokenize, glide_tokenize
 
 
@@ -124,23 +126,29 @@ def sample_base(
 ) -> torch.Tensor:
     """Sample the base model for `captions` (one row each); returns x_0 in [-1, 1], float32.
 
-    `sampler_options` are the sampler's own options (samplers.sampling.SAMPLER_OPTIONS, e.g.
-    {"order": 3} for "unipc"), validated before any model call; `eta` is ddim's (also accepted there).
+    `sampler_options` are the sampler's options (its record's in samplers.sampling.SAMPLERS, e.g.
+    {"order": 3} for "unipc", and the grid option `lambda_min` of every sampler), validated before any
+    model call; `eta` is ddim's (also accepted there).
     """
     kind, scale = parse_guidance(guidance)
-    loop = get_sampler(sampler)
+    record = sampler_record(sampler)
     options = dict(sampler_options or {})
     if sampler == "ddim":
         options.setdefault("eta", eta)
-    options = check_sampler_options(sampler, options)
+    options, grid_options = split_sampler_options(sampler, options)
     base_options = models.base_options
     n, size = len(captions), int(base_options["image_size"])
-    diffusion = Diffusion.spaced(base_options.get("noise_schedule", "squaredcos_cap_v2"), respacing)
-    if diffusion.num_steps < min_steps(sampler, options):
+    schedule = base_options.get("noise_schedule", "squaredcos_cap_v2")
+    diffusion = Diffusion.spaced(schedule, respacing, **grid_options)
+    if diffusion.num_steps < record.min_steps(options):
         raise ValueError(
-            f"sampler {sampler!r} needs a respacing of at least {min_steps(sampler, options)} steps; "
+            f"sampler {sampler!r} needs a respacing of at least {record.min_steps(options)} steps; "
             f"respacing {respacing!r} has {diffusion.num_steps}"
         )
+    if record.multistep:
+        advice = capped_start_advice(schedule, diffusion.timestep_map)
+        if advice:
+            warnings.warn(f"sampler {sampler!r} on respacing {respacing!r}: {advice}", GridWarning, stacklevel=2)
     tokens, mask = models.glide_tokens(captions, int(base_options["text_ctx"]), device)
 
     model_kwargs, denoised_fn, post_step = _keep_known_region(inpaint, base_options, n, diffusion, noise, device)
@@ -160,7 +168,7 @@ def sample_base(
             cond_fn = clip_cond_fn(models.clip, clip_tokens, clip_lens, scale)
 
     x = noise.initial((n, 3, size, size), device)
-    return loop(
+    return record.loop(
         model_fn,
         x,
         diffusion,
