@@ -96,7 +96,13 @@ def _build_user_file(path: Path, expected: dict, build: Callable[[], ReferenceSt
 
 def recorded(stats: ReferenceStats, given: str) -> dict:
     """What the provenance records of the reference used."""
-    return {"path": given or None, "user_file": bool(given), "n": int(stats.n), "meta": stats.meta}
+    return {
+        "path": given or None,
+        "user_file": bool(given),
+        "n": int(stats.n),
+        "images_sha256": stats.meta.get("images_sha256"),  # the images' content fingerprint (None: not recorded)
+        "meta": stats.meta,
+    }
 
 
 def toy_expected(extractor, **meta) -> dict:
@@ -105,22 +111,49 @@ def toy_expected(extractor, **meta) -> dict:
     return expected
 
 
+def _coco_images(config: SweepConfig):
+    """(layout, ids, resolution, crop, meta) of the MS-COCO reference images a sweep measures against:
+    the first [metrics.reference_n] validation images by id, or all, centre-cropped."""
+    layout = coco.find_coco(config.captions.path or None)
+    ids = coco.image_ids(layout)
+    if config.metrics.reference_n:
+        ids = ids[: config.metrics.reference_n]
+    resolution, crop = config.sampler.resolution, "center"
+    return layout, ids, resolution, crop, coco.reference_meta(layout, resolution, ids, crop, progress=True)
+
+
 def coco_reference_stats(config: SweepConfig, extractor, log: Log = _stderr) -> ReferenceStats:
     """Statistics of the MS-COCO validation images at the sample resolution, centre-cropped (the
     first [metrics.reference_n] images by id, or all): the user's file, or the sweep's cache."""
-    root = config.captions.path or None
-    resolution, crop = config.sampler.resolution, "center"
     try:
-        layout = coco.find_coco(root)
-        ids = coco.image_ids(layout)
-        if config.metrics.reference_n:
-            ids = ids[: config.metrics.reference_n]
-        meta = coco.reference_meta(layout, resolution, ids, crop)
+        layout, ids, resolution, crop, meta = _coco_images(config)
 
         def build():
             return build_reference(coco.reference_batches(layout, resolution, ids, crop), extractor, meta)
 
         default = coco.default_reference_path(layout, resolution, extractor.name, crop)
         return reference_stats(config.metrics.reference, default, expected_meta(extractor, **meta), build, log)
+    except coco.CocoError as e:
+        raise MissingComponentError(f"[captions.path] {e}") from None
+
+
+def check_coco_images(config: SweepConfig, extractor_name: str) -> None:
+    """The pre-flight's check of the MS-COCO reference images when the feature extractor could not be
+    loaded (so the statistics cannot be built now): every image the statistics would need decoded,
+    unless a `[metrics] reference` file exists or the sweep's cache was built from these very
+    images (same ids, content fingerprint, resolution and crop). MissingComponentError listing
+    every missing or unreadable image."""
+    if config.captions.source != "coco" or (config.metrics.reference and Path(config.metrics.reference).exists()):
+        return
+    try:
+        layout, ids, resolution, crop, meta = _coco_images(config)
+        if not config.metrics.reference:
+            try:
+                cached = ReferenceStats.load(coco.default_reference_path(layout, resolution, extractor_name, crop))
+                if not cached.mismatches(meta):
+                    return
+            except FeatureError:  # absent or unreadable: it will be built
+                pass
+        coco.check_images(layout, resolution, ids, crop, progress=True)
     except coco.CocoError as e:
         raise MissingComponentError(f"[captions.path] {e}") from None
