@@ -126,6 +126,9 @@ def measure_setting(
     return metrics, row, shards[0]["previews"], features
 
 
+COUNT_KEYS = ("n_gen", "n_ref", "n_nan", "clip_truncated")  # metric entries that are numbers of images
+
+
 def result_row(
     config: SweepConfig,
     setting: Setting,
@@ -146,7 +149,7 @@ def result_row(
         "samples_from": samples_from or setting.name,
     }
     method, respacing = setting.sampler(config)
-    row.update({k: float(v) for k, v in metrics.items()})
+    row.update({k: int(v) if k in COUNT_KEYS else float(v) for k, v in metrics.items()})
     row.update(
         {
             "n_samples": n,
@@ -171,6 +174,8 @@ def result_row(
     )
     for label, digest in sorted(provenance.get("files", {}).items()):
         row[f"sha256_{label}"] = digest
+    # which images the reference statistics were made of, by content (Table 2's protocol check)
+    row["reference_images_sha256"] = provenance.get("reference", {}).get("images_sha256")
     versions = dict(package_versions(), **provenance.get("versions", {}))
     row["versions"] = json.dumps(versions, sort_keys=True)
     return row
