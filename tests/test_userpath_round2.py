@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 from click.testing import CliRunner
 from PIL import Image
 from test_preflight import glide_config, make_coco, save_tiny_base, tiny_official
@@ -64,3 +65,48 @@ def test_check_names_a_corrupt_checkpoint_an_unknown_inception_and_a_truncated_j
     assert "coco-reference --ids IDS.txt --out REF.npz" in ways and "--allow-unknown-inception" in ways
     assert "download it again" in ways
     assert not (tmp_path / "out").exists()  # a failed --check leaves no run folder behind
+
+
+def test_ratings_equal_to_1e_9_share_a_rank():
+    from human_eval.elo import _ranks
+
+    ratings = np.array([[0.0, 2.8e-14, -4e-10, 100.0, 100.0 + 5e-10, 50.0, 50.0 + 1e-6]])
+    # by hand: 100 and 100+5e-10 are one rank (1); 50+1e-6 is above 50 (a real difference); the three
+    # ratings within 1e-9 of 0 share rank 5
+    assert _ranks(ratings).tolist() == [[5, 5, 5, 1, 1, 4, 3]]
+
+
+def _judgments_csv(path, rows):
+    path.write_text("model_a,model_b,winner\n" + "".join(f"{a},{b},{w}\n" for a, b, w in rows))
+    return path
+
+
+def test_elo_output_has_tied_ranks_no_negative_zero_and_names_drop_invalid(tmp_path):
+    """An anchored fit where cfg:1.5 is exactly as strong as unguided: both rank 2 (not by float
+    noise), and no "-0.0" is printed. An invalid row's error names --drop-invalid."""
+    rows = [("unguided", "cfg:1.5", w) for w in "abab"] + [("cfg:3.0", "unguided", "a")] * 3
+    rows += [("cfg:3.0", "cfg:1.5", "a")] * 3 + [("cfg:3.0", "unguided", "b"), ("cfg:1.5", "cfg:3.0", "a")]
+    path = _judgments_csv(tmp_path / "j.csv", rows)
+    result = CliRunner().invoke(main, ["elo", str(path), "--anchor", "unguided", "--rounds", "50", "--json"])
+    assert result.exit_code == 0, result.output
+    ratings = {r["model"]: r for r in json.loads(result.stdout)["questions"][0]["ratings"]}
+    assert abs(ratings["cfg:1.5"]["rating"]) < 1e-6 and ratings["unguided"]["rating"] == 0
+    assert ratings["cfg:1.5"]["rank"] == ratings["unguided"]["rank"] == 2 and ratings["cfg:3.0"]["rank"] == 1
+    text = CliRunner().invoke(main, ["elo", str(path), "--anchor", "unguided", "--rounds", "50"]).output
+    assert "-0.0" not in text and " 0.0 " in text
+    bad = _judgments_csv(tmp_path / "bad.csv", rows + [("cfg:1.5", "unguided", "maybe")])
+    refused = CliRunner().invoke(main, ["elo", str(bad)])
+    assert refused.exit_code == 1 and "--drop-invalid" in refused.output
+
+
+def test_elo_plot_reads_the_sweeps_setting_names_and_lists_the_names_it_found(tmp_path):
+    rows = [("unguided", "cfg-1.5", "b"), ("cfg-1.5", "unguided", "a"), ("unguided", "cfg-1.5", "a")]
+    rows += [("cfg-3", "unguided", "a"), ("unguided", "cfg-3", "b"), ("cfg-3", "cfg-1.5", "tie")]
+    path = _judgments_csv(tmp_path / "sweep_names.csv", rows)
+    drawn = CliRunner().invoke(main, ["elo-plot", str(path), "--out", str(tmp_path / "f7.png"), "--rounds", "20"])
+    assert drawn.exit_code == 0, drawn.output
+    assert (tmp_path / "f7.png").is_file() and "not guidance settings" not in drawn.output
+    other = _judgments_csv(tmp_path / "other.csv", [("unguided", "big model", "a"), ("unguided", "cfg_3", "b")])
+    refused = CliRunner().invoke(main, ["elo-plot", str(other), "--out", str(tmp_path / "g.png"), "--rounds", "0"])
+    assert refused.exit_code == 1
+    assert "the names found: big model, cfg_3, unguided" in refused.output and "joined by ':'" in refused.output
