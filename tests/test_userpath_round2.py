@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 from click.testing import CliRunner
 from PIL import Image
 from test_preflight import glide_config, make_coco, save_tiny_base, tiny_official
@@ -110,3 +111,78 @@ def test_elo_plot_reads_the_sweeps_setting_names_and_lists_the_names_it_found(tm
     refused = CliRunner().invoke(main, ["elo-plot", str(other), "--out", str(tmp_path / "g.png"), "--rounds", "0"])
     assert refused.exit_code == 1
     assert "the names found: big model, cfg_3, unguided" in refused.output and "joined by ':'" in refused.output
+
+
+def _twelve_points():
+    import pandas as pd
+
+    rows = []
+    for family, scales, method in (
+        ("cfg", [1, 1.5, 2, 3, 4, 8], "ddim"),
+        ("clip", [0, 1, 2, 4, 16], "ancestral"),
+        ("none", [0], "ddim"),
+    ):
+        for s in scales:  # clustered points (toy-world-like values), where labels collide unless placed
+            guided = family != "clip"
+            rows.append(
+                {
+                    "setting": f"{family}-{s:g}",
+                    "family": family,
+                    "scale": float(s),
+                    "method": method,
+                    "fid": 1.7 - 0.1 * s + 0.05 * s * s if guided else 2.5 + 0.01 * s,
+                    "is": 5 + 0.1 * s,
+                    "precision": 0.7 + 0.02 * s if guided else 0.86 + 0.001 * s,
+                    "recall": 0.95 - 0.01 * s if guided else 0.906 - 0.005 * s,
+                    "clip_score": 89.5 + 0.5 * s if guided else 94.8 + 0.05 * s,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("columns", [None, ["precision", "recall"]])
+def test_figure6_legend_and_labels_lie_inside_the_figure_without_overlap(columns):
+    """Issue 31: 4 legend entries (two families named with their methods, unguided, Pareto-optimal)
+    and 12 labelled points per panel: every legend entry, point label, axis label and title lies
+    inside the figure, no two labels of a panel overlap, and the legend overlaps no panel. Checked on
+    matplotlib's own text extents (renderer window extents), for three panels and for one (the
+    narrow figure where a one-row legend was clipped)."""
+    import matplotlib.pyplot as plt
+
+    from reports.figure6 import figure6
+    from reports.pareto import FIGURE6_PAIRS, available_pairs
+
+    df = _twelve_points()
+    if columns:
+        df = df[["setting", "family", "scale", "method", *columns]]
+    fig = figure6(df, available_pairs(df, FIGURE6_PAIRS))
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    frame = fig.bbox
+    legend = fig.legends[0]
+    assert len(legend.get_texts()) == 4
+
+    def inside(box):
+        return (
+            box.x0 >= frame.x0 - 0.5
+            and box.y0 >= frame.y0 - 0.5
+            and box.x1 <= frame.x1 + 0.5
+            and box.y1 <= frame.y1 + 0.5
+        )
+
+    assert inside(legend.get_window_extent(renderer))
+    for text in legend.get_texts():
+        assert inside(text.get_window_extent(renderer)), text.get_text()
+    for ax in fig.axes:
+        assert not ax.get_window_extent(renderer).overlaps(legend.get_window_extent(renderer))
+        for text in (ax.xaxis.label, ax.yaxis.label, ax.title):
+            assert inside(text.get_window_extent(renderer)), text.get_text()
+        labels = ax.texts
+        assert len(labels) == 12
+        boxes = [t.get_window_extent(renderer) for t in labels]
+        for t, box in zip(labels, boxes):
+            assert inside(box) and ax.get_window_extent(renderer).contains(box.x0, box.y0), t.get_text()
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                assert not boxes[i].overlaps(boxes[j]), (labels[i].get_text(), labels[j].get_text())
+    plt.close(fig)
