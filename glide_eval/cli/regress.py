@@ -48,7 +48,11 @@ from glide_eval.sweep.errors import MissingComponentError, SweepError
     help="Allowed worsening, absolute or percent of the baseline value (default 0). Repeatable.",
 )
 @click.option(
-    "--bootstrap", "rounds", type=click.IntRange(min=2), help=f"Paired bootstrap rounds (default {DEFAULT_ROUNDS})."
+    "--bootstrap",
+    "rounds",
+    type=click.IntRange(min=2),
+    help=f"Paired bootstrap rounds (default {DEFAULT_ROUNDS}), only for a python: engine without paired "
+    "differences; the glide and toy engines' intervals come from influence values and ignore it.",
 )
 @click.option(
     "--level",
@@ -59,7 +63,11 @@ from glide_eval.sweep.errors import MissingComponentError, SweepError
 )
 @click.option("--images", is_flag=True, help="Also compare the sample images pixel by pixel.")
 @click.option(
-    "--out", "out_dir", type=click.Path(file_okay=False), help="Output folder (default: runs/regress/CANDIDATE_NAME)."
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    help="Output folder (default: runs/regress/CANDIDATE_NAME-KEY, KEY from the candidate files' content "
+    "and the baseline's config).",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")

@@ -32,7 +32,7 @@ def finished_records(run_dir: RunDir, plan: Plan, gen_hash: str, captions: list[
             records[setting.name].append(record)
     if missing:
         raise SweepError(
-            f"{len(missing)} shards are not finished ({', '.join(missing[:5])}"
+            f"{len(missing)} shard{'s are' if len(missing) != 1 else ' is'} not finished ({', '.join(missing[:5])}"
             f"{', ...' if len(missing) > 5 else ''}); rerun the sweep to finish them"
         )
     return records

@@ -286,7 +286,8 @@ def run_sweep(
         mine = work_items(make_plan(config).units[dist.rank :: dist.world], gen_hash, captions)
         todo = run_dir.unfinished(mine, save_images)
         skipped = len(mine) - len(todo)
-        log(f"{dist.prefix}{len(mine)} shards: {skipped} already finished, {len(todo)} to run")
+        shards = f"{len(mine)} shard{'s' if len(mine) != 1 else ''}"
+        log(f"{dist.prefix}{shards}: {skipped} already finished, {len(todo)} to run")
         run_units(ShardSampler(components, config, run_dir, save_images, progress, dist.prefix), todo)
         dist.barrier()
         summary = {
