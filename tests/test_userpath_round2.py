@@ -186,3 +186,26 @@ def test_figure6_legend_and_labels_lie_inside_the_figure_without_overlap(columns
             for j in range(i + 1, len(boxes)):
                 assert not boxes[i].overlaps(boxes[j]), (labels[i].get_text(), labels[j].get_text())
     plt.close(fig)
+
+
+def test_ctrl_c_says_the_finished_shards_are_kept(tmp_path, monkeypatch):
+    import glide_eval.cli.sweep as sweep_cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(sweep_cli, "run_sweep", interrupted)
+    config = _glide_world(tmp_path, monkeypatch)
+    result = CliRunner().invoke(main, ["sweep", str(config), "--no-progress"])
+    assert result.exit_code == 130 and "Aborted!" not in result.output
+    assert f"the finished shards are kept in {tmp_path / 'out'}" in result.output
+    assert "run the same command again to resume" in result.output
+
+
+def test_a_caption_count_over_the_annotations_is_tagged_captions_n(tmp_path, monkeypatch):
+    config = _glide_world(tmp_path, monkeypatch)
+    config.write_text(config.read_text().replace("n = 4", "n = 11"))  # the folder holds 10 captions
+    result = CliRunner().invoke(main, ["sweep", str(config), "--check"])
+    assert result.exit_code == 1
+    line = next(x for x in result.output.splitlines() if "asked for 11 captions" in x)
+    assert "[captions.n]" in line and "captions_val2014.json holds 10" in line

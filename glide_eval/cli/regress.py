@@ -93,6 +93,13 @@ def regress_command(
             progress=not no_progress,
             log=lambda msg: click.echo(msg, err=True),
         )
+    except KeyboardInterrupt:
+        click.echo(
+            "\ninterrupted (Ctrl-C): the candidate's finished shards are kept in the output folder; "
+            "run the same command again to resume where it stopped",
+            err=True,
+        )
+        raise SystemExit(130) from None
     except (RegressError, ConfigError, MissingComponentError, SweepError) as e:
         if as_json:
             echo_json({"exit_code": EXIT_ERROR, "error": str(e)})

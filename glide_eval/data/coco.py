@@ -57,6 +57,10 @@ class CocoError(RuntimeError):
     """The MS-COCO folder is incomplete, or some of its files cannot be read."""
 
 
+class TooFewCaptions(CocoError):
+    """More captions asked for than the annotations hold (the count is wrong, not the folder)."""
+
+
 @dataclass(frozen=True)
 class CocoLayout:
     root: Path
@@ -102,9 +106,10 @@ def load_annotations(layout: CocoLayout) -> tuple[pd.DataFrame, dict[int, str]]:
 def sample_caption_records(root=None, n: int = 30000, seed: int = 0, split: str | None = None) -> pd.DataFrame:
     """A deterministic seeded sample of n (image_id, caption_id, caption) rows, without
     replacement, in caption-id order."""
-    captions, _ = load_annotations(find_coco(root, split))
+    layout = find_coco(root, split)
+    captions, _ = load_annotations(layout)
     if n > len(captions):
-        raise CocoError(f"asked for {n} captions but the annotations hold {len(captions)}")
+        raise TooFewCaptions(f"asked for {n} captions but {layout.captions_json} holds {len(captions)}")
     idx = np.sort(np.random.default_rng(seed).choice(len(captions), size=n, replace=False))
     out = captions.iloc[idx].reset_index(drop=True)
     out.insert(0, "sample_id", np.arange(n))

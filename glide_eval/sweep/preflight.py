@@ -120,9 +120,10 @@ def checkpoint_problems(config: SweepConfig) -> tuple[dict[str, str], list[Probl
         try:
             hashes[label] = check_checkpoint_file(name, path)
         except (CheckpointMismatchError, CheckpointReadError) as e:
-            problems.append(Problem(str(path), str(e).removeprefix(f"{path}: ").removeprefix(f"{path} ")))
+            what = str(e).removeprefix(f"{path}: ").removeprefix(f"{path} ")
+            problems.append(Problem(f"[models.checkpoints] {path}", what))
         except OSError as e:
-            problems.append(Problem(str(path), f"cannot read it ({e.strerror or e})"))
+            problems.append(Problem(f"[models.checkpoints] {path}", f"cannot read it ({e.strerror or e})"))
     return hashes, problems
 
 
