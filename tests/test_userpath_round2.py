@@ -4,6 +4,8 @@ content, `--check` names every problem in one pass, and the messages say the way
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -209,3 +211,61 @@ def test_a_caption_count_over_the_annotations_is_tagged_captions_n(tmp_path, mon
     assert result.exit_code == 1
     line = next(x for x in result.output.splitlines() if "asked for 11 captions" in x)
     assert "[captions.n]" in line and "captions_val2014.json holds 10" in line
+
+
+def _own_files_section() -> str:
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = text.index("## Your own files")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def _options(command: str) -> dict[str, object]:
+    """{--flag: its click option} of a glide-eval command, loaded the way `glide-eval --help` lists it."""
+    import click
+
+    cmd = main.get_command(click.Context(main), command)
+    return {opt: p for p in cmd.params if isinstance(p, click.Option) for opt in p.opts}
+
+
+def test_the_readme_own_files_section_matches_the_tool_flag_by_flag():
+    """Issue 31: every flag the README's "Your own files" section names exists on the commands it
+    names it for (checked against each command's own options, as --help lists them); each table
+    row's environment variable is the one that flag (or, for `sweep`, the config key it overrides)
+    reads; and no command has a row's flag without the row listing it."""
+    from glide_eval.cli import COMMANDS
+    from glide_eval.cli.sweep import PATH_FLAGS
+    from glide_eval.sweep.config import ENV_VARS
+
+    section = _own_files_section()
+    rows = [line for line in section.splitlines() if line.startswith("| ") and "`--" in line]
+    assert len(rows) == 4  # checkpoints, Inception, CLIP, MS-COCO
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        env = re.fullmatch(r"`(\w+)`", cells[1])[1]
+        flag = re.match(r"`(--[a-z-]+)", cells[2])[1]
+        listed = re.findall(r"`([a-z-]+)`", cells[2].split("(", 1)[1])
+        others = re.findall(r"`([a-z-]+) (--[a-z-]+)", cells[2])  # e.g. `regress --candidate DIR`
+        for command in listed:
+            option = _options(command).get(flag)
+            assert option is not None, f"{command} has no {flag}"
+            if command == "sweep":
+                assert ENV_VARS[PATH_FLAGS[option.name]] == env, (command, flag)
+            else:
+                assert option.envvar == env, (command, flag, option.envvar)
+        for command, other in others:
+            assert other in _options(command), f"{command} has no {other}"
+        having = {c for c in COMMANDS if flag in _options(c)}
+        assert having == set(listed), f"{flag}: README lists {sorted(listed)}, the tool has it on {sorted(having)}"
+    # every other `command --flag` and `sweep` flag the section's text names exists
+    for span in re.findall(r"`([^`]+)`", section):
+        words = span.split()
+        if words and words[0] == "glide-eval":
+            words = words[1:]
+        if words and words[0] in COMMANDS:
+            for flag in (w for w in words if w.startswith("--")):
+                assert flag in _options(words[0]), f"README: `{span}`: {words[0]} has no {flag}"
+        elif words and words[0].startswith("--"):  # a bare flag: the sweep's, or coco-reference's
+            assert words[0] in _options("sweep") or words[0] in _options("coco-reference"), span
+    # required options: none of the section's folder flags is required when its variable can give it
+    for command in ("coco-reference", "coco-captions"):
+        assert not _options(command)["--coco"].required
