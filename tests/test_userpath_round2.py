@@ -61,7 +61,7 @@ def test_check_names_a_corrupt_checkpoint_an_unknown_inception_and_a_truncated_j
     assert result.exit_code == 1 and "Traceback" not in result.output, result.output
     out = result.output
     assert "3 problems" in out
-    assert f"{base}: not a readable PyTorch checkpoint" in out and "weights_only" not in out
+    assert f"[models.checkpoints] {base}: not a readable PyTorch checkpoint" in out and "weights_only" not in out
     assert "[weights.inception]" in out and "sha256 starts with 6726825d" in out
     assert "1 unreadable image: " in out and "COCO_val2014_000000000003.jpg" in out
     ways = out[out.index("Ways forward:") :]
@@ -269,3 +269,29 @@ def test_the_readme_own_files_section_matches_the_tool_flag_by_flag():
     # required options: none of the section's folder flags is required when its variable can give it
     for command in ("coco-reference", "coco-captions"):
         assert not _options(command)["--coco"].required
+
+
+@pytest.mark.parametrize("legacy", [False, True])
+def test_a_truncated_checkpoint_says_what_the_file_is_not_and_never_suggests_unsafe_loading(tmp_path, legacy):
+    """torch's own message for a cut-short legacy (pickle) file advises reloading with
+    weights_only=False ("can result in arbitrary code execution"); ours says what the file is not."""
+    import io
+
+    import torch
+
+    from samplers.checkpoints import CheckpointReadError, load_state_dict_file
+
+    buf = io.BytesIO()
+    torch.save({"w": torch.zeros(1000)}, buf, _use_new_zipfile_serialization=not legacy)
+    path = tmp_path / "base.pt"
+    for size in (300, len(buf.getvalue()) // 2):
+        path.write_bytes(buf.getvalue()[:size])
+        with pytest.raises(CheckpointReadError) as e:
+            load_state_dict_file(path, mmap=True)
+        message = str(e.value)
+        assert message.startswith(f"{path}: not a readable PyTorch checkpoint: ")
+        assert "cut short (a truncated download?)" in message
+        assert "weights_only" not in message and "Weights only" not in message
+    path.write_bytes(b"<html>404 Not Found</html>")
+    with pytest.raises(CheckpointReadError, match="neither a zip archive nor a pickle"):
+        load_state_dict_file(path)
