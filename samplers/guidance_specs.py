@@ -22,7 +22,7 @@ GUIDANCE_KINDS = ("cfg", "clip", "none")  # what samplers.pipeline samples with
 UNGUIDED_NAMES = ("none", "unguided")
 _NUMBER = r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"
 _SETTING = re.compile(rf"^\s*(?P<family>cfg|clip)-(?P<scale>{_NUMBER})\s*$")
-_SPEC = re.compile(r"^\s*(?P<family>[^:]+?)\s*:\s*(?P<scale>[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$")
+_SPEC = re.compile(rf"^\s*(?P<family>[^:]+?)\s*:\s*(?P<scale>{_NUMBER})\s*$")
 
 
 def is_unguided(text: str) -> bool:
@@ -31,7 +31,11 @@ def is_unguided(text: str) -> bool:
 
 def split_guidance(text: str) -> tuple[str, float] | None:
     """(family, scale) of ``FAMILY:SCALE`` text with a finite scale, else None."""
-    match = _SPEC.match(text)
+    return _family_scale(_SPEC.match(text))
+
+
+def _family_scale(match) -> tuple[str, float] | None:
+    """(family, scale) of a match of `_SPEC` / `_SETTING` with a finite scale, else None."""
     if match is None:
         return None
     scale = float(match["scale"])
@@ -45,11 +49,7 @@ def setting_name(family: str, scale: float) -> str:
 
 def split_setting_name(text: str) -> tuple[str, float] | None:
     """(family, scale) of a sweep's guided setting name ``cfg-1.5`` / ``clip-2``, else None."""
-    match = _SETTING.match(text)
-    if match is None:
-        return None
-    scale = float(match["scale"])
-    return (match["family"], scale) if math.isfinite(scale) else None
+    return _family_scale(_SETTING.match(text))
 
 
 def parse_guidance(guidance, kinds: tuple[str, ...] = GUIDANCE_KINDS) -> tuple[str, float]:
