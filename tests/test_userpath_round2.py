@@ -66,7 +66,7 @@ def test_check_names_a_corrupt_checkpoint_an_unknown_inception_and_a_truncated_j
     assert "1 unreadable image: " in out and "COCO_val2014_000000000003.jpg" in out
     ways = out[out.index("Ways forward:") :]
     assert "coco-reference --ids IDS.txt --out REF.npz" in ways and "--allow-unknown-inception" in ways
-    assert "download it again" in ways
+    assert "download the released file again" in ways
     assert not (tmp_path / "out").exists()  # a failed --check leaves no run folder behind
 
 

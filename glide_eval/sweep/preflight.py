@@ -82,7 +82,15 @@ WAYS_FORWARD = (
         "does not match the model",
         "a checkpoint of another model or with renamed keys: use the released file of that name",
     ),
-    ("truncated", "a truncated or damaged file: download it again"),
+    (
+        "not a readable PyTorch checkpoint",
+        "an unreadable checkpoint (cut short, damaged, or not a PyTorch file): download the released file again",
+    ),
+    (
+        "not found",
+        "a file or folder not found: give its path by flag, environment variable or config key "
+        "(README, 'Your own files'); relative paths are taken from the current directory",
+    ),
 )
 
 
