@@ -143,10 +143,15 @@ STALE_REASONS = {
 
 
 def stale_reasons(diff: dict) -> str:
-    """'KEY: cached != expected' per differing entry, with what it means where `STALE_REASONS` says."""
-    return "; ".join(
-        f"{k}: {a!r} != {b!r}" + (f": {STALE_REASONS[k]}" if k in STALE_REASONS else "") for k, (a, b) in diff.items()
-    )
+    """'KEY: cached != expected' per differing entry, with what it means where `STALE_REASONS` says
+    (an entry the cached file lacks: made before glide-eval recorded it, nothing changed)."""
+
+    def meaning(key, cached) -> str:
+        if cached is None:
+            return ": not recorded in the cached file (made by an older glide-eval)"
+        return f": {STALE_REASONS[key]}" if key in STALE_REASONS else ""
+
+    return "; ".join(f"{k}: {a!r} != {b!r}{meaning(k, a)}" for k, (a, b) in diff.items())
 
 
 def cached_reference(

@@ -151,6 +151,12 @@ def test_an_image_changed_under_its_name_rebuilds_the_reference(coco, tmp_path, 
     again, _ = coco_reference(ColourStats(), coco, 16, out=out, progress=False, log=logs.append)
     assert again.meta["images_sha256"] == before.meta["images_sha256"] and len(logs) == 2
     np.testing.assert_allclose(again.mu, before.mu, rtol=1e-12)
+    # a cache from before the key existed is rebuilt once, without claiming the images changed
+    old = ReferenceStats.load(out)
+    old.meta.pop("images_sha256")
+    old.save(out)
+    coco_reference(ColourStats(), coco, 16, out=out, progress=False, log=logs.append)
+    assert "images_sha256: None" in logs[-1] and "older glide-eval" in logs[-1] and "content changed" not in logs[-1]
     # the CLI's cache too: a second identical call reuses it, a changed image rebuilds it, saying why
     monkeypatch.setenv("GLIDE_EVAL_COCO", str(coco))  # --coco is optional with the variable set
     cli = ["coco-reference", "--resolution", "16", "--extractor", "colour-stats", "--allow-unknown-inception"]
