@@ -13,6 +13,7 @@ from glide_eval.regress.gate import EXIT_ERROR, regress
 from glide_eval.regress.report import markdown
 from glide_eval.sweep.config import ConfigError
 from glide_eval.sweep.errors import MissingComponentError, SweepError
+from storage import DamagedFile
 
 
 @click.command("regress")
@@ -100,7 +101,7 @@ def regress_command(
             err=True,
         )
         raise SystemExit(130) from None
-    except (RegressError, ConfigError, MissingComponentError, SweepError) as e:
+    except (RegressError, ConfigError, MissingComponentError, SweepError, DamagedFile) as e:
         if as_json:
             echo_json({"exit_code": EXIT_ERROR, "error": str(e)})
         click.echo(f"Error: could not evaluate: {e}", err=True)

@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from glide_eval.data.coco import SKIP_ADVICE
-from glide_eval.files import unwritable_folder
 from glide_eval.sweep.captions import load_captions
 from glide_eval.sweep.components import Components, needs_reference
 from glide_eval.sweep.config import SweepConfig
@@ -37,6 +36,7 @@ from glide_eval.sweep.references import check_coco_images
 from metrics.extractors import INCEPTION
 from samplers.checkpoints import CheckpointMismatchError, CheckpointReadError, check_checkpoint_file
 from samplers.model_configs import OFFICIAL_FILES
+from storage import unwritable_folder
 
 
 @dataclass(frozen=True)
