@@ -17,6 +17,18 @@
   every interval (`ci=True`: FID delta method, IS per split, precision/CLIP means, recall
   half-sampling), wall and CPU time, each interval's own cost, beside today's percentile
   bootstrap of FID (--bootstrap-rounds timed, scaled to 200) and torch-fidelity's FID.
+- beyond Inception (--beyond N, e.g. 30000): each extractor (DINOv2 ViT-L/14, CLIP ViT-L/14@336;
+  the user's files with --dinov2-weights / --clip-image-weights, else official-format random
+  weights made here) on --beyond-images 64x64 images: images/s, peak memory (RSS; CUDA peak on a
+  GPU) and the time at N images (extrapolated linearly when fewer were run); then each metric
+  (fd_dinov2 and fd_clip with intervals, cmmd, density + coverage) on random N-sample features of
+  the extractors' widths (1024, 768) against a cached N-sample reference, each in its own process
+  (wall, CPU, peak RSS); --beyond-metrics-n M measures the metrics at M and extrapolates to N
+  (quadratically for the pairwise ones, cmmd and density/coverage), saying so.
+
+    # on a GPU (30,000 images through each extractor, every metric at 30,000):
+    .venv/bin/python bench/metrics.py --images 0 --no-fid --no-prc --beyond 30000 --beyond-images 30000 \
+        --device cuda --dinov2-weights dinov2_vitl14_pretrain.pth --clip-image-weights ViT-L-14-336px.pt
 """
 
 from __future__ import annotations
@@ -276,6 +288,123 @@ def bench_intervals(n: int, bootstrap_rounds: int) -> dict:
     return out
 
 
+def _hwm_mb() -> float:
+    """This process's peak RSS (VmHWM: reset by exec, unlike ru_maxrss, which a spawned child
+    inherits from its parent)."""
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _peak_child(fn_name: str, args: tuple, queue):
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    out, wall, cpu = _timed(lambda: globals()[fn_name](*args))
+    queue.put({**out, "wall_s": wall, "cpu_s": cpu, "peak_rss_mb": _hwm_mb()})
+
+
+def _in_child(fn_name: str, *args) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_peak_child, args=(fn_name, args, queue))
+    proc.start()
+    out = queue.get()
+    proc.join()
+    return out
+
+
+def _beyond_features(n: int, d: int, seed: int):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)).astype(np.float32), (rng.normal(size=(n, d)) * 1.05 + 0.02).astype(np.float32)
+
+
+def _metric_run(metric: str, n: int) -> dict:
+    """One metric (with its interval) on random features of its extractor's width."""
+    from metrics import calculate_metrics
+    from metrics.features import FeatureAccumulator
+    from metrics.reference import reference_from_accumulator
+
+    role, d = {"fd_dinov2": ("dinov2", 1024), "fd_clip": ("clip", 768), "cmmd": ("clip", 768)}.get(
+        metric, ("dinov2", 1024)
+    )
+    gen, real = _beyond_features(n, d, 1)
+    acc = FeatureAccumulator(meta={"extractor": role, "extractor_sha256": "0"})
+    acc.add_features(real)
+    names = ["density", "coverage"] if metric == "density_coverage" else [metric]
+    ref, build_s, build_cpu = _timed(lambda: reference_from_accumulator(acc, {}, role=role))
+    out, wall, cpu = _timed(
+        lambda: calculate_metrics({"pool": gen, "extractor": role, "extractor_sha256": "0"}, ref, names=names, ci=True)
+    )
+    return {
+        "metric": metric,
+        "n": n,
+        "d": d,
+        "metric_s": wall,
+        "metric_cpu_s": cpu,
+        "reference_cache_s": build_s,
+        "reference_cache_cpu_s": build_cpu,
+        "values": {k: v for k, v in out.items() if isinstance(v, float)},
+    }
+
+
+def _extractor_run(name: str, weights: str, n_images: int, device: str) -> dict:
+    from metrics import create_extractor
+
+    ext = create_extractor(name, weights, device)
+    images = torch.randint(0, 256, (n_images, 3, 64, 64), dtype=torch.uint8)
+    if device.startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    ext(images[:2])  # warm-up
+    _, wall, cpu = _timed(lambda: ext(images))
+    out = {"extractor": name, "images": n_images, "extract_s": wall, "extract_cpu_s": cpu, "protocol": ext.protocol}
+    out["preprocess_s"] = _timed(lambda: ext.pixels(images))[1]
+    if device.startswith("cuda"):
+        out["cuda_peak_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def bench_beyond(n: int, n_images: int, metrics_n: int, device: str, dinov2_weights, clip_weights) -> dict:
+    from metrics.dinov2 import ARCHS
+    from metrics.testing import make_random_clip, make_random_dinov2
+
+    out: dict = {"n": n, "device": device, "extractors": [], "metrics": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        if n_images:
+            if not dinov2_weights:
+                dinov2_weights = str(
+                    make_random_dinov2(Path(tmp) / "dinov2_vitl14_pretrain.pth", ARCHS["dinov2-vit-l-14"])
+                )
+            if not clip_weights:
+                clip_weights = str(make_random_clip(Path(tmp) / "ViT-L-14-336px.pt"))
+            for name, weights in (("dinov2-vit-l-14", dinov2_weights), ("clip-vit-l-14-336", clip_weights)):
+                row = _in_child("_extractor_run", name, weights, n_images, device)
+                row["images_per_s"] = n_images / row["extract_s"]
+                row["at_n_s"] = row["extract_s"] * n / n_images
+                row["extrapolated"] = n_images != n
+                out["extractors"].append(row)
+                print(
+                    f"{name}: {row['images_per_s']:.2f} images/s ({row['extract_cpu_s'] / n_images:.2f} CPU-s each, "
+                    f"preprocessing {row['preprocess_s'] / n_images * 1000:.1f} ms each), peak RSS "
+                    f"{row['peak_rss_mb']:.0f} MB -> {row['at_n_s'] / 3600:.2f} h at {n}"
+                    + (" (extrapolated)" if row["extrapolated"] else ""),
+                    flush=True,
+                )
+    m = metrics_n or n
+    for metric, pairwise in (("fd_dinov2", False), ("fd_clip", False), ("cmmd", True), ("density_coverage", True)):
+        row = _in_child("_metric_run", metric, m)
+        scale = (n / m) ** 2 if pairwise else 1.0  # FD: d^3 eigendecompositions + n d^2 (linear, small)
+        row.update(at_n_s=row["metric_s"] * scale if pairwise else row["metric_s"] * n / m, extrapolated=m != n)
+        out["metrics"].append(row)
+        print(
+            f"{metric} (+ interval) at n={m}: {row['metric_s']:.1f} s ({row['metric_cpu_s']:.1f} CPU-s), reference "
+            f"cache {row['reference_cache_s']:.1f} s, peak RSS {row['peak_rss_mb']:.0f} MB"
+            + (f" -> ~{row['at_n_s']:.0f} s at {n} (extrapolated)" if m != n else ""),
+            flush=True,
+        )
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, action="append", help="precision/recall sample counts (default 10000)")
@@ -295,6 +424,12 @@ def main():
         help="percentile-bootstrap rounds timed beside the intervals (scaled to 200)",
     )
     ap.add_argument("--no-prc", action="store_true", help="skip the precision/recall comparison")
+    ap.add_argument("--beyond", type=int, default=0, help="time the extractors/metrics beyond Inception at N")
+    ap.add_argument("--beyond-images", type=int, default=8, help="images run through each extractor")
+    ap.add_argument("--beyond-metrics-n", type=int, default=0, help="measure the metrics at this n (0: --beyond)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dinov2-weights", help="dinov2_vitl14_pretrain.pth (default: random, official format)")
+    ap.add_argument("--clip-image-weights", help="ViT-L-14-336px.pt (default: random, OpenAI format)")
     ap.add_argument("--json", help="write results here")
     args = ap.parse_args()
     results = {"threads": torch.get_num_threads(), "torch": torch.__version__}
@@ -309,6 +444,15 @@ def main():
     )
     if args.intervals:
         results["intervals"] = bench_intervals(args.intervals, args.bootstrap_rounds)
+    if args.beyond:
+        results["beyond"] = bench_beyond(
+            args.beyond,
+            args.beyond_images,
+            args.beyond_metrics_n,
+            args.device,
+            args.dinov2_weights,
+            args.clip_image_weights,
+        )
     if not args.no_prc:
         results["prc"] = [row for n in (args.n or [10000]) for row in bench_prc(n, args.repeat, modes)]
     if args.json:

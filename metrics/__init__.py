@@ -6,7 +6,9 @@ Takes uint8 images and captions; knows nothing of samplers or sweeps. Public API
 - `FeatureAccumulator`: streaming, saveable, mergeable per-shard feature state;
 - `ReferenceStats`, `build_reference`, `cached_reference`: cached reference statistics;
 - `calculate_metrics(gen, ref, names=[...], ci=True)`: FID, IS, precision/recall, CLIP score,
-  KID, FID∞ (a registry: `register_metric`), each with an interval from influence values;
+  KID, FID∞, FD on DINOv2 / CLIP features, CMMD, density, coverage (a registry:
+  `register_metric`), each with an interval from influence values; `FeatureSets` holds the
+  features of several extractors (one per role, `metrics.names.ROLES`) fed from one decode;
 - `paired_differences(gen_a, gen_b, ref, names)`: differences between two settings whose
   samples are paired row by row, with paired intervals;
 - `CorruptFileError`: a statistics or feature file that cannot be read (`storage`'s, re-exported).
@@ -14,6 +16,7 @@ Takes uint8 images and captions; knows nothing of samplers or sweeps. Public API
 Files are written and hashed through `storage` (atomic writes, sha256), the floor below.
 """
 
+from metrics import clip_image, dinov2  # noqa: F401  (register the DINOv2 and CLIP ViT-L extractors)
 from metrics.calculate import NAMES, calculate_metrics, register_metric
 from metrics.extractors import (
     CLIP_B16,
@@ -23,7 +26,7 @@ from metrics.extractors import (
     list_extractors,
     register_extractor,
 )
-from metrics.features import FeatureAccumulator, FeatureError
+from metrics.features import FeatureAccumulator, FeatureError, FeatureSets
 from metrics.paired import paired_differences
 from metrics.reference import ReferenceStats, build_reference, cached_reference, expected_meta
 from storage import CorruptFileError  # re-exported: callers catch it as metrics.CorruptFileError
@@ -42,6 +45,7 @@ __all__ = [
     "ExtractorError",
     "FeatureAccumulator",
     "FeatureError",
+    "FeatureSets",
     "ReferenceStats",
     "build_reference",
     "cached_reference",

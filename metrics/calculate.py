@@ -8,13 +8,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from metrics.clip_score import clip_cosines  # noqa: F401  (re-exported for callers)
-from metrics.features import FeatureAccumulator, FeatureError
+from metrics.cmmd import SCALE as CMMD_SCALE
+from metrics.cmmd import SIGMA as CMMD_SIGMA
+from metrics.cmmd import cmmd
+from metrics.density_coverage import DEFAULT_K as DC_K
+from metrics.density_coverage import density_coverage
+from metrics.features import FeatureAccumulator, FeatureError, FeatureSets
 from metrics.fid import frechet_distance
 from metrics.fid_infinity import fid_infinity
 from metrics.inception_score import inception_score
 from metrics.influence import fid_influence, inception_score_influence, interval, mean_influence
 from metrics.kid import DEFAULT_SEED, DEFAULT_SUBSET_SIZE, DEFAULT_SUBSETS, kid
-from metrics.names import register_direction
+from metrics.names import EXTRACTOR_ROLE, INCEPTION_ROLE, register_direction
 from metrics.prc import DEFAULT_BATCH, DEFAULT_K, knn_radii, precision_recall_hits
 from metrics.recall_interval import recall_interval
 from metrics.reference import ReferenceStats
@@ -34,7 +39,11 @@ class _Side:
     n_truncated: int = 0
     extractor: str | None = None
     extractor_sha256: str | None = None
+    protocol: str | None = None  # the extractor's preprocessing protocol (metrics.extractors)
     label: str = ""
+    dc_radii: np.ndarray | None = None  # cached density/coverage radii (reference)
+    dc_k: int | None = None
+    cmmd_term: dict | None = None  # cached CMMD reference term {"sigma", "unbiased", "value"}
 
 
 def _side(x, label: str) -> _Side:
@@ -51,9 +60,15 @@ def _side(x, label: str) -> _Side:
             radii_meta=(x.meta.get("k"), x.meta.get("prc_batch_size")),
             extractor=x.meta.get("extractor"),
             extractor_sha256=x.meta.get("extractor_sha256"),
+            protocol=x.meta.get("protocol"),
+            dc_radii=x.dc_radii,
+            dc_k=x.meta.get("dc_k"),
+            cmmd_term=x.meta.get("cmmd_reference_term"),
         )
     if isinstance(x, dict):
-        acc = FeatureAccumulator(meta={"extractor": x.get("extractor"), "extractor_sha256": x.get("extractor_sha256")})
+        acc = FeatureAccumulator(
+            meta={k: x.get(k) for k in ("extractor", "extractor_sha256", "protocol") if x.get(k) is not None}
+        )
         acc.add_features(x["pool"], x.get("logits_unbiased"), x.get("clip_scores"), x.get("n_truncated", 0))
         x = acc
     if isinstance(x, FeatureAccumulator):
@@ -71,6 +86,7 @@ def _side(x, label: str) -> _Side:
             n_truncated=x.n_truncated,
             extractor=x.meta.get("extractor"),
             extractor_sha256=x.meta.get("extractor_sha256"),
+            protocol=x.meta.get("protocol"),
             label=label,
         )
     raise TypeError(f"{label}: expected FeatureAccumulator, ReferenceStats or feature dict, got {type(x).__name__}")
@@ -97,6 +113,9 @@ class Options:
     fid_infinity_points: int = 15
     fid_infinity_seed: int = 0
     recall_seed: int = 0  # which halves (the same for paired settings)
+    dc_k: int = DC_K  # density / coverage (Naeem et al.: k = 5)
+    cmmd_sigma: float = CMMD_SIGMA
+    cmmd_scale: float = CMMD_SCALE
 
 
 # A metric: fn(generated _Side, reference _Side or None, Options) -> (values {key: float},
@@ -106,20 +125,29 @@ class Metric:
     fn: Callable
     needs_ref: bool
     keys: tuple[str, ...]
+    # which extractor's features (metrics.names.EXTRACTOR_ROLE); None: the first of a FeatureSets
+    # (the CLIP score's scores ride with whichever extractor the scorer was attached to)
+    role: str | None = INCEPTION_ROLE
 
 
-def _fid(g: _Side, r: _Side, o: Options):
-    mu_g, sig_g = _need(g.mu, "statistics (>= 2 samples)", g), g.sigma
-    mu_r, sig_r = _need(r.mu, "statistics", r), r.sigma
-    if mu_g.shape != mu_r.shape:
-        raise FeatureError(f"feature dims differ: generated {mu_g.shape[0]} vs reference {mu_r.shape[0]}")
-    value = frechet_distance(mu_r, sig_r, mu_g, sig_g)
+def frechet(key: str):
+    """The Fréchet distance of the role's features as metric `key` (FID, FD_DINOv2, FD_CLIP),
+    with its delta-method influence values."""
 
-    def psi():
-        pool = _need(g.pool, "per-sample pool features (for the FID interval)", g)
-        return fid_influence(pool, mu_g, sig_g, mu_r, sig_r)
+    def fd(g: _Side, r: _Side, o: Options):
+        mu_g, sig_g = _need(g.mu, "statistics (>= 2 samples)", g), g.sigma
+        mu_r, sig_r = _need(r.mu, "statistics", r), r.sigma
+        if mu_g.shape != mu_r.shape:
+            raise FeatureError(f"{key}: feature dims differ: generated {mu_g.shape[0]} vs reference {mu_r.shape[0]}")
+        value = frechet_distance(mu_r, sig_r, mu_g, sig_g)
 
-    return {"fid": value}, {"fid": psi}
+        def psi():
+            pool = _need(g.pool, f"per-sample pool features (for the {key} interval)", g)
+            return fid_influence(pool, mu_g, sig_g, mu_r, sig_r)
+
+        return {key: value}, {key: psi}
+
+    return fd
 
 
 def _isc(g: _Side, r, o: Options):
@@ -178,13 +206,39 @@ def _fid_infinity(g: _Side, r: _Side, o: Options):
     return {"fid_infinity": out["fid_infinity"]}, {"fid_infinity": lambda: out["psi"]}
 
 
+def _cmmd(g: _Side, r: _Side, o: Options):
+    gen_pool = _need(g.pool, "per-sample embeddings (for CMMD)", g)
+    ref_pool = _need(r.pool, "per-sample embeddings (for CMMD)", r)
+    cached = r.cmmd_term or {}
+    term = cached.get("value") if (cached.get("sigma"), cached.get("unbiased")) == (o.cmmd_sigma, True) else None
+    out = cmmd(gen_pool, ref_pool, o.cmmd_sigma, o.cmmd_scale, ref_term=term)
+    return {"cmmd": out["cmmd"]}, {"cmmd": lambda: out["psi"]}
+
+
+def _density_coverage(g: _Side, r: _Side, o: Options):
+    gen_pool = _need(g.pool, "per-sample features (for density/coverage)", g)
+    ref_pool = _need(r.pool, "per-sample features (for density/coverage)", r)
+    radii = r.dc_radii if r.dc_radii is not None and r.dc_k == o.dc_k else None
+    out = density_coverage(gen_pool, ref_pool, radii, o.dc_k)
+    return {"density": out["density"], "coverage": out["coverage"]}, {
+        "density": lambda: out["density_psi"],
+        "coverage": lambda: out["coverage_hits"],
+    }
+
+
+_fid = frechet("fid")
+
 METRICS: dict[str, Metric] = {
     "fid": Metric(_fid, True, ("fid",)),
     "is": Metric(_isc, False, ("is",)),
     "prc": Metric(_prc, True, ("precision", "recall")),
-    "clip_score": Metric(_clip, False, ("clip_score",)),
+    "clip_score": Metric(_clip, False, ("clip_score",), None),
     "kid": Metric(_kid, True, ("kid",)),
     "fid_infinity": Metric(_fid_infinity, True, ("fid_infinity",)),
+    "fd_dinov2": Metric(frechet("fd_dinov2"), True, ("fd_dinov2",), EXTRACTOR_ROLE["fd_dinov2"]),
+    "fd_clip": Metric(frechet("fd_clip"), True, ("fd_clip",), EXTRACTOR_ROLE["fd_clip"]),
+    "cmmd": Metric(_cmmd, True, ("cmmd",), EXTRACTOR_ROLE["cmmd"]),
+    "dc": Metric(_density_coverage, True, ("density", "coverage"), EXTRACTOR_ROLE["density"]),
 }
 # names accepted in `names` -> registry entry: each entry's metric keys (their directions:
 # `metrics.names.HIGHER_IS_BETTER`, which holds every one of them)
@@ -192,12 +246,17 @@ NAMES = {key: entry for entry, metric in METRICS.items() for key in metric.keys}
 
 
 def register_metric(
-    name: str, fn: Callable, needs_ref: bool, keys: tuple[str, ...], higher_is_better: bool | None = None
+    name: str,
+    fn: Callable,
+    needs_ref: bool,
+    keys: tuple[str, ...],
+    higher_is_better: bool | None = None,
+    role: str = INCEPTION_ROLE,
 ) -> None:
-    """Add a metric `name`: fn(generated, reference, Options) -> (values, {key: () -> psi}).
-    With `higher_is_better`, its keys' direction is recorded in `metrics.names` (Pareto fronts,
-    the regression gate and difference tables need it)."""
-    METRICS[name] = Metric(fn, needs_ref, tuple(keys))
+    """Add a metric `name`: fn(generated, reference, Options) -> (values, {key: () -> psi}),
+    computed on the features of extractor `role`. With `higher_is_better`, its keys' direction
+    is recorded in `metrics.names` (Pareto fronts, the regression gate and difference tables need it)."""
+    METRICS[name] = Metric(fn, needs_ref, tuple(keys), role)
     NAMES.update({key: name for key in (name, *keys)})
     if higher_is_better is not None:
         for key in keys:
@@ -211,9 +270,20 @@ def _entries(names) -> list[str]:
     return sorted({NAMES[n] for n in names}, key=list(METRICS).index)
 
 
-def _sides(gen, ref, entries: list[str], allow_nan: bool) -> tuple[_Side, _Side | None]:
-    g = _side(gen, "generated")
-    r = _side(ref, "reference") if ref is not None else None
+def _pick(x, role: str, label: str):
+    """The role's features of `x`: its entry when `x` is a `FeatureSets`, else `x` itself."""
+    if not isinstance(x, FeatureSets):
+        return x
+    if role is None:
+        return next(iter(x.values()))
+    if role not in x:
+        raise FeatureError(f"{label}: no {role} features (have: {', '.join(x) or 'none'})")
+    return x[role]
+
+
+def _sides(gen, ref, role: str, entries: list[str], allow_nan: bool) -> tuple[_Side, _Side | None]:
+    g = _side(_pick(gen, role, "generated"), "generated")
+    r = _side(_pick(ref, role, "reference"), "reference") if ref is not None else None
     if g.n_nan and not allow_nan:
         raise FeatureError(f"generated: {g.n_nan} of {g.n + g.n_nan} samples have NaN/inf features")
     needs = [e for e in entries if METRICS[e].needs_ref]
@@ -229,6 +299,11 @@ def _sides(gen, ref, entries: list[str], allow_nan: bool) -> tuple[_Side, _Side 
             f"generated features come from {g.extractor} ({g.extractor_sha256}) but the "
             f"reference from {r.extractor} ({r.extractor_sha256})"
         )
+    if r is not None and r.protocol and g.protocol and r.protocol != g.protocol:
+        raise FeatureError(
+            f"generated {g.extractor} features were made with preprocessing protocol {g.protocol!r} but the "
+            f"reference's with {r.protocol!r}: values of different protocols are not comparable; rebuild the reference"
+        )
     return g, r
 
 
@@ -238,13 +313,16 @@ def evaluate(
     """(values, {metric: influence values psi [n_gen] or HalfSamples} when `influence`) for metric `names`."""
     o = options or Options()
     entries = _entries(names)
-    g, r = _sides(gen, ref, entries, allow_nan)
+    roles = list(dict.fromkeys(METRICS[e].role for e in entries))
+    sides = {role: _sides(gen, ref, role, [e for e in entries if METRICS[e].role == role], allow_nan) for role in roles}
+    g, r = sides[roles[0]]
     values: dict = {"n_gen": g.n, "n_nan": g.n_nan}
     if r is not None:
         values["n_ref"] = r.n
     psis: dict[str, np.ndarray] = {}
     for e in entries:
         metric = METRICS[e]
+        g, r = sides[metric.role]
         got, lazy = metric.fn(g, r, o, influence) if e == "prc" else metric.fn(g, r, o)
         values.update(got)
         if influence:

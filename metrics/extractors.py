@@ -90,6 +90,29 @@ def resolve_weights(weights_path, env: str, what: str) -> Path:
     return given_path(weights_path, env, f"{what} weights file", missing, error=ExtractorError)
 
 
+def open_weights(extractor, weights_path, env: str, what: str, name: str, device: str, batch_size: int) -> Path:
+    """The weights file (argument or `env`), recorded on `extractor` as every extractor records it:
+    name, weights_path, weights_sha256, device, batch_size."""
+    path = resolve_weights(weights_path, env, what)
+    extractor.name = name
+    extractor.weights_path = str(path)
+    extractor.weights_sha256 = sha256_file(path)
+    extractor.device = torch.device(device)
+    extractor.batch_size = batch_size
+    return path
+
+
+def load_openai_clip(path):
+    """open_clip's CLIP (float32, CPU) from an OpenAI-format file; ExtractorError naming it if not."""
+    ensure_torchvision()  # before open_clip
+    import open_clip
+
+    try:
+        return open_clip.load_openai_model(str(path), precision="fp32", device="cpu")
+    except Exception as e:  # a wrong or truncated file
+        raise ExtractorError(f"cannot load CLIP weights {path}: {type(e).__name__}: {e}") from e
+
+
 def check_known_weights(extractor) -> None:
     """ExtractorError unless the built-in Inception extractor's weights are torch-fidelity's file
     (sha256 starting with INCEPTION_SHA256_PREFIX). Other extractors are not checked."""
@@ -127,12 +150,7 @@ class InceptionExtractor:
         ensure_torchvision()  # before torch_fidelity
         from torch_fidelity.feature_extractor_inceptionv3 import FeatureExtractorInceptionV3
 
-        path = resolve_weights(weights_path, INCEPTION_ENV, "Inception")
-        self.name = INCEPTION
-        self.weights_path = str(path)
-        self.weights_sha256 = sha256_file(path)
-        self.device = torch.device(device)
-        self.batch_size = batch_size
+        path = open_weights(self, weights_path, INCEPTION_ENV, "Inception", INCEPTION, device, batch_size)
         try:
             model = FeatureExtractorInceptionV3(
                 INCEPTION, ["2048", "logits_unbiased"], feature_extractor_weights_path=str(path)
@@ -168,16 +186,8 @@ class ClipExtractor:
         ensure_torchvision()  # before open_clip
         import open_clip
 
-        path = resolve_weights(weights_path, CLIP_ENV, "CLIP")
-        self.name = CLIP_B16
-        self.weights_path = str(path)
-        self.weights_sha256 = sha256_file(path)
-        self.device = torch.device(device)
-        self.batch_size = batch_size
-        try:
-            model = open_clip.load_openai_model(str(path), precision="fp32", device="cpu")
-        except Exception as e:
-            raise ExtractorError(f"cannot load CLIP weights {path}: {e}") from e
+        path = open_weights(self, weights_path, CLIP_ENV, "CLIP", CLIP_B16, device, batch_size)
+        model = load_openai_clip(path)
         self.model = model.eval().to(self.device)
         size = model.visual.image_size
         size = size[0] if isinstance(size, (tuple, list)) else size

@@ -27,6 +27,10 @@ from storage import LOAD_ERRORS, CorruptFileError, save_npz
 FORMAT = "glide-eval-features/1"
 
 
+# what a shard's metadata records of the extractors it was made with
+META_KEYS = ("extractor", "extractor_sha256", "protocol", "clip", "clip_sha256")
+
+
 class FeatureError(ValueError):
     """Features that cannot be used: wrong shapes, mismatched extractors, NaNs, bad files."""
 
@@ -45,6 +49,8 @@ class FeatureAccumulator:
             "clip": getattr(clip, "name", None),
             "clip_sha256": getattr(clip, "weights_sha256", None),
         }
+        if getattr(extractor, "protocol", None):  # the extractor's preprocessing (DINOv2, CLIP L/14)
+            self.meta["protocol"] = extractor.protocol
         self.meta.update(meta or {})
         self.n = 0
         self.n_nan = 0
@@ -145,7 +151,7 @@ class FeatureAccumulator:
     # -- shards ----------------------------------------------------------------------------
     def merge(self, other: FeatureAccumulator) -> FeatureAccumulator:
         """Append another shard's state (in place; returns self)."""
-        for key in ("extractor", "extractor_sha256", "clip", "clip_sha256"):
+        for key in META_KEYS:
             a, b = self.meta.get(key), other.meta.get(key)
             if a is not None and b is not None and a != b:
                 raise FeatureError(f"cannot merge shards made with different {key}: {a} vs {b}")
@@ -195,10 +201,7 @@ class FeatureAccumulator:
                     raise CorruptFileError(
                         path, "feature state", f"not a glide-eval feature state (format {meta.get('format')!r})"
                     )
-                acc = cls(
-                    keep_pool=meta["keep_pool"],
-                    meta={k: meta.get(k) for k in ("extractor", "extractor_sha256", "clip", "clip_sha256")},
-                )
+                acc = cls(keep_pool=meta["keep_pool"], meta={k: meta.get(k) for k in META_KEYS if k in meta})
                 if meta.get("image_sizes"):
                     acc.meta["image_sizes"] = meta["image_sizes"]
                 acc.n, acc.n_nan, acc.n_truncated = meta["n"], meta["n_nan"], meta["n_truncated"]
@@ -223,6 +226,38 @@ class FeatureAccumulator:
         for p in paths[1:]:
             acc.merge(cls.load(p))
         return acc
+
+
+class FeatureSets(dict):
+    """Features of one set of images from several extractors: extractor role (`metrics.names.ROLES`)
+    -> `FeatureAccumulator` (or `ReferenceStats`, or a feature dict). `calculate_metrics` takes each
+    metric's features from its role's entry. `add` feeds one decoded batch to every accumulator, so a
+    second extractor never decodes the images again; the CLIP scorer, if any, rides with the first."""
+
+    @classmethod
+    def of(cls, extractors: dict, clip=None, keep_pool: bool = True) -> FeatureSets:
+        """One accumulator per role's extractor; the CLIP scorer attached to the first."""
+        out = cls()
+        for i, (role, extractor) in enumerate(extractors.items()):
+            out[role] = FeatureAccumulator(extractor, clip if i == 0 else None, keep_pool)
+        return out
+
+    def add(self, images, captions: list[str] | None = None) -> None:
+        for acc in self.values():
+            acc.add(images, captions if acc.clip is not None else None)
+
+    @property
+    def n(self) -> int:
+        return next(iter(self.values())).n
+
+    @property
+    def n_nan(self) -> int:
+        return max(acc.n_nan for acc in self.values())
+
+    @property
+    def meta(self) -> dict:
+        """The first entry's metadata (image sizes are the same for every entry)."""
+        return next(iter(self.values())).meta
 
 
 def _cat(chunks: list[np.ndarray]):

@@ -45,8 +45,9 @@ class HalfSamples:
 
 
 def standard_error(psi) -> float:
-    """std(psi, ddof=1) / sqrt(n) of influence values psi [n] (or a `HalfSamples`' SE)."""
-    if isinstance(psi, HalfSamples):
+    """std(psi, ddof=1) / sqrt(n) of influence values psi [n] (or the SE of replicates that know
+    their own: `HalfSamples`, `metrics.density_coverage.BallHits`)."""
+    if hasattr(psi, "se"):
         return psi.se()
     psi = np.asarray(psi, dtype=np.float64)
     if psi.ndim != 1 or psi.size < 2:

@@ -22,7 +22,12 @@ from pathlib import Path
 import numpy as np
 from filelock import FileLock, Timeout
 
-from metrics.features import FeatureAccumulator, FeatureError
+from metrics.cmmd import SIGMA as CMMD_SIGMA
+from metrics.cmmd import reference_term
+from metrics.density_coverage import DEFAULT_K as DC_K
+from metrics.density_coverage import real_radii
+from metrics.features import FeatureAccumulator, FeatureError, FeatureSets
+from metrics.names import CLIP_ROLE, DINOV2_ROLE, INCEPTION_ROLE
 from metrics.prc import DEFAULT_BATCH, DEFAULT_K, knn_radii
 from storage import LOAD_ERRORS, CorruptFileError, package_versions, save_npz
 
@@ -46,6 +51,7 @@ class ReferenceStats:
     pool: np.ndarray | None = None
     radii: np.ndarray | None = None
     meta: dict = field(default_factory=dict)
+    dc_radii: np.ndarray | None = None  # density/coverage k-NN radii (k = meta["dc_k"])
 
     def save(self, path) -> None:
         arrays = {
@@ -57,6 +63,8 @@ class ReferenceStats:
             arrays["pool"] = self.pool
         if self.radii is not None:
             arrays["radii"] = self.radii
+        if self.dc_radii is not None:
+            arrays["dc_radii"] = self.dc_radii
         save_npz(path, arrays, compress=False)
 
     @classmethod
@@ -75,6 +83,7 @@ class ReferenceStats:
                     pool=data["pool"] if "pool" in data.files else None,
                     radii=data["radii"] if "radii" in data.files else None,
                     meta=meta,
+                    dc_radii=data["dc_radii"] if "dc_radii" in data.files else None,
                 )
         except CorruptFileError:
             raise
@@ -87,40 +96,62 @@ class ReferenceStats:
 
 
 def reference_from_accumulator(
-    acc: FeatureAccumulator, meta: dict, k: int = DEFAULT_K, batch_size: int = DEFAULT_BATCH
+    acc: FeatureAccumulator, meta: dict, k: int = DEFAULT_K, batch_size: int = DEFAULT_BATCH, role: str = INCEPTION_ROLE
 ) -> ReferenceStats:
+    """The reference statistics of `acc`, with what the metrics of extractor `role` reuse cached:
+    precision/recall's k-NN radii (inception), density/coverage's (dinov2), CMMD's reference term
+    (clip)."""
     if acc.n_nan:
         raise FeatureError(f"{acc.n_nan} reference images gave NaN features")
     mu, sigma = acc.statistics()
     pool = acc.pool
-    # too few samples for k-NN radii: precision/recall against this reference will say so
-    radii = None if pool is None or len(pool) <= k else knn_radii(pool, k, batch_size).numpy()
     full_meta = {
         "extractor": acc.meta.get("extractor"),
         "extractor_sha256": acc.meta.get("extractor_sha256"),
-        "k": k,
-        "prc_batch_size": batch_size,
         "versions": package_versions(REFERENCE_PACKAGES),
     }
+    if acc.meta.get("protocol"):
+        full_meta["protocol"] = acc.meta["protocol"]
+    radii = dc_radii = None
+    # too few samples for k-NN radii: the metrics against this reference will say so
+    if role == INCEPTION_ROLE:
+        radii = None if pool is None or len(pool) <= k else knn_radii(pool, k, batch_size).numpy()
+        full_meta.update(k=k, prc_batch_size=batch_size)
+    elif role == DINOV2_ROLE and pool is not None and len(pool) > DC_K:
+        dc_radii = real_radii(pool, DC_K)
+        full_meta["dc_k"] = DC_K
+    elif role == CLIP_ROLE and pool is not None and len(pool) > 1:
+        full_meta["cmmd_reference_term"] = {"sigma": CMMD_SIGMA, "unbiased": True, "value": reference_term(pool)}
     full_meta.update(meta)
-    return ReferenceStats(mu=mu, sigma=sigma, n=acc.n, pool=pool, radii=radii, meta=full_meta)
+    return ReferenceStats(mu=mu, sigma=sigma, n=acc.n, pool=pool, radii=radii, meta=full_meta, dc_radii=dc_radii)
 
 
 def build_reference(
     batches: Iterable, extractor, meta: dict, k: int = DEFAULT_K, batch_size: int = DEFAULT_BATCH
 ) -> ReferenceStats:
     """Statistics of uint8 [N,3,H,W] image batches through `extractor`."""
-    acc = FeatureAccumulator(extractor)
+    return build_references(batches, {INCEPTION_ROLE: extractor}, meta, k, batch_size)[INCEPTION_ROLE]
+
+
+def build_references(
+    batches: Iterable, extractors: dict, meta: dict, k: int = DEFAULT_K, batch_size: int = DEFAULT_BATCH
+) -> dict[str, ReferenceStats]:
+    """{role: statistics} of uint8 [N,3,H,W] image batches through every role's extractor, each
+    batch decoded once and fed to all of them."""
+    sets = FeatureSets.of(extractors)
     for images in batches:
-        acc.add(images)
-    return reference_from_accumulator(acc, meta, k, batch_size)
+        sets.add(images)
+    return {role: reference_from_accumulator(acc, meta, k, batch_size, role) for role, acc in sets.items()}
 
 
 def expected_meta(extractor, **entries) -> dict:
-    """The metadata a cache must carry to be reused with this extractor and these entries."""
+    """The metadata a cache must carry to be reused with this extractor and these entries
+    (with its preprocessing protocol, for the extractors that name one)."""
+    protocol = getattr(extractor, "protocol", None)
     return {
         "extractor": extractor.name,
         "extractor_sha256": extractor.weights_sha256,
+        **({"protocol": protocol} if protocol else {}),
         "versions": package_versions(REFERENCE_PACKAGES),
         **entries,
     }

@@ -17,7 +17,7 @@ from reports.figure6 import plot_figure6
 from reports.intervals import DIFFERENCE_COLUMNS, difference_markdown, difference_table, dominance_table
 from reports.pareto import FIGURE6_PAIRS, pareto_table
 from reports.steps import plot_steps, steps_verdicts
-from reports.table2 import table2, to_latex, to_markdown
+from reports.table2 import optional_columns, table2, to_latex, to_markdown
 from storage import DamagedFile, atomic_write_text
 from storage.rundir import DIFFERENCES_CSV, PREVIEWS_NPZ, RESULTS_CSV, RESULTS_PARQUET, RunFiles
 
@@ -153,16 +153,18 @@ def report_html(
         )
     sections.append(("Pareto-optimal settings", pareto_html(pareto, dominance)))
     sections.append(("Paired differences", differences_html(differences)))
+    extra = optional_columns(df)  # the metrics beyond Inception this run has
     t2_view = t2.assign(
         FID=[d if not z else "" for d, z in zip(t2["display"], t2["zero_shot"])],
         **{"zero-shot FID": [d if z else "" for d, z in zip(t2["display"], t2["zero_shot"])]},
+        **{m: t2[f"{m}_display"] for m in extra},
     )
     sections.append(
         (
             "Table 2: MS-COCO FID",
             page.table_html(
-                t2_view[["model", "FID", "zero-shot FID", "source", "protocol"]],
-                text_columns=("model", "source", "protocol"),
+                t2_view[["model", "FID", "zero-shot FID", *extra, "source", "protocol"]],
+                text_columns=("model", "source", "protocol", *extra),
             ),
         )
     )

@@ -12,6 +12,7 @@ import math
 import pandas as pd
 
 from metrics.extractors import INCEPTION_SHA256_PREFIX
+from metrics.names import BEYOND_INCEPTION
 from reports.intervals import format_interval
 
 # (model, FID, zero-shot, how the paper prints it)
@@ -113,9 +114,17 @@ def protocol_gaps(row) -> list[str]:
     return gaps
 
 
+def optional_columns(results: pd.DataFrame) -> list[str]:
+    """The metrics beyond Inception this run has (fd_dinov2, fd_clip, cmmd, density, coverage):
+    Table 2's optional columns, blank in the paper's rows (the paper reports FID only)."""
+    return [m for m in BEYOND_INCEPTION if m in results.columns and results[m].notna().any()]
+
+
 def table2(results: pd.DataFrame, style: str = "pm") -> pd.DataFrame:
     """Paper rows, then one row per setting of this run that has an FID; with fid_ci_low /
-    fid_ci_high columns its display is "12.24 ± 0.08" (style "pm") or "12.24 [12.16, 12.32]"."""
+    fid_ci_high columns its display is "12.24 ± 0.08" (style "pm") or "12.24 [12.16, 12.32]".
+    Optional columns (`optional_columns`): "<metric>_display" of this run's rows, "" in the paper's."""
+    extra = optional_columns(results)
     rows = [
         {
             "model": m,
@@ -125,6 +134,7 @@ def table2(results: pd.DataFrame, style: str = "pm") -> pd.DataFrame:
             "zero_shot": zs,
             "source": "GLIDE paper",
             "protocol": "",
+            **{f"{x}_display": "" for x in extra},
         }
         for m, v, zs, d in PAPER_ROWS
     ]
@@ -142,6 +152,12 @@ def table2(results: pd.DataFrame, style: str = "pm") -> pd.DataFrame:
                     "zero_shot": bool(on_coco),
                     "source": "this run",
                     "protocol": "Table 2 protocol" if not gaps else "differs: " + ", ".join(gaps),
+                    **{
+                        f"{x}_display": format_interval(float(r[x]), r.get(f"{x}_ci_low"), r.get(f"{x}_ci_high"), style)
+                        if _number(r.get(x)) is not None
+                        else ""
+                        for x in extra
+                    },
                 }
             )
     return pd.DataFrame(rows)
@@ -153,11 +169,21 @@ def _cells(r) -> tuple[str, str]:
     return fid, zs
 
 
+def _extra(table: pd.DataFrame) -> list[str]:
+    return [c[: -len("_display")] for c in table.columns if c.endswith("_display") and c != "display"]
+
+
 def to_markdown(table: pd.DataFrame) -> str:
-    lines = ["| Model | FID | Zero-shot FID | Source | Protocol |", "| --- | ---: | ---: | --- | --- |"]
+    extra = _extra(table)
+    head = "".join(f" {m} |" for m in extra)
+    lines = [
+        f"| Model | FID | Zero-shot FID |{head} Source | Protocol |",
+        "| --- | ---: | ---: |" + " ---: |" * len(extra) + " --- | --- |",
+    ]
     for _, r in table.iterrows():
         fid, zs = _cells(r)
-        lines.append(f"| {r['model']} | {fid} | {zs} | {r['source']} | {r['protocol']} |")
+        cells = "".join(f" {r[f'{m}_display']} |" for m in extra)
+        lines.append(f"| {r['model']} | {fid} | {zs} |{cells} {r['source']} | {r['protocol']} |")
     lines.append("")
     lines.append(
         "Zero-shot: not trained on MS-COCO. Our rows are zero-shot only when measured on "
@@ -192,7 +218,14 @@ def _pm(cell: str) -> str:
 
 
 def to_latex(table: pd.DataFrame) -> str:
-    lines = [r"\begin{tabular}{lrrl}", r"\toprule", r"Model & FID & Zero-shot FID & Source \\", r"\midrule"]
+    extra = _extra(table)
+    head = "".join(f" & {_tex(m)}" for m in extra)
+    lines = [
+        r"\begin{tabular}{lrr" + "r" * len(extra) + "l}",
+        r"\toprule",
+        rf"Model & FID & Zero-shot FID{head} & Source \\",
+        r"\midrule",
+    ]
     previous = None
     for _, r in table.iterrows():
         if previous is not None and r["source"] != previous:
@@ -200,6 +233,7 @@ def to_latex(table: pd.DataFrame) -> str:
         previous = r["source"]
         fid, zs = _cells(r)
         source = r["source"] if not r["protocol"] else f"{r['source']} ({r['protocol']})"
-        lines.append(f"{_tex(r['model'])} & {_pm(fid)} & {_pm(zs)} & {_tex(source)} \\\\")
+        cells = "".join(f" & {_pm(r[f'{m}_display'])}" for m in extra)
+        lines.append(f"{_tex(r['model'])} & {_pm(fid)} & {_pm(zs)}{cells} & {_tex(source)} \\\\")
     lines += [r"\bottomrule", r"\end{tabular}"]
     return "\n".join(lines) + "\n"

@@ -187,13 +187,14 @@ def test_intervals_contain_point_estimates_and_registry():
         NAMES.pop("mean_pool")
 
 
-def coverage(world: World, reps: int, seed: int = 123) -> dict:
-    """{metric: (coverage of the mean over reps, mean SE / sd over reps)}."""
+def coverage(world: World, reps: int, seed: int = 123, names=tuple(ALL), options=None) -> dict:
+    """{metric: (coverage of the mean over reps, mean SE / sd over reps)} (options: SMALL_KID)."""
     ref = world.reference()
     rng = np.random.default_rng(seed)
-    outs = [calculate_metrics(world.draw(rng), ref, names=ALL, ci=True, **SMALL_KID) for _ in range(reps)]
+    options = SMALL_KID if options is None else options
+    outs = [calculate_metrics(world.draw(rng), ref, names=list(names), ci=True, **options) for _ in range(reps)]
     result = {}
-    for m in ALL:
+    for m in names:
         values = np.array([o[m] for o in outs])
         truth = values.mean()
         hit = np.mean([o[f"{m}_ci_low"] <= truth <= o[f"{m}_ci_high"] for o in outs])

@@ -12,10 +12,18 @@ import click
 from glide_eval.cli import auto_device, echo_json
 from glide_eval.data.coco import CocoError, coco_reference, read_ids, sample_caption_records, save_table
 from glide_eval.data.inputs import InputError, load_input, read_captions
-from metrics import CorruptFileError, FeatureError, calculate_metrics, create_extractor
+from metrics import CorruptFileError, FeatureError, FeatureSets, calculate_metrics, create_extractor
 from metrics.compatibility import recorded_sizes, resolution_mismatch
 from metrics.extractors import ExtractorError, check_known_weights
-from metrics.names import REFERENCE_NAMES, SELECTABLE_NAMES
+from metrics.names import (
+    CLIP_ROLE,
+    DEFAULT_EXTRACTORS,
+    DINOV2_ROLE,
+    INCEPTION_ROLE,
+    REFERENCE_NAMES,
+    SELECTABLE_NAMES,
+    roles_for,
+)
 from metrics.reference import REFERENCE_PACKAGES
 from storage import package_versions
 
@@ -70,6 +78,28 @@ from storage import package_versions
 @click.option("--extractor", default="inception-v3-compat", show_default=True, help="Image feature extractor.")
 @click.option("--clip-extractor", default="clip-vit-b-16", show_default=True, help="CLIP scorer.")
 @click.option(
+    "--dinov2-weights",
+    envvar="GLIDE_EVAL_DINOV2",
+    help="Official DINOv2 checkpoint (dinov2_vitl14_pretrain.pth for the default) for fd_dinov2, density, coverage.",
+)
+@click.option(
+    "--dinov2-extractor",
+    default=DEFAULT_EXTRACTORS[DINOV2_ROLE],
+    show_default=True,
+    help="Extractor of fd_dinov2, density and coverage (dinov2-vit-{s,b,l,g}-14, or any image extractor).",
+)
+@click.option(
+    "--clip-image-weights",
+    envvar="GLIDE_EVAL_CLIP_IMAGE",
+    help="OpenAI CLIP file (ViT-L-14-336px.pt for the default) for cmmd and fd_clip; default: --clip-weights.",
+)
+@click.option(
+    "--clip-image-extractor",
+    default=DEFAULT_EXTRACTORS[CLIP_ROLE],
+    show_default=True,
+    help="Extractor of cmmd and fd_clip (clip-vit-l-14-336 as CMMD's paper, or clip-vit-l-14).",
+)
+@click.option(
     "--names",
     help="Comma-separated metrics instead of --fid/--isc/--prc/--clip-score, e.g. fid,kid,fid_infinity "
     f"(known: {', '.join(SELECTABLE_NAMES)}).",
@@ -114,6 +144,10 @@ def metrics_command(
     clip_weights,
     extractor,
     clip_extractor,
+    dinov2_weights,
+    dinov2_extractor,
+    clip_image_weights,
+    clip_image_extractor,
     names,
     ci,
     bootstrap,
@@ -136,24 +170,25 @@ def metrics_command(
         caps = read_captions(Path(captions)) if captions else None
     except InputError as e:
         raise click.ClickException(str(e)) from None
-    cache = {}
-
-    def make_extractor():
-        if "image" not in cache:
-            cache["image"] = create_extractor(extractor, inception_weights, device)
-            if not allow_unknown_inception:
-                check_known_weights(cache["image"])
-        return cache["image"]
+    chosen = {
+        INCEPTION_ROLE: (extractor, inception_weights),
+        DINOV2_ROLE: (dinov2_extractor, dinov2_weights),
+        CLIP_ROLE: (clip_image_extractor, clip_image_weights or clip_weights),
+    }
+    make_extractor, names_by_role = _extractor_maker(wanted, chosen, device, allow_unknown_inception)
 
     def make_clip():
         return create_extractor(clip_extractor, clip_weights, device)
 
     try:
         gen = _load_input("--gen", gen_path, make_extractor, make_clip if clip_score else None, caps, batch_size)
+        gen = by_role(gen, names_by_role, "--gen")
         ref = None
         if ref_path and needs_ref:
             protocol = _ref_protocol(ref_path, ref_resolution, ref_crop, gen)
-            ref = _load_input("--ref", ref_path, make_extractor, None, None, batch_size, protocol)
+            ref = by_role(
+                _load_input("--ref", ref_path, make_extractor, None, None, batch_size, protocol), names_by_role, "--ref"
+            )
         isc_checked = "is" in wanted and isc_convention == "torch-fidelity"
         warnings = _check_inputs(gen, ref, isc_checked, isc_splits, allow_resolution_mismatch)
         results = calculate_metrics(
@@ -169,9 +204,26 @@ def metrics_command(
         raise click.ClickException(str(e)) from None
     except (ExtractorError, FeatureError, ValueError) as e:
         raise click.ClickException(f"--gen {gen_path} / --ref {ref_path}: {e}") from None
-    results["provenance"] = _provenance(cache.get("image"), gen, ref, ci or bootstrap > 0, seed)
+    results["provenance"] = _provenance(gen, ref, ci or bootstrap > 0, seed)
     results["provenance"].update(isc_splits=isc_splits, warnings=warnings)
     _print_results(results, warnings, as_json)
+
+
+def _extractor_maker(wanted: list[str], chosen: dict, device: str, allow_unknown_inception: bool):
+    """(make() -> {role: extractor} of the metrics `wanted`, each made once so that one decode feeds
+    them all; {role: extractor name}). `chosen`: role -> (extractor name, weights file)."""
+    roles = roles_for(wanted) or [INCEPTION_ROLE]
+    cache = {}
+
+    def make():
+        for role in roles:
+            if role not in cache:
+                cache[role] = create_extractor(chosen[role][0], chosen[role][1], device)
+                if role == INCEPTION_ROLE and not allow_unknown_inception:
+                    check_known_weights(cache[role])
+        return {role: cache[role] for role in roles}
+
+    return make, {role: chosen[role][0] for role in roles}
 
 
 def _print_results(results: dict, warnings: list[str], as_json: bool) -> None:
@@ -248,14 +300,35 @@ def _metric_names(names: str | None, fid: bool, isc: bool, prc: bool, clip_score
     return [n for n, on in (("fid", fid), ("is", isc), ("precision", prc), ("clip_score", clip_score)) if on]
 
 
-def _provenance(extractor, gen, ref, ci, seed) -> dict:
+def by_role(side, names: dict[str, str], flag: str) -> FeatureSets:
+    """`side` as {role: features}: images were read through every role's extractor already; a
+    statistics or feature file of one extractor fills the role whose extractor made it (or the only
+    role asked for)."""
+    if isinstance(side, FeatureSets):
+        return side
+    made_by = (getattr(side, "meta", None) or {}).get("extractor")
+    roles = [role for role, name in names.items() if name == made_by] or (list(names) if len(names) == 1 else [])
+    if not roles:
+        raise click.ClickException(
+            f"{flag}: a statistics file of {made_by}, but the metrics asked for need "
+            f"{', '.join(names.values())}: pass a folder of images or an arr_0 .npz (read once through every extractor)"
+        )
+    return FeatureSets({role: side for role in roles})
+
+
+def _provenance(gen, ref, ci, seed) -> dict:
     def ext(side):
         meta = getattr(side, "meta", {}) or {}
-        return {"extractor": meta.get("extractor"), "extractor_sha256": meta.get("extractor_sha256")}
+        keys = ("extractor", "extractor_sha256", "protocol")
+        return {k: meta.get(k) for k in keys if k != "protocol" or meta.get(k)}
+
+    def per_role(sides):
+        one = {role: ext(side) for role, side in sides.items()}
+        return one[INCEPTION_ROLE] if list(one) == [INCEPTION_ROLE] else one
 
     return {
-        "gen": ext(gen),
-        "ref": ext(ref) if ref is not None else None,
+        "gen": per_role(gen),
+        "ref": per_role(ref) if ref is not None else None,
         "ci": ci,
         "seed": seed,
         "versions": package_versions(REFERENCE_PACKAGES),

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from glide_eval.data.coco import CROP_RULES, preprocess_image
-from metrics import FeatureAccumulator, ReferenceStats
+from metrics import FeatureAccumulator, FeatureSets, ReferenceStats
 from metrics.features import FORMAT as FEATURES_FORMAT
 from metrics.images import ImageError, image_files, read_rgb_chw
 from metrics.reference import FORMAT as REFERENCE_FORMAT
@@ -81,7 +81,9 @@ def load_input(
     protocol: tuple[int, str] | None = None,
 ):
     """A stats/feature file as is, or a folder / arr_0 npz of images through the extractors (a folder's
-    images through coco-reference's crop and resize when ``protocol`` = (resolution, crop) is given)."""
+    images through coco-reference's crop and resize when ``protocol`` = (resolution, crop) is given).
+    ``make_extractor()`` gives one extractor (-> a `FeatureAccumulator`) or {role: extractor}
+    (-> a `FeatureSets`, every batch decoded once and fed to each)."""
     p = Path(path)
     if p.is_dir():
         batches = _images_from_folder(p, batch_size, protocol)
@@ -98,7 +100,8 @@ def load_input(
     else:
         raise InputError(f"{p}: not a folder of images or an .npz file")
     clip = make_clip() if make_clip else None
-    acc = FeatureAccumulator(make_extractor(), clip)
+    made = make_extractor()
+    acc = FeatureSets.of(made, clip) if isinstance(made, dict) else FeatureAccumulator(made, clip)
     done = 0
     for images in batches:
         caps = None
@@ -113,5 +116,6 @@ def load_input(
     if acc.n_nan:
         raise InputError(f"{p}: {acc.n_nan} of {acc.n + acc.n_nan} images gave NaN/inf features")
     if protocol is not None:
-        acc.meta.update(resolution=protocol[0], crop=protocol[1], crop_rule=CROP_RULES[protocol[1]])
+        for one in acc.values() if isinstance(acc, FeatureSets) else [acc]:
+            one.meta.update(resolution=protocol[0], crop=protocol[1], crop_rule=CROP_RULES[protocol[1]])
     return acc

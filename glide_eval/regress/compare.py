@@ -21,7 +21,7 @@ def parse_tolerances(items) -> dict[str, tuple[float, bool]]:
     """["fid=0.5", "precision=2%"] -> {"fid": (0.5, False), "precision": (2.0, True)}."""
     out = {}
     for item in items or ():
-        m = re.fullmatch(r"\s*([a-z_]+)\s*=\s*([0-9.eE+-]+)\s*(%?)\s*", item)
+        m = re.fullmatch(r"\s*([a-z_][a-z0-9_]*)\s*=\s*([0-9.eE+-]+)\s*(%?)\s*", item)
         if not m:
             raise RegressError(f"--tolerance {item!r}: expected METRIC=VALUE or METRIC=PERCENT%")
         name, value, pct = m.group(1), m.group(2), m.group(3)

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
-from metrics.names import METRIC_NAMES, SELECTABLE_NAMES
+from metrics.names import CLIP_ROLE, DEFAULT_EXTRACTORS, DINOV2_ROLE, METRIC_NAMES, SELECTABLE_NAMES
 from samplers.guidance_specs import is_unguided, setting_name, split_guidance
 from samplers.sampling import SAMPLERS, check_sampler_options, min_steps
 from samplers.schedules import count_steps
@@ -71,6 +71,8 @@ class ModelsConfig:
 class WeightsConfig:
     inception: str = ""
     clip: str = ""
+    dinov2: str = ""  # official DINOv2 checkpoint (fd_dinov2, density, coverage)
+    clip_image: str = ""  # OpenAI CLIP file of [metrics] clip_image_extractor (cmmd, fd_clip)
     # use an Inception file that is not torch-fidelity's (its numbers match no published one)
     allow_unknown_inception: bool = False
 
@@ -119,6 +121,8 @@ class MetricsConfig:
     reference_n: int = 0  # real images in the reference (0: the whole validation set)
     ci: bool = False  # intervals (influence functions); the shipped configs turn them on
     bootstrap: int = 200  # obsolete (intervals are no longer bootstrapped): accepted, not used
+    dinov2_extractor: str = DEFAULT_EXTRACTORS[DINOV2_ROLE]  # of fd_dinov2, density, coverage
+    clip_image_extractor: str = DEFAULT_EXTRACTORS[CLIP_ROLE]  # of cmmd, fd_clip
 
 
 SECTIONS: dict[str, type] = {
@@ -151,6 +155,8 @@ ENV_VARS = {
     ("models", "checkpoints"): "GLIDE_CHECKPOINTS",
     ("weights", "inception"): "GLIDE_EVAL_INCEPTION",
     ("weights", "clip"): "GLIDE_EVAL_CLIP",
+    ("weights", "dinov2"): "GLIDE_EVAL_DINOV2",
+    ("weights", "clip_image"): "GLIDE_EVAL_CLIP_IMAGE",
     ("captions", "path"): "GLIDE_EVAL_COCO",
 }
 FIXED_CHOICES = {
@@ -183,6 +189,8 @@ PATH_KEYS = {
     ("models", "checkpoints"),
     ("weights", "inception"),
     ("weights", "clip"),
+    ("weights", "dinov2"),
+    ("weights", "clip_image"),
     ("captions", "path"),
     ("metrics", "reference"),
 }
@@ -314,6 +322,12 @@ class SweepConfig:
             d.pop(SAMPLER_OPTIONS_SECTION, None)
         if not d["run"].get("tf32"):  # nor configs from before the key (TF32 off)
             d["run"].pop("tf32", None)
+        for key in ("dinov2", "clip_image"):  # nor configs without the extractors beyond Inception
+            if not d["weights"].get(key):
+                d["weights"].pop(key, None)
+        for key, role in (("dinov2_extractor", DINOV2_ROLE), ("clip_image_extractor", CLIP_ROLE)):
+            if d["metrics"].get(key) == DEFAULT_EXTRACTORS[role]:
+                d["metrics"].pop(key, None)
         return d
 
     @property

@@ -30,8 +30,10 @@ from glide_eval.toy import models as toy_models
 from metrics.calculate import Options, calculate_metrics
 from metrics.clip_score import clip_scores
 from metrics.extractors import CLIP_B16, INCEPTION, ExtractorError, check_known_weights, create_extractor
+from metrics.features import FeatureSets
+from metrics.names import CLIP_ROLE, DINOV2_ROLE, INCEPTION_ROLE, roles_for
 from metrics.paired import paired_differences
-from metrics.reference import build_reference
+from metrics.reference import build_references, cached_reference
 from samplers.model_configs import OFFICIAL_FILES
 from samplers.pipeline import convert_models, load_glide_models, sample_images
 from storage import cache_dir, cached_sha256
@@ -129,12 +131,16 @@ def glide_generator(config: SweepConfig, device: str) -> Generate:
     return pipeline_generator(config, device, load)
 
 
-def metrics_featurizer(extractor, clip=None) -> Featurize:
-    """featurize() over `metrics` extractors: pool features, unbiased logits, CLIP scores."""
+def metrics_featurizer(extractor, clip=None, extras: dict | None = None) -> Featurize:
+    """featurize() over `metrics` extractors: pool features, unbiased logits, CLIP scores, and each
+    of `extras`' ({role: extractor}: DINOv2, CLIP image tower) features as "<role>_pool", all from
+    the same images in memory."""
 
     def featurize(images, captions):
         batch = torch.from_numpy(np.ascontiguousarray(images))
         out = {k: v.numpy() if hasattr(v, "numpy") else np.asarray(v) for k, v in extractor(batch).items()}
+        for role, other in (extras or {}).items():
+            out[f"{role}_pool"] = np.asarray(other(batch)["pool"].numpy(), dtype=np.float32)
         if clip is not None:
             out["clip_scores"], n_truncated = clip_scores(clip, batch, list(captions))
             if n_truncated and hasattr(clip, "count_truncated"):
@@ -158,13 +164,15 @@ def once(make: Callable[[], object]) -> Callable[[], object]:
     return get
 
 
-def metrics_computer(config: SweepConfig, extractor, reference: Callable[[], object]) -> ComputeMetrics:
+def metrics_computer(
+    config: SweepConfig, extractor, reference: Callable[[], object], extras: dict | None = None
+) -> ComputeMetrics:
     """compute_metrics() through `metrics.calculate_metrics` against `reference()` (see `once`)."""
     names = list(config.metrics.names)
     needs_ref = needs_reference(config)
 
     def compute_metrics(features, captions, ci):
-        gen = generated_features(features, extractor)
+        gen = generated_features(features, extractor, extras)
         out = calculate_metrics(
             gen,
             reference() if needs_ref else None,
@@ -178,9 +186,10 @@ def metrics_computer(config: SweepConfig, extractor, reference: Callable[[], obj
     return compute_metrics
 
 
-def generated_features(features: dict, extractor) -> dict:
-    """A setting's merged shard features as `metrics.calculate_metrics` takes them."""
-    return {
+def generated_features(features: dict, extractor, extras: dict | None = None):
+    """A setting's merged shard features as `metrics.calculate_metrics` takes them (with `extras`,
+    a `FeatureSets` holding each role's "<role>_pool" features beside the Inception ones)."""
+    main = {
         "pool": features["pool"],
         "logits_unbiased": features.get("logits_unbiased"),
         "clip_scores": features.get("clip_scores"),
@@ -188,9 +197,47 @@ def generated_features(features: dict, extractor) -> dict:
         "extractor": extractor.name,
         "extractor_sha256": extractor.weights_sha256,
     }
+    if not extras:
+        return main
+    sets = FeatureSets({INCEPTION_ROLE: main})
+    for role, other in extras.items():
+        sets[role] = {
+            "pool": features[f"{role}_pool"],
+            "extractor": other.name,
+            "extractor_sha256": other.weights_sha256,
+            "protocol": getattr(other, "protocol", None),
+        }
+    return sets
 
 
-def differences_computer(config: SweepConfig, extractor, reference: Callable[[], object]) -> ComputeDifferences:
+def extra_extractors(config: SweepConfig, device: str, errors: list[str]) -> dict:
+    """{role: extractor} for the metrics beyond Inception the config asks for (fd_dinov2, density,
+    coverage: [weights] dinov2 through [metrics] dinov2_extractor; cmmd, fd_clip: [weights]
+    clip_image through [metrics] clip_image_extractor); a missing file is appended to `errors`."""
+    chosen = {
+        DINOV2_ROLE: (config.metrics.dinov2_extractor, config.weights.dinov2, "weights.dinov2"),
+        CLIP_ROLE: (config.metrics.clip_image_extractor, config.weights.clip_image, "weights.clip_image"),
+    }
+    out = {}
+    for role in roles_for(config.metrics.names):
+        if role in chosen:
+            name, weights, key = chosen[role]
+            made = collect(
+                errors, lambda name=name, weights=weights, key=key: _create_extractor(name, weights, device, key)
+            )
+            if made is not None:
+                out[role] = made
+    return out
+
+
+def extra_files(extras: dict) -> dict:
+    """The provenance's sha256 of each extra extractor's weights file, by role."""
+    return {f"{role}_{ext.name}": ext.weights_sha256 for role, ext in extras.items()}
+
+
+def differences_computer(
+    config: SweepConfig, extractor, reference: Callable[[], object], extras: dict | None = None
+) -> ComputeDifferences:
     """compute_differences() through `metrics.paired_differences`, with the options and seeds
     `metrics_computer` uses (so "a" and "b" are the settings' own values on those samples)."""
     names = list(config.metrics.names)
@@ -199,8 +246,8 @@ def differences_computer(config: SweepConfig, extractor, reference: Callable[[],
     def compute_differences(features_a, features_b, comparisons):
         options = Options(isc_splits=min(10, len(features_a["pool"])), fid_infinity_seed=config.run.seed)
         return paired_differences(
-            generated_features(features_a, extractor),
-            generated_features(features_b, extractor),
+            generated_features(features_a, extractor, extras),
+            generated_features(features_b, extractor, extras),
             reference() if needs_ref else None,
             names,
             comparisons=comparisons,
@@ -225,6 +272,11 @@ def toy_components(config: SweepConfig, device: str) -> Components:
     except FileNotFoundError as e:
         raise MissingComponentError(f"the toy world's trained models are missing: {e}") from None
     extractor = _create_extractor(TOY_EXTRACTORS[0], "", device, "models.engine")  # bundled weights
+    errors: list[str] = []
+    extras = extra_extractors(config, device, errors)
+    if errors:
+        raise MissingComponentError("\n".join(errors))
+    files.update(extra_files(extras))
     clip = None
     if "clip_score" in config.metrics.names:
         clip = _create_extractor(TOY_EXTRACTORS[1], "", device, "models.engine")
@@ -249,21 +301,31 @@ def toy_components(config: SweepConfig, device: str) -> Components:
         meta = {"dataset": "toy-validation", "resolution": resolution, "n_images": n_ref, "world_seed": seed}
         meta["images_sha256"] = images_fingerprint(batches())  # the rendered images' content
 
-        def build():
-            return build_reference(batches(), extractor, meta)
+        def build_all(extractors):
+            return build_references(batches(), extractors, meta)
 
-        return references.reference_stats(given, default, references.toy_expected(extractor, **meta), build)
+        def cached(ext, build):
+            path = default.with_name(f"toy-validation-{resolution}px-{n_ref}-seed{seed}-{ext.name}.npz")
+            return cached_reference(str(path), references.toy_expected(ext, **meta), build)
+
+        return references.role_references(
+            extractor,
+            extras,
+            lambda build: references.reference_stats(given, default, references.toy_expected(extractor, **meta), build),
+            cached,
+            build_all,
+        )
 
     provenance = {"files": files}
     given = config.metrics.reference
     reference = recording(load_reference, provenance, given)
     return Components(
         pipeline_generator(config, device, load),
-        metrics_featurizer(extractor, clip),
-        metrics_computer(config, extractor, reference),
+        metrics_featurizer(extractor, clip, extras),
+        metrics_computer(config, extractor, reference, extras),
         provenance=provenance,
         reference=reference,
-        compute_differences=differences_computer(config, extractor, reference),
+        compute_differences=differences_computer(config, extractor, reference, extras),
     )
 
 
@@ -318,21 +380,23 @@ def glide_components(config: SweepConfig, device: str) -> Components:
     clip = None
     if "clip_score" in config.metrics.names:
         clip = collect(errors, lambda: _create_extractor(CLIP_B16, config.weights.clip, device, "weights.clip"))
+    extras = extra_extractors(config, device, errors)
     if errors:
         raise MissingComponentError("\n".join(errors))
     if clip is not None:
         files["clip_vit_b16"] = clip.weights_sha256
     files["inception"] = extractor.weights_sha256
+    files.update(extra_files(extras))
     provenance = {"files": files}
     given = config.metrics.reference
-    reference = recording(lambda: references.coco_reference_stats(config, extractor), provenance, given)
+    reference = recording(lambda: references.coco_reference_stats(config, extractor, extras=extras), provenance, given)
     return Components(
         glide_generator(config, device),
-        metrics_featurizer(extractor, clip),
-        metrics_computer(config, extractor, reference),
+        metrics_featurizer(extractor, clip, extras),
+        metrics_computer(config, extractor, reference, extras),
         provenance=provenance,
         reference=reference,
-        compute_differences=differences_computer(config, extractor, reference),
+        compute_differences=differences_computer(config, extractor, reference, extras),
     )
 
 

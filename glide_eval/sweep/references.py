@@ -24,12 +24,13 @@ from filelock import FileLock
 from glide_eval.data import coco
 from glide_eval.sweep.config import SweepConfig
 from glide_eval.sweep.errors import MissingComponentError
-from metrics.features import FeatureError
-from metrics.reference import ReferenceStats, build_reference, cached_reference, expected_meta
+from metrics.features import FeatureError, FeatureSets
+from metrics.names import INCEPTION_ROLE
+from metrics.reference import ReferenceStats, build_references, cached_reference, expected_meta
 from storage import CorruptFileError
 
 # metadata a user's reference must share with the sweep: features comparable at all
-MUST_MATCH = ("extractor", "extractor_sha256", "resolution")
+MUST_MATCH = ("extractor", "extractor_sha256", "protocol", "resolution")
 NOT_COMPARED = ("versions",)  # a package upgrade does not invalidate real-image statistics
 
 Log = Callable[[str], None]
@@ -95,8 +96,15 @@ def _build_user_file(path: Path, expected: dict, build: Callable[[], ReferenceSt
         lock.release()
 
 
-def recorded(stats: ReferenceStats, given: str) -> dict:
-    """What the provenance records of the reference used."""
+def recorded(stats, given: str) -> dict:
+    """What the provenance records of the reference used (with other extractors' statistics, a
+    `FeatureSets`: the Inception one's, and under "extractors" each role's metadata)."""
+    if isinstance(stats, FeatureSets):
+        out = recorded(stats[INCEPTION_ROLE], given)
+        out["extractors"] = {
+            role: {"n": int(s.n), "meta": s.meta} for role, s in stats.items() if role != INCEPTION_ROLE
+        }
+        return out
     return {
         "path": given or None,
         "user_file": bool(given),
@@ -123,17 +131,59 @@ def _coco_images(config: SweepConfig):
     return layout, ids, resolution, crop, coco.reference_meta(layout, resolution, ids, crop, progress=True)
 
 
-def coco_reference_stats(config: SweepConfig, extractor, log: Log = _stderr) -> ReferenceStats:
+def role_references(
+    extractor,
+    extras: dict,
+    inception: Callable[[Callable[[], ReferenceStats]], ReferenceStats],
+    cached: Callable[[object, Callable[[], ReferenceStats]], ReferenceStats],
+    build_all: Callable[[dict], dict],
+):
+    """The Inception statistics (`inception(build)`) alone, or with extractors `extras` ({role:
+    extractor}) a `FeatureSets` of every role's statistics, each cached in its own file
+    (`cached(extractor, build)`). Whatever is missing or stale is built together: the reference
+    images are decoded once for every extractor (`build_all({role: extractor})` -> {role: stats})."""
+    extractors = {INCEPTION_ROLE: extractor, **extras}
+    built: dict = {}
+
+    def build(role):
+        def make():
+            if role not in built:
+                built.update(build_all(extractors))
+            return built[role]
+
+        return make
+
+    stats = inception(build(INCEPTION_ROLE))
+    if not extras:
+        return stats
+    return FeatureSets({INCEPTION_ROLE: stats, **{role: cached(ext, build(role)) for role, ext in extras.items()}})
+
+
+def coco_reference_stats(config: SweepConfig, extractor, log: Log = _stderr, extras: dict | None = None):
     """Statistics of the MS-COCO validation images at the sample resolution, centre-cropped (the
-    first [metrics.reference_n] images by id, or all): the user's file, or the sweep's cache."""
+    first [metrics.reference_n] images by id, or all): the user's file, or the sweep's cache; with
+    `extras` ({role: extractor}: DINOv2, CLIP image tower) a `FeatureSets` of every role's
+    (`role_references`)."""
     try:
         layout, ids, resolution, crop, meta = _coco_images(config)
 
-        def build():
-            return build_reference(coco.reference_batches(layout, resolution, ids, crop), extractor, meta)
+        def build_all(extractors):
+            return build_references(coco.reference_batches(layout, resolution, ids, crop), extractors, meta)
+
+        def cached(ext, build):
+            path = coco.default_reference_path(layout, resolution, ext.name, crop)
+            return cached_reference(str(path), expected_meta(ext, **meta), build, log=log)
 
         default = coco.default_reference_path(layout, resolution, extractor.name, crop)
-        return reference_stats(config.metrics.reference, default, expected_meta(extractor, **meta), build, log)
+        return role_references(
+            extractor,
+            extras or {},
+            lambda build: reference_stats(
+                config.metrics.reference, default, expected_meta(extractor, **meta), build, log
+            ),
+            cached,
+            build_all,
+        )
     except coco.CocoError as e:
         raise MissingComponentError(f"[captions.path] {e}") from None
 
