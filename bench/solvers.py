@@ -1,41 +1,86 @@
 """Benchmark: the fast solvers against GLIDE's 250-step ancestral protocol.
 
-1. Model evaluations per sample for each (solver, steps) setting against the reference protocol
-   (a classifier-free evaluation runs a doubled batch: 2 image rows per sample).
+1. Model evaluations per sample for each (solver, grid, steps) setting against the reference
+   protocol (a classifier-free evaluation runs a doubled batch: 2 image rows per sample).
 2. On the bundled toy world (16x16 base model, classifier-free scale 3, the same captions and
    noise seeds for every setting): FID (toy-classifier features, 95% delta-method interval) against
-   the number of steps, per solver; the paired interval (metrics.paired_differences) of each
-   setting's FID minus the reference's; and per solver the fewest steps whose FID is not
-   significantly above the reference's.
+   the number of steps, per solver and time grid; the paired interval (metrics.paired_differences)
+   of each setting's FID minus the reference's; and per (solver, grid) the fewest steps whose FID
+   is not significantly above the reference's.
+3. `--closed-form`: each solver's error and order of convergence on every grid for Gaussian data,
+   where the exact model and the exact ODE solution are closed forms (tests/gaussian_closed_form.py).
+
+A setting is SOLVER[@OPTION=VALUE...] x GRID x STEPS: `--solvers ddim,unipc@variant=bh1`,
+`--grids uniform,ddim,logsnr,karras,quad` (uniform: GLIDE's "N"), `--steps 5,6,8,10`; a GRID of
+`--steps` entries can also be spelled out ("ddim10", "logsnr6"). `--cache DIR` keeps each setting's
+features, so a rerun (or a longer `--solvers` list) samples only the new settings.
 
     .venv/bin/python bench/solvers.py --count-only
-    .venv/bin/python bench/solvers.py --n 1024 --steps 5,10,15,20 --json runs/bench_solvers.json
+    .venv/bin/python bench/solvers.py --closed-form
+    .venv/bin/python bench/solvers.py --n 1024 --steps 5,6,8,10 --grids uniform,ddim,logsnr,karras,quad \
+        --cache runs/bench_solvers_cache --json runs/bench_solvers.json
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import sys
-import tempfile
 import time
 
 # bench/metrics.py would shadow the metrics package: drop this script's folder from the import path
 sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from samplers.sampling import SAMPLERS, model_evaluations  # noqa: E402
-from samplers.schedules import space_timesteps  # noqa: E402
+from samplers.sampling import SAMPLERS, check_sampler_options, model_evaluations  # noqa: E402
+from samplers.schedules import SOLVER_GRIDS, count_steps, grid_kind  # noqa: E402
+from storage.files import save_npz, write_json  # noqa: E402
 
 REFERENCE = ("ancestral", "250")
+GRIDS = ("uniform", "ddim", *SOLVER_GRIDS)
+
+
+def parse_solver(spec: str) -> tuple[str, dict]:
+    """ "unipc@variant=bh1@order=3" -> ("unipc", {"variant": "bh1", "order": 3}) (values as TOML scalars)."""
+    import tomllib
+
+    name, *pairs = spec.split("@")
+    options = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        options[key] = tomllib.loads(f"v = {value}")["v"] if value[:1] in "-+.0123456789tf[" else value
+    check_sampler_options(name, options)
+    return name, options
+
+
+def label(method: str, options: dict) -> str:
+    return "@".join([method, *(f"{k}={v}" for k, v in options.items())])
+
+
+def respacings(steps: list[str], grids: list[str]) -> list[str]:
+    """Each --steps entry on each grid: a bare count N becomes "N" (uniform) or "GRIDN"."""
+    out = []
+    for grid in grids:
+        for step in steps:
+            spelled = step if not step.isdigit() else (step if grid == "uniform" else f"{grid}{step}")
+            if spelled not in out:
+                out.append(spelled)
+    return out
 
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--solvers", default="ddim,dpmpp_2m,unipc,plms", help="comma-separated sampler names")
-    parser.add_argument("--steps", default="5,10,15,20,25", help="comma-separated base respacings")
+    parser.add_argument(
+        "--solvers", default="ddim,dpmpp_2m,unipc,plms", help="comma-separated SAMPLER[@OPTION=VALUE...]"
+    )
+    parser.add_argument("--steps", default="5,10,15,20,25", help="comma-separated step counts or respacings")
+    parser.add_argument("--grids", default="uniform", help=f"comma-separated grids of {', '.join(GRIDS)}")
+    parser.add_argument("--closed-form", action="store_true", help="print the Gaussian closed-form table only")
+    parser.add_argument("--cache", default="", help="folder keeping each setting's features (reused when present)")
     parser.add_argument(
         "--reference",
         default="ancestral:250",
@@ -49,11 +94,14 @@ def parse_args():
     parser.add_argument("--count-only", action="store_true", help="only count model evaluations")
     parser.add_argument("--json", default="", help="write the results here (atomically)")
     args = parser.parse_args()
-    args.solvers = [s for s in args.solvers.split(",") if s]
-    unknown = [s for s in args.solvers if s not in SAMPLERS]
-    if unknown:
-        parser.error(f"unknown sampler {unknown[0]!r}; known: {', '.join(SAMPLERS)}")
-    args.steps = [s for s in args.steps.split(",") if s]
+    try:
+        args.solvers = [parse_solver(s) for s in args.solvers.split(",") if s]
+    except ValueError as e:
+        parser.error(str(e))
+    args.grids = [g for g in args.grids.split(",") if g]
+    if set(args.grids) - set(GRIDS):
+        parser.error(f"unknown grid in --grids {args.grids}; known: {', '.join(GRIDS)}")
+    args.steps = respacings([s for s in args.steps.split(",") if s], args.grids)
     if not args.reference:
         args.reference = None
         return args
@@ -64,16 +112,18 @@ def parse_args():
     return args
 
 
-def evaluation_rows(settings: list[tuple[str, str]], guided: bool) -> list[dict]:
-    """Model evaluations per sample (and image rows through the UNet) for each (method, respacing)."""
+def evaluation_rows(settings: list[tuple[str, dict, str]], guided: bool) -> list[dict]:
+    """Model evaluations per sample (and image rows through the UNet) for each (method, options, respacing)."""
     rows_per_eval = 2 if guided else 1
-    reference = model_evaluations(REFERENCE[0], len(space_timesteps(1000, REFERENCE[1])))
+    reference = model_evaluations(REFERENCE[0], count_steps(REFERENCE[1]))
     rows = []
-    for method, respacing in settings:
-        evals = model_evaluations(method, len(space_timesteps(1000, respacing)))
+    for method, options, respacing in settings:
+        evals = model_evaluations(method, count_steps(respacing))
         rows.append(
             {
-                "method": method,
+                "method": label(method, options),
+                "grid": grid_kind(respacing),
+                "steps": count_steps(respacing),
                 "respacing": respacing,
                 "evaluations": evals,
                 "unet_rows": evals * rows_per_eval,
@@ -83,39 +133,64 @@ def evaluation_rows(settings: list[tuple[str, str]], guided: bool) -> list[dict]
     return rows
 
 
-def toy_fid(method: str, respacing: str, args, captions, classifier, reference_pool) -> tuple[dict, object]:
-    """FID of one setting (and its pool features, for paired comparisons)."""
+def sample_features(method: str, options: dict, respacing: str, args, captions, classifier) -> dict:
+    """The toy-classifier pool features of one setting's samples, with its NaN count and sampling time;
+    read from / written to `args.cache` when given (keyed by everything that makes the samples)."""
     from glide_eval.toy.models import load_toy_models
-    from metrics.calculate import calculate_metrics
     from samplers.pipeline import sample_images
 
-    models = load_toy_models()
+    key = json.dumps([method, options, respacing, args.n, args.seed, args.scale, args.batch], sort_keys=True)
+    path = os.path.join(args.cache, hashlib.sha256(key.encode()).hexdigest()[:16] + ".npz") if args.cache else ""
+    if path and os.path.exists(path):
+        with np.load(path) as cached:
+            return {
+                "pool": cached["pool"],
+                "nan_samples": int(cached["nan_samples"]),
+                "seconds": float(cached["seconds"]),
+            }
     start = time.perf_counter()
     result = sample_images(
-        models,
+        load_toy_models(),
         captions,
         list(range(len(captions))),
         args.seed,
         guidance=("cfg", args.scale),
         respacing=respacing,
         sampler=method,
+        sampler_options=options,
         batch_size=args.batch,
     )
-    seconds = time.perf_counter() - start
-    feats = classifier(result.images)
+    out = {
+        "pool": classifier(result.images)["pool"].numpy(),
+        "nan_samples": len(result.nan_samples),
+        "seconds": time.perf_counter() - start,
+    }
+    if path:
+        os.makedirs(args.cache, exist_ok=True)
+        save_npz(path, {"key": key, **out}, compress=False)
+    return out
+
+
+def toy_fid(method: str, options: dict, respacing: str, args, captions, classifier, reference_pool):
+    """FID of one setting (and its pool features, for paired comparisons)."""
+    from metrics.calculate import calculate_metrics
+
+    sampled = sample_features(method, options, respacing, args, captions, classifier)
     metrics = calculate_metrics(
-        {"pool": feats["pool"].numpy()}, {"pool": reference_pool}, isc=False, prc=False, ci=True, seed=args.seed
+        {"pool": sampled["pool"]}, {"pool": reference_pool}, isc=False, prc=False, ci=True, seed=args.seed
     )
     row = {
-        "method": method,
+        "method": label(method, options),
+        "grid": grid_kind(respacing),
+        "steps": count_steps(respacing),
         "respacing": respacing,
         "fid": metrics["fid"],
         "fid_ci_low": metrics["fid_ci_low"],
         "fid_ci_high": metrics["fid_ci_high"],
-        "nan_samples": len(result.nan_samples),
-        "seconds": seconds,
+        "nan_samples": sampled["nan_samples"],
+        "seconds": sampled["seconds"],
     }
-    return row, feats["pool"].numpy()
+    return row, sampled["pool"]
 
 
 def paired_fid_difference(reference, candidate, reference_pool) -> dict:
@@ -132,37 +207,51 @@ def paired_fid_difference(reference, candidate, reference_pool) -> dict:
 
 
 def fewest_steps(rows: list[dict]) -> dict:
-    """Per method, the fewest steps whose FID is not significantly above the reference's (the paired
-    difference's interval reaches 0 or below; None: never)."""
+    """Per "method grid", the fewest steps whose FID is not significantly above the reference's (the
+    paired difference's interval reaches 0 or below; None: never)."""
     best: dict = {}
     for row in rows:
+        line = f"{row['method']} {row['grid']}"
         inside = row["fid_difference_low"] <= 0
-        steps = len(space_timesteps(1000, row["respacing"]))
-        if inside and (best.get(row["method"]) is None or steps < best[row["method"]]):
-            best[row["method"]] = steps
-        best.setdefault(row["method"], None)
+        if inside and (best.get(line) is None or row["steps"] < best[line]):
+            best[line] = row["steps"]
+        best.setdefault(line, None)
     return best
 
 
-def write_json(path: str, payload: dict) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", dir=directory, delete=False, suffix=".tmp") as handle:
-        json.dump(payload, handle, indent=2)
-    os.replace(handle.name, path)
+def closed_form_table() -> list[dict]:
+    """Every solver on every grid for Gaussian data (tests/gaussian_closed_form.py)."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "tests"))
+    from gaussian_closed_form import CLOSED_FORM_SOLVERS, closed_form_row
+
+    return [closed_form_row(method, options, grid) for method, options in CLOSED_FORM_SOLVERS for grid in GRIDS]
 
 
 def main():
     args = parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    settings = [(m, s) for m in args.solvers for s in args.steps]
-    reference = [args.reference] if args.reference else []
+    if args.closed_form:
+        rows = closed_form_table()
+        print("mean absolute error for N(0.1, 0.2^2) data on GLIDE's cosine schedule; order: slope from 10 steps")
+        print("(from 20: order 20+); steps 10 / 20 / 40 / 80 (ddim grid: 10 / 20 / 40 / 100)")
+        print(f"{'method':>20} {'grid':>7} {'order':>6} {'order 20+':>9} {'error at 10':>11}   errors")
+        for r in rows:
+            errors = " / ".join(f"{e:.1e}" for e in r["errors"])
+            print(
+                f"{r['method']:>20} {r['grid']:>7} {r['order']:>6.2f} {r['order_tail']:>9.2f} "
+                f"{r['errors'][0]:>11.1e}   {errors}"
+            )
+        if args.json:
+            write_json(args.json, {"closed_form": rows})
+        return
+    settings = [(m, o, s) for m, o in args.solvers for s in args.steps]
+    reference = [(args.reference[0], {}, args.reference[1])] if args.reference else []
     counts = evaluation_rows(reference + settings, guided=args.scale > 0)
-    print(f"{'method':>10} {'steps':>6} {'evals':>6} {'UNet rows':>9} {'of protocol':>11}")
+    print(f"{'method':>20} {'steps':>9} {'evals':>6} {'UNet rows':>9} {'of protocol':>11}")
     for row in counts:
         print(
-            f"{row['method']:>10} {row['respacing']:>6} {row['evaluations']:>6} {row['unet_rows']:>9} "
+            f"{row['method']:>20} {row['respacing']:>9} {row['evaluations']:>6} {row['unet_rows']:>9} "
             f"{row['fraction_of_protocol']:>11.3f}"
         )
     payload = {"args": {k: v for k, v in vars(args).items()}, "evaluations": counts}
@@ -178,8 +267,8 @@ def main():
         reference_images = dataset(args.n, "validation", BASE_RESOLUTION, seed=args.seed, start=args.n)[0]
         reference_pool = classifier(torch.from_numpy(reference_images))["pool"].numpy()
         rows, reference_features = [], None
-        for method, respacing in reference + settings:
-            r, features = toy_fid(method, respacing, args, captions, classifier, reference_pool)
+        for method, options, respacing in reference + settings:
+            r, features = toy_fid(method, options, respacing, args, captions, classifier, reference_pool)
             if reference and reference_features is None:
                 reference_features = features
             elif reference:
@@ -192,7 +281,7 @@ def main():
                 else ""
             )
             print(
-                f"{method:>10} {respacing:>6} FID {r['fid']:.3f} [{r['fid_ci_low']:.3f}, {r['fid_ci_high']:.3f}]"
+                f"{r['method']:>20} {respacing:>9} FID {r['fid']:.3f} [{r['fid_ci_low']:.3f}, {r['fid_ci_high']:.3f}]"
                 f"{paired} nan {r['nan_samples']} {r['seconds']:.0f} s",
                 flush=True,
             )

@@ -333,3 +333,16 @@ def _row(fields, header, labels, format, line):
         return None, problems
     values["winner"] = winner
     return [values[c] for c in header] + [label, line], []
+
+
+def exclude_raters(judgments: Judgments, raters: list[str]) -> tuple[Judgments, dict[str, int]]:
+    """``judgments`` without the rows of ``raters`` (e.g. those a judging session flagged), and
+    the rows dropped per rater; JudgmentError when the file has no ``rater_id`` column."""
+    if not raters:
+        return judgments, {}
+    if "rater_id" not in judgments.frame.columns:
+        raise JudgmentError(f"{judgments.source}: no rater_id column, so no rater can be excluded")
+    names = judgments.frame["rater_id"].astype(str).str.strip()
+    dropped = {r: int((names == r).sum()) for r in raters}
+    kept = judgments.frame[~names.isin(set(raters))].reset_index(drop=True)
+    return Judgments(kept, judgments.issues, judgments.source, judgments.format, judgments.rows_read), dropped

@@ -1,7 +1,9 @@
-"""FID against the number of sampling steps, one line per sampler (the `steps` settings).
+"""FID against the number of sampling steps, one line per (sampler, time grid) (the `steps` settings).
 
 Each `steps` row of a sweep samples the base model with its own method and respacing at
-one guidance setting (`[grid] steps`, `steps_methods`, `steps_guidance`).
+one guidance setting (`[grid] steps`, `steps_methods`, `steps_guidance`). The respacing's
+grid (`samplers.schedules.grid_kind`: GLIDE's uniform "N", "ddimN", and the solver grids
+"logsnrN", "karrasN", "quadN") makes its own line: same colour per sampler, a line style per grid.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import pandas as pd
 
 from metrics.names import HIGHER_IS_BETTER
 from reports.figure6 import interval, save_figure
-from samplers.schedules import count_steps
+from samplers.schedules import count_steps, grid_kind
 
 METHOD_STYLE = {
     "ancestral": {"color": "tab:blue", "marker": "o"},
@@ -35,9 +37,20 @@ def steps_rows(df: pd.DataFrame) -> pd.DataFrame:
     return part.assign(steps=[count_steps(r) for r in part["base_respacing"]]).dropna(subset=["fid"])
 
 
+# A line style per time grid (GLIDE's uniform "N" solid).
+GRID_LINESTYLE = {"ddim": "--", "logsnr": "-.", "karras": ":", "quad": (0, (5, 1, 1, 1, 1, 1))}
+
+
+def respacing_grid(respacing: str) -> str:
+    """The grid a steps row's respacing is on: "uniform" for GLIDE's "N" (and "fast27", ""), else its kind."""
+    kind = grid_kind(respacing)
+    return kind if kind in GRID_LINESTYLE else "uniform"
+
+
 def line_label(method: str, respacing: str) -> str:
-    """One line per sampler and respacing kind: "ddimN" respacings (stride 1000/N, never t = 999) apart."""
-    return f"{method} (ddimN)" if str(respacing).startswith("ddim") else method
+    """One line per sampler and time grid: "unipc" (GLIDE's uniform "N"), "unipc (ddimN)", "unipc (logsnrN)"."""
+    grid = respacing_grid(respacing)
+    return method if grid == "uniform" else f"{method} ({grid}N)"
 
 
 def steps_title(part: pd.DataFrame) -> str:
@@ -69,8 +82,8 @@ def plot_steps(df: pd.DataFrame, out_dir: Path, stem: str = "steps", reference: 
         rows = rows.sort_values("steps")
         method = rows["method"].iloc[0]
         style = METHOD_STYLE.get(method, {"color": None, "marker": "^"})
-        dashed = label != method  # "ddimN" respacings of the same sampler: dashed, same colour
-        ax.plot(rows["steps"], rows["fid"], label=label, linestyle="--" if dashed else "-", markersize=7, **style)
+        linestyle = GRID_LINESTYLE.get(respacing_grid(rows["base_respacing"].iloc[0]), "-")  # same colour per sampler
+        ax.plot(rows["steps"], rows["fid"], label=label, linestyle=linestyle, markersize=7, **style)
         yerr = interval(rows, "fid")  # fid_ci_low / fid_ci_high, when the sweep computed intervals
         if yerr is not None:
             ax.errorbar(rows["steps"], rows["fid"], yerr=yerr, fmt="none", ecolor=style["color"], alpha=0.5, capsize=2)
@@ -82,16 +95,26 @@ def plot_steps(df: pd.DataFrame, out_dir: Path, stem: str = "steps", reference: 
     ax.set_ylabel("FID (lower is better)")
     ax.set_title(steps_title(part), fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(frameon=False)
+    ax.legend(frameon=False, fontsize=8 if part["_line"].nunique() > 6 else None)
     fig.tight_layout()
     return save_figure(fig, out_dir, stem)
 
 
-VERDICT_COLUMNS = ["method", "reference", "fewest_steps", "setting", "difference", "ci_low", "ci_high", "steps_tried"]
+VERDICT_COLUMNS = [
+    "method",
+    "grid",
+    "reference",
+    "fewest_steps",
+    "setting",
+    "difference",
+    "ci_low",
+    "ci_high",
+    "steps_tried",
+]
 
 
 def steps_verdicts(results: pd.DataFrame, differences: pd.DataFrame, metric: str = "fid") -> pd.DataFrame:
-    """Per sampler (and respacing kind, `line_label`) of the `steps` rows: the fewest steps whose
+    """Per sampler and time grid (`line_label`; the grid in its own column) of the `steps` rows: the fewest steps whose
     `metric` is not distinguishably worse than the reference setting's, by the paired interval of
     (setting - reference) in `differences` (kind "steps-reference", `reports.intervals.DIFFERENCE_COLUMNS`):
     for FID, ci_low <= 0. A row sampled like the reference (samples_from) counts as equal. fewest_steps
@@ -105,7 +128,7 @@ def steps_verdicts(results: pd.DataFrame, differences: pd.DataFrame, metric: str
     higher = HIGHER_IS_BETTER[metric]
     out = []
     part = part.assign(_line=[line_label(m, r) for m, r in zip(part["method"], part["base_respacing"])])
-    for method, rows in part.groupby("_line", sort=True):  # a sampler's "ddimN" respacings apart
+    for method, rows in part.groupby("_line", sort=True):  # a sampler's grids apart
         candidates = []
         for _, r in rows.sort_values("steps").iterrows():
             if reference in (r["setting"], r.get("samples_from")):
@@ -121,6 +144,7 @@ def steps_verdicts(results: pd.DataFrame, differences: pd.DataFrame, metric: str
         out.append(
             {
                 "method": method,
+                "grid": respacing_grid(rows["base_respacing"].iloc[0]),
                 "reference": reference,
                 "fewest_steps": int(best[0]["steps"]) if best else None,
                 "setting": best[0]["setting"] if best else "",

@@ -65,10 +65,17 @@ class Diffusion:
         self._tables: dict[torch.device, dict[str, torch.Tensor]] = {}
 
     @classmethod
-    def spaced(cls, schedule: str = "squaredcos_cap_v2", respacing: str = "", num_steps: int = 1000) -> Diffusion:
-        """The `schedule` process over `num_steps` training steps, respaced by `respacing`."""
+    def spaced(
+        cls,
+        schedule: str = "squaredcos_cap_v2",
+        respacing: str = "",
+        num_steps: int = 1000,
+        lambda_min: float | None = None,
+    ) -> Diffusion:
+        """The `schedule` process over `num_steps` training steps, respaced by `respacing` (a solver grid
+        such as "logsnr10" starts at `lambda_min`, default: the schedule's, see samplers.schedules)."""
         betas = named_betas(schedule, num_steps)
-        kept = space_timesteps(num_steps, respacing)
+        kept = space_timesteps(num_steps, respacing, schedule=schedule, lambda_min=lambda_min)
         return cls(respaced_betas(betas, kept), timestep_map=kept)
 
     def __repr__(self) -> str:

@@ -9,6 +9,7 @@ batch-mates or the number of processes. Inpainting goes through the same functio
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -22,7 +23,8 @@ from samplers.guidance_specs import parse_guidance
 from samplers.inpaint import inpaint_model_kwargs, known_region_denoised_fn, replacement_post_step, upsample_mask
 from samplers.model_configs import create_model, create_noised_clip, official_clip_config, official_options
 from samplers.noise import PerSampleNoise
-from samplers.sampling import NanMonitor, check_sampler_options, get_sampler, min_steps, sample_ddim
+from samplers.sampling import NanMonitor, sample_ddim, sampler_record, split_sampler_options
+from samplers.schedules import GridWarning, capped_start_advice
 from samplers.tokenizers import clip_tokenize, glide_tokenize
 
 
@@ -92,6 +94,20 @@ def _resize(image: torch.Tensor, size: int) -> torch.Tensor:
     return F.interpolate(image, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp(-1, 1)
 
 
+def _keep_known_region(inpaint: InpaintSpec | None, model_options: dict, n: int, diffusion: Diffusion, noise, device):
+    """(model kwargs, denoised_fn, post_step) that keep `inpaint`'s known region in a stage's `n`
+    samples at its image_size: the fine-tuned inpainting models take the known region as input and
+    have it pasted into each x0; the others have it put back (noised to the step) after each step."""
+    if inpaint is None:
+        return {}, None, None
+    size = int(model_options["image_size"])
+    image = _resize(inpaint.image.to(device).float(), size).expand(n, -1, -1, -1)
+    known = upsample_mask(inpaint.mask.to(device), size).expand(n, -1, -1, -1)
+    if model_options.get("inpaint"):
+        return inpaint_model_kwargs(image, known), known_region_denoised_fn(image, known), None
+    return {}, None, replacement_post_step(image, known, diffusion, noise)
+
+
 def sample_base(
     models: GlideModels,
     captions: Sequence[str],
@@ -110,34 +126,32 @@ def sample_base(
 ) -> torch.Tensor:
     """Sample the base model for `captions` (one row each); returns x_0 in [-1, 1], float32.
 
-    `sampler_options` are the sampler's own options (samplers.sampling.SAMPLER_OPTIONS, e.g.
-    {"order": 3} for "unipc"), validated before any model call; `eta` is ddim's (also accepted there).
+    `sampler_options` are the sampler's options (its record's in samplers.sampling.SAMPLERS, e.g.
+    {"order": 3} for "unipc", and the grid option `lambda_min` of every sampler), validated before any
+    model call; `eta` is ddim's (also accepted there).
     """
     kind, scale = parse_guidance(guidance)
-    loop = get_sampler(sampler)
+    record = sampler_record(sampler)
     options = dict(sampler_options or {})
     if sampler == "ddim":
         options.setdefault("eta", eta)
-    options = check_sampler_options(sampler, options)
+    options, grid_options = split_sampler_options(sampler, options)
     base_options = models.base_options
     n, size = len(captions), int(base_options["image_size"])
-    diffusion = Diffusion.spaced(base_options.get("noise_schedule", "squaredcos_cap_v2"), respacing)
-    if diffusion.num_steps < min_steps(sampler, options):
+    schedule = base_options.get("noise_schedule", "squaredcos_cap_v2")
+    diffusion = Diffusion.spaced(schedule, respacing, **grid_options)
+    if diffusion.num_steps < record.min_steps(options):
         raise ValueError(
-            f"sampler {sampler!r} needs a respacing of at least {min_steps(sampler, options)} steps; "
+            f"sampler {sampler!r} needs a respacing of at least {record.min_steps(options)} steps; "
             f"respacing {respacing!r} has {diffusion.num_steps}"
         )
+    if record.multistep:
+        advice = capped_start_advice(schedule, diffusion.timestep_map)
+        if advice:
+            warnings.warn(f"sampler {sampler!r} on respacing {respacing!r}: {advice}", GridWarning, stacklevel=2)
     tokens, mask = models.glide_tokens(captions, int(base_options["text_ctx"]), device)
 
-    model_kwargs, denoised_fn, post_step = {}, None, None
-    if inpaint is not None:
-        image = _resize(inpaint.image.to(device).float(), size).expand(n, -1, -1, -1)
-        known = upsample_mask(inpaint.mask.to(device), size).expand(n, -1, -1, -1)
-        if base_options.get("inpaint"):
-            model_kwargs = inpaint_model_kwargs(image, known)
-            denoised_fn = known_region_denoised_fn(image, known)
-        else:
-            post_step = replacement_post_step(image, known, diffusion, noise)
+    model_kwargs, denoised_fn, post_step = _keep_known_region(inpaint, base_options, n, diffusion, noise, device)
 
     cond_fn = None
     if kind == "cfg":
@@ -154,7 +168,7 @@ def sample_base(
             cond_fn = clip_cond_fn(models.clip, clip_tokens, clip_lens, scale)
 
     x = noise.initial((n, 3, size, size), device)
-    return loop(
+    return record.loop(
         model_fn,
         x,
         diffusion,
@@ -190,15 +204,8 @@ def sample_upsample(
     n, size = len(captions), int(options["image_size"])
     tokens, mask = models.glide_tokens(captions, int(options["text_ctx"]), device)
     diffusion = Diffusion.spaced(options.get("noise_schedule", "linear"), respacing)
-    model_kwargs, denoised_fn, post_step = {"low_res": quantize_low_res(low_res)}, None, None
-    if inpaint is not None:
-        image = _resize(inpaint.image.to(device).float(), size).expand(n, -1, -1, -1)
-        known = upsample_mask(inpaint.mask.to(device), size).expand(n, -1, -1, -1)
-        if options.get("inpaint"):
-            model_kwargs.update(inpaint_model_kwargs(image, known))
-            denoised_fn = known_region_denoised_fn(image, known)
-        else:
-            post_step = replacement_post_step(image, known, diffusion, noise)
+    inpaint_kwargs, denoised_fn, post_step = _keep_known_region(inpaint, options, n, diffusion, noise, device)
+    model_kwargs = {"low_res": quantize_low_res(low_res), **inpaint_kwargs}
     model_fn = conditional_model_fn(models.upsampler, tokens, mask, autocast=autocast, **model_kwargs)
     x = noise.initial((n, 3, size, size), device) * temperature
     return sample_ddim(
@@ -326,32 +333,27 @@ def inpaint_images(
 
 # -- building the models --------------------------------------------------------------
 
+
 # Small stand-ins for the official configs (same structure, seconds on a CPU); base 16px -> 64px.
+def _tiny_unet(image_size: int, channel_mult: str) -> dict:
+    """The tiny UNet widths both stages share, at one stage's resolution."""
+    return dict(
+        image_size=image_size,
+        num_channels=32,
+        num_res_blocks=1,
+        channel_mult=channel_mult,
+        attention_resolutions="8",
+        num_head_channels=16,
+        xf_width=32,
+        xf_layers=1,
+        xf_heads=2,
+        text_ctx=16,
+    )
+
+
 TINY_OVERRIDES = {
-    "base": dict(
-        image_size=16,
-        num_channels=32,
-        num_res_blocks=1,
-        channel_mult="1,2",
-        attention_resolutions="8",
-        num_head_channels=16,
-        xf_width=32,
-        xf_layers=1,
-        xf_heads=2,
-        text_ctx=16,
-    ),
-    "upsample": dict(
-        image_size=64,
-        num_channels=32,
-        num_res_blocks=1,
-        channel_mult="1,1,2,2",
-        attention_resolutions="8",
-        num_head_channels=16,
-        xf_width=32,
-        xf_layers=1,
-        xf_heads=2,
-        text_ctx=16,
-    ),
+    "base": _tiny_unet(16, "1,2"),
+    "upsample": _tiny_unet(64, "1,1,2,2"),
     "clip": dict(
         image_size=16,
         patch_size=4,

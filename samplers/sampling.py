@@ -13,13 +13,16 @@
 
 from __future__ import annotations
 
+import math
 import numbers
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 import torch
 
 from samplers.diffusion import Diffusion
 from samplers.solvers import (
+    check_first_order_below,
     check_unipc_options,
     plms_evaluations,
     sample_dpmpp_2m,
@@ -129,62 +132,147 @@ def sample_ddim(
     return x
 
 
-SAMPLERS = {
-    "ancestral": sample_ancestral,
-    "ddim": sample_ddim,
-    "dpmpp_2m": sample_dpmpp_2m,
-    "unipc": sample_unipc,
-    "plms": sample_plms,
-}
+@dataclass(frozen=True)
+class SamplerRecord:
+    """Everything the harness knows about one sampler: one `register_sampler` call adds a sampler
+    to every consumer (pipeline, sweep configs, plan costs, CLI choices).
 
-# Each sampler's options (keyword arguments of its loop) and their defaults.
-SAMPLER_OPTIONS = {
-    "ancestral": {},
-    "ddim": {"eta": 0.0},
-    "dpmpp_2m": {},
-    "plms": {},
-    "unipc": {"order": 2, "variant": "bh2", "corrector": True},
-}
+    * `loop`: the sampling function (this module's calling convention);
+    * `options`: its own keyword options and their defaults (passed to `loop`);
+    * `check(options) -> options`: validates and normalises the filled-in options (ValueError
+      naming the option), or None when any value of the right key is fine;
+    * `min_steps(options) -> int`: the fewest respaced steps it accepts;
+    * `evaluations(steps) -> int`: model evaluations per sample for `steps` respaced steps;
+    * `multistep`: it combines several model evaluations per step (DPM-Solver++ 2M, UniPC, PLMS):
+      such solvers lose their order on a grid starting at the cosine schedule's capped last step.
+    """
+
+    name: str
+    loop: Callable
+    options: Mapping[str, object] = field(default_factory=dict)
+    check: Callable[[dict], dict] | None = None
+    min_steps: Callable[[dict], int] = lambda options: 1
+    evaluations: Callable[[int], int] = lambda steps: steps
+    multistep: bool = False
 
 
-def get_sampler(name: str):
-    """A sampler name of `SAMPLERS` -> the loop function."""
+SAMPLERS: dict[str, SamplerRecord] = {}
+
+# Options every sampler accepts besides its own: they choose the time grid, not the loop
+# (samplers.schedules.space_timesteps; ignored by GLIDE's "N", "ddimN" and "fast27" respacings).
+GRID_OPTIONS = ("lambda_min",)
+
+
+def register_sampler(record: SamplerRecord, *, replace: bool = False) -> SamplerRecord:
+    """Add `record` to `SAMPLERS`; a name already registered is a ValueError unless `replace`."""
+    if record.name in SAMPLERS and not replace:
+        raise ValueError(f"sampler {record.name!r} is already registered; pass replace=True to replace it")
+    if not set(record.options).isdisjoint(GRID_OPTIONS):
+        raise ValueError(f"sampler {record.name!r}: {', '.join(GRID_OPTIONS)} are grid options of every sampler")
+    SAMPLERS[record.name] = record
+    return record
+
+
+def sampler_record(name: str) -> SamplerRecord:
+    """The registered record of sampler `name` (ValueError naming the known ones)."""
     try:
         return SAMPLERS[name]
     except KeyError:
         raise ValueError(f"unknown sampler {name!r}; known: {', '.join(SAMPLERS)}") from None
 
 
+def get_sampler(name: str):
+    """A sampler name of `SAMPLERS` -> the loop function."""
+    return sampler_record(name).loop
+
+
+def _check_ddim(options: dict) -> dict:
+    eta = options["eta"]
+    if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not eta >= 0:
+        raise ValueError(f"ddim option 'eta' must be a number >= 0; got {eta!r}")
+    return {**options, "eta": float(eta)}
+
+
+def _check_unipc(options: dict) -> dict:
+    check_unipc_options(options["order"], options["variant"], options["corrector"], options["first_order_below"])
+    return options
+
+
+def _check_dpmpp_2m(options: dict) -> dict:
+    check_first_order_below(options["first_order_below"])
+    return options
+
+
+def _check_grid_options(options: dict) -> dict:
+    lambda_min = options.get("lambda_min")
+    if lambda_min is None:
+        return options
+    if isinstance(lambda_min, bool) or not isinstance(lambda_min, numbers.Real) or not math.isfinite(lambda_min):
+        raise ValueError(f"option 'lambda_min' must be a finite number (a log-SNR); got {lambda_min!r}")
+    return {**options, "lambda_min": float(lambda_min)}
+
+
 def check_sampler_options(name: str, options: dict | None = None) -> dict:
-    """The sampler's full options (defaults filled in), or a ValueError naming the bad key or value."""
-    get_sampler(name)
-    defaults = SAMPLER_OPTIONS.get(name, {})  # a sampler registered without options takes none
+    """The sampler's full options (its own defaults filled in; a grid option only when given), or a
+    ValueError naming the bad key or value."""
+    record = sampler_record(name)
     options = dict(options or {})
-    unknown = sorted(set(options) - set(defaults))
+    unknown = sorted(set(options) - set(record.options) - set(GRID_OPTIONS))
     if unknown:
-        known = ", ".join(defaults) or "none"
+        known = ", ".join([*record.options, *GRID_OPTIONS])
         raise ValueError(f"sampler {name!r} has no option {unknown[0]!r}; its options: {known}")
-    merged = {**defaults, **options}
-    if name == "ddim":
-        eta = merged["eta"]
-        if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not eta >= 0:
-            raise ValueError(f"ddim option 'eta' must be a number >= 0; got {eta!r}")
-        merged["eta"] = float(eta)
-    if name == "unipc":
-        check_unipc_options(merged["order"], merged["variant"], merged["corrector"])
-    return merged
+    merged = _check_grid_options({**record.options, **options})
+    own = {k: v for k, v in merged.items() if k not in GRID_OPTIONS}
+    if record.check is not None:
+        own = record.check(own)
+    return {**own, **{k: merged[k] for k in GRID_OPTIONS if k in merged}}
+
+
+def split_sampler_options(name: str, options: dict | None = None) -> tuple[dict, dict]:
+    """(the loop's own options, the grid options given) of `check_sampler_options(name, options)`."""
+    merged = check_sampler_options(name, options)
+    return (
+        {k: v for k, v in merged.items() if k not in GRID_OPTIONS},
+        {k: v for k, v in merged.items() if k in GRID_OPTIONS},
+    )
 
 
 def min_steps(name: str, options: dict | None = None) -> int:
     """The fewest respaced steps the sampler accepts (multistep solvers need their order's history)."""
-    options = check_sampler_options(name, options)
-    return {"dpmpp_2m": 2, "plms": 2, "unipc": options.get("order", 1)}.get(name, 1)
+    own, _ = split_sampler_options(name, options)
+    return sampler_record(name).min_steps(own)
 
 
 def model_evaluations(name: str, num_steps: int) -> int:
     """Model calls per sample for `num_steps` respaced steps (a classifier-free call runs a doubled batch)."""
-    get_sampler(name)
-    return plms_evaluations(num_steps) if name == "plms" else num_steps
+    return sampler_record(name).evaluations(num_steps)
+
+
+register_sampler(SamplerRecord("ancestral", sample_ancestral))
+register_sampler(SamplerRecord("ddim", sample_ddim, {"eta": 0.0}, check=_check_ddim))
+register_sampler(
+    SamplerRecord(
+        "dpmpp_2m",
+        sample_dpmpp_2m,
+        {"first_order_below": None},
+        check=_check_dpmpp_2m,
+        min_steps=lambda options: 2,
+        multistep=True,
+    )
+)
+register_sampler(
+    SamplerRecord(
+        "unipc",
+        sample_unipc,
+        {"order": 2, "variant": "bh2", "corrector": True, "first_order_below": None},
+        check=_check_unipc,
+        min_steps=lambda options: options["order"],
+        multistep=True,
+    )
+)
+register_sampler(
+    SamplerRecord("plms", sample_plms, min_steps=lambda options: 2, evaluations=plms_evaluations, multistep=True)
+)
 
 
 class NanMonitor:

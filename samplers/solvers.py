@@ -51,6 +51,20 @@ def require_steps(diffusion: Diffusion, minimum: int, solver: str) -> None:
         )
 
 
+def check_first_order_below(value) -> None:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value)
+    ):
+        raise ValueError(f"option 'first_order_below' must be a finite log-SNR (or absent); got {value!r}")
+
+
+def multistep_start(lam: float, first_order_below: float | None) -> bool:
+    """Whether an x0 predicted at log-SNR `lam` may enter a multistep combination. With `first_order_below`
+    set, predictions at noisier levels are left out: on the toy world the guided (cfg 3), clamped x0 is far
+    from smooth in lambda there, and differences of it extrapolate noise (docs/solvers.md, issue 27)."""
+    return first_order_below is None or lam >= first_order_below
+
+
 def _level(diffusion: Diffusion, i: int) -> tuple[float, float, float]:
     """(alpha, sigma, lambda) at step index i in float64; i = -1 is the clean image (1, 0, inf)."""
     if i < 0:
@@ -115,6 +129,7 @@ def sample_dpmpp_2m(
     post_step=None,
     callback=None,
     progress: bool = False,
+    first_order_below: float | None = None,
 ) -> torch.Tensor:
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): multistep, second order, data prediction.
 
@@ -122,8 +137,12 @@ def sample_dpmpp_2m(
     x_t = (sigma_t / sigma_s) x_s - alpha_t expm1(-h) D, D = x0_s + (x0_s - x0_p) / (2 r) (diffusers'
     "midpoint" form, k-diffusion's sample_dpmpp_2m). The first step (no history) and the final step to
     sigma = 0 are first order (DDIM); so S steps cost S model evaluations. Needs at least 2 steps.
+
+    `first_order_below` (a log-SNR, None: off): an x0 predicted at a level with lambda below it never
+    enters the second-order difference, so the steps from there are DDIM steps (`multistep_start`).
     """
     require_steps(diffusion, 2, "dpmpp_2m")
+    check_first_order_below(first_order_below)
     extra_args = extra_args or {}
     previous = None  # (x0, lambda) of the previous step
     for step, i in enumerate(step_indices(diffusion, progress, "dpmpp_2m")):
@@ -135,7 +154,7 @@ def sample_dpmpp_2m(
         else:
             h = lambda_t - lambda_s
             d = x0
-            if previous is not None:
+            if previous is not None and multistep_start(previous[1], first_order_below):
                 r = (lambda_s - previous[1]) / h
                 d = x0 + (x0 - previous[0]) / (2.0 * r)
             x = (sigma_t / sigma_s) * x - (alpha_t * math.expm1(-h)) * d
@@ -214,13 +233,14 @@ def _unipc_correct(
     return (sigma_t / sigma_s) * x_last - (alpha_t * h_phi_1) * x0_0 - (alpha_t * big_b) * correction
 
 
-def check_unipc_options(order: int, variant: str, corrector: bool) -> None:
+def check_unipc_options(order: int, variant: str, corrector: bool, first_order_below: float | None = None) -> None:
     if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order <= UNIPC_MAX_ORDER:
         raise ValueError(f"unipc order must be an integer in 1..{UNIPC_MAX_ORDER}; got {order!r}")
     if variant not in UNIPC_VARIANTS:
         raise ValueError(f"unknown unipc variant {variant!r}; known: {', '.join(UNIPC_VARIANTS)}")
     if not isinstance(corrector, bool):
         raise ValueError(f"unipc corrector must be true or false; got {corrector!r}")
+    check_first_order_below(first_order_below)
 
 
 @torch.no_grad()
@@ -233,6 +253,7 @@ def sample_unipc(
     order: int = 2,
     variant: str = "bh2",
     corrector: bool = True,
+    first_order_below: float | None = None,
     noise: Callable | None = None,
     cond_fn: CondFn | None = None,
     clip_denoised: bool = True,
@@ -248,8 +269,12 @@ def sample_unipc(
     order min(order, steps done + 1, steps left) -- diffusers' UniPCMultistepScheduler (predict_x0=True,
     lower_order_final=True, final sigma 0). The final sample is not corrected (that would cost an extra
     evaluation), so S steps cost S model evaluations. Needs at least `order` steps.
+
+    `first_order_below` (a log-SNR, None: off): x0 predictions at levels with lambda below it never enter a
+    multistep combination: the history restarts after them (UniP-1, a DDIM step), and the step that
+    produced a sample from such a level is not corrected.
     """
-    check_unipc_options(order, variant, corrector)
+    check_unipc_options(order, variant, corrector, first_order_below)
     require_steps(diffusion, order, "unipc")
     extra_args = extra_args or {}
     history: list = []  # (x0, lambda), newest last, at most `order` entries
@@ -257,10 +282,11 @@ def sample_unipc(
     for step, i in enumerate(step_indices(diffusion, progress, "unipc")):
         x0 = denoise(model_fn, x, diffusion, i, extra_args, cond_fn, clip_denoised, denoised_fn)
         level = _level(diffusion, i)
-        if corrector and x_last is not None:
+        if corrector and x_last is not None and multistep_start(history[-1][1], first_order_below):
             x = _unipc_correct(x_last, history, x0, _level(diffusion, i + 1), level, last_order, variant)
             if post_step is not None:
                 x = post_step(x, i)
+        history = [h for h in history if multistep_start(h[1], first_order_below)]
         history = (history + [(x0, level[2])])[-order:]
         last_order = min(order, len(history), diffusion.num_steps - step)
         x_last = x

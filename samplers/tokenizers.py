@@ -6,6 +6,9 @@ caption is the unconditional input (all padding).
 
 Noised CLIP: open_clip's CLIP BPE (ftfy/html clean, whitespace collapse, lowercase), then
 [start 49406] + up to 75 tokens + [end 49407], zero-padded to 77, with the length.
+
+Truncation and padding from token ids are `pad_glide_tokens` / `pad_clip_tokens`, shared with
+other vocabularies (the toy world's word tokenizer).
 """
 
 from __future__ import annotations
@@ -46,28 +49,45 @@ def glide_tokens(caption: str) -> list[int]:
     return _gpt2().encode_ordinary(caption.lower())
 
 
-def glide_tokenize(captions: list[str], text_ctx: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
-    """(tokens LongTensor [N, text_ctx], mask BoolTensor [N, text_ctx]) for GLIDE's text encoder."""
+def caption_list(captions, function: str) -> list[str]:
+    """`captions` as a list; a lone string (which would be tokenized letter by letter) is refused."""
     if isinstance(captions, str):
-        raise TypeError("glide_tokenize takes a list of captions, not a string")
-    tokens = torch.full((len(captions), text_ctx), GLIDE_END_TOKEN, dtype=torch.long)
-    mask = torch.zeros((len(captions), text_ctx), dtype=torch.bool)
-    for i, caption in enumerate(captions):
-        ids = glide_tokens(caption)[:text_ctx]
+        raise TypeError(f"{function} takes a list of captions, not a string")
+    return list(captions)
+
+
+def pad_glide_tokens(id_lists: list[list[int]], text_ctx: int, end_token: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """GLIDE's text input from unpadded ids: (tokens [N, text_ctx], each list truncated to `text_ctx`
+    and padded with `end_token`; mask [N, text_ctx], False on padding)."""
+    tokens = torch.full((len(id_lists), text_ctx), end_token, dtype=torch.long)
+    mask = torch.zeros((len(id_lists), text_ctx), dtype=torch.bool)
+    for i, ids in enumerate(id_lists):
+        ids = ids[:text_ctx]
         tokens[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         mask[i, : len(ids)] = True
     return tokens, mask
 
 
-def clip_tokenize(captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(tokens LongTensor [N, 77] zero-padded, lens LongTensor [N]) for the noised CLIP."""
-    if isinstance(captions, str):
-        raise TypeError("clip_tokenize takes a list of captions, not a string")
-    bpe = _clip_bpe()
-    tokens = torch.zeros((len(captions), CLIP_CONTEXT), dtype=torch.long)
-    lens = torch.zeros(len(captions), dtype=torch.long)
-    for i, caption in enumerate(captions):
-        ids = [bpe.sot_token_id] + bpe.encode(caption)[: CLIP_CONTEXT - 2] + [bpe.eot_token_id]
+def pad_clip_tokens(id_lists: list[list[int]], context: int, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A noised CLIP's text input from unpadded ids: (tokens [N, context], [start] + ids[: context - 2]
+    + [end] zero-padded; lens [N], the length of each with its markers)."""
+    tokens = torch.zeros((len(id_lists), context), dtype=torch.long)
+    lens = torch.zeros(len(id_lists), dtype=torch.long)
+    for i, ids in enumerate(id_lists):
+        ids = [start, *ids[: context - 2], end]
         tokens[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
         lens[i] = len(ids)
     return tokens, lens
+
+
+def glide_tokenize(captions: list[str], text_ctx: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens LongTensor [N, text_ctx], mask BoolTensor [N, text_ctx]) for GLIDE's text encoder."""
+    captions = caption_list(captions, "glide_tokenize")
+    return pad_glide_tokens([glide_tokens(c) for c in captions], text_ctx, GLIDE_END_TOKEN)
+
+
+def clip_tokenize(captions: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(tokens LongTensor [N, 77] zero-padded, lens LongTensor [N]) for the noised CLIP."""
+    captions = caption_list(captions, "clip_tokenize")
+    bpe = _clip_bpe()
+    return pad_clip_tokens([bpe.encode(c) for c in captions], CLIP_CONTEXT, bpe.sot_token_id, bpe.eot_token_id)

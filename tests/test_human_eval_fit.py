@@ -25,6 +25,14 @@ def simulate(ratings, n, rng, tie_strength=0.3, names=None):
     return pd.DataFrame({"model_a": names[a], "model_b": names[b], "winner": winner})
 
 
+def simulated_questions(ratings, judgments: int, questions: int, first_seed: int):
+    """(seed, pair counts) of `questions` simulated questions of `judgments` judgments each from Elo
+    `ratings`; question `seed` (0, 1, ...) draws from np.random.default_rng(first_seed + seed)."""
+    for seed in range(questions):
+        frame = simulate(ratings, judgments, np.random.default_rng(first_seed + seed))
+        yield seed, pair_counts(frame["model_a"], frame["model_b"], frame["winner"])
+
+
 def independent_fit(frame, l2=0.0):
     """Bradley-Terry as a weighted logistic regression on natural-log odds: one row per
     judgment (a tie = two rows of weight 1/2 with y = 1 and y = 0), design x = e_a - e_b with
@@ -116,10 +124,7 @@ def test_recovers_known_ratings_with_nominal_coverage():
     truth = np.array([-150.0, -60, 0, 40, 90, 160])
     truth -= truth.mean()
     covered, errors = [], []
-    for seed in range(40):
-        rng = np.random.default_rng(100 + seed)
-        frame = simulate(truth, 3000, rng)
-        pc = pair_counts(frame["model_a"], frame["model_b"], frame["winner"])
+    for seed, pc in simulated_questions(truth, 3000, 40, first_seed=100):
         table = fit_question(pc, rounds=300, seed=seed).ratings_table().set_index("model").loc[pc.models]
         covered.append((table["lower"] <= truth) & (truth <= table["upper"]))
         errors.append(table["rating"].to_numpy() - truth)
@@ -135,10 +140,7 @@ def test_coverage_study_large():
     truth = np.array([-200.0, -100, -30, 0, 30, 60, 120, 200])
     truth -= truth.mean()
     covered, covered_anchor = [], []
-    for seed in range(300):
-        rng = np.random.default_rng(10_000 + seed)
-        frame = simulate(truth, 5000, rng)
-        pc = pair_counts(frame["model_a"], frame["model_b"], frame["winner"])
+    for seed, pc in simulated_questions(truth, 5000, 300, first_seed=10_000):
         for anchor, out, target in ((None, covered, truth), ("m0", covered_anchor, truth - truth[0])):
             t = fit_question(pc, anchor=anchor, rounds=1000, seed=seed).ratings_table().set_index("model")
             t = t.loc[[m for m in pc.models if m != anchor]]

@@ -160,18 +160,19 @@ def test_steps_figure_draws_the_reference_and_its_interval(tmp_path, monkeypatch
     assert calls == [(ref["fid_ci_low"], ref["fid_ci_high"])]
 
 
-def test_ddimN_respacings_are_their_own_line_and_verdict():
-    from reports.steps import line_label
+def test_each_time_grid_is_its_own_line_and_verdict(tmp_path):
+    from reports.steps import line_label, plot_steps
 
     assert line_label("unipc", "ddim20") == "unipc (ddimN)" and line_label("unipc", "20") == "unipc"
+    assert line_label("unipc", "logsnr8") == "unipc (logsnrN)" and line_label("ddim", "quad5") == "ddim (quadN)"
     results = pd.DataFrame(
         {
-            "setting": ["steps-unipc-20", "steps-unipc-ddim20"],
-            "family": ["steps"] * 2,
-            "scale": [3.0] * 2,
-            "method": ["unipc"] * 2,
-            "base_respacing": ["20", "ddim20"],
-            "fid": [5.0, 3.0],
+            "setting": ["steps-unipc-20", "steps-unipc-ddim20", "steps-unipc-logsnr6", "steps-unipc-karras6"],
+            "family": ["steps"] * 4,
+            "scale": [3.0] * 4,
+            "method": ["unipc"] * 4,
+            "base_respacing": ["20", "ddim20", "logsnr6", "karras6"],
+            "fid": [5.0, 3.0, 3.1, 6.0],
         }
     )
     diffs = pd.DataFrame(
@@ -185,8 +186,22 @@ def test_ddimN_respacings_are_their_own_line_and_verdict():
                 "ci_low": d - 1,
                 "ci_high": d + 1,
             }
-            for s, d in (("steps-unipc-20", 3.0), ("steps-unipc-ddim20", 0.5))
+            for s, d in (
+                ("steps-unipc-20", 3.0),
+                ("steps-unipc-ddim20", 0.5),
+                ("steps-unipc-logsnr6", 0.6),
+                ("steps-unipc-karras6", 4.0),
+            )
         ]
     )
     v = steps_verdicts(results, diffs).set_index("method")
     assert pd.isna(v.loc["unipc", "fewest_steps"]) and v.loc["unipc (ddimN)", "fewest_steps"] == 20
+    assert v.loc["unipc (logsnrN)", "fewest_steps"] == 6 and pd.isna(v.loc["unipc (karrasN)", "fewest_steps"])
+    assert v["grid"].to_dict() == {
+        "unipc": "uniform",
+        "unipc (ddimN)": "ddim",
+        "unipc (karrasN)": "karras",
+        "unipc (logsnrN)": "logsnr",
+    }
+    figure = plot_steps(results, tmp_path)
+    assert [p.suffix for p in figure] == [".png", ".pdf"]

@@ -8,7 +8,15 @@ import pytest
 import torch
 
 from samplers.diffusion import Diffusion
-from samplers.schedules import named_betas, respaced_betas, space_timesteps
+from samplers.schedules import (
+    DEFAULT_LAMBDA_MIN,
+    capped_start_advice,
+    count_steps,
+    log_snr,
+    named_betas,
+    respaced_betas,
+    space_timesteps,
+)
 
 
 def test_betas_and_respacing_match_reference_fixture(golden_dir):
@@ -118,3 +126,74 @@ def test_condition_score_shifts_eps_by_sqrt_one_minus_alpha_bar():
     guided = d.condition_score(out, x, 10, grad)
     expected_eps = eps - math.sqrt(1 - d.alphas_cumprod[10]) * grad
     torch.testing.assert_close(d.predict_eps(x, 10, guided["pred_xstart"]), expected_eps, rtol=1e-4, atol=1e-4)
+
+
+def test_existing_respacings_ignore_the_grid_options(golden_dir):
+    """The schedule and lambda_min only place the solver grids: GLIDE's strings keep their exact timesteps."""
+    data = json.loads((golden_dir / "schedules.json").read_text())
+    for key, expected in data.items():
+        kind, name = key.split("/", 1)
+        if kind != "betas":
+            assert space_timesteps(1000, name, schedule="linear", lambda_min=-2.0) == expected, name
+            assert Diffusion.spaced("squaredcos_cap_v2", name, lambda_min=-2.0).timestep_map == expected, name
+
+
+def cosine_lambda():
+    return log_snr(np.cumprod(1 - named_betas("squaredcos_cap_v2")))
+
+
+def test_solver_grids_golden_timesteps():
+    # lambda(995) = -5.078 is the last level >= -5.1 (diffusers' lambda_min_clipped for squaredcos_cap_v2)
+    assert space_timesteps(1000, "logsnr10") == [0, 6, 31, 110, 328, 671, 883, 961, 987, 995]
+    assert space_timesteps(1000, "karras10") == [0, 28, 171, 523, 812, 926, 968, 984, 992, 995]
+    assert space_timesteps(1000, "quad10") == [0, 12, 49, 111, 197, 307, 442, 602, 786, 995]
+    assert space_timesteps(1000, "logsnr5", schedule="linear") == [0, 30, 302, 722, 999]  # no clip: -5.06 at 999
+
+
+@pytest.mark.parametrize("grid", ["logsnr", "karras", "quad"])
+@pytest.mark.parametrize("steps", [2, 5, 6, 10, 25, 100, 250, 996])
+def test_solver_grids_have_exactly_n_distinct_steps_from_0_to_lambda_min(grid, steps):
+    kept = space_timesteps(1000, f"{grid}{steps}")
+    assert len(kept) == steps == count_steps(f"{grid}{steps}") and kept == sorted(set(kept))
+    assert kept[0] == 0 and kept[-1] == 995
+    lam = cosine_lambda()
+    assert lam[kept[-1]] >= DEFAULT_LAMBDA_MIN["squaredcos_cap_v2"] > lam[kept[-1] + 1]
+
+
+def test_logsnr_grid_is_uniform_in_lambda_where_timesteps_allow():
+    """Away from the low-noise end (where lambda moves 0.4 per timestep and rounding merges points), the
+    levels of logsnr10 are within half a timestep's lambda of the uniform targets."""
+    lam = cosine_lambda()[space_timesteps(1000, "logsnr10")]
+    targets = np.linspace(lam[0], lam[-1], 10)
+    per_step = np.abs(np.diff(cosine_lambda()))
+    kept = space_timesteps(1000, "logsnr10")
+    assert np.all(np.abs(lam - targets)[1:] <= per_step[np.array(kept[1:]) - 1])
+    # karras: uniform in (sigma / alpha)^(1/7)
+    kept = space_timesteps(1000, "karras25")
+    roots = np.exp(-cosine_lambda()[kept] / 7)
+    assert np.std(np.diff(roots)[5:]) < 0.1 * np.mean(np.diff(roots)[5:])
+
+
+def test_lambda_min_moves_the_start_and_bad_values_are_clear_errors():
+    lam = cosine_lambda()
+    kept = space_timesteps(1000, "logsnr8", lambda_min=-3.0)
+    assert lam[kept[-1]] >= -3.0 > lam[kept[-1] + 1]
+    assert Diffusion.spaced("squaredcos_cap_v2", "logsnr8", lambda_min=-3.0).timestep_map == kept
+    assert space_timesteps(1000, "logsnr8", lambda_min=-20.0)[-1] == 999  # below the schedule's end: no clip
+    with pytest.raises(ValueError, match="lambda_min 6.0 leaves no timesteps"):
+        space_timesteps(1000, "logsnr8", lambda_min=6.0)
+    with pytest.raises(ValueError, match="quad997: 'squaredcos_cap_v2' has only 996 timesteps"):
+        space_timesteps(1000, "quad997")
+    for bad in ("logsnr", "karrasx", "quad1.5"):
+        with pytest.raises(ValueError, match=f"bad respacing '{bad}'"):
+            space_timesteps(1000, bad)
+    with pytest.raises(ValueError, match="respacing must be like"):
+        count_steps("logsnr0")
+
+
+def test_capped_start_advice_names_the_better_grid():
+    advice = capped_start_advice("squaredcos_cap_v2", space_timesteps(1000, "10"))
+    assert "t = 999" in advice and "-6.5 to -9.9" in advice and "'logsnr10'" in advice
+    for fine in ("ddim10", "fast27", "logsnr10", "karras10", "quad10"):
+        assert capped_start_advice("squaredcos_cap_v2", space_timesteps(1000, fine)) is None, fine
+    assert capped_start_advice("linear", space_timesteps(1000, "10")) is None  # the linear schedule is not capped

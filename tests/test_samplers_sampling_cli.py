@@ -17,26 +17,13 @@ def run(args):
     return result
 
 
+# two 16px samples of "a red cube" from the tiny random-weight models, seed 4, 3 steps
+CUBE = ["--prompt", "a red cube", "--random-weights", "--tiny", "--steps", "3", "--num-samples", "2", "--seed", "4"]
+
+
 def test_sample_writes_png_and_provenance_sidecar(tmp_path):
     out = tmp_path / "cube.png"
-    result = run(
-        [
-            "--prompt",
-            "a red cube",
-            "--random-weights",
-            "--tiny",
-            "--steps",
-            "3",
-            "--num-samples",
-            "2",
-            "--seed",
-            "4",
-            "--out",
-            str(out),
-            "--json",
-            "--no-progress",
-        ]
-    )
+    result = run([*CUBE, "--out", str(out), "--json", "--no-progress"])
     assert result.exit_code == 0, result.output
     record = json.loads(result.output)
     image = np.asarray(Image.open(out))
@@ -49,26 +36,7 @@ def test_sample_writes_png_and_provenance_sidecar(tmp_path):
     assert record["model_options"]["base"]["image_size"] == 16
 
     again = tmp_path / "again.png"
-    assert (
-        run(
-            [
-                "--prompt",
-                "a red cube",
-                "--random-weights",
-                "--tiny",
-                "--steps",
-                "3",
-                "--num-samples",
-                "2",
-                "--seed",
-                "4",
-                "--out",
-                str(again),
-                "--no-progress",
-            ]
-        ).exit_code
-        == 0
-    )
+    assert run([*CUBE, "--out", str(again), "--no-progress"]).exit_code == 0
     assert np.array_equal(np.asarray(Image.open(again)), image)  # same seed, same images
 
 

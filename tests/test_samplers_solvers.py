@@ -8,25 +8,21 @@ discretization error alone, so the log-log slope of error against steps is its o
 """
 
 import math
+import warnings
 
+import gaussian_closed_form as closed_form
 import numpy as np
 import pytest
 import torch
+from gaussian_closed_form import slope, x_start
 from test_samplers_sampling import FakeClip, fake_tokenize, tiny_models
 
 from samplers.diffusion import Diffusion
 from samplers.guidance import classifier_free_model_fn
 from samplers.noise import PerSampleNoise
 from samplers.pipeline import sample_base, sample_images
-from samplers.sampling import (
-    SAMPLER_OPTIONS,
-    SAMPLERS,
-    Recorder,
-    check_sampler_options,
-    get_sampler,
-    min_steps,
-    model_evaluations,
-)
+from samplers.sampling import SAMPLERS, Recorder, check_sampler_options, get_sampler, min_steps, model_evaluations
+from samplers.schedules import GridWarning, log_snr
 from samplers.solvers import sample_dpmpp_2m, sample_unipc
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -37,26 +33,15 @@ ODE_SAMPLERS = ["ddim"] + SOLVERS
 
 
 def gaussian_model_fn(alphas_cumprod):
-    """Exact (eps, v) output for x0 ~ N(MU, S^2); `alphas_cumprod` is indexed by the ORIGINAL timestep."""
-    table = torch.as_tensor(np.asarray(alphas_cumprod), dtype=torch.float64)
-
-    def model_fn(x, t):
-        a = table[t].to(x.dtype)[:, None, None, None]
-        eps = (1 - a).sqrt() * (x - a.sqrt() * MU) / (a * S**2 + 1 - a)
-        return torch.cat([eps, torch.zeros_like(eps)], 1)
-
-    return model_fn
+    return closed_form.gaussian_model_fn(alphas_cumprod, MU, S)
 
 
 def flow(x, alpha_bar_from: float, alpha_bar_to: float):
-    """The exact probability-flow ODE map between two noise levels for the Gaussian data."""
-    a, b = alpha_bar_from, alpha_bar_to
-    return math.sqrt(b) * MU + math.sqrt(b * S**2 + 1 - b) / math.sqrt(a * S**2 + 1 - a) * (x - math.sqrt(a) * MU)
+    return closed_form.flow(x, alpha_bar_from, alpha_bar_to, MU, S)
 
 
 def exact_denoised(x, alpha_bar: float):
-    """E[x0 | x_t] for the Gaussian data: what every solver's final step (x = x0 prediction) returns."""
-    return MU + math.sqrt(alpha_bar) * S**2 / (alpha_bar * S**2 + 1 - alpha_bar) * (x - math.sqrt(alpha_bar) * MU)
+    return closed_form.exact_denoised(x, alpha_bar, MU, S)
 
 
 def grid_process(steps: int, grid: str, low: float, high: float) -> Diffusion:
@@ -68,10 +53,6 @@ def grid_process(steps: int, grid: str, low: float, high: float) -> Diffusion:
         lam = -np.log(np.linspace(math.exp(-high), math.exp(-low), steps))
     alphas_cumprod = 1 / (1 + np.exp(-2 * lam))
     return Diffusion(1 - alphas_cumprod / np.append(1.0, alphas_cumprod[:-1]))
-
-
-def x_start(n=64):
-    return torch.randn(n, 1, 2, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 
 
 def errors(sampler, steps_list, grid, low, high, interior=False, **options):
@@ -91,10 +72,6 @@ def errors(sampler, steps_list, grid, low, high, interior=False, **options):
         else:
             result.append((out - exact_denoised(at_level0, d.alphas_cumprod[0])).abs().max().item())
     return np.array(result)
-
-
-def slope(steps_list, errs):
-    return -np.polyfit(np.log(steps_list), np.log(errs), 1)[0]
 
 
 # Orders on a grid equally spaced in lambda (the variable the exponential integrators step in) over
@@ -159,6 +136,101 @@ def test_samples_follow_the_data_distribution_on_the_glide_schedule(sampler):
     out = get_sampler(sampler)(gaussian_model_fn(original.alphas_cumprod), x, d, clip_denoised=False)
     # sampling error: 0.5 / 64 = 0.008 (mean), 0.5 / 90 = 0.006 (std); discretization error < 0.02
     assert abs(out.mean().item() - MU) < 0.03 and abs(out.std().item() - S) < 0.03
+
+
+# -- time grids (issue 27) -------------------------------------------------------------------------------
+
+# Every solver on every grid, N(0.1, 0.2^2) data on GLIDE's cosine schedule, from the grid's first timestep
+# (`bench/solvers.py --closed-form` prints this table): (order over 10 / 20 / 40 / 80 steps -- ddim grid
+# 10 / 20 / 40 / 100 --, mean absolute error at 10 steps), computed in float64 by the closed form.
+CLOSED_FORM_TABLE = {
+    ("ddim", "uniform"): (0.98, 4.847e-02),
+    ("ddim", "ddim"): (0.95, 4.477e-02),
+    ("ddim", "logsnr"): (0.99, 3.861e-02),
+    ("ddim", "karras"): (0.97, 5.103e-02),
+    ("ddim", "quad"): (1.01, 2.510e-02),
+    ("dpmpp_2m", "uniform"): (1.16, 5.059e-02),
+    ("dpmpp_2m", "ddim"): (1.26, 5.258e-02),
+    ("dpmpp_2m", "logsnr"): (1.59, 4.116e-03),
+    ("dpmpp_2m", "karras"): (1.37, 8.649e-03),
+    ("dpmpp_2m", "quad"): (2.21, 1.744e-02),
+    ("unipc", "uniform"): (1.26, 5.252e-02),
+    ("unipc", "ddim"): (1.37, 5.437e-02),
+    ("unipc", "logsnr"): (2.65, 8.538e-03),
+    ("unipc", "karras"): (2.30, 1.395e-02),
+    ("unipc", "quad"): (3.06, 1.863e-02),
+    ("unipc@order=3", "uniform"): (1.65, 5.889e-02),
+    ("unipc@order=3", "ddim"): (1.77, 6.091e-02),
+    ("unipc@order=3", "logsnr"): (4.19, 2.710e-02),
+    ("unipc@order=3", "karras"): (4.04, 6.167e-02),
+    ("unipc@order=3", "quad"): (3.99, 1.549e-02),
+    ("unipc@variant=bh1", "uniform"): (1.67, 3.045e-01),
+    ("unipc@variant=bh1", "ddim"): (1.74, 2.905e-01),
+    ("unipc@variant=bh1", "logsnr"): (3.15, 4.527e-02),
+    ("unipc@variant=bh1", "karras"): (3.10, 1.291e-01),
+    ("unipc@variant=bh1", "quad"): (3.35, 5.800e-02),
+    ("plms", "uniform"): (3.53, 8.294e-01),
+    ("plms", "ddim"): (1.34, 6.916e-03),
+    ("plms", "logsnr"): (1.96, 8.183e-03),
+    ("plms", "karras"): (1.90, 1.116e-02),
+    ("plms", "quad"): (2.53, 1.469e-02),
+}
+GRIDS = ("uniform", "ddim", "logsnr", "karras", "quad")
+
+
+@pytest.fixture(scope="module")
+def closed_form_rows():
+    return {
+        (row["method"], row["grid"]): row
+        for sampler, options in closed_form.CLOSED_FORM_SOLVERS
+        for row in [closed_form.closed_form_row(sampler, options, grid) for grid in GRIDS]
+    }
+
+
+def test_every_solver_on_every_grid_has_its_closed_form_order_and_error(closed_form_rows):
+    assert set(closed_form_rows) == set(CLOSED_FORM_TABLE)
+    for key, (order, error) in CLOSED_FORM_TABLE.items():
+        row = closed_form_rows[key]
+        assert row["order"] == pytest.approx(order, abs=0.02), key
+        assert row["errors"][0] == pytest.approx(error, rel=0.01), key
+
+
+def test_grids_restore_the_solvers_orders(closed_form_rows):
+    """Issue 27's claims: DDIM is first order on every grid; on "logsnr" DPM-Solver++ 2M is second order
+    (from 20 steps: its error changes sign between 8 and 10 steps, which bends the slope from 10 to 1.59) and
+    UniPC bh2 (order-2 predictor + corrector: order 3) above 2.5; on GLIDE's uniform grid, which starts at the
+    capped t = 999, neither beats 1.3; and on logsnr10 DPM-Solver++ 2M's error is below 1/10 of DDIM's on "10"."""
+    for grid in GRIDS:
+        assert abs(closed_form_rows[("ddim", grid)]["order"] - 1) < 0.1, grid
+    assert closed_form_rows[("dpmpp_2m", "logsnr")]["order_tail"] >= 1.8
+    assert closed_form_rows[("unipc", "logsnr")]["order"] >= 2.5
+    assert closed_form_rows[("unipc", "logsnr")]["order_tail"] >= 2.5
+    assert (
+        closed_form_rows[("dpmpp_2m", "uniform")]["order"] < 1.3
+        and closed_form_rows[("unipc", "uniform")]["order"] < 1.3
+    )
+    ddim_10 = closed_form_rows[("ddim", "uniform")]["errors"][0]
+    assert closed_form_rows[("dpmpp_2m", "logsnr")]["errors"][0] <= ddim_10 / 10
+
+
+@pytest.mark.parametrize("sampler", ["dpmpp_2m", "unipc"])
+def test_first_order_below_keeps_noisy_x0_out_of_the_multistep_combinations(sampler):
+    """first_order_below below every level changes nothing; above every level every step is a DDIM step
+    (UniPC: no correction either); in between, the noisy steps are DDIM's and the rest stay multistep."""
+    d = Diffusion.spaced("squaredcos_cap_v2", "logsnr8")
+    fn, x = noisy_model_fn(), x_image()
+    plain = get_sampler(sampler)(fn, x.clone(), d)
+    torch.testing.assert_close(get_sampler(sampler)(fn, x.clone(), d, first_order_below=-100.0), plain)
+    ddim = get_sampler("ddim")(fn, x.clone(), d)
+    torch.testing.assert_close(
+        get_sampler(sampler)(fn, x.clone(), d, first_order_below=100.0), ddim, rtol=1e-5, atol=1e-5
+    )
+    half = run_ours(sampler, fn, x.clone(), d, first_order_below=0.0)
+    ddim_steps = run_ours("ddim", fn, x.clone(), d)
+    noisy = int((log_snr(d.alphas_cumprod) < 0).sum())  # steps from levels below lambda = 0
+    assert 2 <= noisy <= 6
+    torch.testing.assert_close(half[noisy - 1], ddim_steps[noisy - 1], rtol=1e-5, atol=1e-5)
+    assert (half[-1] - ddim_steps[-1]).abs().max() > 1e-3 and (half[-1] - plain).abs().max() > 1e-4
 
 
 # -- equality with diffusers' schedulers ---------------------------------------------------------------
@@ -322,8 +394,13 @@ def test_plms_equals_diffusers_pndm_without_prk_steps(steps):
 
 
 def test_registry_and_options():
-    assert set(SOLVERS) <= set(SAMPLERS) and set(SAMPLER_OPTIONS) == set(SAMPLERS)
-    assert check_sampler_options("unipc", {"order": 3}) == {"order": 3, "variant": "bh2", "corrector": True}
+    assert set(SOLVERS) <= set(SAMPLERS) and all(SAMPLERS[name].name == name for name in SAMPLERS)
+    assert check_sampler_options("unipc", {"order": 3}) == {
+        "order": 3,
+        "variant": "bh2",
+        "corrector": True,
+        "first_order_below": None,
+    }
     assert check_sampler_options("ddim") == {"eta": 0.0} and check_sampler_options("plms", None) == {}
     assert [min_steps(name) for name in ("ancestral", "ddim", "dpmpp_2m", "unipc", "plms")] == [1, 1, 2, 2, 2]
     assert min_steps("unipc", {"order": 3}) == 3
@@ -338,8 +415,19 @@ def test_registry_and_options():
         ("unipc", {"order": 2.0}, "unipc order must be an integer"),
         ("unipc", {"variant": "bh3"}, "unknown unipc variant 'bh3'; known: bh1, bh2"),
         ("unipc", {"corrector": "yes"}, "unipc corrector must be true or false"),
-        ("unipc", {"eta": 0.5}, "sampler 'unipc' has no option 'eta'; its options: order, variant, corrector"),
-        ("dpmpp_2m", {"order": 3}, "sampler 'dpmpp_2m' has no option 'order'; its options: none"),
+        (
+            "unipc",
+            {"eta": 0.5},
+            "sampler 'unipc' has no option 'eta'; its options: order, variant, corrector, first_order_below, "
+            "lambda_min",
+        ),
+        (
+            "dpmpp_2m",
+            {"order": 3},
+            "sampler 'dpmpp_2m' has no option 'order'; its options: first_order_below, lambda_min",
+        ),
+        ("dpmpp_2m", {"first_order_below": "x"}, "option 'first_order_below' must be a finite log-SNR"),
+        ("dpmpp_2m", {"lambda_min": "low"}, "option 'lambda_min' must be a finite number"),
         ("ddim", {"eta": -1}, "ddim option 'eta' must be a number >= 0"),
         ("euler", {}, "unknown sampler 'euler'; known: ancestral, ddim, dpmpp_2m, unipc, plms"),
     ],
@@ -474,3 +562,32 @@ def test_sample_base_passes_solver_options():
     torch.testing.assert_close(got, expected)
     with pytest.raises(ValueError, match="sampler 'plms' has no option 'order'"):
         sample_base(models, ["a cat"], noise, respacing="9", sampler="plms", sampler_options={"order": 3})
+
+
+def test_sample_base_takes_lambda_min_and_warns_on_the_capped_start():
+    """lambda_min is an option of every sampler: it places the solver grids; a multistep solver on a grid
+    starting at the cosine schedule's capped t = 999 is warned, naming the better grid."""
+    models = tiny_models()
+    tokens, mask = fake_tokenize(["a cat"], 8)
+    empty_tokens, empty_mask = fake_tokenize([""], 8)
+    fn = classifier_free_model_fn(models.base, tokens, mask, empty_tokens, empty_mask, 3.0)
+    d = Diffusion.spaced("squaredcos_cap_v2", "logsnr6", lambda_min=-3.0)
+    assert d.timestep_map != Diffusion.spaced("squaredcos_cap_v2", "logsnr6").timestep_map
+    expected = sample_dpmpp_2m(fn, PerSampleNoise(2, ["s"]).initial((1, 3, 8, 8)), d)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning on a solver grid
+        got = sample_base(
+            models,
+            ["a cat"],
+            PerSampleNoise(2, ["s"]),
+            respacing="logsnr6",
+            sampler="dpmpp_2m",
+            sampler_options={"lambda_min": -3.0},
+        )
+    torch.testing.assert_close(got, expected)
+    with pytest.warns(GridWarning, match=r"sampler 'unipc' on respacing '6': the grid starts at t = 999.*'logsnr6'"):
+        sample_base(models, ["a cat"], PerSampleNoise(2, ["s"]), respacing="6", sampler="unipc")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # DDIM and ancestral are one-step methods: no warning
+        for sampler in ("ddim", "ancestral"):
+            sample_base(models, ["a cat"], PerSampleNoise(2, ["s"]), respacing="6", sampler=sampler)

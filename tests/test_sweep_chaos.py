@@ -12,40 +12,18 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_sweep import assert_same_shards, env_with_tests_on_path, shard_contents, write_config
-from test_sweep_lock import children, wait_gone
+from test_sweep import assert_same_shards, shard_contents, write_config
+from test_sweep_lock import children, start_sweep, sweep_to_the_end, wait_gone
 
 from glide_eval.sweep.lock import HOLDER_NAME
 from storage import TEMP_GLOB
 
 TIMING = ["generate_s", "featurize_s", "metrics_s", "wall_time_s"]
-
-
-def sweep_cmd(path: Path, torchrun_port: int | None) -> list[str]:
-    launcher = (
-        []
-        if torchrun_port is None
-        else ["-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(torchrun_port)]
-    )
-    return [sys.executable, *launcher, "-m", "glide_eval", "sweep", str(path), "--no-progress"]
-
-
-def start(cmd: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        cmd,
-        env=env_with_tests_on_path(),
-        cwd=cwd,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
 
 
 def kill_at_random(path: Path, folder: Path, rng: random.Random, kills: int, span: float, torchrun: bool) -> int:
@@ -54,8 +32,10 @@ def kill_at_random(path: Path, folder: Path, rng: random.Random, kills: int, spa
     landed = finished = attempt = 0
     while landed < kills:
         attempt += 1
-        cmd = sweep_cmd(path, 32000 + (os.getpid() * 7 + attempt) % 2000 if torchrun else None)
-        proc = start(cmd, folder)
+        port = 32000 + (os.getpid() * 7 + attempt) % 2000 if torchrun else None
+        proc = start_sweep(
+            path, folder, port, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+        )
         time.sleep(rng.uniform(0.0, span))
         workers = children(proc.pid) if torchrun else []
         if proc.poll() is None:
@@ -80,14 +60,7 @@ def test_sigkill_at_random_moments_then_finish_equals_an_uninterrupted_run(tmp_p
     path = write_config(tmp_path, n=16, shard_size=4, batch_size=2, delay=0.1)
     out = tmp_path / "out"
     t0 = time.monotonic()
-    whole = subprocess.run(
-        sweep_cmd(path, 34000 + os.getpid() % 1000 if torchrun else None),
-        env=env_with_tests_on_path(),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    whole = sweep_to_the_end(path, tmp_path, 34000 + os.getpid() % 1000 if torchrun else None)
     span = time.monotonic() - t0
     assert whole.returncode == 0, whole.stderr[-3000:]
     uninterrupted = tmp_path / "uninterrupted"
@@ -95,14 +68,7 @@ def test_sigkill_at_random_moments_then_finish_equals_an_uninterrupted_run(tmp_p
 
     rng = random.Random(18 + torchrun)
     kill_at_random(path, tmp_path, rng, kills=3 if torchrun else 6, span=span, torchrun=torchrun)
-    done = subprocess.run(
-        sweep_cmd(path, 36000 + os.getpid() % 1000 if torchrun else None),
-        env=env_with_tests_on_path(),
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    done = sweep_to_the_end(path, tmp_path, 36000 + os.getpid() % 1000 if torchrun else None)
     assert done.returncode == 0, done.stderr[-3000:]
 
     pd.testing.assert_frame_equal(final_results(out), final_results(uninterrupted))

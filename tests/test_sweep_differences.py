@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import weakref
 
 import numpy as np
 import pandas as pd
@@ -20,7 +21,8 @@ from test_sweep import write_config
 
 from glide_eval.sweep.components import Components
 from glide_eval.sweep.config import ConfigError, load_config, steps_reference
-from glide_eval.sweep.differences import metric_keys
+from glide_eval.sweep.differences import measure_differences, metric_keys
+from glide_eval.sweep.plan import make_plan
 from glide_eval.sweep.run import run_sweep
 from glide_eval.sweep.rundir import FEATURE_PREFIX, RunDir, generation_hash
 from metrics import calculate_metrics, paired_differences
@@ -203,3 +205,50 @@ def test_shipped_configs_have_intervals_on():
         assert config.metrics.ci, name
         text = (Path(__file__).parent.parent / "glide_eval" / "configs" / f"{name}.toml").read_text()
         assert not re.search(r"^bootstrap\s*=", text, re.M), name  # the obsolete key
+
+
+class Held(dict):
+    """A setting's features as the test's loader hands them out (weakly referenceable)."""
+
+
+def test_merge_streams_and_equals_the_merge_that_held_every_setting_exactly(tmp_path):
+    """Issue 29: the merge reads one setting's features at a time, and each comparison's two
+    settings when it comes to them; its results and differences.csv equal, bit for bit, those
+    computed from every setting's features concatenated in memory at once (the merge before)."""
+    steps = (
+        'steps = ["8", "2"]\nsteps_methods = ["ancestral", "ddim"]\nsteps_guidance = "unguided"\n'
+        'steps_n = 8\nsteps_reference = "ancestral-8"\n'
+    )
+    config = load_config(config_text(tmp_path, steps=steps, cfg="[1.0, 2.0, 3.0]"))
+    run_sweep(config, progress=False, log=lambda m: None)
+    out = config.output_dir
+    components = make_components(config, "cpu")
+    plan = make_plan(config)
+    captions = json.loads((out / "captions.json").read_text())
+    in_memory = {}
+    for setting in plan.settings:
+        shards = [RunDir(out).load_shard(s.setting.name, s.index) for s in plan.shards_for(setting)]
+        in_memory[setting.name] = {
+            k[len(FEATURE_PREFIX) :]: np.concatenate([s[k] for s in shards])
+            for k in shards[0]
+            if k.startswith(FEATURE_PREFIX)
+        }
+    results = pd.read_parquet(out / "results.parquet")
+    for row in results.to_dict("records"):
+        features = in_memory[row["setting"]]
+        expected = components.compute_metrics(features, captions[: len(features["pool"])], True)
+        assert {k: row[k] for k in expected} == expected, row["setting"]
+
+    handed, most = [], [0]
+
+    def load(name: str, n: int) -> dict:
+        most[0] = max(most[0], sum(ref() is not None for ref in handed))
+        held = Held({k: v[:n] for k, v in in_memory[name].items()})
+        handed.append(weakref.ref(held))
+        return held
+
+    expected = measure_differences(config, components, results.to_dict("records"), load, lambda m: None)
+    assert len(expected) > 20 and set(expected["kind"]) == {"adjacent", "steps-reference"}
+    assert most[0] <= 1  # a load finds at most the one setting the next comparison shares
+    got = pd.read_csv(out / "differences.csv")
+    pd.testing.assert_frame_equal(got, expected.astype(got.dtypes.to_dict()), check_exact=True)

@@ -9,6 +9,7 @@ the way fidelity/diversity trade-offs do. Features and metrics are plain numpy.
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 
 import numpy as np
@@ -70,7 +71,8 @@ def compute_metrics(features: dict, captions: list[str], ci: bool) -> dict:
 
 def make_components(config, device: str) -> Components:
     options = config.engine_options
-    delay = float(options.get("delay_s", 0.0))
+    # FAKE_DELAY_S slows a run down without changing its config (and so its hashes)
+    delay = float(os.environ.get("FAKE_DELAY_S", options.get("delay_s", 0.0)))
     size = int(options.get("image_size", 8))
     seed = config.run.seed
 

@@ -61,6 +61,35 @@ def quiet(_msg: str) -> None:
     pass
 
 
+def sweep_cmd(path: Path, torchrun_port: int | None = None) -> list[str]:
+    """`glide-eval sweep PATH --no-progress` as a command; under torchrun (2 processes) given a port."""
+    launcher = (
+        []
+        if torchrun_port is None
+        else ["-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(torchrun_port)]
+    )
+    return [sys.executable, *launcher, "-m", "glide_eval", "sweep", str(path), "--no-progress"]
+
+
+def start_sweep(path: Path, cwd: Path, torchrun_port: int | None = None, **popen) -> subprocess.Popen:
+    """The sweep of `path` started in `cwd` with the tests importable; `popen`: pipes and session."""
+    return subprocess.Popen(sweep_cmd(path, torchrun_port), env=env_with_tests_on_path(), cwd=cwd, **popen)
+
+
+def sweep_to_the_end(
+    path: Path, cwd: Path, torchrun_port: int | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """The sweep of `path` run in `cwd` until it exits, its output captured as text."""
+    return subprocess.run(
+        sweep_cmd(path, torchrun_port),
+        env=env_with_tests_on_path(),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
 def test_a_second_sweep_is_refused_naming_the_holder(tmp_path):
     config = load_config(write_config(tmp_path))
     holder = RunLock(config.output_dir, "another sweep")  # its own open file: conflicts like another process
@@ -119,17 +148,7 @@ def test_two_sweeps_racing_on_a_fresh_directory_one_runs(tmp_path):
     """Two configs (cfg 1,3 vs 1,5) on one fresh directory, started together: exactly one runs;
     the other exits 1 naming the winner's PID; the results are the winner's config's alone."""
     paths = [write_config(tmp_path, "a.toml", delay=0.2), write_config(tmp_path, "b.toml", cfg="[1.0, 5.0]", delay=0.2)]
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-m", "glide_eval", "sweep", str(p), "--no-progress"],
-            env=env_with_tests_on_path(),
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for p in paths
-    ]
+    procs = [start_sweep(p, tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for p in paths]
     outputs = [p.communicate(timeout=300) for p in procs]
     codes = [p.returncode for p in procs]
     assert sorted(codes) == [0, 1], (codes, outputs)
@@ -216,24 +235,10 @@ def children(pid: int) -> list[int]:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_torchrun_workers_end_when_torchrun_is_sigkilled(tmp_path):
     path = write_config(tmp_path, n=16, delay=0.5)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-port",
-        str(31500 + os.getpid() % 1000),
-        "-m",
-        "glide_eval",
-        "sweep",
-        str(path),
-        "--no-progress",
-    ]
-    torchrun = subprocess.Popen(
-        cmd,
-        env=env_with_tests_on_path(),
-        cwd=tmp_path,
+    torchrun = start_sweep(
+        path,
+        tmp_path,
+        31500 + os.getpid() % 1000,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -250,14 +255,7 @@ def test_torchrun_workers_end_when_torchrun_is_sigkilled(tmp_path):
         torchrun.wait()
         assert wait_gone(workers, 5.0), [w for w in workers if not gone(w)]
         # and the next sweep is not blocked by them: it finishes the work
-        result = subprocess.run(
-            [sys.executable, "-m", "glide_eval", "sweep", str(path), "--no-progress"],
-            env=env_with_tests_on_path(),
-            cwd=tmp_path,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
+        result = sweep_to_the_end(path, tmp_path, timeout=300)
         assert result.returncode == 0, result.stderr[-2000:]
     finally:
         for pid in workers:

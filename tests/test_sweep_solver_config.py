@@ -55,6 +55,23 @@ def test_respacing_shorter_than_the_solvers_order_is_refused(tmp_path):
         config(tmp_path, '[sampler]\nmethod = "dpmpp_2m"\nbase_respacing = "1"\n')
 
 
+def test_solver_grids_in_steps_and_lambda_min_as_a_sampler_option(tmp_path):
+    c = config(
+        tmp_path,
+        "[sampler_options.dpmpp_2m]\nlambda_min = -4.5\n",
+        steps='steps = ["logsnr6", "karras6", "quad6", "6"]\nsteps_methods = ["ddim", "dpmpp_2m"]\n',
+    )
+    names = [s.name for s in c.settings if s.family == "steps"]
+    assert "steps-dpmpp_2m-logsnr6" in names and "steps-ddim-quad6" in names and "steps-ddim-6" in names
+    assert c.sampler_options == {"dpmpp_2m": {"lambda_min": -4.5}}
+    with pytest.raises(ConfigError, match=r"\[sampler_options.unipc\] option 'lambda_min' must be a finite number"):
+        config(tmp_path, '[sampler_options.unipc]\nlambda_min = "low"\n')
+    with pytest.raises(ConfigError, match=r"\[grid.steps\] bad respacing 'logsnrx'"):
+        config(tmp_path, "", steps='steps = ["logsnrx"]\nsteps_methods = ["ddim"]\n')
+    with pytest.raises(ConfigError, match=r"\[grid.steps\] respacing 'logsnr1' has 1 steps; sampler 'dpmpp_2m'"):
+        config(tmp_path, "", steps='steps = ["logsnr1"]\nsteps_methods = ["dpmpp_2m"]\n')
+
+
 def test_sampler_options_enter_the_hashes_only_when_given(tmp_path):
     plain = config(tmp_path, "")
     assert "sampler_options" not in plain.hashed_data()
@@ -76,11 +93,15 @@ def test_dry_run_counts_model_evaluations_against_the_steps_reference():
     assert plan["steps_reference"] == "cfg-3"  # 250-step ancestral at cfg 3: the grid setting
     rows = {s["setting"]: s for s in plan["settings"]}
     for method in ("dpmpp_2m", "unipc", "plms", "ddim"):
-        ratio = rows[f"steps-{method}-20"]["vs_steps_reference"]
+        ratio = rows[f"steps-{method}-logsnr20"]["vs_steps_reference"]
         assert ratio == pytest.approx(model_evaluations(method, 20) / model_evaluations("ancestral", 250))
         assert ratio <= 0.1  # issue 21's target: a 20-step solver at <= 1/10 of the 250-step protocol
     assert rows["cfg-3"]["vs_steps_reference"] is None
     assert "0.080x cfg-3 per sample" in format_plan(plan)
+    # issue 27: on the recommended grid, and the whole steps family's cost against the protocol
+    assert {s["setting"].rsplit("-", 1)[1][:6] for s in plan["settings"] if s["family"] == "steps"} == {"logsnr"}
+    assert plan["steps_vs_reference"] == pytest.approx((4 * 89 + 7) / 250)
+    assert "steps settings together: 1.45x the base-model evaluations of cfg-3" in format_plan(plan)
 
 
 def test_the_generator_passes_the_samplers_options(tmp_path, monkeypatch):

@@ -52,16 +52,36 @@ def test_config_respacing_errors_come_from_the_samplers_parser():
     assert _config(sampler={"base_respacing": "ddim50"}).sampler.base_respacing == "ddim50"
 
 
-def test_sampling_methods_come_from_the_sampler_registry(monkeypatch):
+def test_sampling_methods_come_from_the_sampler_registry():
     with pytest.raises(ConfigError, match="sampler.method"):
         _config(sampler={"method": "heun"})
-    monkeypatch.setitem(sampling.SAMPLERS, "heun", sampling.sample_ddim)  # a sampler added to the registry
-    config = _config(
-        sampler={"method": "heun"},
-        grid={"clip": [2.0], "clip_method": "ancestral", "steps": ["10"], "steps_methods": ["heun", "ddim"]},
+    # one registration adds a sampler everywhere: its options, fewest steps and cost come with it
+    heun = sampling.SamplerRecord(
+        "heun", sampling.sample_ddim, {"eta": 0.0}, min_steps=lambda options: 2, evaluations=lambda n: 2 * n - 1
     )
-    assert config.sampler.method == "heun"
-    assert [s.name for s in config.settings if s.family == "steps"] == ["steps-heun-10", "steps-ddim-10"]
+    sampling.register_sampler(heun)
+    try:
+        config = _config(
+            sampler={"method": "heun"},
+            grid={"clip": [2.0], "clip_method": "ancestral", "steps": ["10"], "steps_methods": ["heun", "ddim"]},
+        )
+        assert config.sampler.method == "heun"
+        assert [s.name for s in config.settings if s.family == "steps"] == ["steps-heun-10", "steps-ddim-10"]
+        assert sampling.check_sampler_options("heun", {"eta": 1}) == {"eta": 1}
+        assert sampling.min_steps("heun") == 2 and sampling.model_evaluations("heun", 10) == 19
+        with pytest.raises(
+            ConfigError, match=r"\[grid.steps\] respacing '1' has 1 steps; sampler 'heun' needs at least 2"
+        ):
+            _config(grid={"steps": ["1"], "steps_methods": ["heun"]})
+        # a name is registered once, unless replacing is asked for
+        with pytest.raises(ValueError, match="sampler 'heun' is already registered; pass replace=True"):
+            sampling.register_sampler(sampling.SamplerRecord("heun", sampling.sample_ancestral))
+        sampling.register_sampler(sampling.SamplerRecord("heun", sampling.sample_ancestral), replace=True)
+        assert sampling.get_sampler("heun") is sampling.sample_ancestral
+        with pytest.raises(ValueError, match="lambda_min are grid options of every sampler"):
+            sampling.register_sampler(sampling.SamplerRecord("grid", sampling.sample_ddim, {"lambda_min": 0.0}))
+    finally:
+        del sampling.SAMPLERS["heun"]
 
 
 def test_guidance_specs_one_grammar():

@@ -65,7 +65,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "judge": (
         "glide_eval.cli.judge:judge_command",
-        "Serve a judging page for the images sweeps saved in RUN_DIR(s) (`--save-images png|npz`).",
+        "Serve a blind judging page for the images sweeps saved in RUN_DIR(s) (`--save-images png|npz`).",
     ),
     "toy-models": (
         "glide_eval.cli.toy:train_command",

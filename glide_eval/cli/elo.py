@@ -14,7 +14,7 @@ from glide_eval.cli import echo_json
 from human_eval.elo import analyze
 from human_eval.figure7 import FigureError, check_guidance_names, draw_figure7, ratings_warnings
 from human_eval.fit import FitError
-from human_eval.judgments import JudgmentError, check_encoding, read_judgments
+from human_eval.judgments import JudgmentError, check_encoding, exclude_raters, read_judgments
 from human_eval.names import NAMING, is_unguided
 from human_eval.outputs import format_table, provenance, result_tables, write_results
 
@@ -110,11 +110,28 @@ def _records(table):
 @click.option(
     "--out", "out_dir", type=click.Path(file_okay=False), help="Output folder (default: FILE_elo next to the input)."
 )
+@click.option(
+    "--exclude-raters",
+    "exclude_raters_",
+    default=None,
+    help="Comma-separated rater_id values whose judgments are left out (e.g. those `glide-eval judge` flagged); "
+    "recorded in provenance.json.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def elo_command(csv_path, question, level, rounds, seed, l2, fmt, drop_invalid, encoding, anchor, out_dir, as_json):
+def elo_command(
+    csv_path, question, level, rounds, seed, l2, fmt, drop_invalid, encoding, anchor, out_dir, exclude_raters_, as_json
+):
     """Fit human-preference Elo ratings (GLIDE appendix A.1) from pairwise judgments in FILE.csv,
     with bootstrap intervals, ranks and win rates, per question."""
     judgments = _load(csv_path, fmt, encoding, drop_invalid)
+    excluded = sorted({r.strip() for r in (exclude_raters_ or "").split(",") if r.strip()})
+    try:
+        judgments, dropped = exclude_raters(judgments, excluded)
+    except JudgmentError as e:
+        raise click.ClickException(str(e)) from None
+    absent = [r for r, n in dropped.items() if n == 0]
+    if absent:
+        click.echo(f"warning: --exclude-raters: no judgments by {', '.join(absent)}", err=True)
     results = _fit(judgments, question, anchor, rounds, seed, l2, level)
     options = {
         "question": question,
@@ -126,6 +143,8 @@ def elo_command(csv_path, question, level, rounds, seed, l2, fmt, drop_invalid, 
         "format": fmt,
         "encoding": encoding,
         "drop_invalid": drop_invalid,
+        "exclude_raters": excluded,
+        "excluded_rows": dropped,
     }
     out = Path(out_dir) if out_dir else Path(csv_path).with_name(Path(csv_path).stem + "_elo")
     paths = write_results(results, out, provenance(csv_path, judgments, options, results))

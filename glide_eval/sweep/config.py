@@ -135,8 +135,9 @@ SECTIONS: dict[str, type] = {
     "metrics": MetricsConfig,
 }
 FREE_FORM = "engine_options"  # free-form table passed to a python: engine factory
-# [sampler_options.METHOD] tables: a sampler's own options (samplers.sampling.SAMPLER_OPTIONS, e.g.
-# unipc order / variant / corrector, ddim eta), validated by samplers.sampling.check_sampler_options
+# [sampler_options.METHOD] tables: a sampler's options (its samplers.sampling.SamplerRecord's, e.g.
+# unipc order / variant / corrector, ddim eta; lambda_min for every sampler), validated by
+# samplers.sampling.check_sampler_options
 SAMPLER_OPTIONS_SECTION = "sampler_options"
 
 

@@ -36,6 +36,9 @@ def describe_plan(config: SweepConfig, run_dir: Path | None = None) -> dict:
                 else None,
             }
         )
+    # the whole steps family's base evaluations against the steps reference's (GLIDE's 250-step protocol)
+    steps_base = sum(r["model_evaluations"]["base"] for r in settings if r["family"] == "steps")
+    ref_total = ref_base * plan.samples_of(ref_setting) if ref_setting is not None else 0
     done, remaining_s = None, None
     if run_dir is not None and RunDir(run_dir).has_shards():
         done, remaining_s = progress_estimate(plan, RunDir(run_dir))
@@ -54,6 +57,7 @@ def describe_plan(config: SweepConfig, run_dir: Path | None = None) -> dict:
         "model_evaluations": totals,
         "metrics": config.metrics.names,
         "steps_reference": reference,
+        "steps_vs_reference": steps_base / ref_total if ref_total and steps_base else None,
     }
 
 
@@ -84,10 +88,11 @@ def format_plan(plan: dict) -> str:
         + f" = {plan['shards_to_sample']} shards of <= {plan['shard_size']}"
         + (f" ({plan['shards_with_records']} with records)" if plan["shards_with_records"] is not None else ""),
     ]
+    width = max([18] + [len(s["setting"]) for s in plan["settings"]])
     for s in plan["settings"]:
         ev = s["model_evaluations"]
         lines.append(
-            f"  {s['setting']:<18} {s['samples']:>7} samples {s['shards']:>5} shards  base {ev['base']:>12,}  "
+            f"  {s['setting']:<{width}} {s['samples']:>7} samples {s['shards']:>5} shards  base {ev['base']:>12,}  "
             f"clip {ev['clip']:>12,}  upsampler {ev['upsampler']:>12,}"
             + (
                 f"  {s['vs_steps_reference']:.3f}x {plan['steps_reference']} per sample"
@@ -105,6 +110,11 @@ def format_plan(plan: dict) -> str:
             else f"{seconds:.0f} s"
         )
         lines.append(f"estimated time left (one process, at the measured rate): {text}")
+    if plan.get("steps_vs_reference") is not None:
+        lines.append(
+            f"steps settings together: {plan['steps_vs_reference']:.2f}x the base-model evaluations of "
+            f"{plan['steps_reference']} (the steps reference)"
+        )
     ev = plan["model_evaluations"]
     lines.append(f"model evaluations: base {ev['base']:,}  clip {ev['clip']:,}  upsampler {ev['upsampler']:,}")
     lines.append(f"metrics: {', '.join(plan['metrics'])}")

@@ -51,20 +51,30 @@ def measure_differences(
     config: SweepConfig,
     components: Components,
     rows: list[dict],
-    features: dict[str, dict],
+    features: Callable[[str, int], dict],
     log: Callable[[str], None] = print,
 ) -> pd.DataFrame:
-    """The differences table (columns COLUMNS; no rows when the engine has no `compute_differences`)."""
+    """The differences table (columns COLUMNS; no rows when the engine has no `compute_differences`).
+
+    `features(setting, n)`: the setting's features of its first n samples, read when a comparison
+    needs them. Only the two settings of one comparison are held at a time (the next comparison
+    keeps the one it shares), so the memory does not grow with the number of settings."""
     if components.compute_differences is None:
         return pd.DataFrame(columns=COLUMNS)
     pairs = difference_pairs(config, rows)
     guidance = sum(kind != STEPS_KIND for _, _, kind in pairs) * len(metric_keys(config.metrics.names))
-    out = []
+    sizes = {r["setting"]: r["n_samples"] for r in rows}
+    out, held = [], {}
     for a, b, kind in pairs:
-        n = min(len(features[a]["pool"]), len(features[b]["pool"]))
+        n = min(sizes[a], sizes[b])
+        wanted = [(a, n), (b, n)]
+        held = {key: held[key] for key in wanted if key in held}  # the others go before a load
+        for key in wanted:
+            if key not in held:
+                held[key] = features(*key)
         comparisons = 1 if kind == STEPS_KIND else guidance
         try:
-            result = components.compute_differences(first(features[a], n), first(features[b], n), comparisons)
+            result = components.compute_differences(held[(a, n)], held[(b, n)], comparisons)
         except (ValueError, RuntimeError) as e:
             raise SweepError(f"{b} - {a}: computing the paired differences failed: {e}") from e
         for row in difference_rows(result):
@@ -80,8 +90,3 @@ def measure_differences(
             )
     log(f"paired differences: {len(pairs)} comparisons of settings")
     return pd.DataFrame(out, columns=COLUMNS)
-
-
-def first(features: dict, n: int) -> dict:
-    """Each per-sample feature array's first n rows."""
-    return {k: v[:n] for k, v in features.items()}

@@ -15,7 +15,6 @@ from glide_eval.sweep.errors import MissingComponentError, SweepError
 from glide_eval.sweep.plan import Plan, make_plan
 from glide_eval.sweep.rundir import RunDir, keyed_shards
 from storage import package_versions
-from storage.rundir import shard_features
 
 
 def finished_records(run_dir: RunDir, plan: Plan, gen_hash: str, captions: list[str]) -> dict[str, list[dict]]:
@@ -73,13 +72,18 @@ def merge(
         log(f"results are up to date (every file checked): {run_dir.results_parquet}")
         return run_dir.results_parquet
     log(f"merging the shards: {stale}")
-    rows, previews, features = [], {}, {}
-    for setting in plan.settings:
-        metrics, row, previews[setting.name], features[setting.name] = measure_setting(
+    rows, previews = [], {}
+    for setting in plan.settings:  # one setting's features in memory at a time
+        metrics, row, previews[setting.name] = measure_setting(
             config, components, run_dir, plan, setting, captions, records, gen_hash
         )
         rows.append(row)
         log(f"{setting.name}: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    settings = {s.name: s for s in plan.settings}
+
+    def features(name: str, n: int) -> dict:
+        return run_dir.load_features(plan.shards_for(settings[name]), n)["features"]
+
     differences = measure_differences(config, components, rows, features, log)
     return run_dir.write_results(rows, previews, captions, manifest, differences)
 
@@ -93,15 +97,13 @@ def measure_setting(
     captions: list[str],
     records: dict[str, list[dict]],
     gen_hash: str,
-) -> tuple[dict, dict, np.ndarray, dict]:
-    """(metrics, results row, preview images, features) of one setting, from the shards that hold its samples."""
+) -> tuple[dict, dict, np.ndarray]:
+    """(metrics, results row, preview images) of one setting, from the shards that hold its samples."""
     source, n, count = plan.sources[setting.name], plan.samples_of(setting), plan.counts[setting.name]
-    shards = [run_dir.load_shard(shard.setting.name, shard.index) for shard in plan.shards_for(setting)]
-    ids = np.concatenate([s["sample_ids"] for s in shards])
-    if not np.array_equal(ids, np.arange(n)):
+    loaded = run_dir.load_features(plan.shards_for(setting))
+    if not np.array_equal(loaded["sample_ids"], np.arange(n)):
         raise SweepError(f"{setting.name}: shards do not hold sample indices 0..{n - 1} exactly once")
-    parts = [shard_features(s) for s in shards]
-    features = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    features = loaded["features"]
     t = time.perf_counter()
     try:
         metrics = components.compute_metrics(features, captions[:n], config.metrics.ci)
@@ -110,7 +112,7 @@ def measure_setting(
     except (ValueError, RuntimeError) as e:
         raise SweepError(f"{setting.name}: computing the metrics failed: {e}") from e
     metric_s = time.perf_counter() - t
-    nan_count = int(sum(int(s["nan_count"]) for s in shards))
+    nan_count = loaded["nan_count"]
     timings = [r["timings"] for r in records[source.name][:count]]
     row = result_row(
         config,
@@ -124,7 +126,7 @@ def measure_setting(
         components.provenance,
         samples_from=source.name,
     )
-    return metrics, row, shards[0]["previews"], features
+    return metrics, row, loaded["previews"]
 
 
 COUNT_KEYS = ("n_gen", "n_ref", "n_nan", "clip_truncated")  # metric entries that are numbers of images

@@ -126,6 +126,8 @@ def sample_shard(setup: SamplingSetup, shard: KeyedShard, progress: Callable[[in
         "timings": {"generate_s": t_gen, "featurize_s": t_feat, "wall_s": time.perf_counter() - t0},
         "host": socket.gethostname(),
         "rank": int(os.environ.get("RANK", 0)),
+        "node": int(os.environ.get("GROUP_RANK", 0)),
+        "local_rank": int(os.environ.get("LOCAL_RANK", 0)),
         "finished_at": datetime.datetime.now(datetime.UTC).isoformat(),
     }
     return setup.run_dir.write_shard(shard, arrays, record)
@@ -273,7 +275,7 @@ def run_sweep(
     run_dir = RunDir(config.output_dir)
     device = resolve_device(config)
     dist = init_distributed(device)
-    lock = None
+    lock, failure = None, None
     try:
         lock = take_run_dir(run_dir, config, dist, force, wait, log)
         ready = preflight_every_rank(config, device, dist)
@@ -303,7 +305,10 @@ def run_sweep(
             if after_merge is not None:
                 after_merge(summary)
         return summary
+    except BaseException as e:
+        failure = f"{type(e).__name__}: {e}"  # told to the other ranks, which stop too
+        raise
     finally:
         if lock is not None:
             lock.release()
-        dist.close()
+        dist.close(failure)

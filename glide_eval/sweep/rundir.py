@@ -232,16 +232,33 @@ class RunDir(RunFiles):
         return self.save_shard(shard.setting.name, shard.index, arrays, record)
 
     def load_features(self, shards: list[Shard], n: int | None = None) -> dict:
-        """{"features": {name: [n, ...]}, "nan_count": int} of the shards' first n samples (all: None)."""
-        parts, nan = [], 0
+        """{"features": {name: [n, ...]}, "nan_count": int, "sample_ids": [n], "previews": the first
+        shard's} of the shards' first n samples (all, also when they hold fewer: None), consecutive
+        from sample 0. Read one shard at a time into arrays made once: the peak is the result plus
+        one shard."""
+        total = sum(shard.n for shard in shards)
+        total = total if n is None else min(n, total)
+        features: dict[str, np.ndarray] = {}
+        ids, nan, previews, filled = np.empty(total, np.int64), 0, None, 0
         for shard in shards:
-            if n is not None and shard.start >= n:
+            if shard.start >= total:
                 break
             data = self.load_shard(shard.setting.name, shard.index)
-            keep = shard.n if n is None else n - shard.start
-            parts.append({k: v[:keep] for k, v in shard_features(data).items()})
+            keep = min(shard.n, total - shard.start)
+            rows = slice(shard.start, shard.start + keep)
+            if len(data["sample_ids"]) < keep:
+                raise SweepError(f"{shard.label}: holds {len(data['sample_ids'])} samples, expected {shard.n}")
+            for name, value in shard_features(data).items():
+                if name not in features:
+                    features[name] = np.empty((total, *value.shape[1:]), value.dtype)
+                features[name][rows] = value[:keep]
+            ids[rows] = data["sample_ids"][:keep]
             nan += int(data["nan_count"])
-        return {"features": {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, "nan_count": nan}
+            previews = data.get("previews") if previews is None else previews
+            filled = shard.start + keep
+        if filled < total:
+            raise SweepError(f"the shards hold {filled} samples, {total} were asked for")
+        return {"features": features, "nan_count": nan, "sample_ids": ids, "previews": previews}
 
     def save_images(self, shard: KeyedShard, sample_ids: list[int], images: np.ndarray, fmt: str) -> None:
         self.store_images(shard.setting.name, shard.index, sample_ids, images, fmt)

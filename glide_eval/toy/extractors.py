@@ -36,14 +36,23 @@ def _load(name: str, weights_path, device):
     return toy_models.load(name, weights_path, device)
 
 
-class ToyClassifierExtractor:
-    kind = "image"
+class _ToyExtractor:
+    """A toy network (`network`: its toy_models.FILES key) with its weights' sha256, run on
+    `device` in batches of `batch_size`."""
+
+    network: str
 
     def __init__(self, weights_path=None, device: str = "cpu", batch_size: int = 256):
-        self.model, self.weights_sha256, _ = _load("classifier", weights_path, device)
-        self.name = CLASSIFIER_NAME
+        self.model, self.weights_sha256, _ = _load(self.network, weights_path, device)
         self.device = torch.device(device)
         self.batch_size = batch_size
+
+
+class ToyClassifierExtractor(_ToyExtractor):
+    kind, name, network = "image", CLASSIFIER_NAME, "classifier"
+
+    def __init__(self, weights_path=None, device: str = "cpu", batch_size: int = 256):
+        super().__init__(weights_path, device, batch_size)
         self.dims = {"pool": self.model.trunk.out_dim, "logits_unbiased": self.model.heads["category"].out_features}
 
     @torch.no_grad()
@@ -64,14 +73,8 @@ class ToyClassifierExtractor:
         return {k: torch.cat([o[k].cpu() for o in out]) for k in out[0]}
 
 
-class ToyClipExtractor:
-    kind = "clip"
-
-    def __init__(self, weights_path=None, device: str = "cpu", batch_size: int = 256):
-        self.model, self.weights_sha256, _ = _load("clip", weights_path, device)
-        self.name = CLIP_NAME
-        self.device = torch.device(device)
-        self.batch_size = batch_size
+class ToyClipExtractor(_ToyExtractor):
+    kind, name, network = "clip", CLIP_NAME, "clip"
 
     @torch.no_grad()
     def encode_images(self, images) -> torch.Tensor:

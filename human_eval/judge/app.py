@@ -1,49 +1,66 @@
-"""The judging web app (Starlette): one page, a small JSON API, images, and the Elo table.
+"""The judging web app (Starlette): a rater page, a small JSON API, images, an admin page.
 
-    GET  /                 the page (judge.html: plain HTML + vanilla JS)
-    GET  /api/config       questions with their wording, target, undo window
-    POST /api/next         {"rater_id"} -> a trial (caption, two image URLs, signed fields)
-    POST /api/answer       the trial's fields + "answer": left|right|tie -> written, fsynced
-    POST /api/undo         {"rater_id", "judgment_id"} -> the rater's last judgment removed
-    GET  /api/pairs        judgments per (question, pair)
-    GET  /elo              current Elo table (the CSV read back by human_eval, as `glide-eval elo`)
-    GET  /image/{token}.png  an image of the catalog, only from inside its run directory
+    GET  /r/TOKEN          a rater's private link: sets the rater cookie, then shows the page
+    GET  /admin/TOKEN      the admin link: sets the admin cookie, then shows /admin
+    GET  /                 the page (judge.html, judge.js, judge.css: plain HTML + vanilla JS)
+    GET  /api/config       the rater's name, questions, undo window, target
+    POST /api/next         {} -> the rater's open trial: caption, question, two single-use image URLs
+    POST /api/answer       {"trial_id", "answer": left|right|tie} -> written, fsynced
+    POST /api/undo         {"judgment_id"} -> the rater's last answer removed, its trial shown again
+    GET  /img/TOKEN        one image of an open trial, once
+    GET  /admin, /elo      (admin) progress per pair, per-rater statistics, Elo tables
+    GET  /api/admin        (admin) the same as JSON
 
-Raters are blind to the settings: a trial names its pair by index and its images by opaque
-tokens (an HMAC of the image id), never by model or setting name. A trial's fields come back
-with the answer, signed (HMAC-SHA256 with a key kept beside the CSV in ``FILE.key``; the
-signature covers the pair's model names), so a restarted server accepts answers to trials it
-handed out before a crash, and nothing else (not even if the pair indices changed); the
-``trial_id`` becomes the CSV's ``judgment_id``, so an answer sent twice is written once.
-Every field is checked; a bad request gets a 4xx with a message and writes nothing.
+Blind by construction: a rater receives a random trial id, the caption, the question and two
+image URLs made of random tokens, each good for one request by that rater; the images are
+decoded and re-encoded (`pixels.encode`) so their length depends on the resolution alone, every
+response is ``Cache-Control: no-store``, and no image is cached by the server either. Which
+settings, pair and sides a trial shows stays on the server, in ``FILE.trials.jsonl`` (so a
+restarted server accepts answers to trials it handed out before).
+
+Authenticated: the rater is the one whose link set the cookie (`access.Access`); a trial can be
+answered and undone only by the rater it was handed to, and is answered at most once (an answer
+sent again is acknowledged and not written; a different second answer is refused).
+
+Network: every request must name one of the served addresses in its Host header (a DNS
+rebinding page cannot), and every POST must come from a page of that address (Origin);
+responses carry a CSP allowing only this origin, ``X-Frame-Options: DENY`` and
+``Referrer-Policy: no-referrer``. Bodies are JSON objects of at most ``MAX_BODY`` bytes and
+``MAX_DEPTH`` levels; a bad request gets a 4xx with a message (never naming a setting) and
+writes nothing.
+
+Quality control (optional): ``attention_rate`` of trials show one image on both sides,
+``repeat_rate`` show a pair the rater judged before with the sides swapped; their answers go to
+``FILE.checks.csv`` (not into the fit) and feed `quality.rater_statistics` on the admin page.
 """
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import hmac
 import html
-import io
 import json
-import os
-import re
 import secrets
+import socket
+import sys
 import threading
+import time
+from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from human_eval.elo import analyze
 from human_eval.fit import FitError
-from human_eval.judge.catalog import Catalog, ImageEntry
+from human_eval.judge.access import Access
+from human_eval.judge.catalog import Catalog
+from human_eval.judge.pixels import ImageRefused, check_catalog, encode, load_pixels
+from human_eval.judge.quality import rater_statistics
 from human_eval.judge.scheduler import Scheduler
-from human_eval.judge.store import JudgmentStore, utc_timestamp
+from human_eval.judge.store import CHECK_COLUMNS, JudgmentStore, StoreError, TrialLog, utc_timestamp
 from human_eval.judgments import JudgmentError, read_judgments
 
 # GLIDE appendix A.1 asks raters about photorealism and caption similarity, ties allowed
@@ -52,10 +69,25 @@ QUESTIONS = {
     "caption": "Which image matches the caption better?",
 }
 MAX_BODY = 4096
+MAX_DEPTH = 4
 UNDO_S = 30.0
-RATER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
-TRIAL_ID = re.compile(r"^[0-9a-f]{32}$")
-ANSWER_KEYS = {"trial_id", "rater_id", "question", "pair", "prompt_id", "left", "signature", "answer"}
+RATER_COOKIE, ADMIN_COOKIE = "judge_rater", "judge_admin"
+TRIAL_ID_LENGTH = 32
+REPEAT_GAP = 3  # a repeated pair is none of the rater's last REPEAT_GAP judgments
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+SECURITY_HEADERS = [
+    (b"content-security-policy", CSP.encode()),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cache-control", b"no-store"),
+    (b"cross-origin-opener-policy", b"same-origin"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+]
+STATIC = {"/judge.js": "text/javascript", "/judge.css": "text/css"}
 
 
 class BadRequest(Exception):
@@ -64,30 +96,30 @@ class BadRequest(Exception):
         self.status, self.message = status, message
 
 
-def load_key(path: Path) -> bytes:
-    """The signing key in ``path`` (created with 32 random bytes, mode 0600, when absent)."""
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        key = bytes.fromhex(path.read_text().strip())
-        if len(key) < 16:
-            raise ValueError(f"{path}: key too short; delete the file to make a new one") from None
-        return key
-    key = secrets.token_bytes(32)
-    with os.fdopen(fd, "w") as f:
-        f.write(key.hex() + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    return key
+def json_depth(body: bytes) -> int:
+    """Deepest nesting of arrays and objects in ``body`` (strings skipped), without parsing it."""
+    depth = deepest = 0
+    in_string = escaped = False
+    for byte in body:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif byte == 0x5C:  # backslash
+                escaped = True
+            elif byte == 0x22:
+                in_string = False
+        elif byte == 0x22:
+            in_string = True
+        elif byte in (0x5B, 0x7B):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif byte in (0x5D, 0x7D):
+            depth -= 1
+    return deepest
 
 
-def sign(key: bytes, trial: dict) -> str:
-    text = "\x1f".join(str(trial[k]) for k in ("trial_id", "question", "model_a", "model_b", "prompt_id", "left"))
-    return hmac.new(key, text.encode(), hashlib.sha256).hexdigest()
-
-
-async def read_json(request: Request) -> dict:
-    """The request's JSON object; 415 / 413 / 400 otherwise. Reads at most MAX_BODY bytes."""
+async def read_json(request: Request, keys: set[str]) -> dict:
+    """The request's JSON object with exactly ``keys`` (string values); 415 / 413 / 400 otherwise."""
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         raise BadRequest(415, "send the body as application/json")
     declared = request.headers.get("content-length")
@@ -98,309 +130,423 @@ async def read_json(request: Request) -> dict:
         body += chunk
         if len(body) > MAX_BODY:
             raise BadRequest(413, f"body larger than {MAX_BODY} bytes")
+    if json_depth(body) > MAX_DEPTH:
+        raise BadRequest(400, f"body nests deeper than {MAX_DEPTH} levels")
     try:
         data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise BadRequest(400, f"body is not JSON: {e}") from None
     if not isinstance(data, dict):
         raise BadRequest(400, "body must be a JSON object")
+    if set(data) != keys:
+        raise BadRequest(400, f"expected the field(s) {sorted(keys)}, got {sorted(map(str, data))}")
+    bad = [k for k, v in data.items() if not isinstance(v, str)]
+    if bad:
+        raise BadRequest(400, f"field(s) {bad} must be strings")
     return data
 
 
-def rater_of(data: dict) -> str:
-    rater = data.get("rater_id")
-    if not isinstance(rater, str) or not RATER.match(rater):
-        raise BadRequest(
-            400, "rater_id must be 1-64 characters: letters, digits, _ . @ - (starting with a letter or digit)"
-        )
-    return rater
+class Guard:
+    """ASGI middleware: the Host header must be a served address, POSTs must carry the Origin of
+    one, and every response gets the security headers (see the app's docstring)."""
+
+    def __init__(self, app, hosts: list[str]):
+        self.app = app
+        self.hosts = {h.lower() for h in hosts}
+        self.origins = {f"http://{h}" for h in self.hosts}
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        problem = None
+        if headers.get("host", "").lower() not in self.hosts:
+            problem = (400, "the Host header is not an address this server is served at")
+        elif scope["method"] not in ("GET", "HEAD") and headers.get("origin", "").lower() not in self.origins:
+            problem = (403, "requests that change anything must come from this server's own page (Origin)")
+
+        async def send_secured(message):
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", []), *SECURITY_HEADERS]}
+            await send(message)
+
+        if problem is not None:
+            response = JSONResponse({"error": problem[1]}, status_code=problem[0])
+            return await response(scope, receive, send_secured)
+        return await self.app(scope, receive, send_secured)
 
 
-def png_bytes(entry: ImageEntry) -> bytes:
-    """The image's PNG bytes; BadRequest 403 when its real path leaves its run directory."""
-    root = os.path.realpath(entry.root)
-    real = os.path.realpath(entry.path)
-    if os.path.commonpath([root, real]) != root:
-        raise BadRequest(403, "image path leaves the run directory")
-    if entry.index is None:
-        with open(real, "rb") as f:
-            return f.read()
-    return _npz_png(real, entry.index, os.stat(real).st_mtime_ns)
+@dataclass
+class Issued:
+    """A trial handed to a rater (the server's side; the rater sees only ``trial_id``)."""
 
-
-@functools.lru_cache(maxsize=512)
-def _npz_png(path: str, index: int, mtime_ns: int) -> bytes:
-    from PIL import Image
-
-    with np.load(path) as f:
-        image = f["images"][index]
-    buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image.transpose(1, 2, 0))).save(buf, format="PNG")
-    return buf.getvalue()
+    trial_id: str
+    rater: str
+    kind: str  # pair | attention | repeat
+    question: str
+    model_a: str
+    model_b: str
+    prompt_id: int
+    left: str  # "a": model_a's image on the left
+    issued: float  # time.time()
+    repeat_of: str = ""
 
 
 class JudgeApp:
-    """State of one session: catalog, store, scheduler, signing key; `app` is the ASGI app."""
+    """State of one session: catalog, stores, scheduler, links; `app` is the ASGI app."""
 
     def __init__(
         self,
         catalog: Catalog,
         store: JudgmentStore,
         questions: list[str],
+        access: Access,
+        hosts: list[str],
         adaptive: bool = False,
         seed: int = 0,
         target: int = 200,
-        key: bytes | None = None,
+        attention_rate: float = 0.0,
+        repeat_rate: float = 0.0,
+        progress=None,
     ):
         unknown = [q for q in questions if q not in QUESTIONS]
         if unknown or not questions:
             raise ValueError(f"unknown question(s) {unknown}; known: {', '.join(QUESTIONS)}")
-        self.catalog, self.store, self.questions, self.target = catalog, store, list(questions), target
-        self.key = key if key is not None else load_key(Path(f"{store.path}.key"))
-        self.scheduler = Scheduler(catalog.models, self.questions, catalog.pair_prompts(), adaptive, seed)
-        self.tokens = {
-            i: hmac.new(self.key, f"image\x1f{i}".encode(), hashlib.sha256).hexdigest()[:32] for i in catalog.by_id
-        }
-        self.by_token = {t: catalog.by_id[i] for i, t in self.tokens.items()}
+        if not (0 <= attention_rate < 1 and 0 <= repeat_rate < 1 and attention_rate + repeat_rate < 1):
+            raise ValueError(f"attention_rate {attention_rate} and repeat_rate {repeat_rate} must sum to less than 1")
+        checked = check_catalog(catalog, progress)
+        self.catalog, self.refused = checked.catalog, checked.refused
+        self.store, self.questions, self.target, self.access = store, list(questions), target, access
+        self.attention_rate, self.repeat_rate = attention_rate, repeat_rate
+        self.checks = JudgmentStore(Path(f"{store.path}.checks.csv"), CHECK_COLUMNS)
+        self.log = TrialLog(Path(f"{store.path}.trials.jsonl"))
+        self.scheduler = Scheduler(self.catalog.models, self.questions, self.catalog.pair_prompts(), adaptive, seed)
+        self.rng = np.random.default_rng([seed, 1])
         self.lock = threading.Lock()
+        self.trials: dict[str, Issued] = {}
+        self.current: dict[str, str] = {}  # rater -> trial on their screen
+        self.images: dict[str, tuple[str, object]] = {}  # image token -> (rater, entry)
+        self.last: dict[str, str] = {}  # rater -> their latest answer (what undo removes)
+        for k, record in enumerate(self.log.records, start=1):
+            try:
+                self.trials[record["trial_id"]] = Issued(**record)
+            except TypeError as e:
+                raise StoreError(f"{self.log.path}:{k}: not a trial record of this tool ({e})") from None
         for row in store.rows():
             self.scheduler.record(
                 row["question"], row["model_a"], row["model_b"], row["winner"], int(row["prompt_id"]), row["rater_id"]
             )
-        self.app = Starlette(
-            routes=[
-                Route("/", self.page),
-                Route("/api/config", self.config),
-                Route("/api/next", self.next, methods=["POST"]),
-                Route("/api/answer", self.answer, methods=["POST"]),
-                Route("/api/undo", self.undo, methods=["POST"]),
-                Route("/api/pairs", self.pairs),
-                Route("/elo", self.elo),
-                Route("/image/{token:path}", self.image),
-            ],
-            exception_handlers={BadRequest: self._bad_request},
+        answers = sorted(store.rows() + self.checks.rows(), key=lambda r: r["timestamp"])
+        for row in answers:
+            self.last[row["rater_id"]] = row["judgment_id"]
+        for t in self.trials.values():
+            if not self.answered(t.trial_id) and self.shows(t):
+                self.current[t.rater] = t.trial_id
+        self.app = Guard(
+            Starlette(
+                routes=[
+                    Route("/", self.page),
+                    Route("/judge.js", self.static),
+                    Route("/judge.css", self.static),
+                    Route("/r/{token}", self.rater_link),
+                    Route("/admin/{token}", self.admin_link),
+                    Route("/admin", self.admin_page),
+                    Route("/elo", self.admin_page),
+                    Route("/api/admin", self.admin_json),
+                    Route("/api/config", self.config),
+                    Route("/api/next", self.next, methods=["POST"]),
+                    Route("/api/answer", self.answer, methods=["POST"]),
+                    Route("/api/undo", self.undo, methods=["POST"]),
+                    Route("/img/{token}", self.image),
+                ],
+                exception_handlers={BadRequest: self._bad_request},
+            ),
+            hosts,
         )
+
+    def close(self) -> None:
+        self.checks.close()
+
+    def __enter__(self) -> JudgeApp:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     @staticmethod
     async def _bad_request(request: Request, exc: BadRequest) -> JSONResponse:
         return JSONResponse({"error": exc.message}, status_code=exc.status)
 
-    # ------------------------------------------------------------ pages
+    # ------------------------------------------------------------ who is asking
+
+    def rater(self, request: Request) -> str:
+        rater = self.access.rater_of(request.cookies.get(RATER_COOKIE))
+        if rater is None:
+            raise BadRequest(401, "open your personal judging link first")
+        return rater
+
+    def admin(self, request: Request) -> None:
+        if not self.access.is_admin(request.cookies.get(ADMIN_COOKIE)):
+            raise BadRequest(403, "this page needs the admin link")
+
+    @staticmethod
+    def _login(token: str, cookie: str, to: str) -> Response:
+        response = RedirectResponse(to, status_code=303)
+        response.set_cookie(cookie, token, httponly=True, samesite="strict", path="/")
+        return response
+
+    async def rater_link(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        if self.access.rater_of(token) is None:
+            raise BadRequest(403, "this link is not (or no longer) a judging link of this session")
+        return self._login(token, RATER_COOKIE, "/")
+
+    async def admin_link(self, request: Request) -> Response:
+        token = request.path_params["token"]
+        if not self.access.is_admin(token):
+            raise BadRequest(403, "this link is not the admin link of this session")
+        return self._login(token, ADMIN_COOKIE, "/admin")
+
+    # ------------------------------------------------------------ the rater's page
 
     async def page(self, request: Request) -> HTMLResponse:
         return HTMLResponse(resources.files("human_eval.judge").joinpath("judge.html").read_text(encoding="utf-8"))
 
+    async def static(self, request: Request) -> Response:
+        path = request.url.path
+        text = resources.files("human_eval.judge").joinpath(path.lstrip("/")).read_text(encoding="utf-8")
+        return Response(text, media_type=STATIC[path])
+
     async def config(self, request: Request) -> JSONResponse:
+        rater = self.rater(request)
         return JSONResponse(
             {
+                "rater": rater,
                 "questions": {q: QUESTIONS[q] for q in self.questions},
-                "target": self.target,
                 "undo_s": UNDO_S,
-                "models": len(self.catalog.models),
+                "target": self.target,
+                "done": self.done(rater),
             }
         )
 
-    async def pairs(self, request: Request) -> JSONResponse:
-        with self.lock:
-            return JSONResponse({"pairs": self.scheduler.pair_table(), "judgments": len(self.store)})
-
     def image(self, request: Request) -> Response:
-        token = request.path_params["token"]
-        entry = self.by_token.get(token[:-4]) if token.endswith(".png") else None
-        if entry is None:
-            raise BadRequest(404, f"no image {token!r} in this session")
+        rater = self.rater(request)
+        with self.lock:
+            owner, entry = self.images.pop(request.path_params["token"], (None, None))
+        if owner != rater:
+            raise BadRequest(404, "no such image (each image address serves one request)")
         try:
-            data = png_bytes(entry)
-        except OSError as e:
-            raise BadRequest(404, f"image {token!r} cannot be read: {e.strerror or e}") from None
-        return Response(data, media_type="image/png", headers={"Cache-Control": "private, max-age=3600"})
+            data = encode(load_pixels(entry))
+        except ImageRefused as e:
+            print(f"judge: not served: {e}", file=sys.stderr, flush=True)
+            raise BadRequest(404, "this image cannot be shown") from None
+        return Response(data, media_type="image/png")
 
     # ------------------------------------------------------------ trials
 
-    def trial_json(self, rater: str, trial_id: str) -> dict:
-        t = self.scheduler.next_trial(rater, trial_id)
-        a, b = self.scheduler.pairs[t.pair]
-        fields = {
-            "trial_id": trial_id,
-            "question": t.question,
-            "model_a": self.catalog.models[a],
-            "model_b": self.catalog.models[b],
-            "prompt_id": t.prompt_id,
-            "left": "a" if t.left_is_a else "b",
-        }
-        return self.present(fields, rater)
+    def shows(self, t: Issued) -> bool:
+        """Whether trial ``t`` (perhaps handed out before a restart) shows images of this catalog."""
+        images = self.catalog.images
+        return t.prompt_id in images.get(t.model_a, {}) and t.prompt_id in images.get(t.model_b, {})
 
-    def image_url(self, image_id: str) -> str:
-        return f"/image/{self.tokens[image_id]}.png"
+    def answered(self, trial_id: str) -> bool:
+        return trial_id in self.store or trial_id in self.checks
 
-    def present(self, fields: dict, rater: str) -> dict:
-        """What the page needs to show a trial: no model or setting names (raters judge blind)."""
-        a, b = (self.catalog.images[fields[m]][fields["prompt_id"]] for m in ("model_a", "model_b"))
-        left, right = (a, b) if fields["left"] == "a" else (b, a)
-        public = {
-            "trial_id": fields["trial_id"],
-            "question": fields["question"],
-            "pair": self.scheduler.pair_of(fields["model_a"], fields["model_b"])[0],
-            "prompt_id": fields["prompt_id"],
-            "left": fields["left"],
-            "signature": sign(self.key, fields),
-        }
+    def done(self, rater: str) -> int:
+        return sum(r["rater_id"] == rater for r in self.store.rows()) + sum(
+            r["rater_id"] == rater for r in self.checks.rows()
+        )
+
+    def _image_url(self, rater: str, entry) -> str:
+        token = secrets.token_urlsafe(24)
+        self.images[token] = (rater, entry)
+        return f"/img/{token}"
+
+    def present(self, t: Issued) -> dict:
+        """What the rater's page needs to show trial ``t``: no setting, pair or side."""
+        for token in [k for k, (r, _) in self.images.items() if r == t.rater]:
+            del self.images[token]  # the page shows one trial: older addresses die
+        a = self.catalog.images[t.model_a][t.prompt_id]
+        b = self.catalog.images[t.model_b][t.prompt_id]
+        left, right = (a, b) if t.left == "a" else (b, a)
         return {
-            "trial": public,
-            "caption": self.catalog.captions[fields["prompt_id"]],
-            "question_text": QUESTIONS[fields["question"]],
-            "left_image": self.image_url(left.image_id),
-            "right_image": self.image_url(right.image_id),
-            **self.progress(rater, fields),
-        }
-
-    def progress(self, rater: str, fields: dict) -> dict:
-        found = self.scheduler.pair_of(fields["model_a"], fields["model_b"])
-        pair_n = int(self.scheduler.counts[fields["question"]][found[0]].sum()) if found else 0
-        rows = self.store.rows()
-        return {
-            "done": len(rows),
+            "trial_id": t.trial_id,
+            "caption": self.catalog.captions[t.prompt_id],
+            "question_text": QUESTIONS[t.question],
+            "left_image": self._image_url(t.rater, left),
+            "right_image": self._image_url(t.rater, right),
+            "done": self.done(t.rater),
             "target": self.target,
-            "pair_judgments": pair_n,
-            "rater_done": sum(r["rater_id"] == rater for r in rows),
         }
+
+    def _repeatable(self, rater: str) -> list[dict]:
+        mine = [r for r in self.store.rows() if r["rater_id"] == rater]
+        repeated = {r["repeat_of"] for r in self.checks.rows() if r["rater_id"] == rater}
+        images = self.catalog.images
+        return [
+            r
+            for r in mine[: max(0, len(mine) - REPEAT_GAP)]
+            if r["judgment_id"] not in repeated
+            and r["question"] in self.questions
+            and int(r["prompt_id"]) in images.get(r["model_a"], {})
+            and int(r["prompt_id"]) in images.get(r["model_b"], {})
+        ]
+
+    def new_trial(self, rater: str) -> Issued:
+        trial_id = secrets.token_hex(TRIAL_ID_LENGTH // 2)
+        u = self.rng.random()
+        if u < self.attention_rate:
+            model = self.catalog.models[int(self.rng.integers(len(self.catalog.models)))]
+            prompts = sorted(self.catalog.images[model])
+            prompt = prompts[int(self.rng.integers(len(prompts)))]
+            question = self.questions[int(self.rng.integers(len(self.questions)))]
+            return Issued(trial_id, rater, "attention", question, model, model, prompt, "a", time.time())
+        repeatable = self._repeatable(rater) if u < self.attention_rate + self.repeat_rate else []
+        if repeatable:
+            old = repeatable[int(self.rng.integers(len(repeatable)))]
+            left = "b" if old["left_model"] == old["model_a"] else "a"
+            return Issued(
+                trial_id,
+                rater,
+                "repeat",
+                old["question"],
+                old["model_a"],
+                old["model_b"],
+                int(old["prompt_id"]),
+                left,
+                time.time(),
+                old["judgment_id"],
+            )
+        s = self.scheduler.next_trial(rater, trial_id)
+        a, b = (self.catalog.models[k] for k in self.scheduler.pairs[s.pair])
+        return Issued(trial_id, rater, "pair", s.question, a, b, s.prompt_id, "a" if s.left_is_a else "b", time.time())
 
     async def next(self, request: Request) -> JSONResponse:
-        rater = rater_of(await read_json(request))
+        rater = self.rater(request)
+        await read_json(request, set())
         with self.lock:
-            return JSONResponse(self.trial_json(rater, secrets.token_hex(16)))
+            open_id = self.current.get(rater)
+            if open_id is None or self.answered(open_id):
+                t = self.new_trial(rater)
+                self.log.append(asdict(t))
+                self.trials[t.trial_id] = t
+                self.current[rater] = t.trial_id
+            return JSONResponse(self.present(self.trials[self.current[rater]]))
 
-    def check_trial(self, data: dict) -> dict:
-        """The trial fields of an answer, verified; BadRequest naming the first bad field."""
-        extra, missing = set(data) - ANSWER_KEYS, ANSWER_KEYS - set(data)
-        if extra or missing:
-            raise BadRequest(400, f"unknown field(s) {sorted(extra)}, missing field(s) {sorted(missing)}")
-        rater_of(data)
-        if not isinstance(data["trial_id"], str) or not TRIAL_ID.match(data["trial_id"]):
-            raise BadRequest(400, "trial_id must be 32 lowercase hex digits")
-        if data["question"] not in self.questions:
-            raise BadRequest(400, f"unknown question {data['question']!r}; this session asks {self.questions}")
-        pair = data["pair"]
-        if not isinstance(pair, int) or isinstance(pair, bool) or not 0 <= pair < len(self.scheduler.pairs):
-            raise BadRequest(404, f"unknown pair id {pair!r} (this session has {len(self.scheduler.pairs)} pairs)")
-        model_a, model_b = (self.catalog.models[k] for k in self.scheduler.pairs[pair])
-        prompt = data["prompt_id"]
-        if (
-            not isinstance(prompt, int)
-            or isinstance(prompt, bool)
-            or prompt not in self.catalog.captions
-            or prompt not in self.catalog.images[model_a]
-            or prompt not in self.catalog.images[model_b]
-        ):
-            raise BadRequest(404, f"unknown prompt_id {prompt!r} for this pair")
-        if data["left"] not in ("a", "b"):
-            raise BadRequest(400, f"left must be 'a' or 'b', got {data['left']!r}")
-        if data["answer"] not in ("left", "right", "tie"):
-            raise BadRequest(400, f"answer must be 'left', 'right' or 'tie', got {data['answer']!r}")
-        fields = {
-            "trial_id": data["trial_id"],
-            "question": data["question"],
-            "model_a": model_a,
-            "model_b": model_b,
-            "prompt_id": prompt,
-            "left": data["left"],
-        }
-        if not isinstance(data["signature"], str) or not hmac.compare_digest(sign(self.key, fields), data["signature"]):
-            raise BadRequest(400, "the trial was not handed out by this session (bad signature)")
-        return fields
+    def _own_trial(self, rater: str, trial_id: str) -> Issued:
+        t = self.trials.get(trial_id)
+        if t is None:
+            raise BadRequest(404, "no such trial in this session")
+        if t.rater != rater:
+            raise BadRequest(403, "this trial was handed to another rater")
+        if not self.shows(t):
+            raise BadRequest(410, "this trial's images are no longer part of the session")
+        return t
 
-    def row_of(self, fields: dict, rater: str, answer: str) -> dict:
-        left_is_a = fields["left"] == "a"
+    def row_of(self, t: Issued, answer: str) -> dict:
+        left_is_a = t.left == "a"
         winner = "tie" if answer == "tie" else ("a" if (answer == "left") == left_is_a else "b")
-        a, b = fields["model_a"], fields["model_b"]
+        common = {
+            "judgment_id": t.trial_id,
+            "rater_id": t.rater,
+            "timestamp": utc_timestamp(),
+            "question": t.question,
+            "prompt_id": t.prompt_id,
+            "model_a": t.model_a,
+            "model_b": t.model_b,
+            "winner": winner,
+            "elapsed_ms": max(0, round((time.time() - t.issued) * 1000)),
+        }
+        if t.kind != "pair":
+            return {**common, "kind": t.kind, "repeat_of": t.repeat_of}
         images = self.catalog.images
         return {
-            "model_a": a,
-            "model_b": b,
-            "winner": winner,
-            "question": fields["question"],
-            "prompt_id": fields["prompt_id"],
-            "rater_id": rater,
-            "timestamp": utc_timestamp(),
-            "judgment_id": fields["trial_id"],
-            "left_model": a if left_is_a else b,
-            "right_model": b if left_is_a else a,
-            "image_a": images[a][fields["prompt_id"]].image_id,
-            "image_b": images[b][fields["prompt_id"]].image_id,
+            **common,
+            "left_model": t.model_a if left_is_a else t.model_b,
+            "right_model": t.model_b if left_is_a else t.model_a,
+            "image_a": images[t.model_a][t.prompt_id].image_id,
+            "image_b": images[t.model_b][t.prompt_id].image_id,
             "seed": self.catalog.seed,
-            "caption": " ".join(self.catalog.captions[fields["prompt_id"]].split()),
+            "caption": " ".join(self.catalog.captions[t.prompt_id].split()),
         }
 
     async def answer(self, request: Request) -> JSONResponse:
-        data = await read_json(request)
-        fields = self.check_trial(data)
-        rater = data["rater_id"]
-        row = self.row_of(fields, rater, data["answer"])
+        rater = self.rater(request)
+        data = await read_json(request, {"trial_id", "answer"})
+        if data["answer"] not in ("left", "right", "tie"):
+            raise BadRequest(400, f"answer must be 'left', 'right' or 'tie', got {data['answer']!r}")
         with self.lock:
-            written = self.store.append(row)
-            if written:
-                self.scheduler.record(
-                    row["question"],
-                    row["model_a"],
-                    row["model_b"],
-                    row["winner"],
-                    row["prompt_id"],
-                    rater,
-                    fields["trial_id"],
-                )
-            return JSONResponse(
-                {
-                    "status": "recorded" if written else "duplicate",
-                    "judgment_id": fields["trial_id"],
-                    **self.progress(rater, fields),
-                }
-            )
+            t = self._own_trial(rater, data["trial_id"])
+            store = self.store if t.kind == "pair" else self.checks
+            row = self.row_of(t, data["answer"])
+            before = store.get(t.trial_id)
+            if before is not None:
+                if before["winner"] != row["winner"]:
+                    raise BadRequest(409, "this trial is answered already (undo it to change the answer)")
+                return JSONResponse({"status": "duplicate", "judgment_id": t.trial_id, "done": self.done(rater)})
+            store.append(row)
+            if t.kind == "pair":
+                self.scheduler.record(t.question, t.model_a, t.model_b, row["winner"], t.prompt_id, rater, t.trial_id)
+            self.last[rater] = t.trial_id
+            return JSONResponse({"status": "recorded", "judgment_id": t.trial_id, "done": self.done(rater)})
 
     async def undo(self, request: Request) -> JSONResponse:
-        data = await read_json(request)
-        if set(data) != {"rater_id", "judgment_id"}:
-            raise BadRequest(400, "undo takes exactly rater_id and judgment_id")
-        rater = rater_of(data)
-        if not isinstance(data["judgment_id"], str) or not TRIAL_ID.match(data["judgment_id"]):
-            raise BadRequest(400, "judgment_id must be 32 lowercase hex digits")
+        rater = self.rater(request)
+        data = await read_json(request, {"judgment_id"})
         with self.lock:
+            t = self._own_trial(rater, data["judgment_id"])
+            if self.last.get(rater) != t.trial_id:
+                raise BadRequest(409, "only your latest answer can be undone")
+            store = self.store if t.kind == "pair" else self.checks
             try:
-                row = self.store.remove(data["judgment_id"], rater, UNDO_S)
+                row = store.remove(t.trial_id, rater, UNDO_S)
             except ValueError as e:
                 raise BadRequest(409, str(e)) from None
-            self.scheduler.forget(
-                row["question"], row["model_a"], row["model_b"], row["winner"], int(row["prompt_id"]), rater
-            )
-            fields = {
-                "trial_id": row["judgment_id"],
-                "question": row["question"],
-                "model_a": row["model_a"],
-                "model_b": row["model_b"],
-                "prompt_id": int(row["prompt_id"]),
-                "left": "a" if row["left_model"] == row["model_a"] else "b",
-            }
-            return JSONResponse({"status": "undone", **self.present(fields, rater)})
+            if t.kind == "pair":
+                self.scheduler.forget(t.question, t.model_a, t.model_b, row["winner"], t.prompt_id, rater)
+            del self.last[rater]
+            self.current[rater] = t.trial_id
+            return JSONResponse({"status": "undone", **self.present(t)})
 
-    # ------------------------------------------------------------ Elo
+    # ------------------------------------------------------------ admin
 
-    async def elo(self, request: Request) -> HTMLResponse:
+    def summary(self) -> dict:
+        judgments, checks = self.store.rows(), self.checks.rows()
+        stats = rater_statistics(judgments, checks)
+        return {
+            "judgments": len(judgments),
+            "checks": len(checks),
+            "target": self.target,
+            "raters": [s.as_dict() for s in stats],
+            "flagged": [s.rater for s in stats if s.flags],
+            "pairs": self.scheduler.pair_table(),
+            "refused_images": self.refused,
+        }
+
+    async def admin_json(self, request: Request) -> JSONResponse:
+        self.admin(request)
         with self.lock:
-            try:
-                judgments = read_judgments(self.store.path)
-                results = analyze(judgments, rounds=200, seed=0) if len(judgments.frame) else []
-                body = (
-                    "".join(_ratings_html(r.ratings_table(), r.question) for r in results) or "<p>No judgments yet.</p>"
-                )
-            except (FitError, JudgmentError) as e:
-                body = f"<p>Not enough judgments for finite ratings yet: {html.escape(str(e))}</p>"
-            body += _pairs_html(self.scheduler.pair_table())
+            return JSONResponse(self.summary())
+
+    def admin_page(self, request: Request) -> HTMLResponse:
+        """(A plain def: Starlette runs it in a worker thread, so the fit never holds up the raters.)"""
+        self.admin(request)
+        with self.lock:
+            summary = self.summary()
+        try:  # the file, read without the lock: records are appended whole, undo replaces the file
+            judgments = read_judgments(self.store.path)
+            results = analyze(judgments, rounds=200, seed=0) if len(judgments.frame) else []
+            body = "".join(_ratings_html(r.ratings_table(), r.question) for r in results) or "<p>No judgments yet.</p>"
+        except (FitError, JudgmentError) as e:
+            body = f"<p>Not enough judgments for finite ratings yet: {html.escape(str(e))}</p>"
         return HTMLResponse(
-            f"<!doctype html><html><head><meta charset='utf-8'><title>Elo</title>"
-            f"<style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:2px 10px;"
-            f"text-align:right}}td:first-child{{text-align:left}}</style></head><body>"
-            f"<h1>Current Elo ratings</h1><p>{len(self.store)} judgments; ratings sum to 0; "
-            f"95% bootstrap intervals (200 rounds). <a href='/'>back to judging</a></p>"
-            f"{body}</body></html>"
+            "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+            "<meta name='viewport' content='width=device-width, initial-scale=1'><title>Judging: admin</title>"
+            "<link rel='stylesheet' href='/judge.css'></head><body class='admin'>"
+            f"<h1>Judging session</h1><p>{summary['judgments']} judgments ({summary['target']} answers per rater "
+            f"targeted) and {summary['checks']} attention checks and repeats. Ratings sum to 0; 95% bootstrap "
+            f"intervals (200 rounds), all raters.</p>{body}{_raters_html(summary)}{_pairs_html(summary['pairs'])}"
+            f"{_refused_html(summary['refused_images'])}</body></html>"
         )
 
 
@@ -411,8 +557,31 @@ def _ratings_html(table, question: str) -> str:
         for r in table.itertuples()
     )
     return (
-        f"<h2>{html.escape(question)}</h2><table><tr><th>model</th><th>Elo</th><th>95% interval</th>"
+        f"<h2>Elo: {html.escape(question)}</h2><table><tr><th>model</th><th>Elo</th><th>95% interval</th>"
         f"<th>judgments</th></tr>{rows}</table>"
+    )
+
+
+def _fmt(value, spec: str = ".2f") -> str:
+    return "" if value is None else format(value, spec)
+
+
+def _raters_html(summary: dict) -> str:
+    rows = "".join(
+        f"<tr><td>{html.escape(s['rater'])}</td><td>{s['answers']}</td><td>{_fmt(s['median_s'], '.1f')}</td>"
+        f"<td>{s['attention_passed']}/{s['attention_total']}</td><td>{s['consistent']}/{s['repeats']}</td>"
+        f"<td>{_fmt(s['agreement'])}</td><td>{html.escape('; '.join(s['flags']))}</td></tr>"
+        for s in summary["raters"]
+    )
+    hint = ""
+    if summary["flagged"]:
+        hint = (
+            "<p>Fit without the flagged raters: <code>glide-eval elo JUDGMENTS.csv --exclude-raters "
+            f"{html.escape(','.join(summary['flagged']))}</code></p>"
+        )
+    return (
+        "<h2>Raters</h2><table><tr><th>rater</th><th>answers</th><th>median s</th><th>attention</th>"
+        f"<th>consistent repeats</th><th>agreement with majority</th><th>flags</th></tr>{rows}</table>{hint}"
     )
 
 
@@ -428,8 +597,25 @@ def _pairs_html(pairs: list[dict]) -> str:
     )
 
 
-def run_server(session: JudgeApp, host: str = "127.0.0.1", port: int = 8765) -> None:
-    """Serve ``session`` with uvicorn until interrupted."""
+def _refused_html(refused: list[str]) -> str:
+    if not refused:
+        return ""
+    items = "".join(f"<li>{html.escape(r)}</li>" for r in refused)
+    return f"<h2>Images left out at start</h2><ul>{items}</ul>"
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host``:``port`` (port 0: a free one; read it back from the socket)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    return sock
+
+
+def run_server(session: JudgeApp, sock: socket.socket) -> None:
+    """Serve ``session`` on the bound ``sock`` with uvicorn until interrupted."""
     import uvicorn
 
-    uvicorn.run(session.app, host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.Server(uvicorn.Config(session.app, log_level="warning", access_log=False)).run(sockets=[sock])

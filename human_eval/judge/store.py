@@ -13,6 +13,7 @@ A threading lock serialises writers inside the process; an exclusive ``flock`` o
 ``FILE.lock`` keeps a second server off the same file.
 
 The columns are those `glide-eval elo` reads (``human_eval.judgments``) plus extras it keeps.
+A file written before a column was added (``LEGACY_COLUMNS``) is appended to with its own header.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import csv
 import datetime
 import fcntl
 import io
+import json
 import os
 import threading
 from pathlib import Path
@@ -43,6 +45,23 @@ COLUMNS = (
     "image_b",
     "seed",
     "caption",
+    "elapsed_ms",
+)
+# the columns of files written before elapsed_ms: such a file is appended to with its own columns
+LEGACY_COLUMNS = COLUMNS[:-1]
+# attention checks and repeated pairs (human_eval.judge.quality), kept out of the judgments the fit reads
+CHECK_COLUMNS = (
+    "judgment_id",
+    "rater_id",
+    "timestamp",
+    "kind",
+    "question",
+    "prompt_id",
+    "model_a",
+    "model_b",
+    "winner",
+    "repeat_of",
+    "elapsed_ms",
 )
 WINNERS = ("a", "b", "tie")
 
@@ -69,9 +88,15 @@ class JudgmentStore:
     """The judgments of one session; see the module docstring. Use as a context manager or
     call `close` to release the file lock."""
 
-    def __init__(self, path: str | os.PathLike, columns: tuple[str, ...] = COLUMNS):
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        columns: tuple[str, ...] = COLUMNS,
+        legacy: tuple[tuple[str, ...], ...] | None = None,
+    ):
         self.path = Path(path)
         self.columns = tuple(columns)
+        self.legacy = legacy if legacy is not None else ((LEGACY_COLUMNS,) if self.columns == COLUMNS else ())
         self.repaired_bytes = 0
         self._lock = threading.Lock()
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,6 +147,8 @@ class JudgmentStore:
         except UnicodeDecodeError as e:
             raise StoreError(f"{self.path}: not UTF-8 (byte {e.start}); is it a judgments file of this tool?") from None
         rows = list(csv.reader(io.StringIO(text, newline="")))
+        if tuple(rows[0]) in self.legacy:
+            self.columns = tuple(rows[0])
         if tuple(rows[0]) != self.columns:
             raise StoreError(
                 f"{self.path}:1: header {','.join(rows[0])!r} is not this tool's "
@@ -193,6 +220,10 @@ class JudgmentStore:
         with self._lock:
             return [dict(r) for r in self._rows]
 
+    def get(self, judgment_id: str) -> dict | None:
+        with self._lock:
+            return next((dict(r) for r in self._rows if r["judgment_id"] == judgment_id), None)
+
     def __contains__(self, judgment_id: str) -> bool:
         return judgment_id in self._ids
 
@@ -209,3 +240,39 @@ class JudgmentStore:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class TrialLog:
+    """The trials handed out, one JSON object a line (appended and fsynced before the trial is
+    shown), so that a restarted server knows the trials raters still hold. A line cut short by a
+    kill is dropped on start."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.records: list[dict] = []
+        if self.path.exists():
+            data = self.path.read_bytes()
+            keep = data.rfind(b"\n") + 1
+            if keep != len(data):
+                with open(self.path, "r+b") as f:
+                    f.truncate(keep)
+                    os.fsync(f.fileno())
+            for k, line in enumerate(data[:keep].splitlines(), start=1):
+                try:
+                    record = json.loads(line)
+                except ValueError as e:
+                    raise StoreError(f"{self.path}:{k}: not a JSON line ({e}); is it this tool's trial log?") from None
+                if not isinstance(record, dict) or "trial_id" not in record:
+                    raise StoreError(f"{self.path}:{k}: not a trial record")
+                self.records.append(record)
+
+    def append(self, record: dict) -> None:
+        line = json.dumps(record, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        try:
+            if os.write(fd, line) != len(line):
+                raise StoreError(f"{self.path}: short write")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.records.append(record)
