@@ -100,7 +100,7 @@ class EloResult:
         )
         for col in ("rank_lower", "rank_upper"):
             table[col] = table[col].astype("Int64") if table[col].isna().any() else table[col].astype(np.int64)
-        return table.sort_values(["rating", "model"], ascending=[False, True], ignore_index=True)
+        return table.sort_values(["rank", "model"], ignore_index=True)  # ties by name, not by float noise
 
     def pairs_table(self) -> pd.DataFrame:
         """Every ordered pair (model, opponent): judgments, wins/losses/ties, the observed win
@@ -174,9 +174,15 @@ class EloResult:
         }
 
 
+# ratings closer than this (Elo points) are equal: an anchored fit leaves float noise (2.8e-14 for a
+# model as strong as the anchor), which must not decide a rank
+RANK_TOLERANCE = 1e-9
+
+
 def _ranks(ratings: np.ndarray) -> np.ndarray:
-    """1 + the number of models rated strictly higher, per row of (R, M) ratings."""
-    return 1 + (ratings[:, None, :] > ratings[:, :, None]).sum(-1)
+    """1 + the number of models rated higher by more than `RANK_TOLERANCE`, per row of (R, M)
+    ratings: equal ratings share a rank (1, 1, 3)."""
+    return 1 + (ratings[:, None, :] > ratings[:, :, None] + RANK_TOLERANCE).sum(-1)
 
 
 def question_seed(seed: int, question: str) -> np.random.Generator:

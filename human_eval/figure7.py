@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from human_eval.judgments import short
-from human_eval.names import is_unguided, parse_guidance
+from human_eval.names import NAMING, is_unguided, parse_guidance
 from storage import atomic_write_with
 
 RATING_COLUMNS = ("question", "model", "rating", "lower", "upper", "anchor")
@@ -21,6 +21,18 @@ RATING_COLUMNS = ("question", "model", "rating", "lower", "upper", "anchor")
 
 class FigureError(ValueError):
     """The ratings cannot be drawn as Figure 7 (the message says why)."""
+
+
+def check_guidance_names(names) -> None:
+    """FigureError listing the names found when none of `names` is a guidance setting."""
+    if any(parse_guidance(n) is not None for n in names):
+        return
+    found = sorted(set(names))
+    raise FigureError(
+        f"no model is named like a guidance setting. {NAMING}; the names found: "
+        + ", ".join(found[:20])
+        + (f" (and {len(found) - 20} more)" if len(found) > 20 else "")
+    )
 
 
 def guidance_curves(ratings: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -40,7 +52,7 @@ def guidance_curves(ratings: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     skipped = sorted(set(ratings.loc[parsed.isna() & ~ratings["model"].map(is_unguided), "model"]))
     curves = ratings[parsed.notna()].copy()
     if curves.empty:
-        raise FigureError("no model is named like a guidance setting (FAMILY:SCALE, e.g. cfg:3.0)")
+        check_guidance_names(ratings["model"].astype(str))
     curves["family"] = [p[0] for p in parsed[parsed.notna()]]
     curves["scale"] = [p[1] for p in parsed[parsed.notna()]]
     _refuse_two_spellings(curves)

@@ -213,7 +213,8 @@ def parse_judgments(
         shown = Judgments(pd.DataFrame(), issues, source, format, rows_read)
         raise JudgmentError(
             f"{source}: {shown.rows_dropped} invalid row(s) of {rows_read} "
-            f"({_counts_text(shown.issue_counts)}):\n{shown.report()}"
+            f"({_counts_text(shown.issue_counts)}):\n{shown.report()}\n"
+            "Fix these rows, or pass --drop-invalid to leave them out (they are listed again)."
         )
     columns = list(header) + ["winner_label", "line"]
     frame = pd.DataFrame.from_records(records, columns=columns)

@@ -72,6 +72,11 @@ def provenance(input_path, judgments, options: dict, results: list[EloResult]) -
     }
 
 
+def _one_decimal(x: float) -> str:
+    """x with one decimal, never "-0.0" (a rating of -1e-14 or an interval end of -0.01 is 0.0)."""
+    return f"{round(float(x), 1) + 0.0:.1f}"
+
+
 def format_table(result: EloResult) -> str:
     """The ratings of one question as aligned text."""
     table = result.ratings_table()
@@ -83,9 +88,8 @@ def format_table(result: EloResult) -> str:
     lines = [head, f"{'rank':>4} {'[' + pct + ']':>9}  {'model':<{width}} {'elo':>8} {pct + ' interval':>20} {'n':>7}"]
     for row in table.itertuples():
         rank_ci = f"[{row.rank_lower}, {row.rank_upper}]" if pd.notna(row.rank_lower) else ""
-        ci = f"[{row.lower:8.1f}, {row.upper:8.1f}]" if pd.notna(row.lower) else ""
-        lines.append(
-            f"{row.rank:>4} {rank_ci:>9}  {row.model:<{width}} {row.rating:8.1f} {ci:>20} {row.n_judgments:>7}"
-        )
+        ci = f"[{_one_decimal(row.lower):>8}, {_one_decimal(row.upper):>8}]" if pd.notna(row.lower) else ""
+        rating = _one_decimal(row.rating)
+        lines.append(f"{row.rank:>4} {rank_ci:>9}  {row.model:<{width}} {rating:>8} {ci:>20} {row.n_judgments:>7}")
     lines += [f"warning: {w}" for w in result.warnings]
     return "\n".join(lines)

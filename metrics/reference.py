@@ -3,8 +3,9 @@
 A `ReferenceStats` file (.npz, written atomically) holds the float64 mean and covariance
 of the pool features, the per-sample pool features and their k-NN radii (for
 precision/recall), and a metadata record: extractor name and weights sha256, image
-resolution, crop rule, hash of the image-id list, k, the distance block size and package
-versions. `cached_reference` reuses a file only when every metadata entry matches the
+resolution, crop rule, hash of the image-id list, a fingerprint of the images' content
+(`images_sha256`, where the caller gives one: an image changed under the same name), k, the
+distance block size and package versions. `cached_reference` reuses a file only when every metadata entry matches the
 expected one; otherwise it rebuilds it (and says why in one line), never reusing a stale cache.
 A file that cannot be read at all (truncated, a flipped byte: `CorruptFileError`) is rebuilt the
 same way when it is a cache, and an error naming it when the caller says it is the user's.
@@ -156,6 +157,27 @@ def expected_meta(extractor, **entries) -> dict:
     }
 
 
+# what a differing metadata entry means, in words
+STALE_REASONS = {
+    "images_sha256": "the images' content changed (an image replaced, edited or re-encoded under its name)",
+    "image_ids_sha256": "another list of images",
+    "extractor_sha256": "other feature-extractor weights",
+    "versions": "other package versions",
+}
+
+
+def stale_reasons(diff: dict) -> str:
+    """'KEY: cached != expected' per differing entry, with what it means where `STALE_REASONS` says
+    (an entry the cached file lacks: made before glide-eval recorded it, nothing changed)."""
+
+    def meaning(key, cached) -> str:
+        if cached is None:
+            return ": not recorded in the cached file (made by an older glide-eval)"
+        return f": {STALE_REASONS[key]}" if key in STALE_REASONS else ""
+
+    return "; ".join(f"{k}: {a!r} != {b!r}{meaning(k, a)}" for k, (a, b) in diff.items())
+
+
 def cached_reference(
     path, expected: dict, build: Callable[[], ReferenceStats], log=print, rebuild_unreadable: bool = True
 ) -> ReferenceStats:
@@ -197,10 +219,7 @@ def _load_or_build(path: Path, expected: dict, build, log, rebuild_unreadable: b
             diff = stats.mismatches(expected)
             if not diff:
                 return stats
-            log(
-                f"reference cache {path} is stale "
-                f"({', '.join(f'{k}: {a!r} != {b!r}' for k, (a, b) in diff.items())}); recomputing"
-            )
+            log(f"reference cache {path} is stale ({stale_reasons(diff)}); recomputing")
     stats = build()
     stats.save(path)
     return stats

@@ -11,6 +11,7 @@ import math
 
 import pandas as pd
 
+from metrics.extractors import INCEPTION_SHA256_PREFIX
 from metrics.names import BEYOND_INCEPTION
 from reports.intervals import format_interval
 
@@ -46,6 +47,15 @@ PROTOCOL = {
 # keys with more than one value in the protocol: the reference code runs float32 on a CPU and
 # float16 on a GPU
 PROTOCOL_CHOICES = {"dtype": ("float32", "float16")}
+# the evaluator and the reference images, by content: torch-fidelity's Inception file (its name
+# carries its sha256's first 8 hex digits; the paper's FIDs are computed with these weights) and
+# the reference images' fingerprint (`reference_images_sha256`: the sha256 of the manifest of the
+# images' names, sizes and sha256s, glide_eval.data.coco). The fingerprint of the official
+# val2014 folder is not known to this project (no copy of MS-COCO here): while it is None, a row
+# must record a fingerprint (results of older versions do not), and any recorded one is accepted;
+# set it from a run on the official files to compare it too.
+PROTOCOL_INCEPTION_SHA256_PREFIX = INCEPTION_SHA256_PREFIX
+PROTOCOL_REFERENCE_IMAGES_SHA256: str | None = None
 
 
 def _number(value) -> float | None:
@@ -63,11 +73,44 @@ def _matches(have, want) -> bool:
     return have is not None and str(have) == str(want)
 
 
+def _shown(value) -> str:
+    """A value in a gap's text: integral numbers without ".0", an empty string as "none"."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "not recorded"
+    number = _number(value) if not isinstance(value, str) else None
+    if number is not None:
+        return str(int(number)) if number.is_integer() else f"{number:g}"
+    return str(value) if str(value) else "none"
+
+
+def _short(digest) -> str:
+    return f"{digest[:8]}..." if isinstance(digest, str) and digest else "not recorded"
+
+
 def protocol_gaps(row) -> list[str]:
-    """How a result row departs from the Table 2 protocol (empty list: it follows it); a value
-    the row does not record (results of older versions) counts as a departure."""
-    gaps = [f"{key}={row.get(key)}" for key, want in PROTOCOL.items() if not _matches(row.get(key), want)]
-    gaps += [f"{key}={row.get(key)}" for key, allowed in PROTOCOL_CHOICES.items() if row.get(key) not in allowed]
+    """How a result row departs from the Table 2 protocol, one text each ("n_ref 40 (protocol
+    40504)"; empty list: it follows it); a value the row does not record (results of older
+    versions) counts as a departure."""
+    gaps = [
+        f"{key} {_shown(row.get(key))} (protocol {_shown(want)})"
+        for key, want in PROTOCOL.items()
+        if not _matches(row.get(key), want)
+    ]
+    gaps += [
+        f"{key} {_shown(row.get(key))} (protocol {' or '.join(allowed)})"
+        for key, allowed in PROTOCOL_CHOICES.items()
+        if row.get(key) not in allowed
+    ]
+    inception = row.get("sha256_inception")
+    if not (isinstance(inception, str) and inception.startswith(PROTOCOL_INCEPTION_SHA256_PREFIX)):
+        gaps.append(
+            f"Inception sha256 {_short(inception)} (protocol {PROTOCOL_INCEPTION_SHA256_PREFIX}..., torch-fidelity's)"
+        )
+    images = row.get("reference_images_sha256")
+    if not isinstance(images, str) or not images:
+        gaps.append("reference images' fingerprint not recorded")
+    elif PROTOCOL_REFERENCE_IMAGES_SHA256 and images != PROTOCOL_REFERENCE_IMAGES_SHA256:
+        gaps.append(f"reference images {_short(images)} (protocol {_short(PROTOCOL_REFERENCE_IMAGES_SHA256)})")
     return gaps
 
 
@@ -146,8 +189,8 @@ def to_markdown(table: pd.DataFrame) -> str:
         "Zero-shot: not trained on MS-COCO. Our rows are zero-shot only when measured on "
         "MS-COCO captions; rows that differ from the paper's protocol (256x256, "
         "classifier-free guidance 1.5, 30k captions, ancestral sampling with 250 base steps, "
-        "fast27 upsampler at temperature 0.997, float32 or float16, the whole 2014 validation "
-        "set as reference) say how."
+        "fast27 upsampler at temperature 0.997, float32 or float16, torch-fidelity's Inception "
+        "weights, the whole 2014 validation set as reference) say how."
     )
     return "\n".join(lines) + "\n"
 

@@ -82,11 +82,29 @@ def load_state_dict_file(path: Path, map_location="cpu", mmap: bool = False) -> 
     mmap = mmap and zipfile.is_zipfile(path)  # torch maps only its zip format (not legacy files)
     try:
         return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
-    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError) as e:
-        first_line = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    except (RuntimeError, pickle.UnpicklingError, EOFError, zipfile.BadZipFile, ValueError, KeyError) as e:
         raise CheckpointReadError(
-            f"{path}: not a readable PyTorch checkpoint (truncated or another format?): {first_line}"
+            f"{path}: not a readable PyTorch checkpoint: {_unreadable_because(path, e)}"
         ) from None
+
+
+def _unreadable_because(path: Path, error: BaseException) -> str:
+    """What an unreadable checkpoint file is not, in words. torch's own message is kept only where
+    it says nothing about loading with weights_only=False: a file that is not plain tensors is
+    never loaded that way (it could run any code)."""
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head == b"PK":
+        kind = "a zip archive (PyTorch's format) that cannot be read: cut short (a truncated download?) or damaged"
+    elif head[:1] == b"\x80":
+        kind = (
+            "a pickle (PyTorch's legacy format) that is cut short (a truncated download?), damaged, or holds "
+            "more than tensors (glide-eval loads only tensors: it never runs code from a checkpoint)"
+        )
+    else:
+        return "neither a zip archive nor a pickle (not a PyTorch file at all)"
+    detail = str(error).strip().splitlines()[0].split(". ")[0] if str(error).strip() else type(error).__name__
+    return kind if "weights_only" in detail or "Weights only" in detail else f"{kind} ({detail})"
 
 
 def official_module(name: str) -> torch.nn.Module:

@@ -6,6 +6,9 @@
   unguided names take none (``none:0`` is accepted). The samplers know the families in
   `GUIDANCE_KINDS`; other users of the grammar (human_eval's model names, the sweep config)
   decide which families they accept.
+- a sweep's setting name ``FAMILY-SCALE`` for the guided families (``cfg-1.5``, ``clip-2``;
+  `setting_name` writes it, `split_setting_name` reads it), so that judgments of a sweep's
+  images can name models as the sweep does.
 
 Torch-free, so that configs and judgment files are validated without loading models.
 """
@@ -17,7 +20,9 @@ import re
 
 GUIDANCE_KINDS = ("cfg", "clip", "none")  # what samplers.pipeline samples with
 UNGUIDED_NAMES = ("none", "unguided")
-_SPEC = re.compile(r"^\s*(?P<family>[^:]+?)\s*:\s*(?P<scale>[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?)\s*$")
+_NUMBER = r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?"
+_SETTING = re.compile(rf"^\s*(?P<family>cfg|clip)-(?P<scale>{_NUMBER})\s*$")
+_SPEC = re.compile(rf"^\s*(?P<family>[^:]+?)\s*:\s*(?P<scale>{_NUMBER})\s*$")
 
 
 def is_unguided(text: str) -> bool:
@@ -26,11 +31,25 @@ def is_unguided(text: str) -> bool:
 
 def split_guidance(text: str) -> tuple[str, float] | None:
     """(family, scale) of ``FAMILY:SCALE`` text with a finite scale, else None."""
-    match = _SPEC.match(text)
+    return _family_scale(_SPEC.match(text))
+
+
+def _family_scale(match) -> tuple[str, float] | None:
+    """(family, scale) of a match of `_SPEC` / `_SETTING` with a finite scale, else None."""
     if match is None:
         return None
     scale = float(match["scale"])
     return (match["family"], scale) if math.isfinite(scale) else None
+
+
+def setting_name(family: str, scale: float) -> str:
+    """A sweep's name of a guidance setting: "unguided", "cfg-1.5", "clip-2"."""
+    return "unguided" if family in UNGUIDED_NAMES else f"{family}-{scale:g}"
+
+
+def split_setting_name(text: str) -> tuple[str, float] | None:
+    """(family, scale) of a sweep's guided setting name ``cfg-1.5`` / ``clip-2``, else None."""
+    return _family_scale(_SETTING.match(text))
 
 
 def parse_guidance(guidance, kinds: tuple[str, ...] = GUIDANCE_KINDS) -> tuple[str, float]:

@@ -111,8 +111,10 @@ def save_npz(path: str | os.PathLike, arrays: dict, compress: bool = True) -> No
 
 
 def unwritable_folder(path: str | os.PathLike) -> str | None:
-    """None when `path` is (or can be made) a folder this process can create files in; else why not."""
+    """None when `path` is (or can be made) a folder this process can create files in; else why not.
+    Folders it had to create for the test are removed again (a check leaves nothing behind)."""
     path = Path(path)
+    created = [p for p in [path, *path.parents] if not p.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(prefix=".write-test.", dir=path)
@@ -120,6 +122,10 @@ def unwritable_folder(path: str | os.PathLike) -> str | None:
         os.unlink(probe)
     except OSError as e:
         return f"cannot write files in the folder {path} ({e.strerror or e})"
+    finally:
+        for folder in created:  # deepest first
+            with contextlib.suppress(OSError):
+                folder.rmdir()
     return None
 
 

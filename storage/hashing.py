@@ -31,18 +31,30 @@ def cache_dir() -> Path:
 
 def cached_sha256(path: str | os.PathLike) -> str:
     """sha256 of a file, remembered by (path, size, mtime) in `cache_dir()`/sha256.json."""
-    path = Path(path).resolve()
-    stat = path.stat()
+    return cached_sha256_many([path])[0]
+
+
+def cached_sha256_many(paths, progress=None) -> list[str]:
+    """sha256 of each file, through the memo of `cached_sha256` (read once and written once, so a
+    folder of 40k images costs one stat per file once hashed); `progress(n)` after each file."""
     cache_file = cache_dir() / "sha256.json"
-    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
     try:
         cache = read_json(cache_file)
     except (OSError, ValueError):
         cache = {}
-    if key not in cache:
-        cache[key] = sha256_file(path)
+    out, changed = [], False
+    for path in paths:
+        path = Path(path).resolve()
+        stat = path.stat()
+        key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
+        if key not in cache:
+            cache[key], changed = sha256_file(path), True
+        out.append(cache[key])
+        if progress is not None:
+            progress(1)
+    if changed:
         try:
             write_json(cache_file, cache)
         except OSError:
             pass  # a read-only home only costs re-hashing next time
-    return cache[key]
+    return out

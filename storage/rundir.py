@@ -141,6 +141,14 @@ class RunFiles:
             raise DamagedFile(f"{self.run_json} is damaged (its content does not match its sha256)")
         return run
 
+    def as_written(self, name: str, digest: str) -> bool:
+        """Whether `digest` is the sha256 of the run file `name` as the last run wrote it (run.json's)."""
+        try:
+            run = self.read_run()
+        except DamagedFile:
+            return False
+        return run is not None and run.get("files", {}).get(name) == digest
+
     def write_run(self, run: dict) -> None:
         """run.json with its own sha256."""
         _write_json(self.run_json, dict(run, sha256=sha256_json(run)))
@@ -177,8 +185,10 @@ class RunFiles:
             old = path.read_bytes() if path.is_file() else None
             if old == text.encode():
                 continue
-            if old is not None and log is not None:
-                log(f"{path} differs from the one this config gives (damaged, or its source changed); rewriting it")
+            # a file as the last run wrote it is rewritten silently (e.g. the same checkpoints in
+            # another folder: another path in config.toml); only a damaged one is worth a word
+            if old is not None and log is not None and not self.as_written(name, sha256_file(path)):
+                log(f"{path} is damaged (its sha256 differs from the one in {self.run_json.name}); rewriting it")
             atomic_write_text(path, text)
         return {name: sha256_file(self.path / name) for name in texts}
 
@@ -286,7 +296,10 @@ class RunFiles:
             path = self.path / name
             if not path.is_file():
                 return f"{path} is missing"
-            if hashes.get(name) != sha256_file(path):
+            digest = sha256_file(path)
+            if hashes.get(name) != digest:
+                if name in RUN_FILES and self.as_written(name, digest):
+                    return f"{path} was rewritten for this run since the last merge (e.g. a file's folder changed)"
                 return f"{path} is damaged (its sha256 differs from the one in {self.manifest_json.name})"
         return None
 

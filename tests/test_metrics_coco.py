@@ -84,7 +84,7 @@ def test_caption_sample_is_seeded_and_saved(coco, tmp_path, monkeypatch):
     row = a.iloc[0]
     assert row["caption"] == f"image {(row['caption_id'] - 1000) // 10} caption {row['caption_id'] % 10}"
     assert sample_captions(coco, n=12, seed=3) == a["caption"].tolist()
-    with pytest.raises(CocoError, match="asked for 31 captions but the annotations hold 30"):
+    with pytest.raises(CocoError, match="asked for 31 captions but .*captions_val2014.json holds 30"):
         sample_caption_records(coco, n=31)
     out = tmp_path / "caps.csv"
     result = CliRunner().invoke(
@@ -120,11 +120,53 @@ def test_preprocess_crop_and_modes():
 def test_reference_batches_report_corrupt_files(coco):
     bad = coco / "val2014" / "COCO_val2014_000000000101.jpg"
     bad.write_bytes(b"\xff\xd8 truncated")
-    with pytest.raises(CocoError, match="1 unreadable images:\n.*COCO_val2014_000000000101.jpg"):
+    with pytest.raises(CocoError, match="1 unreadable image:\n.*COCO_val2014_000000000101.jpg") as e:
         list(reference_batches(find_coco(coco), 16, progress=False))
+    assert "coco-reference --ids IDS.txt --out REF.npz" in str(e.value)  # the way past it
     bad.unlink()
-    with pytest.raises(CocoError, match="1 images missing .*COCO_val2014_000000000101.jpg"):
+    with pytest.raises(CocoError, match="1 image missing .*COCO_val2014_000000000101.jpg") as e:
         list(reference_batches(find_coco(coco), 16, progress=False))
+    assert "coco-reference --ids IDS.txt --out REF.npz" in str(e.value) and "[metrics] reference" in str(e.value)
+
+
+def test_an_image_changed_under_its_name_rebuilds_the_reference(coco, tmp_path, monkeypatch):
+    """Issue 31: the statistics are keyed by the images' content. Inverting one image (same name,
+    same size in pixels) rebuilds the cache, saying why, and gives the statistics of the new images;
+    putting the old bytes back gives the old statistics again."""
+    monkeypatch.setenv("GLIDE_EVAL_CACHE", str(tmp_path / "cache"))
+    out, logs = tmp_path / "ref.npz", []
+    before, _ = coco_reference(ColourStats(), coco, 16, out=out, progress=False, log=logs.append)
+    image = coco / "val2014" / "COCO_val2014_000000000102.jpg"
+    original = image.read_bytes()
+    with Image.open(image) as img:
+        Image.fromarray(255 - np.asarray(img.convert("RGB"))).save(image, format="JPEG")
+    after, _ = coco_reference(ColourStats(), coco, 16, out=out, progress=False, log=logs.append)
+    assert len(logs) == 1 and "is stale" in logs[0] and "images_sha256" in logs[0] and "content changed" in logs[0]
+    assert after.meta["images_sha256"] != before.meta["images_sha256"]
+    assert not np.allclose(after.mu, before.mu)
+    acc = FeatureAccumulator(ColourStats())  # independently: the statistics of the images as they are now
+    acc.add(torch.cat(list(reference_batches(find_coco(coco), 16, progress=False))))
+    np.testing.assert_allclose(after.mu, acc.statistics()[0], rtol=1e-12)
+    image.write_bytes(original)
+    again, _ = coco_reference(ColourStats(), coco, 16, out=out, progress=False, log=logs.append)
+    assert again.meta["images_sha256"] == before.meta["images_sha256"] and len(logs) == 2
+    np.testing.assert_allclose(again.mu, before.mu, rtol=1e-12)
+    # a cache from before the key existed is rebuilt once, without claiming the images changed
+    old = ReferenceStats.load(out)
+    old.meta.pop("images_sha256")
+    old.save(out)
+    coco_reference(ColourStats(), coco, 16, out=out, progress=False, log=logs.append)
+    assert "images_sha256: None" in logs[-1] and "older glide-eval" in logs[-1] and "content changed" not in logs[-1]
+    # the CLI's cache too: a second identical call reuses it, a changed image rebuilds it, saying why
+    monkeypatch.setenv("GLIDE_EVAL_COCO", str(coco))  # --coco is optional with the variable set
+    cli = ["coco-reference", "--resolution", "16", "--extractor", "colour-stats", "--allow-unknown-inception"]
+    first = CliRunner().invoke(main, cli)
+    assert first.exit_code == 0, first.output
+    assert "stale" not in CliRunner().invoke(main, cli).output
+    with Image.open(image) as img:
+        img.convert("RGB").save(image, format="JPEG", quality=40)  # re-encoded: other bytes, same name
+    changed = CliRunner().invoke(main, cli)
+    assert changed.exit_code == 0 and "is stale" in changed.output and "content changed" in changed.output
 
 
 def test_coco_reference_cache_and_invalidation(coco, tmp_path):

@@ -269,6 +269,9 @@ def test_same_files_in_another_folder_resume_without_force(tmp_path, monkeypatch
     again = runner.invoke(main, ["sweep", str(tmp_path / "b.toml"), "--no-progress", "--json"])
     assert again.exit_code == 0, again.output
     assert '"shards_run": 0' in again.output and '"shards_skipped": 1' in again.output
+    # nothing is damaged: no word says so (issue 31); the merge says what changed instead
+    assert "damaged" not in again.output, again.output
+    assert "config.toml was rewritten for this run since the last merge" in again.output
     # other content under the same name is refused without --force, naming the file
     base = tmp_path / "b" / "base.pt"
     state = torch.load(base, weights_only=True)

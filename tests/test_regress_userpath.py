@@ -98,3 +98,51 @@ def test_same_checkpoints_in_another_folder_with_other_released_files(baseline, 
     result = regress("--baseline", root / "baseline", "--candidate", copy, "--out", tmp_path / "o")
     assert result.exit_code == 0, result.output
     assert all(r["verdict"] == "identical" for r in json.loads(result.stdout)["rows"])
+
+
+def test_two_candidates_with_one_folder_name_get_their_own_outputs(baseline, tmp_path, monkeypatch):
+    """Issue 31: the default output folder is keyed by the candidate files' content, so
+    elsewhere/ckpt and other/ckpt (other weights) do not share (and overwrite) one report; the same
+    files again resume their own folder. Adding --images then reuses the finished shards."""
+    import torch
+
+    root, _ = baseline
+    monkeypatch.chdir(tmp_path)
+    for parent in ("elsewhere", "other"):
+        shutil.copytree(root / "assets", tmp_path / parent / "ckpt")
+    base = tmp_path / "other" / "ckpt" / "base.pt"
+    state = torch.load(base, weights_only=True)
+    state["state_dict"] = {k: v * 1.01 if v.is_floating_point() else v for k, v in state["state_dict"].items()}
+    torch.save(state, base)
+    first = regress("--baseline", root / "baseline", "--candidate", tmp_path / "elsewhere" / "ckpt")
+    second = regress("--baseline", root / "baseline", "--candidate", tmp_path / "other" / "ckpt")
+    assert first.exit_code == 0 and second.exit_code in (0, 1), second.output
+    out_a, out_b = (json.loads(r.stdout)["out_dir"] for r in (first, second))
+    assert out_a != out_b and {p.name[:5] for p in (tmp_path / "runs" / "regress").iterdir()} == {"ckpt-"}
+    assert json.loads((tmp_path / out_a / "regress.json").read_text())["candidate"].startswith(
+        str(tmp_path / "elsewhere")
+    )
+    assert json.loads((tmp_path / out_b / "regress.json").read_text())["candidate"].startswith(str(tmp_path / "other"))
+    # the same (other) files again, now with --images: the same folder, no shard sampled again, and
+    # the images (not saved the first time) made beside the kept shards with the candidate's weights
+    again = CliRunner().invoke(
+        main,
+        [
+            "regress",
+            "--no-progress",
+            "--json",
+            "--images",
+            "--baseline",
+            str(root / "baseline"),
+            "--candidate",
+            str(tmp_path / "other" / "ckpt"),
+        ],
+    )
+    assert again.exit_code in (0, 1), again.output
+    report = json.loads(again.stdout)
+    assert report["out_dir"] == out_b and "candidate: 4 shards already finished, 0 to run" in again.stderr
+    assert "damaged" not in again.stderr
+    images = report["images"]
+    assert not images["identical"]  # other weights: other pixels than the baseline's
+    # the images were made with the candidate's weights: their features are the kept shards' exactly
+    assert all(v == 0 for r in images["candidate_reproduction"].values() for v in r.values())

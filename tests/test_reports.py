@@ -47,6 +47,10 @@ def test_pareto_mask_example_and_nan():
     assert list(pareto_mask(fid, clip, False, True)) == [False, True, True, True, False]
 
 
+# torch-fidelity's weights-inception-2015-12-05-6726825d.pth (the file name carries the first 8)
+TORCH_FIDELITY_INCEPTION_SHA256 = "6726825d" + "0" * 56
+
+
 def synthetic_results(with_protocol_row: bool = False) -> pd.DataFrame:
     rows = []
     for family, scales in (("none", [0.0]), ("cfg", [1.0, 1.5, 3.0]), ("clip", [1.0, 2.0])):
@@ -70,9 +74,11 @@ def synthetic_results(with_protocol_row: bool = False) -> pd.DataFrame:
                     "method": "ancestral",
                     "upsample_temperature": 0.997,
                     "dtype": "float32",
-                    "n_ref": 40504.0,
+                    "n_ref": 40504,
                     "config_hash": "c" * 64,
                     "sha256_base": "b" * 64,
+                    "sha256_inception": TORCH_FIDELITY_INCEPTION_SHA256,
+                    "reference_images_sha256": "d" * 64,
                     "versions": '{"numpy": "2"}',
                 }
             )
@@ -87,7 +93,7 @@ def test_table2_rows_and_formats():
     assert not paper.set_index("model").loc["AttnGAN", "zero_shot"]
     ours = t[t["source"] == "this run"].set_index("model")
     assert ours.loc["Ours: cfg-1.5", "protocol"] == "Table 2 protocol"
-    assert ours.loc["Ours: cfg-3", "protocol"] == "differs: scale=3.0"
+    assert ours.loc["Ours: cfg-3", "protocol"] == "differs: scale 3 (protocol 1.5)"
     assert ours.loc["Ours: cfg-1.5", "zero_shot_fid"] == pytest.approx(15.5)  # 20 - 9 + 4.5
     md = to_markdown(t)
     assert "| GLIDE |  | 12.24 | GLIDE paper |  |" in md
@@ -102,20 +108,54 @@ def test_table2_labels_every_departure_from_the_protocol():
     row = synthetic_results(with_protocol_row=True).set_index("setting").loc["cfg-1.5"].to_dict()
     assert protocol_gaps(row) == []
     assert protocol_gaps({**row, "dtype": "float16"}) == []  # the reference code's GPU precision
-    for key, value in (
-        ("method", "ddim"),
-        ("n_ref", 5000.0),
-        ("dtype", "bfloat16"),
-        ("upsample_temperature", 1.0),
-        ("captions_source", "toy"),
+    for key, value, text in (
+        ("method", "ddim", "method ddim (protocol ancestral)"),
+        ("n_ref", 5000.0, "n_ref 5000 (protocol 40504)"),
+        ("n_ref", 40, "n_ref 40 (protocol 40504)"),
+        ("dtype", "bfloat16", "dtype bfloat16 (protocol float32 or float16)"),
+        ("upsample_temperature", 1.0, "upsample_temperature 1 (protocol 0.997)"),
+        ("upsample_temperature", None, "upsample_temperature not recorded (protocol 0.997)"),
+        ("upsample_respacing", "", "upsample_respacing none (protocol fast27)"),
+        ("captions_source", "toy", "captions_source toy (protocol coco)"),
     ):
-        assert protocol_gaps({**row, key: value}) == [f"{key}={value}"]
+        assert protocol_gaps({**row, key: value}) == [text]
     old = {k: v for k, v in row.items() if k not in ("method", "dtype")}  # results of an older version
-    assert protocol_gaps(old) == ["method=None", "dtype=None"]
+    assert protocol_gaps(old) == [
+        "method not recorded (protocol ancestral)",
+        "dtype not recorded (protocol float32 or float16)",
+    ]
     results = synthetic_results(with_protocol_row=True)
     results["method"] = "ddim"
     ours = table2(results).set_index("model")
-    assert ours.loc["Ours: cfg-1.5", "protocol"] == "differs: method=ddim"
+    assert ours.loc["Ours: cfg-1.5", "protocol"] == "differs: method ddim (protocol ancestral)"
+
+
+def test_table2_an_inception_that_is_not_torch_fidelitys_is_a_protocol_gap_in_the_table(monkeypatch):
+    """Issue 31: a row measured with other Inception weights, or against reference images whose
+    fingerprint is not recorded (or not the protocol's), is not labelled as the paper's protocol,
+    and the gap shows in the table's own cells (markdown, LaTeX), not only under Provenance."""
+    import reports.table2 as t2
+
+    results = synthetic_results(with_protocol_row=True)
+    results["sha256_inception"] = "69b44071" + "f" * 56  # random weights in torch-fidelity's format
+    gap = "Inception sha256 69b44071... (protocol 6726825d..., torch-fidelity's)"
+    row = results.set_index("setting").loc["cfg-1.5"].to_dict()
+    assert protocol_gaps(row) == [gap]
+    assert protocol_gaps({**row, "sha256_inception": None}) == [
+        "Inception sha256 not recorded (protocol 6726825d..., torch-fidelity's)"
+    ]
+    table = table2(results)
+    ours = table.set_index("model").loc["Ours: cfg-1.5"]
+    assert ours["protocol"] == f"differs: {gap}"
+    assert f"| Ours: cfg-1.5 |  | 15.50 | this run | differs: {gap} |" in to_markdown(table)
+    assert "differs: Inception sha256 69b44071..." in to_latex(table)
+    assert protocol_gaps(
+        {**row, "sha256_inception": TORCH_FIDELITY_INCEPTION_SHA256, "reference_images_sha256": None}
+    ) == ["reference images' fingerprint not recorded"]
+    monkeypatch.setattr(t2, "PROTOCOL_REFERENCE_IMAGES_SHA256", "e" * 64)  # once the official folder's is known
+    assert protocol_gaps({**row, "sha256_inception": TORCH_FIDELITY_INCEPTION_SHA256}) == [
+        "reference images dddddddd... (protocol eeeeeeee...)"
+    ]
 
 
 def test_report_builds_from_results_alone(tmp_path):

@@ -99,7 +99,7 @@ def test_damaged_run_files_are_rewritten_from_the_config(copy, made, name, damag
     code, out = rerun(copy)
     assert code == 0, out
     if damage != "delete":
-        assert f"{copy / 'out' / name} differs from the one this config gives" in out
+        assert f"{copy / 'out' / name} is damaged (its sha256 differs from the one in run.json); rewriting it" in out
     assert (copy / "out" / name).read_bytes() == before
     assert json.loads(out[out.index("{") :])["shards_run"] == 0
     assert_rebuilt_equal(copy, made)

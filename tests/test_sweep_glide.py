@@ -75,6 +75,7 @@ tiny = true
     for metric in ("fid", "is", "precision", "recall", "clip_score"):
         assert np.isfinite(row[metric]), metric
     assert len(row["sha256_inception"]) == 64 and len(row["sha256_clip_vit_b16"]) == 64
+    assert len(row["reference_images_sha256"]) == 64 and isinstance(row["n_ref"], (int, np.integer))
     assert (tmp_path / "reference.npz").is_file()
     captions = json.loads((config.output_dir / "captions.json").read_text())
     assert all(c.startswith("photo ") for c in captions) and len(set(captions)) == 10

@@ -12,10 +12,10 @@ import pandas as pd
 
 from glide_eval.cli import echo_json
 from human_eval.elo import analyze
-from human_eval.figure7 import FigureError, draw_figure7, ratings_warnings
+from human_eval.figure7 import FigureError, check_guidance_names, draw_figure7, ratings_warnings
 from human_eval.fit import FitError
 from human_eval.judgments import JudgmentError, check_encoding, exclude_raters, read_judgments
-from human_eval.names import is_unguided
+from human_eval.names import NAMING, is_unguided
 from human_eval.outputs import format_table, provenance, result_tables, write_results
 
 _FORMAT = click.Choice(["glide", "arena"])
@@ -197,7 +197,8 @@ def _read_ratings(path: Path):
 @click.option("--json", "as_json", is_flag=True, help="Print the written files as JSON.")
 def elo_plot_command(source, out_path, question, level, rounds, seed, l2, fmt, drop_invalid, encoding, as_json):
     """Draw GLIDE Figure 7: Elo against guidance scale per guidance family (model names
-    FAMILY:SCALE, e.g. cfg:3.0, clip:2.0), relative to the model named `unguided`.
+    FAMILY:SCALE, e.g. cfg:3.0, clip:2.0, or a sweep's setting names cfg-1.5, clip-2), relative
+    to the model named `unguided`.
 
     SOURCE is a judgments CSV (fitted here, anchored at unguided) or the ratings of
     `glide-eval elo --anchor unguided` (ratings.csv / ratings.parquet or its folder)."""
@@ -205,6 +206,10 @@ def elo_plot_command(source, out_path, question, level, rounds, seed, l2, fmt, d
     if ratings is None:
         judgments = _load(source, fmt, encoding, drop_invalid)
         names = set(judgments.frame["model_a"]) | set(judgments.frame["model_b"])
+        try:
+            check_guidance_names(names)  # before the fit: the names alone decide it
+        except FigureError as e:
+            raise click.ClickException(f"{source}: {e}") from None
         unguided = sorted(n for n in names if is_unguided(n))
         if not unguided:
             raise click.ClickException(f"{source}: no model named 'unguided' to draw Figure 7 relative to")
@@ -225,6 +230,6 @@ def elo_plot_command(source, out_path, question, level, rounds, seed, l2, fmt, d
     for w in warnings:
         click.echo(f"warning: {w}", err=True)
     if skipped:
-        click.echo(f"not guidance settings, left out: {', '.join(skipped)}", err=True)
+        click.echo(f"not guidance settings, left out: {', '.join(skipped)} ({NAMING})", err=True)
     for p in paths:
         click.echo(f"wrote {p}")

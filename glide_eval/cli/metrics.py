@@ -69,7 +69,12 @@ from storage import package_versions
     help="Captions of the generated images, in order: text (one a line), CSV or parquet.",
 )
 @click.option("--inception-weights", envvar="GLIDE_EVAL_INCEPTION", help="Inception weights file.")
-@click.option("--clip-weights", envvar="GLIDE_EVAL_CLIP", help="CLIP weights file (OpenAI format).")
+@click.option(
+    "--clip-weights",
+    envvar="GLIDE_EVAL_CLIP",
+    help="CLIP ViT-B/16 weights: OpenAI's TorchScript archive, an OpenAI-format or open_clip state dict "
+    "(.pt/.bin), or .safetensors.",
+)
 @click.option("--extractor", default="inception-v3-compat", show_default=True, help="Image feature extractor.")
 @click.option("--clip-extractor", default="clip-vit-b-16", show_default=True, help="CLIP scorer.")
 @click.option(
@@ -331,7 +336,7 @@ def _provenance(gen, ref, ci, seed) -> dict:
 
 
 @click.command("coco-reference")
-@click.option("--coco", "coco_dir", envvar="GLIDE_EVAL_COCO", required=True, help="MS-COCO folder.")
+@click.option("--coco", "coco_dir", envvar="GLIDE_EVAL_COCO", help="MS-COCO folder (default: $GLIDE_EVAL_COCO).")
 @click.option("--resolution", default=256, show_default=True, type=int)
 @click.option("--ids", "ids_file", type=click.Path(dir_okay=False, exists=True), help="Image ids, one a line.")
 @click.option("--out", type=click.Path(dir_okay=False), help="Statistics file (default: cache folder).")
@@ -385,11 +390,14 @@ def coco_reference_command(
     if as_json:
         echo_json(info)
     else:
-        click.echo(f"{path}: {stats.n} images, {stats.meta['extractor']} @ {resolution}px")
+        click.echo(
+            f"{path}: {stats.n} images, {stats.meta['extractor']} @ {resolution}px, "
+            f"images sha256 {stats.meta['images_sha256'][:16]}... (the manifest of their content)"
+        )
 
 
 @click.command("coco-captions")
-@click.option("--coco", "coco_dir", envvar="GLIDE_EVAL_COCO", required=True, help="MS-COCO folder.")
+@click.option("--coco", "coco_dir", envvar="GLIDE_EVAL_COCO", help="MS-COCO folder (default: $GLIDE_EVAL_COCO).")
 @click.option("--n", default=30000, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help=".csv or .parquet")

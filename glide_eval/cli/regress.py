@@ -49,7 +49,11 @@ from storage import DamagedFile
     help="Allowed worsening, absolute or percent of the baseline value (default 0). Repeatable.",
 )
 @click.option(
-    "--bootstrap", "rounds", type=click.IntRange(min=2), help=f"Paired bootstrap rounds (default {DEFAULT_ROUNDS})."
+    "--bootstrap",
+    "rounds",
+    type=click.IntRange(min=2),
+    help=f"Paired bootstrap rounds (default {DEFAULT_ROUNDS}), only for a python: engine without paired "
+    "differences; the glide and toy engines' intervals come from influence values and ignore it.",
 )
 @click.option(
     "--level",
@@ -60,7 +64,11 @@ from storage import DamagedFile
 )
 @click.option("--images", is_flag=True, help="Also compare the sample images pixel by pixel.")
 @click.option(
-    "--out", "out_dir", type=click.Path(file_okay=False), help="Output folder (default: runs/regress/CANDIDATE_NAME)."
+    "--out",
+    "out_dir",
+    type=click.Path(file_okay=False),
+    help="Output folder (default: runs/regress/CANDIDATE_NAME-KEY, KEY from the candidate files' content "
+    "and the baseline's config).",
 )
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
@@ -86,6 +94,13 @@ def regress_command(
             progress=not no_progress,
             log=lambda msg: click.echo(msg, err=True),
         )
+    except KeyboardInterrupt:
+        click.echo(
+            "\ninterrupted (Ctrl-C): the candidate's finished shards are kept in the output folder; "
+            "run the same command again to resume where it stopped",
+            err=True,
+        )
+        raise SystemExit(130) from None
     except (RegressError, ConfigError, MissingComponentError, SweepError, DamagedFile) as e:
         if as_json:
             echo_json({"exit_code": EXIT_ERROR, "error": str(e)})

@@ -140,15 +140,23 @@ def sweep_command(
         def report(summary: dict) -> None:  # on rank 0, still holding the run directory's lock
             summary["report"] = str(build_report(config.output_dir)["html"])
 
-        summary = run_sweep(
-            config,
-            force=force,
-            save_images=save_images,
-            progress=not no_progress,
-            log=lambda msg: click.echo(msg, err=True),
-            wait=wait,
-            after_merge=report if make_report else None,
-        )
+        try:
+            summary = run_sweep(
+                config,
+                force=force,
+                save_images=save_images,
+                progress=not no_progress,
+                log=lambda msg: click.echo(msg, err=True),
+                wait=wait,
+                after_merge=report if make_report else None,
+            )
+        except KeyboardInterrupt:
+            click.echo(
+                f"\ninterrupted (Ctrl-C): the finished shards are kept in {config.output_dir}; "
+                "run the same command again to resume where it stopped",
+                err=True,
+            )
+            raise SystemExit(130) from None
     except USER_ERRORS as e:
         raise click.ClickException(str(e)) from None
     except OSError as e:

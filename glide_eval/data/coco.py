@@ -12,11 +12,18 @@ per PIL mode: 16-bit grey scaled, alpha composited onto white, CMYK, palette...)
 centre-cropped to a square, then resized ADM-style (PIL BOX halving while the image
 is at least twice the target, then BICUBIC) to uint8 ``[3, R, R]``. ``crop="adm"`` instead
 follows guided-diffusion's ``center_crop_arr`` (resize the short side, then crop).
-Unreadable files are reported by name, never skipped silently.
+Unreadable files are reported by name, never skipped silently; the way past them is an ids file
+without them (`SKIP_ADVICE`).
+
+The statistics are keyed by the images' content: `images_sha256` (in the metadata, so in every
+cache key and in run.json's provenance) is the sha256 of a manifest with one line per image, in
+id order (file name, size, sha256 of its bytes; hashes remembered by `cached_sha256_many`), so an
+image changed under the same name rebuilds the statistics.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -30,6 +37,7 @@ import pandas as pd
 from metrics.images import ImageError, to_rgb_image
 from metrics.reference import build_reference, cached_reference, expected_meta, ids_sha256
 from storage import atomic_write_with, cache_dir, given_path
+from storage.hashing import cached_sha256_many
 
 COCO_ENV = "GLIDE_EVAL_COCO"
 SPLITS = ("val2014", "val2017")
@@ -38,9 +46,20 @@ CROP_RULES = {
     "adm": "guided-diffusion center_crop_arr: BOX halving, BICUBIC resize of short side, then center crop",
 }
 
+# the way past missing or unreadable reference images: statistics of the other images, named
+SKIP_ADVICE = (
+    "to measure against the other images, list their ids in a file (one per line) and run "
+    '`glide-eval coco-reference --ids IDS.txt --out REF.npz`, then set [metrics] reference = "REF.npz" '
+    "(the file records how many images it holds: n_images)"
+)
+
 
 class CocoError(RuntimeError):
     """The MS-COCO folder is incomplete, or some of its files cannot be read."""
+
+
+class TooFewCaptions(CocoError):
+    """More captions asked for than the annotations hold (the count is wrong, not the folder)."""
 
 
 @dataclass(frozen=True)
@@ -84,9 +103,10 @@ def load_annotations(layout: CocoLayout) -> tuple[pd.DataFrame, dict[int, str]]:
 def sample_caption_records(root=None, n: int = 30000, seed: int = 0, split: str | None = None) -> pd.DataFrame:
     """A deterministic seeded sample of n (image_id, caption_id, caption) rows, without
     replacement, in caption-id order."""
-    captions, _ = load_annotations(find_coco(root, split))
+    layout = find_coco(root, split)
+    captions, _ = load_annotations(layout)
     if n > len(captions):
-        raise CocoError(f"asked for {n} captions but the annotations hold {len(captions)}")
+        raise TooFewCaptions(f"asked for {n} captions but {layout.captions_json} holds {len(captions)}")
     idx = np.sort(np.random.default_rng(seed).choice(len(captions), size=n, replace=False))
     out = captions.iloc[idx].reset_index(drop=True)
     out.insert(0, "sample_id", np.arange(n))
@@ -186,14 +206,7 @@ def reference_batches(
     import torch
     from tqdm import tqdm
 
-    _, files = load_annotations(layout)
-    ids = image_ids(layout, ids)
-    paths = [layout.image_dir / files[i] for i in ids]
-    absent = [p for p in paths if not p.is_file()]
-    if absent:
-        raise CocoError(
-            f"{len(absent)} images missing from {layout.image_dir}: {', '.join(p.name for p in absent[:10])}"
-        )
+    paths = image_paths(layout, ids)
     errors = []
     starts = range(0, len(paths), batch_size)
     with (
@@ -213,10 +226,51 @@ def reference_batches(
             if not errors:
                 yield torch.from_numpy(np.stack([arr for arr, _ in results]))
     if errors:
-        raise CocoError(f"{len(errors)} unreadable images:\n" + "\n".join(errors[:20]))
+        raise CocoError(unreadable_message(errors))
 
 
-def reference_meta(layout: CocoLayout, resolution: int, ids: list[int], crop: str) -> dict:
+def unreadable_message(errors: list[str]) -> str:
+    """The error listing unreadable images (the first 20), ending with the way past them."""
+    more = f"\n(and {len(errors) - 20} more)" if len(errors) > 20 else ""
+    return f"{plural(len(errors), 'unreadable image')}:\n" + "\n".join(errors[:20]) + more + f"\n{SKIP_ADVICE}"
+
+
+def plural(n: int, noun: str) -> str:
+    """'1 image', '2 images'."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def image_paths(layout: CocoLayout, ids=None) -> list[Path]:
+    """The files of the images `ids` (default: all), in id order; CocoError naming missing ones."""
+    _, files = load_annotations(layout)
+    paths = [layout.image_dir / files[i] for i in image_ids(layout, ids)]
+    absent = [p for p in paths if not p.is_file()]
+    if absent:
+        raise CocoError(
+            f"{plural(len(absent), 'image')} missing from {layout.image_dir}: "
+            f"{', '.join(p.name for p in absent[:10])}{' ...' if len(absent) > 10 else ''}; {SKIP_ADVICE}"
+        )
+    return paths
+
+
+def images_fingerprint(paths: list[Path], progress: bool = False) -> str:
+    """sha256 of the manifest "NAME SIZE SHA256" (one line per image, in the given order)."""
+    from tqdm import tqdm
+
+    with tqdm(total=len(paths), desc="hashing reference images", disable=not progress, leave=False) as bar:
+        hashes = cached_sha256_many(paths, bar.update)
+    lines = (f"{p.name} {p.stat().st_size} {h}" for p, h in zip(paths, hashes, strict=True))
+    return hashlib.sha256("\n".join(lines).encode()).hexdigest()
+
+
+def check_images(layout: CocoLayout, resolution: int, ids=None, crop: str = "center", progress: bool = False) -> int:
+    """Decode every reference image without any feature extractor (the pre-flight's check when the
+    extractor itself failed); the number decoded, or CocoError listing each missing/unreadable one."""
+    return sum(len(batch) for batch in reference_batches(layout, resolution, ids, crop, progress=progress))
+
+
+def reference_meta(layout: CocoLayout, resolution: int, ids: list[int], crop: str, progress: bool = False) -> dict:
+    """How statistics of these images are made, and of which images: their ids and content."""
     return {
         "dataset": f"coco-{layout.split}",
         "resolution": resolution,
@@ -224,6 +278,7 @@ def reference_meta(layout: CocoLayout, resolution: int, ids: list[int], crop: st
         "crop_rule": CROP_RULES[crop],
         "image_ids_sha256": ids_sha256(ids),
         "n_images": len(ids),
+        "images_sha256": images_fingerprint(image_paths(layout, ids), progress),
     }
 
 
@@ -247,11 +302,12 @@ def coco_reference(
     """Cached reference statistics of MS-COCO validation images (`metrics.ReferenceStats`).
 
     Reuses `out` only when its metadata (extractor + weights sha256, resolution, crop rule,
-    image-id list hash, package versions) matches; otherwise recomputes and rewrites it. An
-    unreadable `out` is rebuilt too, unless `rebuild_unreadable` is False (metrics.CorruptFileError)."""
+    image-id list hash, the images' content fingerprint, package versions) matches; otherwise
+    recomputes and rewrites it. An unreadable `out` is rebuilt too, unless `rebuild_unreadable`
+    is False (metrics.CorruptFileError)."""
     layout = find_coco(root)
     ids = image_ids(layout, ids)
-    meta = reference_meta(layout, resolution, ids, crop)
+    meta = reference_meta(layout, resolution, ids, crop, progress)
     out = Path(out) if out else default_reference_path(layout, resolution, extractor.name, crop)
 
     def build():

@@ -19,10 +19,13 @@ def sample_run(
     save_images: str,
     progress: bool,
     log: Callable[[str], None],
+    need_images: str | None = None,
 ) -> dict[str, dict]:
     """Sample `settings` for captions (config captions.n of them) into config.output_dir, resuming
-    finished shards; returns {setting: {"features", "nan_count"}} like `baseline_features`. Holds the
-    run directory's lock meanwhile (a sweep or another gate writing there stops this one: RunDirBusy)."""
+    finished shards (finished shards without images count as finished unless `need_images`,
+    default `save_images`, asks for them; newly sampled ones save `save_images`); returns
+    {setting: {"features", "nan_count"}} like `baseline_features`. Holds the run directory's lock
+    meanwhile (a sweep or another gate writing there stops this one: RunDirBusy)."""
     run_dir = RunDir(config.output_dir)
     gen_hash = generation_hash(config, components.provenance)
     with run_dir.lock("regress"):
@@ -31,7 +34,8 @@ def sample_run(
         plan = make_plan(config)
         sampled = list(dict.fromkeys(plan.sources[s.name] for s in settings))  # settings sharing samples once
         shards = keyed_shards([shard for s in sampled for shard in plan.shards_for(s)], gen_hash, captions)
-        todo = run_dir.unfinished(shards, save_images)
-        log(f"{run_dir.path}: {len(shards) - len(todo)} shards already finished, {len(todo)} to run")
+        todo = run_dir.unfinished(shards, save_images if need_images is None else need_images)
+        done = len(shards) - len(todo)
+        log(f"{run_dir.path}: {done} shard{'s' if done != 1 else ''} already finished, {len(todo)} to run")
         sample_shards(SamplingSetup(components, config, run_dir, save_images, progress), todo)
         return {s.name: run_dir.load_features(plan.shards_for(s)) for s in settings}

@@ -29,7 +29,7 @@ from glide_eval.sweep.errors import MissingComponentError, SweepError
 from metrics.names import HIGHER_IS_BETTER
 from metrics.normal import normal_z
 from metrics.prc import DEFAULT_K
-from storage import package_versions, sha256_json
+from storage import cached_sha256, package_versions, sha256_json
 
 # the fewest samples each metric can be computed on (precision/recall: k nearest neighbours
 # besides the sample itself); the paired bootstrap needs 2 of every metric
@@ -85,13 +85,23 @@ def check_enough_samples(config: SweepConfig, settings: list[Setting], metric_na
             )
 
 
+def default_out_dir(baseline: Baseline, candidate_dir: Path) -> Path:
+    """runs/regress/NAME-KEY: NAME the candidate folder's, KEY 12 hex digits of the sha256 of its
+    files' content (name -> sha256) and the baseline's config hash. Two candidates with one folder
+    name in different parents get their own folders; the same files in another folder, compared
+    with the same baseline, resume the same one."""
+    files = {p.name: cached_sha256(p) for p in sorted(candidate_dir.iterdir()) if p.is_file()}
+    key = sha256_json({"candidate_files": files, "baseline_config_hash": baseline.run.get("config_hash")})
+    return Path("runs") / "regress" / f"{candidate_dir.resolve().name}-{key[:12]}"
+
+
 def prepare(baseline_dir, candidate_dir, config_path, n, tolerances, rounds, out_dir, level) -> Request:
     """Load the baseline, build the candidate config and check the protocol; RegressError otherwise."""
     baseline = load_baseline(Path(baseline_dir))
     candidate_dir = Path(candidate_dir)
     if not candidate_dir.is_dir():
         raise RegressError(f"candidate checkpoint folder not found: {candidate_dir}")
-    out_dir = Path(out_dir) if out_dir else Path("runs") / "regress" / candidate_dir.resolve().name
+    out_dir = Path(out_dir) if out_dir else default_out_dir(baseline, candidate_dir)
     tolerances = parse_tolerances(tolerances) if not isinstance(tolerances, dict) else tolerances
     try:
         config = candidate_config(baseline, candidate_dir, Path(config_path) if config_path else None, out_dir)
@@ -144,7 +154,9 @@ def sample_candidate(
             req.candidate_dir,
             req.baseline.config.models.checkpoints,
         )
-        side = sample_run(req.config, components, captions, req.settings, "png" if images else "none", progress, log)
+        # finished shards are reused with or without their images (--images regenerates missing ones)
+        save = "png" if images else "none"
+        side = sample_run(req.config, components, captions, req.settings, save, progress, log, need_images="none")
     except (MissingComponentError, SweepError) as e:
         raise RegressError(str(e)) from None
     return components, base_files, side
@@ -278,7 +290,9 @@ def regress(
     report = build_report(req, rows, sizes, captions, base_files, components.provenance.get("files", {}))
     report["interval_method"] = INFLUENCE if components.compute_differences is not None else BOOTSTRAP
     if images:
-        report["images"] = compare_images(req.baseline, req.config, req.settings, captions, base_side, progress, log)
+        report["images"] = compare_images(
+            req.baseline, req.config, req.settings, captions, base_side, progress, log, components, cand_side
+        )
     report["exit_code"] = EXIT_REGRESSION if report["regressions"] else EXIT_OK
     write_report(req.out_dir, report)
     return report

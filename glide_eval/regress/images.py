@@ -1,7 +1,9 @@
 """`regress --images`: pixel comparison of baseline and candidate samples per (caption, seed).
 
 Numerics changes (a kernel, a dtype, a library upgrade) show up here before they move a
-metric: the same checkpoint on the same machine must give identical images. Baseline images
+metric: the same checkpoint on the same machine must give identical images. Candidate images
+come from the candidate run; where its shards were finished by a run without --images they are
+kept and the images are made beside them (candidate-images/). Baseline images
 come from the baseline run's images/ folder (sweep `--save-images png|npz`); when they are
 missing, they are regenerated with the baseline's own config and checkpoints, after checking
 that those files still have the sha256 recorded in its run.json. The regenerated run's
@@ -84,7 +86,12 @@ def compare_images(
     base_side: dict,
     progress: bool,
     log,
+    cand_components=None,
+    cand_side: dict | None = None,
 ) -> dict:
+    """Pixel differences per setting (see the module docstring). Candidate images missing from the
+    candidate run (its shards finished without --images) are made with `cand_components` into
+    candidate-images/, beside the kept shards, and their features checked against `cand_side`."""
     n = len(captions)
     sizes = {s.name: n_rows(base_side[s.name]) for s in settings}  # fewer under [grid] steps_n
     base = {s.name: load_run_images(baseline.run_dir, s.name, sizes[s.name]) for s in settings}
@@ -110,28 +117,34 @@ def compare_images(
             )
         side = sample_run(regen_cfg, components, captions, settings, "png", progress, log)
         out["source"] = "regenerated"
-        out["reproduction"] = {
-            s.name: {
-                name: float(
-                    np.max(
-                        np.abs(
-                            side[s.name]["features"][name].astype(np.float64)
-                            - base_side[s.name]["features"][name].astype(np.float64)
-                        )
-                    )
-                )
-                for name in base_side[s.name]["features"]
-            }
-            for s in settings
-        }
+        out["reproduction"] = _largest_differences(side, base_side, settings)
         base = {s.name: load_run_images(regen_cfg.output_dir, s.name, sizes[s.name]) for s in settings}
+    cand_dir = config.output_dir
+    if cand_components is not None and any(load_run_images(cand_dir, s.name, sizes[s.name]) is None for s in settings):
+        # shards finished by a run without --images: kept, and their images made beside them
+        cand_cfg = config.with_overrides(run={"output_dir": str(config.output_dir.parent / "candidate-images")})
+        log(f"candidate shards were sampled without images; making them into {cand_cfg.output_dir}")
+        side = sample_run(cand_cfg, cand_components, captions, settings, "png", progress, log)
+        out["candidate_reproduction"] = _largest_differences(side, cand_side, settings) if cand_side else None
+        cand_dir = cand_cfg.output_dir
     for s in settings:
-        cand = load_run_images(config.output_dir, s.name, sizes[s.name])
+        cand = load_run_images(cand_dir, s.name, sizes[s.name])
         if cand is None or base[s.name] is None:
             raise RegressError(f"{s.name}: sample images missing after sampling")
         out["settings"][s.name] = pixel_differences(base[s.name], cand, captions[: sizes[s.name]])
     out["identical"] = all(r["identical"] == r["n"] for r in out["settings"].values())
     return out
+
+
+def _largest_differences(side: dict, stored: dict, settings: list[Setting]) -> dict:
+    """{setting: {feature: largest absolute difference}} of a regenerated run against stored features."""
+    return {
+        s.name: {
+            name: float(np.max(np.abs(side[s.name]["features"][name].astype(np.float64) - values.astype(np.float64))))
+            for name, values in stored[s.name]["features"].items()
+        }
+        for s in settings
+    }
 
 
 def images_markdown(images: dict) -> list[str]:

@@ -30,6 +30,8 @@ def load_captions(config: SweepConfig) -> list[str]:
             raise MissingComponentError("[captions.path] MS-COCO folder not set: set GLIDE_EVAL_COCO or captions.path")
         try:
             return list(coco.sample_captions(cap.path, n=n, seed=cap.seed))
+        except coco.TooFewCaptions as e:
+            raise MissingComponentError(f"[captions.n] {e}") from None
         except coco.CocoError as e:
             raise MissingComponentError(f"[captions.path] {e}") from None
     return list(toy.sample_captions(n=n, seed=cap.seed))

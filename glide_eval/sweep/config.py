@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from metrics.names import CLIP_ROLE, DEFAULT_EXTRACTORS, DINOV2_ROLE, METRIC_NAMES, SELECTABLE_NAMES
-from samplers.guidance_specs import is_unguided, split_guidance
+from samplers.guidance_specs import is_unguided, setting_name, split_guidance
 from samplers.sampling import SAMPLERS, check_sampler_options, min_steps
 from samplers.schedules import count_steps
 from storage import sha256_json
@@ -235,7 +235,7 @@ class Setting:
     def name(self) -> str:
         if self.family == "steps":
             return f"steps-{self.method}-{self.respacing}"
-        return "unguided" if self.family == "none" else f"{self.family}-{self.scale:g}"
+        return setting_name(self.family, self.scale)
 
     @property
     def guidance(self) -> tuple[str, float]:

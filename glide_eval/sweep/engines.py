@@ -4,6 +4,7 @@ MS-COCO) and `toy` (the bundled toy world), as `Components` over `samplers` and 
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 from collections.abc import Callable
 from pathlib import Path
@@ -289,32 +290,35 @@ def toy_components(config: SweepConfig, device: str) -> Components:
     n_ref = config.metrics.reference_n or config.captions.n
     seed = config.captions.seed
     default = cache_dir() / "references" / f"toy-validation-{resolution}px-{n_ref}-seed{seed}-{extractor.name}.npz"
-    meta = {"dataset": "toy-validation", "resolution": resolution, "n_images": n_ref, "world_seed": seed}
 
-    def build_all(extractors):
-        batches = (
+    def batches():
+        return (
             toy.dataset(min(500, n_ref - start), "validation", size=resolution, seed=seed, start=start)[0]
             for start in range(0, n_ref, 500)
         )
-        return build_references(batches, extractors, meta)
 
-    def cached(ext, build):
-        path = default.with_name(f"toy-validation-{resolution}px-{n_ref}-seed{seed}-{ext.name}.npz")
-        return cached_reference(str(path), references.toy_expected(ext, **meta), build)
+    def load_reference():
+        meta = {"dataset": "toy-validation", "resolution": resolution, "n_images": n_ref, "world_seed": seed}
+        meta["images_sha256"] = images_fingerprint(batches())  # the rendered images' content
 
-    provenance = {"files": files}
-    given = config.metrics.reference
-    reference = recording(
-        lambda: references.role_references(
+        def build_all(extractors):
+            return build_references(batches(), extractors, meta)
+
+        def cached(ext, build):
+            path = default.with_name(f"toy-validation-{resolution}px-{n_ref}-seed{seed}-{ext.name}.npz")
+            return cached_reference(str(path), references.toy_expected(ext, **meta), build)
+
+        return references.role_references(
             extractor,
             extras,
             lambda build: references.reference_stats(given, default, references.toy_expected(extractor, **meta), build),
             cached,
             build_all,
-        ),
-        provenance,
-        given,
-    )
+        )
+
+    provenance = {"files": files}
+    given = config.metrics.reference
+    reference = recording(load_reference, provenance, given)
     return Components(
         pipeline_generator(config, device, load),
         metrics_featurizer(extractor, clip, extras),
@@ -323,6 +327,16 @@ def toy_components(config: SweepConfig, device: str) -> Components:
         reference=reference,
         compute_differences=differences_computer(config, extractor, reference, extras),
     )
+
+
+def images_fingerprint(batches) -> str:
+    """sha256 of uint8 image batches' bytes, with their shapes: the toy reference's content key."""
+    digest = hashlib.sha256()
+    for images in batches:
+        images = np.ascontiguousarray(images, dtype=np.uint8)
+        digest.update(repr(images.shape).encode())
+        digest.update(images.tobytes())
+    return digest.hexdigest()
 
 
 def recording(load: Callable[[], object], provenance: dict, given: str) -> Callable[[], object]:

@@ -32,7 +32,7 @@ def finished_records(run_dir: RunDir, plan: Plan, gen_hash: str, captions: list[
             records[setting.name].append(record)
     if missing:
         raise SweepError(
-            f"{len(missing)} shards are not finished ({', '.join(missing[:5])}"
+            f"{len(missing)} shard{'s are' if len(missing) != 1 else ' is'} not finished ({', '.join(missing[:5])}"
             f"{', ...' if len(missing) > 5 else ''}); rerun the sweep to finish them"
         )
     return records
@@ -129,6 +129,9 @@ def measure_setting(
     return metrics, row, loaded["previews"]
 
 
+COUNT_KEYS = ("n_gen", "n_ref", "n_nan", "clip_truncated")  # metric entries that are numbers of images
+
+
 def result_row(
     config: SweepConfig,
     setting: Setting,
@@ -149,7 +152,7 @@ def result_row(
         "samples_from": samples_from or setting.name,
     }
     _, method, respacing = setting.sampling(config)
-    row.update({k: float(v) for k, v in metrics.items()})
+    row.update({k: int(v) if k in COUNT_KEYS else float(v) for k, v in metrics.items()})
     row.update(
         {
             "n_samples": n,
@@ -174,6 +177,8 @@ def result_row(
     )
     for label, digest in sorted(provenance.get("files", {}).items()):
         row[f"sha256_{label}"] = digest
+    # which images the reference statistics were made of, by content (Table 2's protocol check)
+    row["reference_images_sha256"] = provenance.get("reference", {}).get("images_sha256")
     versions = dict(package_versions(), **provenance.get("versions", {}))
     row["versions"] = json.dumps(versions, sort_keys=True)
     return row

@@ -11,7 +11,12 @@ checks, and reports every problem at once (one line per file or key):
   builds;
 - the captions load ([captions.n] of them);
 - the reference statistics are loaded, or built now (for MS-COCO: every reference image
-  decoded; unreadable images are listed by name).
+  decoded; unreadable images are listed by name). When a feature extractor cannot be loaded,
+  the MS-COCO images are still decoded and listed (`references.check_coco_images`), so one
+  run names every problem.
+
+Each check runs whatever the others found; the message ends with the way forward for each kind
+of problem found (`WAYS_FORWARD`).
 
 `--dry-run` checks none of this: it only prints the plan.
 """
@@ -21,11 +26,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from glide_eval.data.coco import SKIP_ADVICE
 from glide_eval.sweep.captions import load_captions
 from glide_eval.sweep.components import Components, needs_reference
 from glide_eval.sweep.config import SweepConfig
 from glide_eval.sweep.engines import build_components, glide_checkpoints
 from glide_eval.sweep.errors import MissingComponentError, SweepError
+from glide_eval.sweep.references import check_coco_images
+from metrics.extractors import INCEPTION
 from samplers.checkpoints import CheckpointMismatchError, CheckpointReadError, check_checkpoint_file
 from samplers.model_configs import OFFICIAL_FILES
 from storage import unwritable_folder
@@ -43,10 +51,53 @@ class PreflightError(SweepError):
     def __init__(self, problems: list[Problem]):
         self.problems = problems
         lines = "\n".join(f"  - {p.where}: {p.what}" if p.where else f"  - {p.what}" for p in problems)
+        ways = ways_forward(problems)
         super().__init__(
             f"{len(problems)} problem{'s' if len(problems) > 1 else ''} with the files this sweep uses "
             f"(found before sampling; nothing was sampled):\n{lines}"
+            + ("\nWays forward:\n" + "\n".join(f"  - {w}" for w in ways) if ways else "")
         )
+
+
+# (a text every problem of one kind holds, what to do about it): the message's last lines
+WAYS_FORWARD = (
+    (
+        "unreadable image",
+        "unreadable MS-COCO images: replace them with good copies, or skip them through an ids file "
+        "without them: `glide-eval coco-reference --ids IDS.txt --out REF.npz`, then [metrics] reference "
+        '= "REF.npz" (the file records its number of images, n_images)',
+    ),
+    (
+        "missing from",
+        "missing MS-COCO images: restore them, or skip them through an ids file: `glide-eval "
+        'coco-reference --ids IDS.txt --out REF.npz`, then [metrics] reference = "REF.npz"',
+    ),
+    (
+        "sha256 starts with",
+        "another Inception file: use torch-fidelity's weights-inception-2015-12-05-6726825d.pth, or accept "
+        "numbers not comparable with published ones: --allow-unknown-inception ([weights] "
+        "allow_unknown_inception = true)",
+    ),
+    (
+        "does not match the model",
+        "a checkpoint of another model or with renamed keys: use the released file of that name",
+    ),
+    (
+        "not a readable PyTorch checkpoint",
+        "an unreadable checkpoint (cut short, damaged, or not a PyTorch file): download the released file again",
+    ),
+    (
+        "not found",
+        "a file or folder not found: give its path by flag, environment variable or config key "
+        "(README, 'Your own files'); relative paths are taken from the current directory",
+    ),
+)
+
+
+def ways_forward(problems: list[Problem]) -> list[str]:
+    """The `WAYS_FORWARD` whose kind of problem occurs in `problems`, once each, in their order."""
+    text = "\n".join(p.what for p in problems)
+    return [way for marker, way in WAYS_FORWARD if marker in text]
 
 
 @dataclass
@@ -77,16 +128,18 @@ def checkpoint_problems(config: SweepConfig) -> tuple[dict[str, str], list[Probl
         try:
             hashes[label] = check_checkpoint_file(name, path)
         except (CheckpointMismatchError, CheckpointReadError) as e:
-            problems.append(Problem(str(path), str(e).removeprefix(f"{path}: ").removeprefix(f"{path} ")))
+            what = str(e).removeprefix(f"{path}: ").removeprefix(f"{path} ")
+            problems.append(Problem(f"[models.checkpoints] {path}", what))
         except OSError as e:
-            problems.append(Problem(str(path), f"cannot read it ({e.strerror or e})"))
+            problems.append(Problem(f"[models.checkpoints] {path}", f"cannot read it ({e.strerror or e})"))
     return hashes, problems
 
 
 def _lines(error: Exception) -> list[Problem]:
     """One problem per line of an error's message; a heading line ("N unreadable images:") is
-    put in front of each line below it."""
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    put in front of each line below it. The way past bad MS-COCO images is left to `WAYS_FORWARD`."""
+    text = str(error).replace(f"; {SKIP_ADVICE}", "").replace(SKIP_ADVICE, "")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     if len(lines) > 1 and lines[0].endswith(":"):
         return [Problem("", f"{lines[0]} {line}") for line in lines[1:]]
     return [Problem("", line) for line in lines]
@@ -103,6 +156,11 @@ def preflight(config: SweepConfig, device: str, *, reference: bool = True) -> Re
         components = build_components(config, device)
     except MissingComponentError as e:
         problems += _lines(e)
+        if reference and config.models.engine == "glide" and needs_reference(config):
+            try:  # the images need no feature extractor: decode them now, not on the next run
+                check_coco_images(config, INCEPTION)
+            except MissingComponentError as images:
+                problems += _lines(images)
     try:
         captions = load_captions(config)
         if len(captions) != config.captions.n:
@@ -117,5 +175,5 @@ def preflight(config: SweepConfig, device: str, *, reference: bool = True) -> Re
         except MissingComponentError as e:
             problems += _lines(e)
     if problems:
-        raise PreflightError(problems)
+        raise PreflightError(list(dict.fromkeys(problems)))  # a problem two checks found, once
     return Ready(components, captions, checkpoints)

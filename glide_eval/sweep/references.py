@@ -105,13 +105,30 @@ def recorded(stats, given: str) -> dict:
             role: {"n": int(s.n), "meta": s.meta} for role, s in stats.items() if role != INCEPTION_ROLE
         }
         return out
-    return {"path": given or None, "user_file": bool(given), "n": int(stats.n), "meta": stats.meta}
+    return {
+        "path": given or None,
+        "user_file": bool(given),
+        "n": int(stats.n),
+        "images_sha256": stats.meta.get("images_sha256"),  # the images' content fingerprint (None: not recorded)
+        "meta": stats.meta,
+    }
 
 
 def toy_expected(extractor, **meta) -> dict:
     expected = expected_meta(extractor, **meta)
     expected.pop("versions", None)  # the toy cache was always reused across package versions
     return expected
+
+
+def _coco_images(config: SweepConfig):
+    """(layout, ids, resolution, crop, meta) of the MS-COCO reference images a sweep measures against:
+    the first [metrics.reference_n] validation images by id, or all, centre-cropped."""
+    layout = coco.find_coco(config.captions.path or None)
+    ids = coco.image_ids(layout)
+    if config.metrics.reference_n:
+        ids = ids[: config.metrics.reference_n]
+    resolution, crop = config.sampler.resolution, "center"
+    return layout, ids, resolution, crop, coco.reference_meta(layout, resolution, ids, crop, progress=True)
 
 
 def role_references(
@@ -147,14 +164,8 @@ def coco_reference_stats(config: SweepConfig, extractor, log: Log = _stderr, ext
     first [metrics.reference_n] images by id, or all): the user's file, or the sweep's cache; with
     `extras` ({role: extractor}: DINOv2, CLIP image tower) a `FeatureSets` of every role's
     (`role_references`)."""
-    root = config.captions.path or None
-    resolution, crop = config.sampler.resolution, "center"
     try:
-        layout = coco.find_coco(root)
-        ids = coco.image_ids(layout)
-        if config.metrics.reference_n:
-            ids = ids[: config.metrics.reference_n]
-        meta = coco.reference_meta(layout, resolution, ids, crop)
+        layout, ids, resolution, crop, meta = _coco_images(config)
 
         def build_all(extractors):
             return build_references(coco.reference_batches(layout, resolution, ids, crop), extractors, meta)
@@ -173,5 +184,27 @@ def coco_reference_stats(config: SweepConfig, extractor, log: Log = _stderr, ext
             cached,
             build_all,
         )
+    except coco.CocoError as e:
+        raise MissingComponentError(f"[captions.path] {e}") from None
+
+
+def check_coco_images(config: SweepConfig, extractor_name: str) -> None:
+    """The pre-flight's check of the MS-COCO reference images when the feature extractor could not be
+    loaded (so the statistics cannot be built now): every image the statistics would need decoded,
+    unless a `[metrics] reference` file exists or the sweep's cache was built from these very
+    images (same ids, content fingerprint, resolution and crop). MissingComponentError listing
+    every missing or unreadable image."""
+    if config.captions.source != "coco" or (config.metrics.reference and Path(config.metrics.reference).exists()):
+        return
+    try:
+        layout, ids, resolution, crop, meta = _coco_images(config)
+        if not config.metrics.reference:
+            try:
+                cached = ReferenceStats.load(coco.default_reference_path(layout, resolution, extractor_name, crop))
+                if not cached.mismatches(meta):
+                    return
+            except (FeatureError, CorruptFileError):  # absent or unreadable: it will be built
+                pass
+        coco.check_images(layout, resolution, ids, crop, progress=True)
     except coco.CocoError as e:
         raise MissingComponentError(f"[captions.path] {e}") from None

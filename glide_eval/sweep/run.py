@@ -289,7 +289,8 @@ def run_sweep(
         mine = keyed_shards(make_plan(config).shards_to_sample[dist.rank :: dist.world], gen_hash, captions)
         todo = run_dir.unfinished(mine, save_images)
         skipped = len(mine) - len(todo)
-        log(f"{dist.prefix}{len(mine)} shards: {skipped} already finished, {len(todo)} to run")
+        shards = f"{len(mine)} shard{'s' if len(mine) != 1 else ''}"
+        log(f"{dist.prefix}{shards}: {skipped} already finished, {len(todo)} to run")
         sample_shards(SamplingSetup(components, config, run_dir, save_images, progress, dist.prefix), todo)
         dist.barrier()
         summary = {
