@@ -17,7 +17,7 @@ from glide_eval.cli import main
 
 
 def _glide_world(tmp_path, monkeypatch, allow_unknown_inception=True, reference="", truncate=None):
-    from metrics.testing import make_random_inception
+    from model_files import make_random_inception
 
     monkeypatch.setenv("GLIDE_EVAL_CACHE", str(tmp_path / "cache"))
     tiny_official(monkeypatch)
