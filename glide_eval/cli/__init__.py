@@ -61,7 +61,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "elo-plot": (
         "glide_eval.cli.elo:elo_plot_command",
         "Draw GLIDE Figure 7: Elo against guidance scale per guidance family (model names "
-        "FAMILY:SCALE, e.g. cfg:3.0, clip:2.0), relative to the model named `unguided`.",
+        "FAMILY:SCALE, e.g. cfg:3.0, clip:2.0, or a sweep's setting names cfg-1.5, clip-2), relative "
+        "to the model named `unguided`.",
     ),
     "agreement": (
         "glide_eval.cli.agreement:agreement_command",
