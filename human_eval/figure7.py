@@ -14,7 +14,7 @@ import pandas as pd
 
 from human_eval.judgments import short
 from human_eval.names import is_unguided, parse_guidance
-from human_eval.outputs import atomic_write
+from storage import atomic_write_with
 
 RATING_COLUMNS = ("question", "model", "rating", "lower", "upper", "anchor")
 
@@ -120,6 +120,6 @@ def draw_figure7(ratings: pd.DataFrame, out: str | Path) -> tuple[list[Path], li
     if png.suffix.lower() != ".png":
         png = png.with_suffix(".png")
     for path, fmt in ((png, "png"), (pdf, "pdf")):
-        atomic_write(path, lambda tmp, f=fmt: fig.savefig(tmp, format=f, dpi=150))
+        atomic_write_with(path, lambda tmp, f=fmt: fig.savefig(tmp, format=f, dpi=150))
     plt.close(fig)
     return [png, pdf], skipped

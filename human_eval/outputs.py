@@ -3,64 +3,21 @@
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
-import sys
-import tempfile
-from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import pandas as pd
 
 from human_eval.elo import EloResult
 from human_eval.judgments import cut
+from storage import atomic_write_text, atomic_write_with, package_versions, sha256_file
 
 TABLES = ("ratings", "pairs", "winrate_matrix")
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def package_versions() -> dict[str, str]:
-    out = {"python": sys.version.split()[0]}
-    for pkg in ("glide-eval", "numpy", "scipy", "pandas", "pyarrow", "matplotlib"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
-def atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp)`` on a temporary file ``.NAME.XXXXXXXX.tmp`` next to ``path``, fsync it, give it
-    the umask's mode (not mkstemp's 0600), move it into place and fsync the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+# the packages whose versions an Elo record names
+ELO_PACKAGES = ("glide-eval", "numpy", "scipy", "pandas", "pyarrow", "matplotlib")
 
 
 def result_tables(results: list[EloResult]) -> dict[str, pd.DataFrame]:
@@ -81,11 +38,11 @@ def write_results(results: list[EloResult], out_dir: str | os.PathLike, provenan
             ("parquet", lambda t, p: t.to_parquet(p, index=False)),
         ):
             path = out / f"{name}.{ext}"
-            atomic_write(path, lambda tmp, t=table, w=write: w(t, tmp))
+            atomic_write_with(path, lambda tmp, t=table, w=write: w(t, tmp))
             paths[f"{name}_{ext}"] = path
     path = out / "provenance.json"
     text = json.dumps(provenance, indent=2, sort_keys=True, default=str) + "\n"
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+    atomic_write_text(path, text)
     paths["provenance"] = path
     return paths
 
@@ -111,7 +68,7 @@ def provenance(input_path, judgments, options: dict, results: list[EloResult]) -
         "questions": [r.summary() for r in results],
         "estimator": "Bradley-Terry maximum likelihood on the Elo scale (GLIDE appendix A.1), ties = half a "
         "win to both; multinomial bootstrap over judgments, percentile intervals",
-        "versions": package_versions(),
+        "versions": package_versions(ELO_PACKAGES),
     }
 
 

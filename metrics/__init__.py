@@ -8,7 +8,10 @@ Takes uint8 images and captions; knows nothing of samplers or sweeps. Public API
 - `calculate_metrics(gen, ref, names=[...], ci=True)`: FID, IS, precision/recall, CLIP score,
   KID, FID∞ (a registry: `register_metric`), each with an interval from influence values;
 - `paired_differences(gen_a, gen_b, ref, names)`: differences between two settings whose
-  samples are paired row by row, with paired intervals.
+  samples are paired row by row, with paired intervals;
+- `CorruptFileError`: a statistics or feature file that cannot be read (`storage`'s, re-exported).
+
+Files are written and hashed through `storage` (atomic writes, sha256), the floor below.
 """
 
 from metrics.calculate import NAMES, calculate_metrics, register_metric
@@ -20,9 +23,10 @@ from metrics.extractors import (
     list_extractors,
     register_extractor,
 )
-from metrics.features import CorruptFileError, FeatureAccumulator, FeatureError
+from metrics.features import FeatureAccumulator, FeatureError
 from metrics.paired import paired_differences
 from metrics.reference import ReferenceStats, build_reference, cached_reference, expected_meta
+from storage import CorruptFileError  # re-exported: callers catch it as metrics.CorruptFileError
 
 __all__ = [
     "calculate_metrics",

@@ -30,7 +30,6 @@ OpenAI-format file, by path or env ``GLIDE_EVAL_CLIP``). Nothing is ever downloa
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -38,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from storage import given_path, sha256_file
 from torchvision_compat import ensure_torchvision
 
 INCEPTION = "inception-v3-compat"
@@ -84,23 +84,10 @@ def _load_plugins() -> None:
         entry.load()
 
 
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
 def resolve_weights(weights_path, env: str, what: str) -> Path:
     """The weights file from the argument or the environment; a clear error when absent."""
-    path = weights_path or os.environ.get(env)
-    if not path:
-        raise ExtractorError(f"{what} weights not given: pass a path or set {env}")
-    path = Path(path)
-    if not path.is_file():
-        raise ExtractorError(f"{what} weights file not found: {path}")
-    return path
+    missing = f"{what} weights not given: pass a path or set {env}"
+    return given_path(weights_path, env, f"{what} weights file", missing, error=ExtractorError)
 
 
 def check_known_weights(extractor) -> None:

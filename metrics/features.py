@@ -18,74 +18,17 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
-import tempfile
-import zipfile
-import zlib
-from pathlib import Path
 
 import numpy as np
 
 from metrics.clip_score import clip_scores
+from storage import LOAD_ERRORS, CorruptFileError, save_npz
 
 FORMAT = "glide-eval-features/1"
 
 
-def atomic_save_npz(path: str | os.PathLike, **arrays) -> None:
-    """np.savez to a temporary file ``.NAME.XXXXXXXX.tmp`` in the same folder, fsynced and given the
-    umask's mode (not mkstemp's 0600), then os.replace and an fsync of the folder."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
 class FeatureError(ValueError):
     """Features that cannot be used: wrong shapes, mismatched extractors, NaNs, bad files."""
-
-
-class CorruptFileError(FeatureError):
-    """A statistics or feature file that cannot be read (truncated, damaged, not ours); names it.
-
-    A cache raising it can be rebuilt; a file the user gave cannot, and is an error."""
-
-    def __init__(self, path, what: str, cause: BaseException | str):
-        reason = cause if isinstance(cause, str) else f"{type(cause).__name__}: {cause}"
-        super().__init__(f"cannot read {what} {path}: {reason}")
-        self.path = path
-
-
-# what np.load and reading the arrays of a damaged .npz raise: truncated or damaged zip (BadZipFile,
-# "Bad CRC-32"), damaged deflate stream (zlib.error), short reads (EOFError, ValueError), a missing or
-# mangled member (KeyError, pickle errors), metadata of the wrong shape (TypeError, AttributeError)
-LOAD_ERRORS = (
-    OSError,
-    EOFError,
-    KeyError,
-    ValueError,
-    TypeError,
-    AttributeError,
-    zipfile.BadZipFile,
-    zlib.error,
-    pickle.UnpicklingError,
-)
 
 
 class FeatureAccumulator:
@@ -240,7 +183,7 @@ class FeatureAccumulator:
             value = getattr(self, name)
             if value is not None:
                 arrays[name] = value
-        atomic_save_npz(path, **arrays)
+        save_npz(path, arrays, compress=False)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> FeatureAccumulator:

@@ -18,19 +18,13 @@ both cancels.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from statistics import NormalDist
 
 import numpy as np
 import torch
 
 from metrics.fid import _clip_noise, factor
 from metrics.inception_score import split_bounds
-
-
-def normal_z(level: float = 0.95) -> float:
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    return NormalDist().inv_cdf(0.5 + level / 2)
+from metrics.normal import normal_z
 
 
 @dataclass

@@ -11,19 +11,12 @@ interval of the expected difference at this n with the reference fixed.
 
 from __future__ import annotations
 
-from statistics import NormalDist
-
 import numpy as np
 
 from metrics.calculate import Options, evaluate
 from metrics.influence import standard_error
 from metrics.names import HIGHER_IS_BETTER
-
-
-def bonferroni_z(level: float = 0.95, comparisons: int = 1) -> float:
-    if not 0 < level < 1 or comparisons < 1:
-        raise ValueError(f"need 0 < level < 1 and comparisons >= 1, got {level}, {comparisons}")
-    return NormalDist().inv_cdf(1 - (1 - level) / comparisons / 2)
+from metrics.normal import normal_z
 
 
 def paired_differences(
@@ -49,7 +42,7 @@ def paired_differences(
             f"paired settings need the same samples without NaN rows: {values_a['n_gen']} "
             f"(+{values_a['n_nan']} NaN) vs {values_b['n_gen']} (+{values_b['n_nan']} NaN)"
         )
-    z = bonferroni_z(level, comparisons)
+    z = normal_z(level, comparisons)
     out = {}
     for key in psi_a:
         d = float(values_b[key] - values_a[key])

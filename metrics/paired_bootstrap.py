@@ -17,7 +17,6 @@ SE even for the far tails a Bonferroni correction asks for. ``z`` comes from `no
 from __future__ import annotations
 
 from collections.abc import Callable
-from statistics import NormalDist
 
 import numpy as np
 
@@ -41,16 +40,6 @@ def paired_bootstrap(
         for key in a:
             out.setdefault(key, []).append(float(b[key]) - float(a[key]))
     return {k: np.asarray(v, dtype=np.float64) for k, v in out.items()}
-
-
-def normal_z(level: float = 0.95, comparisons: int = 1) -> float:
-    """Two-sided normal quantile for `level`, Bonferroni-corrected over `comparisons`."""
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
-    if comparisons < 1:
-        raise ValueError(f"comparisons must be >= 1, got {comparisons}")
-    alpha = (1 - level) / comparisons
-    return NormalDist().inv_cdf(1 - alpha / 2)
 
 
 def normal_interval(difference: float, replicates, z: float) -> tuple[float, float, float]:

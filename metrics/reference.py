@@ -14,29 +14,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 from filelock import FileLock, Timeout
 
-from metrics.features import LOAD_ERRORS, CorruptFileError, FeatureAccumulator, FeatureError, atomic_save_npz
+from metrics.features import FeatureAccumulator, FeatureError
 from metrics.prc import DEFAULT_BATCH, DEFAULT_K, knn_radii
+from storage import LOAD_ERRORS, CorruptFileError, package_versions, save_npz
 
 FORMAT = "glide-eval-reference/1"
 
 
-def package_versions() -> dict:
-    out = {"python": sys.version.split()[0]}
-    for pkg in ("glide-eval", "torch", "torch-fidelity", "open-clip-torch", "numpy", "pillow"):
-        try:
-            out[pkg] = version(pkg)
-        except PackageNotFoundError:
-            pass
-    return out
+# the packages whose versions a reference records (a cache made under others is rebuilt)
+REFERENCE_PACKAGES = ("glide-eval", "torch", "torch-fidelity", "open-clip-torch", "numpy", "pillow")
 
 
 def ids_sha256(ids: Iterable) -> str:
@@ -63,7 +56,7 @@ class ReferenceStats:
             arrays["pool"] = self.pool
         if self.radii is not None:
             arrays["radii"] = self.radii
-        atomic_save_npz(path, **arrays)
+        save_npz(path, arrays, compress=False)
 
     @classmethod
     def load(cls, path) -> ReferenceStats:
@@ -106,7 +99,7 @@ def reference_from_accumulator(
         "extractor_sha256": acc.meta.get("extractor_sha256"),
         "k": k,
         "prc_batch_size": batch_size,
-        "versions": package_versions(),
+        "versions": package_versions(REFERENCE_PACKAGES),
     }
     full_meta.update(meta)
     return ReferenceStats(mu=mu, sigma=sigma, n=acc.n, pool=pool, radii=radii, meta=full_meta)
@@ -127,7 +120,7 @@ def expected_meta(extractor, **entries) -> dict:
     return {
         "extractor": extractor.name,
         "extractor_sha256": extractor.weights_sha256,
-        "versions": package_versions(),
+        "versions": package_versions(REFERENCE_PACKAGES),
         **entries,
     }
 

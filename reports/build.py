@@ -14,11 +14,12 @@ import pandas as pd
 
 from reports import html as page
 from reports.figure6 import plot_figure6
-from reports.files import atomic_write_text
 from reports.intervals import DIFFERENCE_COLUMNS, difference_markdown, difference_table, dominance_table
 from reports.pareto import FIGURE6_PAIRS, pareto_table
 from reports.steps import plot_steps, steps_verdicts
 from reports.table2 import table2, to_latex, to_markdown
+from storage import DamagedFile, atomic_write_text
+from storage.rundir import DIFFERENCES_CSV, PREVIEWS_NPZ, RESULTS_CSV, RESULTS_PARQUET, RunFiles
 
 FAMILY_ORDER = {"none": 0, "cfg": 1, "clip": 2, "steps": 3}
 
@@ -28,45 +29,40 @@ class ReportError(RuntimeError):
 
 
 def read_results(run_dir: Path) -> pd.DataFrame:
-    run_dir = Path(run_dir)
-    parquet, csv = run_dir / "results.parquet", run_dir / "results.csv"
-    if parquet.is_file():
-        df = pd.read_parquet(parquet)
-    elif csv.is_file():
-        df = pd.read_csv(csv)
-    else:
-        raise ReportError(f"{run_dir}: no results.parquet or results.csv (run `glide-eval sweep` first)")
+    try:
+        found = RunFiles(run_dir).read_results()
+    except DamagedFile as e:
+        raise ReportError(str(e)) from None
+    if found is None:
+        raise ReportError(f"{run_dir}: no {RESULTS_PARQUET} or {RESULTS_CSV} (run `glide-eval sweep` first)")
+    df, path = found
     for column in ("setting", "family", "scale"):
         if column not in df.columns:
-            raise ReportError(f"{parquet if parquet.is_file() else csv}: column {column!r} is missing")
+            raise ReportError(f"{path}: column {column!r} is missing")
     order = df["family"].map(FAMILY_ORDER).fillna(len(FAMILY_ORDER))
     return df.assign(_order=order).sort_values(["_order", "scale"]).drop(columns="_order").reset_index(drop=True)
 
 
 def read_previews(run_dir: Path) -> tuple[dict[str, np.ndarray], list[str]]:
-    path = Path(run_dir) / "previews.npz"
-    if not path.is_file():
-        return {}, []
-    with np.load(path) as f:
-        previews = {k[len("setting__") :]: f[k] for k in f.files if k.startswith("setting__")}
-        captions = [str(c) for c in f["captions"]]
-    return previews, captions
+    try:
+        return RunFiles(run_dir).read_previews()
+    except DamagedFile as e:
+        raise ReportError(str(e)) from None
 
 
 def read_differences(run_dir: Path) -> pd.DataFrame | None:
     """RUN_DIR/differences.csv (paired differences between settings, written by the sweep's merge)
     as `difference_table` gives it; None when the run has none (older run directories)."""
-    path = Path(run_dir) / "differences.csv"
-    if not path.is_file():
-        return None
     try:
-        df = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.EmptyDataError) as e:
-        raise ReportError(f"{path}: cannot be read ({e})") from None
+        df = RunFiles(run_dir).read_differences()
+    except DamagedFile as e:
+        raise ReportError(str(e)) from None
+    if df is None:
+        return None
     try:
         return difference_table(df)
     except ValueError as e:
-        raise ReportError(f"{path}: {e}") from None
+        raise ReportError(f"{RunFiles(run_dir).differences_csv}: {e}") from None
 
 
 def pareto_markdown(pareto: pd.DataFrame) -> str:
@@ -82,7 +78,7 @@ def build_report(run_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
     """Write figure6.{png,pdf}, steps.{png,pdf} (when the run has `steps` settings),
     pareto.{csv,md}, table2.{md,tex}, report.html; returns their paths."""
     run_dir = Path(run_dir)
-    out_dir = Path(out_dir) if out_dir else run_dir / "report"
+    out_dir = Path(out_dir) if out_dir else RunFiles(run_dir).report_dir
     df = read_results(run_dir)
     guidance = df[df["family"] != "steps"]  # Figure 6 and the Pareto sets compare guidance only
     out: dict[str, Path] = {}
@@ -105,9 +101,9 @@ def build_report(run_dir: Path, out_dir: Path | None = None) -> dict[str, Path]:
     out["dominance_csv"] = out_dir / "dominance.csv"
     verdicts = None
     if differences is not None:
-        atomic_write_text(out_dir / "differences.csv", differences.to_csv(index=False))
+        atomic_write_text(out_dir / DIFFERENCES_CSV, differences.to_csv(index=False))
         atomic_write_text(out_dir / "differences.md", difference_markdown(differences))
-        out["differences_csv"], out["differences_md"] = out_dir / "differences.csv", out_dir / "differences.md"
+        out["differences_csv"], out["differences_md"] = out_dir / DIFFERENCES_CSV, out_dir / "differences.md"
         verdicts = steps_verdicts(df, differences)
         atomic_write_text(out_dir / "steps_verdicts.csv", verdicts.to_csv(index=False))
         out["steps_verdicts_csv"] = out_dir / "steps_verdicts.csv"
@@ -185,7 +181,7 @@ def report_html(
             )
         )
     else:
-        sections.append(("Samples", f"<p>No previews.npz in {run_dir}: sample grids are not shown.</p>"))
+        sections.append(("Samples", f"<p>No {PREVIEWS_NPZ} in {run_dir}: sample grids are not shown.</p>"))
 
     prov = [("config_hash", df["config_hash"].iloc[0] if "config_hash" in df else "")]
     prov += [(c, df[c].iloc[0]) for c in df.columns if c.startswith("sha256_")]
@@ -219,7 +215,7 @@ def pareto_html(pareto: pd.DataFrame, dominance: pd.DataFrame | None) -> str:
 
 def differences_html(differences: pd.DataFrame | None) -> str:
     if differences is None:
-        return "<p>This run directory has no differences.csv (made by an older glide-eval): rerun the sweep.</p>"
+        return f"<p>This run directory has no {DIFFERENCES_CSV} (made by an older glide-eval): rerun the sweep.</p>"
     if differences.empty:
         return "<p>No settings of this sweep were compared.</p>"
     view = differences[[*DIFFERENCE_COLUMNS, "distinguishable", "better"]]

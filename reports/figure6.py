@@ -18,8 +18,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from reports.files import atomic_write_bytes
 from reports.pareto import FIGURE6_PAIRS, HIGHER_IS_BETTER, LABELS, available_pairs, pareto_mask
+from storage import atomic_write_bytes
 
 FAMILY_STYLE = {
     "cfg": {"label": "classifier-free guidance", "color": "tab:blue", "marker": "o"},

@@ -9,7 +9,6 @@ shaped keys. Every loader also returns the files' sha256 for provenance.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import pickle
 import zipfile
@@ -25,6 +24,7 @@ from samplers.model_configs import (
     official_clip_config,
     official_options,
 )
+from storage import given_path, sha256_file
 
 ENV_VAR = "GLIDE_CHECKPOINTS"
 
@@ -37,23 +37,10 @@ class CheckpointReadError(ValueError):
     """A checkpoint file that torch cannot read (truncated, not a PyTorch file); names the file."""
 
 
-def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def resolve_checkpoint_dir(directory: str | os.PathLike | None = None) -> Path:
     """The checkpoint directory: the argument, else $GLIDE_CHECKPOINTS."""
-    directory = directory or os.environ.get(ENV_VAR)
-    if not directory:
-        raise FileNotFoundError(f"no checkpoint directory: pass one or set ${ENV_VAR}")
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise FileNotFoundError(f"checkpoint directory not found: {directory}")
-    return directory
+    missing = f"no checkpoint directory: pass one or set ${ENV_VAR}"
+    return given_path(directory, ENV_VAR, "checkpoint directory", missing, folder=True)
 
 
 def _limited(items: list[str], limit: int = 10) -> str:

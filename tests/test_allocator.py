@@ -50,8 +50,12 @@ def test_tuned_malloc_stops_page_faulting_the_activations_in_again():
         )
         for mode in ("default", "tuned")
     }
-    # measured after 3 warm-up passes: ~3,500 vs 0-16 faults per forward pass
-    assert faults["default"] > 500 and faults["tuned"] < faults["default"] / 10, faults
+    # What the tuning guarantees on any glibc machine: after warm-up, a forward pass reuses the heap
+    # instead of faulting its activations in again, so the tuned faults are a small fraction of the
+    # default's (or a handful, where the default faults little). How many the default takes depends
+    # on the machine (glibc version, thresholds, transparent huge pages): ~3,500 on one, 360 on
+    # another; bench/allocator.py measures it.
+    assert faults["tuned"] <= max(faults["default"] / 10, 32), faults
 
 
 def test_settings_of_the_user_are_left_alone():

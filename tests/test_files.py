@@ -1,4 +1,4 @@
-"""glide_eval.files: atomic writes (mode, temp names, nothing left behind), sha256, JSON hashes."""
+"""storage: atomic writes (mode, temp names, nothing left behind), sha256, JSON hashes."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import stat
 import numpy as np
 import pytest
 
-from glide_eval import files
+import storage as files
 
 
 def test_atomic_writes_use_the_umask_mode_and_leave_no_temp_file(tmp_path):

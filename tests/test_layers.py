@@ -52,6 +52,39 @@ def test_the_tool_finds_known_circles_upward_and_function_level_imports(tmp_path
     assert m["longest_glide_eval_function_lines"] == 90
 
 
+def test_the_layers_are_the_import_linter_contract(tmp_path):
+    """tools/layers.py reads the layers from pyproject.toml's import-linter contract, not its own list:
+    a contract written here decides what counts as upward (and `a | b` siblings may not import each other)."""
+    project = layers.contract_layers()
+    assert set(project) == {
+        "glide_eval",
+        "reports",
+        "human_eval",
+        "metrics",
+        "samplers",
+        "storage",
+        "torchvision_compat",
+    }
+    assert project["glide_eval"][0] > project["reports"][0] > project["metrics"][0] > project["samplers"][0]
+    assert project["samplers"][0] > project["storage"][0] == project["torchvision_compat"][0]
+    assert project["metrics"] == project["human_eval"] == (project["metrics"][0], True)
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(
+        '[[tool.importlinter.contracts]]\nname = "inside"\ntype = "layers"\ncontainers = ["x"]\nlayers = ["a", "b"]\n'
+        '[[tool.importlinter.contracts]]\nname = "top"\ntype = "layers"\nlayers = ["top", "left | right", "base"]\n'
+    )
+    assert layers.contract_layers(pyproject) == {
+        "top": (2, False),
+        "left": (1, True),
+        "right": (1, True),
+        "base": (0, False),
+    }
+    upward = layers.Import("samplers.x", "metrics.y", 1, False)
+    sibling = layers.Import("metrics.x", "human_eval.y", 1, False)
+    down = layers.Import("metrics.x", "storage.files", 1, False)
+    assert layers.is_upward(upward) and layers.is_upward(sibling) and not layers.is_upward(down)
+
+
 def test_the_project_keeps_its_layers():
     """Issue 17's limits: no circles, no upward imports, <= 15 function-level imports of project
     modules, <= 8 modules directly in glide_eval/, no glide_eval function over 80 lines."""

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import torchvision_compat  # noqa: F401  (conftest.py calls ensure_torchvision() first)
-from metrics import FeatureAccumulator, FeatureError, ReferenceStats, calculate_metrics
+from metrics import CorruptFileError, FeatureAccumulator, FeatureError, ReferenceStats, calculate_metrics
 from metrics.fid import StatisticsError, frechet_distance, gaussian_statistics
 from metrics.inception_score import inception_score
 from metrics.prc import knn_radii, precision_recall, precision_recall_hits
@@ -151,7 +151,7 @@ def test_accumulator_shards_merge_and_roundtrip(tmp_path):
     with pytest.raises(FeatureError, match="different extractor"):
         merged.merge(other)
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
-    with pytest.raises(FeatureError, match="bad.npz"):
+    with pytest.raises(CorruptFileError, match="bad.npz"):  # storage's unreadable-file error
         FeatureAccumulator.load(tmp_path / "bad.npz")
 
 

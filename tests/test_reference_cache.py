@@ -7,13 +7,12 @@ The statistics are of random features, so the truth is numpy's mean and covarian
 from __future__ import annotations
 
 import json
-import os
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from damage import flip, truncate
 
 from glide_eval.cli import main
 from glide_eval.sweep.errors import MissingComponentError
@@ -22,16 +21,6 @@ from metrics import CorruptFileError, FeatureAccumulator, ReferenceStats
 from metrics.reference import cached_reference, reference_from_accumulator
 
 FEATURES = np.random.default_rng(0).normal(size=(40, 6)).astype(np.float32)
-
-
-def truncate(path: Path) -> None:
-    os.truncate(path, 100)
-
-
-def flip(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
 
 
 DAMAGE = {"truncate": truncate, "flip": flip}

@@ -16,6 +16,7 @@ from click.testing import CliRunner
 from glide_eval.cli import main
 from glide_eval.sweep.config import Setting, load_config
 from glide_eval.sweep.run import run_sweep
+from storage import sha256_json
 
 CAPTIONS = [
     f"{n} {c} {s}"
@@ -101,6 +102,12 @@ def world(tmp_path_factory, one_thread):
 def regress(*args):
     result = CliRunner().invoke(main, ["regress", "--no-progress", *map(str, args)])
     return result
+
+
+def rewrite_run_json(run_dir: Path, run: dict) -> None:
+    """An edited run.json written with its sha256 renewed (regress refuses one whose sha256 fails)."""
+    run = {k: v for k, v in run.items() if k != "sha256"}
+    (run_dir / "run.json").write_text(json.dumps(dict(run, sha256=sha256_json(run))))
 
 
 def rows_by_key(report: dict) -> dict:
@@ -299,9 +306,23 @@ def test_corrupt_baseline_shard_and_other_evaluator_are_refused(world, tmp_path)
     shutil.copytree(world["baseline"], baseline)
     run = json.loads((baseline / "run.json").read_text())
     run["provenance"]["files"]["test_featurizer"] = "f" * 64
-    (baseline / "run.json").write_text(json.dumps(run))
+    rewrite_run_json(baseline, run)
     result = regress("--baseline", baseline, "--candidate", world["good"], "--out", tmp_path / "o")
     assert result.exit_code == 2 and "test_featurizer: baseline sha256 ffff" in result.output, result.output
+
+
+def test_a_baseline_whose_run_json_fails_its_sha256_is_refused_naming_it(world, tmp_path):
+    """run.json carries its own sha256: an edited one (here: the featurizer's recorded hash, which would
+    otherwise let another featurizer's features pass as the baseline's) is refused before anything runs."""
+    baseline = tmp_path / "baseline"
+    shutil.copytree(world["baseline"], baseline)
+    run = json.loads((baseline / "run.json").read_text())
+    run["provenance"]["files"]["test_featurizer"] = "f" * 64
+    (baseline / "run.json").write_text(json.dumps(run))
+    result = regress("--baseline", baseline, "--candidate", world["good"], "--out", tmp_path / "o")
+    assert result.exit_code == 2, result.output
+    assert f"{baseline / 'run.json'} is damaged (its content does not match its sha256)" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "o").exists()
 
 
 def test_images_are_regenerated_when_the_baseline_did_not_save_them(world, tmp_path):
@@ -339,7 +360,7 @@ def test_images_are_regenerated_when_the_baseline_did_not_save_them(world, tmp_p
     # changed baseline checkpoint files: regeneration is refused
     run = json.loads((baseline / "run.json").read_text())
     run["provenance"]["files"]["base"] = "0" * 64
-    (baseline / "run.json").write_text(json.dumps(run))
+    rewrite_run_json(baseline, run)
     result = regress(
         "--baseline",
         baseline,

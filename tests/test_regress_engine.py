@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from glide_eval.files import sha256_file
 from glide_eval.sweep.components import Components
 from glide_eval.sweep.errors import MissingComponentError
+from storage import sha256_file
 
 EMBED = 16
 

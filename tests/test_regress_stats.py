@@ -8,7 +8,8 @@ from scipy import stats
 
 from glide_eval.regress.baseline import RegressError, aligned_n
 from glide_eval.regress.compare import judge, parse_tolerances, verdict
-from metrics.paired_bootstrap import normal_interval, normal_z, paired_bootstrap
+from metrics.normal import normal_z
+from metrics.paired_bootstrap import normal_interval, paired_bootstrap
 
 
 def mean_of_x(arrays):

@@ -8,9 +8,9 @@ import pytest
 from PIL import Image
 
 from glide_eval.sweep.config import Setting
-from glide_eval.sweep.errors import SweepError
 from glide_eval.sweep.plan import Shard
-from glide_eval.sweep.rundir import RunDir, SavedImage, work_items
+from glide_eval.sweep.rundir import RunDir, SavedImage, keyed_shards
+from storage import DamagedFile
 
 CAPTIONS = [f"caption {i}" for i in range(8)]
 
@@ -23,7 +23,7 @@ def _images(ids):
 def test_saved_images_lists_what_save_images_wrote(tmp_path):
     run = RunDir(tmp_path)
     shards = [Shard(Setting("cfg", 1.0), k, 4 * k, 4 * k + 4) for k in range(2)]
-    first, second = work_items(shards, "gen", CAPTIONS)
+    first, second = keyed_shards(shards, "gen", CAPTIONS)
     assert run.saved_images("cfg-1") == [] and run.saved_image_settings() == []
     run.save_images(first, [0, 1, 2, 3], _images([0, 1, 2, 3]), "npz")
     run.save_images(second, [4, 5, 6], _images([4, 5, 6]), "png")
@@ -49,5 +49,5 @@ def test_an_npz_without_sample_ids_is_named(tmp_path):
     folder = tmp_path / "images" / "unguided"
     folder.mkdir(parents=True)
     np.savez(folder / "00000_000000.npz", images=np.zeros((1, 3, 2, 2), np.uint8))
-    with pytest.raises(SweepError, match=r"00000_000000\.npz: not a saved-images npz"):
+    with pytest.raises(DamagedFile, match=r"00000_000000\.npz: not a saved-images npz"):
         RunDir(tmp_path).saved_images("unguided")

@@ -9,40 +9,28 @@ columns), what cannot is an error naming the file. No shard is ever resampled.
 from __future__ import annotations
 
 import json
-import os
 import shutil
+import socket
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from click.testing import CliRunner
+from damage import DAMAGE, truncate
 from test_sweep import write_config
+from test_sweep_lock import hold_lock, let_go
 
 from glide_eval.cli import main
-from glide_eval.files import TEMP_GLOB
 from glide_eval.sweep.config import load_config
+from glide_eval.sweep.lock import HOLDER_NAME
 from glide_eval.sweep.run import run_sweep
 from glide_eval.sweep.rundir import DamagedFile, RunDir
+from storage import TEMP_GLOB
 
 TIMING = ["generate_s", "featurize_s", "metrics_s", "wall_time_s"]
-
-
-def truncate(path: Path) -> None:
-    os.truncate(path, 100)
-
-
-def flip(path: Path) -> None:
-    data = bytearray(path.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
-
-
-def delete(path: Path) -> None:
-    path.unlink()
-
-
-DAMAGE = {"truncate": truncate, "flip": flip, "delete": delete}
 
 
 @pytest.fixture(scope="module")
@@ -206,3 +194,24 @@ def test_the_report_refuses_damaged_results_naming_them(copy, damage):
     assert result.exit_code == 1 and "Traceback" not in result.output and "ArrowInvalid" not in result.output
     assert f"{copy / 'out' / 'results.parquet'} is {'missing' if damage == 'delete' else 'damaged'}" in result.output
     assert "rerun `glide-eval sweep`" in result.output
+
+
+def test_the_report_takes_the_run_directory_lock(copy):
+    """`glide-eval report` reads under RUN_DIR's lock: refused naming the holder while another
+    process holds it, and with --wait it waits for the holder to let go and then writes the report."""
+    out = copy / "out"
+    proc = hold_lock(out)
+    try:
+        result = CliRunner().invoke(main, ["report", str(out)])
+        assert result.exit_code == 1 and "Traceback" not in result.output
+        holder = f"{out} is in use by another process (host {socket.gethostname()}, PID {proc.pid}, since "
+        assert holder in result.output and "test holder" in result.output and not (out / "report").exists()
+        threading.Timer(1.0, let_go, [proc]).start()
+        t0 = time.monotonic()
+        result = CliRunner().invoke(main, ["report", str(out), "--wait"])
+        assert result.exit_code == 0, result.output
+        assert time.monotonic() - t0 >= 0.9 and (out / "report" / "report.html").is_file()
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not (out / HOLDER_NAME).exists()  # the report let go of it too

@@ -17,7 +17,7 @@ from glide_eval.parity.models import (
     load_unet_fixture,
     run_unet_fixture,
 )
-from samplers.checkpoints import CheckpointMismatchError, load_glide_model, load_noised_clip, sha256_file
+from samplers.checkpoints import CheckpointMismatchError, load_glide_model, load_noised_clip
 from samplers.model_configs import (
     OFFICIAL_FILES,
     create_model,
@@ -25,6 +25,7 @@ from samplers.model_configs import (
     official_clip_config,
     official_options,
 )
+from storage import sha256_file
 
 GOLDEN = Path(__file__).parent / "fixtures" / "golden"
 

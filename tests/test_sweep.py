@@ -160,7 +160,7 @@ def test_dry_run_plan(tmp_path):
     result = CliRunner().invoke(main, ["sweep", str(path), "--dry-run", "--json"])
     assert result.exit_code == 0, result.output
     plan = json.loads(result.output)
-    assert plan["shards_per_setting"] == 3 and plan["units"] == 12
+    assert plan["shards_per_setting"] == 3 and plan["shards_to_sample"] == 12
     by_name = {s["setting"]: s["model_evaluations"] for s in plan["settings"]}
     # per sample: cfg = 2 base passes per step, clip = 1 + one CLIP gradient per step, upsampler 27
     assert by_name["unguided"] == {"base": 100 * 10, "clip": 0, "upsampler": 27 * 10}

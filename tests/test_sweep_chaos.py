@@ -21,8 +21,8 @@ import pytest
 from test_sweep import assert_same_shards, env_with_tests_on_path, shard_contents, write_config
 from test_sweep_lock import children, wait_gone
 
-from glide_eval.files import TEMP_GLOB
 from glide_eval.sweep.lock import HOLDER_NAME
+from storage import TEMP_GLOB
 
 TIMING = ["generate_s", "featurize_s", "metrics_s", "wall_time_s"]
 

@@ -78,7 +78,7 @@ def make_components(config, device: str) -> Components:
         time.sleep(delay)
         sampler, (family, scale) = {}, setting.guidance
         if setting.method is not None:  # the sampler this setting asks for (steps, clip_method)
-            method, respacing = setting.sampler(config)
+            _, method, respacing = setting.sampling(config)
             sampler = {"method": method, "steps": count_steps(respacing)}
         images = np.stack(
             [fake_image(seed, i, c, family, scale, size, **sampler) for i, c in zip(sample_ids, captions)]

@@ -35,9 +35,9 @@ def test_steps_settings_and_validation(tmp_path):
     assert names == ["unguided", "cfg-2", "steps-ancestral-20", "steps-ancestral-5", "steps-ddim-20", "steps-ddim-5"]
     ddim5 = config.settings[-1]
     assert ddim5 == Setting("steps", 2.0, "ddim", "5", "cfg")
-    assert ddim5.guidance == ("cfg", 2.0) and ddim5.sampler(config) == ("ddim", "5")
+    assert ddim5.guidance == ("cfg", 2.0) and ddim5.sampling(config)[1:] == ("ddim", "5")
     # other settings use [sampler]; per-sample evaluations follow the setting's own steps
-    assert config.settings[1].sampler(config) == ("ancestral", "250")
+    assert config.settings[1].sampling(config)[1:] == ("ancestral", "250")
     assert model_evaluations(config, ddim5)["base"] == 2 * 5
     # PLMS's pseudo improved-Euler warm-up: one model call more than its 5 steps, doubled under cfg
     plms = load_config(steps_config(tmp_path, "plms.toml", grid=STEPS.replace('"ddim"]', '"plms"]')))
@@ -121,7 +121,7 @@ def test_a_steps_setting_sampling_like_another_shares_its_shards(tmp_path):
     plan = make_plan(config)
     assert plan.sources["steps-ancestral-250"].name == "cfg-2"
     assert plan.sources["steps-ddim-250"].name == "steps-ddim-250"
-    assert {unit.setting.name for unit in plan.units} == {
+    assert {shard.setting.name for shard in plan.shards_to_sample} == {
         "unguided",
         "cfg-2",
         "steps-ancestral-5",
@@ -146,7 +146,10 @@ def test_clip_method_samples_the_clip_settings_with_their_own_method(tmp_path):
     config = load_config(path)
     clip = config.settings[-1]
     assert clip == Setting("clip", 2.0, "ddim") and clip.name == "clip-2"
-    assert clip.sampler(config) == ("ddim", "250") and config.settings[1].sampler(config) == ("ancestral", "250")
+    assert clip.sampling(config)[1:] == ("ddim", "250") and config.settings[1].sampling(config)[1:] == (
+        "ancestral",
+        "250",
+    )
     run_sweep(config, progress=False, log=lambda m: None)
     captions = json.loads((config.output_dir / "captions.json").read_text())
     df = pd.read_parquet(config.output_dir / "results.parquet").set_index("setting")
@@ -241,7 +244,7 @@ def test_clip_scale_0_is_the_clip_familys_own_unguided_point(tmp_path):
     path.write_text(path.read_text().replace("clip = [0.0, 2.0]\n", 'clip = [0.0, 2.0]\nclip_method = "ddim"\n'))
     config = load_config(path)
     clip0 = next(s for s in config.settings if s.name == "clip-0")
-    assert clip0.guidance == ("none", 0.0) and clip0.sampler(config) == ("ddim", "250")
+    assert clip0.guidance == ("none", 0.0) and clip0.sampling(config)[1:] == ("ddim", "250")
     assert model_evaluations(config, clip0) == {"base": 250, "clip": 0, "upsampler": 0}
     assert config.clip_guided and make_plan(config).sources["clip-0"].name == "clip-0"
     run_sweep(config, progress=False, log=lambda m: None)

@@ -194,7 +194,7 @@ def test_tiny_training_is_reproducible_and_resumes(tmp_path, monkeypatch):
 
     manifest = json.loads((tmp_path / "a" / "manifest.json").read_text())
     entry = manifest["files"]["classifier.pt"]
-    from glide_eval.toy.models import sha256_file
+    from storage import sha256_file
 
     assert entry["sha256"] == sha256_file(tmp_path / "a" / "classifier.pt") and entry["config"]["steps"] == 6
     import csv

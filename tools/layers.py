@@ -13,13 +13,29 @@ import argparse
 import ast
 import json
 import sys
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-# top-level package -> layer (higher may import lower, never the other way)
-LAYERS = {"glide_eval": 3, "reports": 2, "samplers": 1, "metrics": 1, "human_eval": 1, "torchvision_compat": 0}
 CLI = "glide_eval.cli"  # the top of glide_eval: nothing else in glide_eval imports it
+
+
+def contract_layers(pyproject: Path = ROOT / "pyproject.toml") -> dict[str, tuple[int, bool]]:
+    """Top-level package -> (layer, independent) from the import-linter layers contract over the top-level
+    packages in pyproject.toml (the one source of truth): higher layers may import lower ones, never the other
+    way; packages of one layer written ``a | b`` are independent (neither imports the other)."""
+    config = tomllib.loads(pyproject.read_text())["tool"]["importlinter"]
+    contract = next(c for c in config["contracts"] if c["type"] == "layers" and "containers" not in c)
+    out = {}
+    for rank, layer in enumerate(reversed(contract["layers"])):
+        independent = "|" in layer
+        for package in layer.replace(":", "|").split("|"):
+            out[package.strip()] = (rank, independent)
+    return out
+
+
+LAYERS = contract_layers()
 
 
 @dataclass(frozen=True)
@@ -121,8 +137,10 @@ def circles(edges: list[Import]) -> list[list[str]]:
 
 
 def is_upward(e: Import) -> bool:
-    low, high = LAYERS[e.importer.split(".")[0]], LAYERS[e.imported.split(".")[0]]
-    if low < high:
+    """An import of a higher layer, of an independent sibling package, or of the CLI from outside it."""
+    importer, imported = e.importer.split(".")[0], e.imported.split(".")[0]
+    (low, independent), (high, _) = LAYERS[importer], LAYERS[imported]
+    if low < high or (low == high and importer != imported and independent):
         return True
     in_cli = e.importer == CLI or e.importer.startswith(CLI + ".")
     return (

@@ -16,7 +16,8 @@ from metrics import CorruptFileError, FeatureError, calculate_metrics, create_ex
 from metrics.compatibility import recorded_sizes, resolution_mismatch
 from metrics.extractors import ExtractorError, check_known_weights
 from metrics.names import REFERENCE_NAMES, SELECTABLE_NAMES
-from metrics.reference import package_versions
+from metrics.reference import REFERENCE_PACKAGES
+from storage import package_versions
 
 
 @click.command("metrics")
@@ -252,7 +253,7 @@ def _provenance(extractor, gen, ref, ci, seed) -> dict:
         "ref": ext(ref) if ref is not None else None,
         "ci": ci,
         "seed": seed,
-        "versions": package_versions(),
+        "versions": package_versions(REFERENCE_PACKAGES),
     }
 
 
@@ -305,7 +306,7 @@ def coco_reference_command(
             progress=not as_json,
             log=lambda m: click.echo(m, err=True),
         )
-    except (CocoError, ExtractorError, FeatureError) as e:
+    except (CocoError, ExtractorError, FeatureError, CorruptFileError) as e:
         raise click.ClickException(str(e)) from None
     info = {"path": str(path), "n": stats.n, **stats.meta}
     if as_json:

@@ -13,6 +13,7 @@ from glide_eval.regress.gate import EXIT_ERROR, regress
 from glide_eval.regress.report import markdown
 from glide_eval.sweep.config import ConfigError
 from glide_eval.sweep.errors import MissingComponentError, SweepError
+from storage import DamagedFile
 
 
 @click.command("regress")
@@ -85,7 +86,7 @@ def regress_command(
             progress=not no_progress,
             log=lambda msg: click.echo(msg, err=True),
         )
-    except (RegressError, ConfigError, MissingComponentError, SweepError) as e:
+    except (RegressError, ConfigError, MissingComponentError, SweepError, DamagedFile) as e:
         if as_json:
             echo_json({"exit_code": EXIT_ERROR, "error": str(e)})
         click.echo(f"Error: could not evaluate: {e}", err=True)

@@ -13,12 +13,12 @@ import torch
 from PIL import Image
 
 from glide_eval.cli import echo_json
-from glide_eval.files import atomic_write_text, atomic_write_with, package_versions, unwritable_folder
 from metrics.images import ImageError, read_rgb
 from samplers.guidance_specs import parse_guidance
 from samplers.pipeline import InpaintSpec, convert_models, load_glide_models, sample_images
 from samplers.sampling import SAMPLERS
 from samplers.schedules import space_timesteps
+from storage import atomic_write_text, atomic_write_with, package_versions, unwritable_folder
 
 
 def _read_image(path: Path) -> torch.Tensor:

@@ -13,6 +13,7 @@ from glide_eval.sweep.preflight import preflight
 from glide_eval.sweep.run import run_sweep
 from reports.build import build_report
 from samplers.checkpoints import CheckpointMismatchError, CheckpointReadError
+from storage import DamagedFile
 
 # flag -> (section, key) it overrides; relative paths are taken from the current directory
 PATH_FLAGS = {
@@ -22,7 +23,14 @@ PATH_FLAGS = {
     "inception_weights": ("weights", "inception"),
     "clip_weights": ("weights", "clip"),
 }
-USER_ERRORS = (ConfigError, SweepError, MissingComponentError, CheckpointMismatchError, CheckpointReadError)
+USER_ERRORS = (
+    ConfigError,
+    SweepError,
+    DamagedFile,
+    MissingComponentError,
+    CheckpointMismatchError,
+    CheckpointReadError,
+)
 
 
 def path_overrides(values: dict) -> dict:

@@ -27,9 +27,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from glide_eval.files import atomic_write_with, cache_dir
 from metrics.images import ImageError, to_rgb_image
 from metrics.reference import build_reference, cached_reference, expected_meta, ids_sha256
+from storage import atomic_write_with, cache_dir, given_path
 
 COCO_ENV = "GLIDE_EVAL_COCO"
 SPLITS = ("val2014", "val2017")
@@ -53,12 +53,8 @@ class CocoLayout:
 
 def find_coco(root=None, split: str | None = None) -> CocoLayout:
     """Locate captions json and image folder under `root` (or $GLIDE_EVAL_COCO)."""
-    root = root or os.environ.get(COCO_ENV)
-    if not root:
-        raise CocoError(f"MS-COCO folder not given: pass --coco or set {COCO_ENV}")
-    root = Path(root)
-    if not root.is_dir():
-        raise CocoError(f"MS-COCO folder not found: {root}")
+    missing = f"MS-COCO folder not given: pass --coco or set {COCO_ENV}"
+    root = given_path(root, COCO_ENV, "MS-COCO folder", missing, folder=True, error=CocoError)
     for s in [split] if split else SPLITS:
         captions = root / "annotations" / f"captions_{s}.json"
         if captions.is_file():

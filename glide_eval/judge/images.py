@@ -13,14 +13,13 @@ found in two runs is prefixed with its run's folder name (``runB/cfg:3``).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from glide_eval.sweep.config import ConfigError, Setting, load_config
-from glide_eval.sweep.errors import SweepError
+from glide_eval.sweep.config import ConfigError, Setting
 from glide_eval.sweep.rundir import RunDir
 from human_eval.judge.catalog import Catalog, ImageEntry
+from storage import DamagedFile
 
 HOW_TO = "make them with `glide-eval sweep CONFIG --save-images png` (or npz) and judge that run"
 
@@ -53,12 +52,12 @@ def setting_images(run: RunDir, run_name: str, setting: str, n_captions: int) ->
     out: dict[int, ImageEntry] = {}
     try:
         saved = run.saved_images(setting)
-    except SweepError as e:
+    except DamagedFile as e:
         raise JudgeImagesError(str(e)) from None
     for image in saved:
         sid = image.sample_id
         if not 0 <= sid < n_captions:
-            raise JudgeImagesError(f"{image.path}: sample id {sid} has no caption (captions.json has {n_captions})")
+            raise JudgeImagesError(f"{image.path}: sample id {sid} has no caption ({n_captions} captions)")
         if sid in out:
             raise JudgeImagesError(
                 f"{image.path.parent}: sample id {sid} saved twice ({out[sid].path.name}, {image.path.name})"
@@ -67,35 +66,24 @@ def setting_images(run: RunDir, run_name: str, setting: str, n_captions: int) ->
     return out
 
 
-def _read_captions(run: RunDir) -> list[str]:
-    path = run.path / "captions.json"
-    try:
-        captions = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise JudgeImagesError(f"{path}: cannot read: {e}") from None
-    if not isinstance(captions, list) or not all(isinstance(c, str) for c in captions):
-        raise JudgeImagesError(f"{path}: expected a list of caption strings")
-    return captions
-
-
 def read_run_images(run_dir: str | Path, run_name: str | None = None) -> RunImages:
     """The saved images of one sweep run directory, per setting of its config."""
     run = RunDir(run_dir)
     name = run_name or run.path.resolve().name
-    for required in ("config.toml", "captions.json"):
-        if not (run.path / required).is_file():
-            raise JudgeImagesError(f"{run.path}: no {required}; is it a sweep run directory?")
+    for required in (run.config_toml, run.captions_json):
+        if not required.is_file():
+            raise JudgeImagesError(f"{run.path}: no {required.name}; is it a sweep run directory?")
     try:
-        config = load_config(run.path / "config.toml")
-    except ConfigError as e:
+        config = run.load_config()
+        captions = run.read_captions()
+    except (ConfigError, DamagedFile) as e:
         raise JudgeImagesError(str(e)) from None
-    captions = _read_captions(run)
     known = {s.name: s for s in config.settings}
     stray = [folder for folder in run.saved_image_settings() if folder not in known]
     if stray:
         raise JudgeImagesError(
-            f"{run.path / 'images'}: folder(s) {', '.join(stray)} are not settings of "
-            f"{run.path / 'config.toml'} (settings: {', '.join(known)})"
+            f"{run.images_dir}: folder(s) {', '.join(stray)} are not settings of "
+            f"{run.config_toml} (settings: {', '.join(known)})"
         )
     settings = {}
     for s in config.settings:
@@ -103,7 +91,7 @@ def read_run_images(run_dir: str | Path, run_name: str | None = None) -> RunImag
         if found:
             settings[s.name] = found
     if not settings:
-        raise JudgeImagesError(f"{run.path}: the sweep saved no images (nothing in {run.path / 'images'}); {HOW_TO}")
+        raise JudgeImagesError(f"{run.path}: the sweep saved no images (nothing in {run.images_dir}); {HOW_TO}")
     return RunImages(
         run.path, name, int(config.run.seed), captions, settings, {s: model_name(known[s]) for s in settings}
     )

@@ -6,10 +6,10 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-from glide_eval.files import read_json, sha256_json
-from glide_eval.sweep.config import ConfigError, Setting, SweepConfig, load_config
+from glide_eval.sweep.config import ConfigError, Setting, SweepConfig
 from glide_eval.sweep.plan import make_plan
-from glide_eval.sweep.rundir import RunDir, work_items
+from glide_eval.sweep.rundir import RunDir, keyed_shards
+from storage import DamagedFile
 
 
 class RegressError(RuntimeError):
@@ -25,21 +25,21 @@ class Baseline:
 
 
 def load_baseline(run_dir: Path) -> Baseline:
-    run_dir = Path(run_dir)
-    for name in ("config.toml", "run.json", "captions.json"):
-        if not (run_dir / name).is_file():
-            raise RegressError(f"baseline {run_dir}: {name} not found (is it a sweep run directory?)")
+    """The baseline's config, run.json and captions, each checked (run.json against its own sha256,
+    captions.json and config.toml against the sha256 run.json records); a RegressError naming the file."""
+    rd = RunDir(run_dir)
+    for path in (rd.config_toml, rd.run_json, rd.captions_json):
+        if not path.is_file():
+            raise RegressError(f"baseline {rd.path}: {path.name} not found (is it a sweep run directory?)")
     try:
-        config = load_config(run_dir / "config.toml")
-        run = read_json(run_dir / "run.json")
-        captions = read_json(run_dir / "captions.json")
-    except (ConfigError, ValueError) as e:
-        raise RegressError(f"baseline {run_dir}: {e}") from None
-    if sha256_json(captions) != run.get("captions_sha256"):
-        raise RegressError(f"baseline {run_dir / 'captions.json'} does not match the captions_sha256 in run.json")
+        run = rd.read_run()
+        captions = rd.read_captions()
+        config = rd.load_config()
+    except (ConfigError, DamagedFile) as e:
+        raise RegressError(f"baseline {rd.path}: {e}") from None
     if "generation_hash" not in run:
-        raise RegressError(f"baseline {run_dir / 'run.json'} has no generation_hash")
-    return Baseline(run_dir, config, run, list(captions))
+        raise RegressError(f"baseline {rd.run_json} has no generation_hash")
+    return Baseline(rd.path, config, run, captions)
 
 
 def aligned_n(n: int, total: int, shard_size: int, batch_size: int) -> int:
@@ -59,9 +59,9 @@ def baseline_features(baseline: Baseline, settings: list[Setting], n: int) -> di
     out = {}
     for wanted in settings:
         shards = [s for s in plan.shards_for(wanted) if s.start < n]
-        for item in work_items(shards, baseline.run["generation_hash"], baseline.captions):
-            if run_dir.finished_record(item) is None:
-                npz = run_dir.shard_paths(item.setting.name, item.shard.index)[0]
+        for shard in keyed_shards(shards, baseline.run["generation_hash"], baseline.captions):
+            if run_dir.finished_record(shard) is None:
+                npz = run_dir.shard_paths(shard.setting.name, shard.index)[0]
                 raise RegressError(
                     f"baseline shard {npz} is missing, unfinished or corrupt "
                     "(no record with the expected key and sha256)"

@@ -7,8 +7,8 @@ from collections.abc import Callable
 from glide_eval.sweep.components import Components
 from glide_eval.sweep.config import Setting, SweepConfig
 from glide_eval.sweep.plan import make_plan
-from glide_eval.sweep.run import ShardSampler, run_units
-from glide_eval.sweep.rundir import RunDir, generation_hash, work_items
+from glide_eval.sweep.run import SamplingSetup, sample_shards
+from glide_eval.sweep.rundir import RunDir, generation_hash, keyed_shards
 
 
 def sample_run(
@@ -30,8 +30,8 @@ def sample_run(
         run_dir.write_run_files(config, components.provenance, captions, gen_hash, log)
         plan = make_plan(config)
         sampled = list(dict.fromkeys(plan.sources[s.name] for s in settings))  # settings sharing samples once
-        items = work_items([shard for s in sampled for shard in plan.shards_for(s)], gen_hash, captions)
-        todo = run_dir.unfinished(items, save_images)
-        log(f"{run_dir.path}: {len(items) - len(todo)} shards already finished, {len(todo)} to run")
-        run_units(ShardSampler(components, config, run_dir, save_images, progress), todo)
+        shards = keyed_shards([shard for s in sampled for shard in plan.shards_for(s)], gen_hash, captions)
+        todo = run_dir.unfinished(shards, save_images)
+        log(f"{run_dir.path}: {len(shards) - len(todo)} shards already finished, {len(todo)} to run")
+        sample_shards(SamplingSetup(components, config, run_dir, save_images, progress), todo)
         return {s.name: run_dir.load_features(plan.shards_for(s)) for s in settings}

@@ -9,7 +9,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from glide_eval.files import package_versions, sha256_json
 from glide_eval.regress.baseline import Baseline, RegressError, aligned_n, baseline_features, load_baseline, n_rows
 from glide_eval.regress.candidate import sample_run
 from glide_eval.regress.compare import (
@@ -28,8 +27,9 @@ from glide_eval.sweep.config import ConfigError, Setting, SweepConfig
 from glide_eval.sweep.engines import build_components
 from glide_eval.sweep.errors import MissingComponentError, SweepError
 from metrics.names import HIGHER_IS_BETTER
-from metrics.paired_bootstrap import normal_z
+from metrics.normal import normal_z
 from metrics.prc import DEFAULT_K
+from storage import package_versions, sha256_json
 
 # the fewest samples each metric can be computed on (precision/recall: k nearest neighbours
 # besides the sample itself); the paired bootstrap needs 2 of every metric

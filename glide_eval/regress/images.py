@@ -105,7 +105,7 @@ def compare_images(
             changed = sorted(k for k in set(now) | set(recorded) if now.get(k) != recorded.get(k))
             raise RegressError(
                 "cannot regenerate the baseline images: files differ from the sha256 recorded in "
-                f"{baseline.run_dir / 'run.json'}: {', '.join(changed)}; rerun the baseline sweep with "
+                f"{RunDir(baseline.run_dir).run_json}: {', '.join(changed)}; rerun the baseline sweep with "
                 "--save-images npz"
             )
         side = sample_run(regen_cfg, components, captions, settings, "png", progress, log)

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from glide_eval.files import cached_sha256
 from glide_eval.regress.baseline import Baseline, RegressError
 from glide_eval.sweep.captions import load_captions
 from glide_eval.sweep.config import SweepConfig, load_config
 from glide_eval.sweep.errors import MissingComponentError
 from glide_eval.toy.models import FILES as TOY_FILES
 from samplers.model_configs import OFFICIAL_FILES
+from storage import cached_sha256
 
 # file names a checkpoint folder may hold besides the ones a run loads (a 64px run leaves
 # upsample.pt, the inpainting models and the noised CLIP unread)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from glide_eval.files import atomic_write_text, write_json
 from glide_eval.regress.images import images_markdown
+from storage import atomic_write_text, write_json
 
 BOOTSTRAP = "paired bootstrap SE"
 

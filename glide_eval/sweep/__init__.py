@@ -7,7 +7,8 @@ engines      the glide / toy / python:MODULE:FACTORY engines as `Components`
 references   reference statistics: the sweep's cache, or the user's file used as given
 preflight    open every file the config names before sampling (`sweep --check`)
 captions     the captions to sample (file, MS-COCO, toy world)
-rundir       the run directory: files, shard keys, finished records, results
+rundir       the run directory as a sweep sees it: shard keys, finished records, config checks
+             (its files, names and checked readers/writers: `storage.rundir`)
 distributed  torchrun ranks and barriers
 run          sample the unfinished shards (`run_sweep`)
 merge        check every shard, compute metrics, write results

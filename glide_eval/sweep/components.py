@@ -27,7 +27,7 @@ from glide_eval.toy.models import BASE_RESOLUTION, UPSAMPLED_RESOLUTION
 from metrics.names import REFERENCE_NAMES
 
 # generate(captions, sample_ids, setting) -> images uint8 [N,3,H,W] or (images, nan_counts)
-# (sample with setting.guidance and setting.sampler(config): a "steps" setting's own method/respacing)
+# (sample with setting.guidance and setting.sampling(config): a "steps" setting's own method/respacing)
 Generate = Callable[[list[str], list[int], Setting], object]
 # featurize(images uint8 [N,3,H,W], captions) -> {name: array [N, ...]}
 Featurize = Callable[[np.ndarray, list[str]], dict]

@@ -30,12 +30,13 @@ import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
-from glide_eval.files import sha256_json
 from metrics.names import METRIC_NAMES, SELECTABLE_NAMES
 from samplers.guidance_specs import is_unguided, split_guidance
 from samplers.sampling import SAMPLERS, check_sampler_options, min_steps
 from samplers.schedules import count_steps
+from storage import sha256_json
 
 
 class ConfigError(ValueError):
@@ -200,6 +201,14 @@ STEPS_KEYS = (
 )  # hashed only when steps are given
 
 
+class Sampling(NamedTuple):
+    """What decides a setting's samples (`Setting.sampling`)."""
+
+    guidance: tuple[str, float]
+    method: str
+    respacing: str
+
+
 @dataclass(frozen=True)
 class Setting:
     """One point of the grid: family 'none' (unguided), 'cfg', 'clip', or 'steps'.
@@ -231,13 +240,12 @@ class Setting:
             return ("none", 0.0)
         return (self.guided_by or self.family, self.scale)
 
-    def sampler(self, config: SweepConfig) -> tuple[str, str]:
-        """(method, base respacing): this setting's own, else [sampler]'s."""
-        return (self.method or config.sampler.method, self.respacing or config.sampler.base_respacing)
-
-    def sampling(self, config: SweepConfig) -> tuple:
-        """What decides this setting's samples: settings equal here draw the same images."""
-        return (self.guidance, self.sampler(config))
+    def sampling(self, config: SweepConfig) -> Sampling:
+        """How this setting samples: its guidance, and the method and base respacing (its own, else
+        [sampler]'s). Settings with equal ones draw the same images."""
+        return Sampling(
+            self.guidance, self.method or config.sampler.method, self.respacing or config.sampler.base_respacing
+        )
 
 
 @dataclass

@@ -37,7 +37,7 @@ def describe_plan(config: SweepConfig, run_dir: Path | None = None) -> dict:
             }
         )
     done, remaining_s = None, None
-    if run_dir is not None and (Path(run_dir) / "shards").is_dir():
+    if run_dir is not None and RunDir(run_dir).has_shards():
         done, remaining_s = progress_estimate(plan, RunDir(run_dir))
     return {
         "config_hash": config.config_hash,
@@ -47,8 +47,8 @@ def describe_plan(config: SweepConfig, run_dir: Path | None = None) -> dict:
         "samples_per_setting": plan.n_samples,
         "shard_size": config.run.shard_size,
         "shards_per_setting": len(plan.ranges),
-        "units": len(plan.units),
-        "units_with_records": done,
+        "shards_to_sample": len(plan.shards_to_sample),
+        "shards_with_records": done,
         "estimated_remaining_s": remaining_s,
         "settings": settings,
         "model_evaluations": totals,
@@ -60,7 +60,7 @@ def describe_plan(config: SweepConfig, run_dir: Path | None = None) -> dict:
 def progress_estimate(plan: Plan, run_dir: RunDir) -> tuple[int, float | None]:
     """(shards with a record, seconds of work left at the measured seconds per sample)."""
     done, seconds, samples, left = 0, 0.0, 0, 0
-    for shard in plan.units:
+    for shard in plan.shards_to_sample:
         try:
             record = run_dir.read_record(shard)
             done += 1
@@ -81,8 +81,8 @@ def format_plan(plan: dict) -> str:
             if any(s["samples"] != plan["samples_per_setting"] for s in plan["settings"])
             else ""
         )
-        + f" = {plan['units']} shards of <= {plan['shard_size']}"
-        + (f" ({plan['units_with_records']} with records)" if plan["units_with_records"] is not None else ""),
+        + f" = {plan['shards_to_sample']} shards of <= {plan['shard_size']}"
+        + (f" ({plan['shards_with_records']} with records)" if plan["shards_with_records"] is not None else ""),
     ]
     for s in plan["settings"]:
         ev = s["model_evaluations"]

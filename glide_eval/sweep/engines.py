@@ -12,7 +12,6 @@ import numpy as np
 import torch
 
 from glide_eval import toy  # registers the toy extractors with metrics
-from glide_eval.files import cache_dir, cached_sha256
 from glide_eval.sweep import references
 from glide_eval.sweep.components import (
     Components,
@@ -34,6 +33,7 @@ from metrics.paired import paired_differences
 from metrics.reference import build_reference
 from samplers.model_configs import OFFICIAL_FILES
 from samplers.pipeline import convert_models, load_glide_models, sample_images
+from storage import cache_dir, cached_sha256
 
 
 def build_components(config: SweepConfig, device: str) -> Components:
@@ -92,7 +92,7 @@ def pipeline_generator(config: SweepConfig, device: str, load_models: Callable[[
     def generate(captions, sample_ids, setting):
         if not loaded:  # converted once to [run] dtype, not autocast at every step
             loaded.append(convert_models(load_models(upsample, config.clip_guided), dtype))
-        method, respacing = setting.sampler(config)  # a "steps" setting's own, else [sampler]'s
+        _, method, respacing = setting.sampling(config)  # a "steps" setting's own, else [sampler]'s
         result = sample_images(
             loaded[0],
             captions,

@@ -24,10 +24,10 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from glide_eval.files import read_json, write_json
 from glide_eval.sweep.errors import SweepError
+from storage import read_json, write_json
+from storage.rundir import HOLDER_NAME, LOCK_NAME
 
-LOCK_NAME, HOLDER_NAME = ".lock", "lock.json"
 POLL_S = 0.2
 
 

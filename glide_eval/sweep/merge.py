@@ -8,13 +8,14 @@ from collections.abc import Callable
 
 import numpy as np
 
-from glide_eval.files import package_versions
 from glide_eval.sweep.components import Components, needs_upsampler
 from glide_eval.sweep.config import Setting, SweepConfig
 from glide_eval.sweep.differences import measure_differences
 from glide_eval.sweep.errors import MissingComponentError, SweepError
 from glide_eval.sweep.plan import Plan, make_plan
-from glide_eval.sweep.rundir import FEATURE_PREFIX, RunDir, work_items
+from glide_eval.sweep.rundir import RunDir, keyed_shards
+from storage import package_versions
+from storage.rundir import shard_features
 
 
 def finished_records(run_dir: RunDir, plan: Plan, gen_hash: str, captions: list[str]) -> dict[str, list[dict]]:
@@ -25,10 +26,10 @@ def finished_records(run_dir: RunDir, plan: Plan, gen_hash: str, captions: list[
         if plan.sources[setting.name] is not setting:
             continue
         records[setting.name] = []
-        for item in work_items(plan.shards_for(setting), gen_hash, captions):
-            record = run_dir.finished_record(item)
+        for shard in keyed_shards(plan.shards_for(setting), gen_hash, captions):
+            record = run_dir.finished_record(shard)
             if record is None:
-                missing.append(item.shard.label)
+                missing.append(shard.label)
             records[setting.name].append(record)
     if missing:
         raise SweepError(
@@ -99,8 +100,8 @@ def measure_setting(
     ids = np.concatenate([s["sample_ids"] for s in shards])
     if not np.array_equal(ids, np.arange(n)):
         raise SweepError(f"{setting.name}: shards do not hold sample indices 0..{n - 1} exactly once")
-    names = [k for k in shards[0] if k.startswith(FEATURE_PREFIX)]
-    features = {k[len(FEATURE_PREFIX) :]: np.concatenate([s[k] for s in shards]) for k in names}
+    parts = [shard_features(s) for s in shards]
+    features = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     t = time.perf_counter()
     try:
         metrics = components.compute_metrics(features, captions[:n], config.metrics.ci)
@@ -145,7 +146,7 @@ def result_row(
         "scale": setting.scale,
         "samples_from": samples_from or setting.name,
     }
-    method, respacing = setting.sampler(config)
+    _, method, respacing = setting.sampling(config)
     row.update({k: float(v) for k, v in metrics.items()})
     row.update(
         {

@@ -56,7 +56,7 @@ class Plan:
         ]
 
     @property
-    def units(self) -> list[Shard]:
+    def shards_to_sample(self) -> list[Shard]:
         """Every shard to sample: those of the settings that are their own source."""
         return [shard for s in self.settings if self.sources[s.name] is s for shard in self.shards_for(s)]
 
@@ -91,7 +91,7 @@ def model_evaluations(config: SweepConfig, setting: Setting) -> dict:
     and backward pass per step; the 256x256 upsampler runs unguided. A sampler's own count per
     step comes from `samplers.sampling.model_evaluations` (plms: one more than its steps).
     """
-    method, respacing = setting.sampler(config)
+    _, method, respacing = setting.sampling(config)
     base_calls = sampler_evaluations(method, count_steps(respacing))
     kind = setting.guidance[0]
     return {

@@ -21,7 +21,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from glide_eval.files import unwritable_folder
 from glide_eval.sweep.captions import load_captions
 from glide_eval.sweep.components import Components, needs_reference
 from glide_eval.sweep.config import SweepConfig
@@ -29,6 +28,7 @@ from glide_eval.sweep.engines import build_components, glide_checkpoints
 from glide_eval.sweep.errors import MissingComponentError, SweepError
 from samplers.checkpoints import CheckpointMismatchError, CheckpointReadError, check_checkpoint_file
 from samplers.model_configs import OFFICIAL_FILES
+from storage import unwritable_folder
 
 
 @dataclass(frozen=True)

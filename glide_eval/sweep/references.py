@@ -26,6 +26,7 @@ from glide_eval.sweep.config import SweepConfig
 from glide_eval.sweep.errors import MissingComponentError
 from metrics.features import FeatureError
 from metrics.reference import ReferenceStats, build_reference, cached_reference, expected_meta
+from storage import CorruptFileError
 
 # metadata a user's reference must share with the sweep: features comparable at all
 MUST_MATCH = ("extractor", "extractor_sha256", "resolution")
@@ -43,7 +44,7 @@ def user_reference(path: Path, expected: dict, log: Log) -> ReferenceStats:
     with another extractor or resolution; a logged warning for any other metadata difference."""
     try:
         stats = ReferenceStats.load(path)
-    except FeatureError as e:
+    except (FeatureError, CorruptFileError) as e:
         raise MissingComponentError(f"[metrics.reference] {e} (the file is left as it is)") from None
     diff = stats.mismatches({k: v for k, v in expected.items() if k not in NOT_COMPARED})
     fatal = {k: v for k, v in diff.items() if k in MUST_MATCH}

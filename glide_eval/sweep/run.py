@@ -32,7 +32,8 @@ from glide_eval.sweep.lock import RunLock
 from glide_eval.sweep.merge import merge
 from glide_eval.sweep.plan import make_plan
 from glide_eval.sweep.preflight import Ready, output_problems, preflight
-from glide_eval.sweep.rundir import FEATURE_PREFIX, DamagedFile, RunDir, WorkItem, generation_hash, work_items
+from glide_eval.sweep.rundir import DamagedFile, KeyedShard, RunDir, generation_hash, keyed_shards
+from storage.rundir import feature_arrays
 
 Log = Callable[[str], None]
 
@@ -42,7 +43,7 @@ def _stderr(msg: str) -> None:
 
 
 @dataclass
-class ShardSampler:
+class SamplingSetup:
     """What sampling a shard needs besides the shard itself."""
 
     components: Components
@@ -82,11 +83,11 @@ def _features_of(batch_feats: dict, n: int) -> dict[str, np.ndarray]:
     return out
 
 
-def run_unit(sampler: ShardSampler, item: WorkItem, progress: Callable[[int], None]) -> dict:
+def sample_shard(setup: SamplingSetup, shard: KeyedShard, progress: Callable[[int], None]) -> dict:
     """Sample one shard batch by batch, featurize every batch, write the shard; its record."""
-    components, config = sampler.components, sampler.config
+    components, config = setup.components, setup.config
     batch, n_previews = config.run.batch_size, config.run.previews
-    ids, captions = item.shard.ids, list(item.captions)
+    ids, captions = shard.ids, list(shard.captions)
     feats: dict[str, list] = {}
     nan_count, previews = 0, []
     t_gen = t_feat = 0.0
@@ -94,7 +95,7 @@ def run_unit(sampler: ShardSampler, item: WorkItem, progress: Callable[[int], No
     for b in range(0, len(ids), batch):
         b_ids, b_caps = ids[b : b + batch], captions[b : b + batch]
         t = time.perf_counter()
-        images, nan = normalize_generated(components.generate(b_caps, b_ids, item.setting), len(b_ids))
+        images, nan = normalize_generated(components.generate(b_caps, b_ids, shard.setting), len(b_ids))
         t_gen += time.perf_counter() - t
         t = time.perf_counter()
         batch_feats = components.featurize(images, b_caps)
@@ -103,38 +104,38 @@ def run_unit(sampler: ShardSampler, item: WorkItem, progress: Callable[[int], No
             feats.setdefault(name, []).append(value)
         nan_count += nan
         previews.extend(images[: max(0, n_previews - len(previews))])
-        if sampler.save_images != "none":
-            sampler.run_dir.save_images(item, b_ids, images, sampler.save_images)
+        if setup.save_images != "none":
+            setup.run_dir.save_images(shard, b_ids, images, setup.save_images)
         progress(len(b_ids))
-    arrays = {FEATURE_PREFIX + k: np.concatenate(v) for k, v in feats.items()}
+    arrays = feature_arrays({k: np.concatenate(v) for k, v in feats.items()})
     arrays["sample_ids"] = np.asarray(ids, dtype=np.int64)
     arrays["nan_count"] = np.asarray(nan_count, dtype=np.int64)
     arrays["previews"] = np.stack(previews) if previews else np.zeros((0, 3, 1, 1), np.uint8)
-    setting = item.setting
+    setting = shard.setting
     record = {
-        "key": item.key,
+        "key": shard.key,
         "setting": setting.name,
         "family": setting.family,
         "scale": setting.scale,
-        "shard": item.shard.index,
+        "shard": shard.index,
         "start": ids[0],
         "stop": ids[-1] + 1,
         "n": len(ids),
         "nan_count": nan_count,
-        "save_images": sampler.save_images,
+        "save_images": setup.save_images,
         "timings": {"generate_s": t_gen, "featurize_s": t_feat, "wall_s": time.perf_counter() - t0},
         "host": socket.gethostname(),
         "rank": int(os.environ.get("RANK", 0)),
         "finished_at": datetime.datetime.now(datetime.UTC).isoformat(),
     }
-    return sampler.run_dir.write_shard(item, arrays, record)
+    return setup.run_dir.write_shard(shard, arrays, record)
 
 
-def run_units(sampler: ShardSampler, todo: list[WorkItem]) -> None:
+def sample_shards(setup: SamplingSetup, todo: list[KeyedShard]) -> None:
     """Sample the shards in `todo`, with an overall and a per-setting progress bar."""
-    prefix, show = sampler.prefix, sampler.progress
+    prefix, show = setup.prefix, setup.progress
     overall = tqdm(
-        total=sum(item.shard.n for item in todo),
+        total=sum(shard.n for shard in todo),
         desc=f"{prefix}sweep",
         unit="img",
         disable=not show or not todo,
@@ -142,15 +143,15 @@ def run_units(sampler: ShardSampler, todo: list[WorkItem]) -> None:
         dynamic_ncols=True,
     )
     per_setting: dict[str, int] = {}
-    for item in todo:
-        per_setting[item.setting.name] = per_setting.get(item.setting.name, 0) + item.shard.n
+    for shard in todo:
+        per_setting[shard.setting.name] = per_setting.get(shard.setting.name, 0) + shard.n
     bar, current = None, None
     try:
-        for item in todo:
-            if item.setting.name != current:
+        for shard in todo:
+            if shard.setting.name != current:
                 if bar is not None:
                     bar.close()
-                current = item.setting.name
+                current = shard.setting.name
                 bar = tqdm(
                     total=per_setting[current],
                     desc=f"{prefix}{current}",
@@ -165,7 +166,7 @@ def run_units(sampler: ShardSampler, todo: list[WorkItem]) -> None:
                 bar.update(n)
                 overall.update(n)
 
-            run_unit(sampler, item, step)
+            sample_shard(setup, shard, step)
     finally:
         if bar is not None:
             bar.close()
@@ -283,11 +284,11 @@ def run_sweep(
         dist.barrier()  # every rank has its components before rank 0 replaces the run files
         if dist.rank == 0:
             run_dir.write_run_files(config, components.provenance, captions, gen_hash, log)
-        mine = work_items(make_plan(config).units[dist.rank :: dist.world], gen_hash, captions)
+        mine = keyed_shards(make_plan(config).shards_to_sample[dist.rank :: dist.world], gen_hash, captions)
         todo = run_dir.unfinished(mine, save_images)
         skipped = len(mine) - len(todo)
         log(f"{dist.prefix}{len(mine)} shards: {skipped} already finished, {len(todo)} to run")
-        run_units(ShardSampler(components, config, run_dir, save_images, progress, dist.prefix), todo)
+        sample_shards(SamplingSetup(components, config, run_dir, save_images, progress, dist.prefix), todo)
         dist.barrier()
         summary = {
             "run_dir": str(run_dir.path),

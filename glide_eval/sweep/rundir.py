@@ -1,24 +1,13 @@
-"""A sweep's run directory: the one place that knows its files, shard keys and records.
+"""A sweep's run directory: what its files mean to a sweep (shard keys, config checks, the lock).
 
-    RUN_DIR/config.toml                 resolved config (rerun with it to resume)
-    RUN_DIR/run.json                    config hash, provenance, captions hash, sha256 of
-                                        config.toml and captions.json, its own sha256
-    RUN_DIR/captions.json               the N captions, by sample index
-    RUN_DIR/shards/SETTING/NNNNN.npz    per-sample features, NaN counts, previews
-    RUN_DIR/shards/SETTING/NNNNN.json   the shard's record: key, sha256 of the npz, timings
-    RUN_DIR/images/SETTING/...          only with --save-images
-    RUN_DIR/manifest.json               every finished shard and its sha256, and the sha256 of
-                                        results, previews, captions and config (after merge)
-    RUN_DIR/previews.npz                preview images per setting (after merge)
-    RUN_DIR/results.parquet, .csv       one row per setting (after merge)
-    RUN_DIR/.lock, lock.json            the lock of the process writing here, and who it is
-
-Every file is written atomically (`glide_eval.files`). A shard counts as finished only when
+The files themselves (names, key prefixes, schemas, checked readers and writers) are
+`storage.rundir.RunFiles`'s, which `RunDir` extends. A shard counts as finished only when
 its record exists, names the expected key and the npz on disk has the recorded sha256. The
 record is written after the npz, so a process killed at any point leaves either a finished
-shard or one that is redone. The sweep and the regression gate both read and write run
-directories only through `RunDir`, and only while holding its lock (`RunDir.lock`, see
-`glide_eval.sweep.lock`): one writer at a time, across processes and nodes.
+shard or one that is redone. The sweep, the regression gate, the report and the judging
+page read run directories only through `RunDir`; the sweep and the gate write them only
+while holding its lock (`RunDir.lock`, see `glide_eval.sweep.lock`): one writer at a time,
+across processes and nodes.
 
 Nothing is trusted unverified. Results are up to date only when manifest.json lists exactly
 the expected shards and every file it names has its recorded sha256 (`stale_results`); a
@@ -26,47 +15,35 @@ missing or damaged one is rebuilt from the shards. run.json carries its own sha2
 damaged one falls back to config.toml to tell which config made the directory, else is an
 error naming it. config.toml and captions.json are rewritten from the config at every run;
 a damaged config.toml that is itself the config being run is an error naming it. Temporary
-files of killed writes (`glide_eval.files.TEMP_GLOB`) are removed by the next lock holder.
+files of killed writes (`storage.files.TEMP_GLOB`) are removed by the next lock holder.
 """
 
 from __future__ import annotations
 
 import copy
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
-from PIL import Image
 
-from glide_eval.files import (
-    atomic_write_text,
-    atomic_write_with,
-    json_text,
-    package_versions,
-    read_json,
-    remove_temp_files,
-    save_npz,
-    sha256_file,
-    sha256_json,
-    write_json,
-)
-from glide_eval.sweep.config import ConfigError, Setting, SweepConfig, load_config
+from glide_eval.sweep.config import ConfigError, SweepConfig, load_config
 from glide_eval.sweep.errors import SweepError
 from glide_eval.sweep.lock import RunLock
 from glide_eval.sweep.plan import Shard
-from metrics.features import LOAD_ERRORS
+from storage import DamagedFile, package_versions, sha256_file, sha256_json
+from storage.rundir import (
+    CAPTIONS_JSON,
+    CONFIG_TOML,
+    FEATURE_PREFIX,
+    RunFiles,
+    SavedImage,
+    captions_text,
+    shard_features,
+)
 
-FEATURE_PREFIX = "feat__"
-# the names `RunDir.save_images` gives: NNNNNN.png per sample id, SSSSS_NNNNNN.npz per batch
-_SAVED_PNG = re.compile(r"^(\d{6,})\.png$")
-_SAVED_NPZ = re.compile(r"^\d{5,}_\d{6,}\.npz$")
-# made by merge from the shards (differences.csv: paired differences between settings)
-RESULT_FILES = ("results.parquet", "results.csv", "previews.npz", "differences.csv")
-RUN_FILES = ("config.toml", "captions.json")  # written from the config at every run
-TEMP_FOLDERS = ("shards", "images")  # where else the sweep writes (report/ is not the sweep's)
+__all__ = ["FEATURE_PREFIX", "DamagedFile", "RunDir", "SavedImage", "KeyedShard", "generation_hash", "shard_key"]
+
 # keys that change the captions or the metrics but not a shard made from given captions
 # (and the batch size: a --force run may finish a sweep with another batch size)
 _NOT_IN_SHARD_KEY = {
@@ -84,21 +61,12 @@ MERGE_ONLY_METRICS = ("kid", "fid_infinity")
 MERGE_ONLY_KEYS = ("ci", "bootstrap", "reference_n")  # [metrics] keys the merge alone uses
 
 
-class DamagedFile(SweepError):
-    """A run-directory file that fails its check; the message names it."""
-
-
 @dataclass(frozen=True)
-class WorkItem:
-    """One shard to sample (or check) in a run directory, with the key its record must carry."""
+class KeyedShard(Shard):
+    """A shard with the key its record must carry and its captions (by sample index)."""
 
-    shard: Shard
     key: str
-    captions: tuple[str, ...]  # the shard's captions, by sample index
-
-    @property
-    def setting(self) -> Setting:
-        return self.shard.setting
+    captions: tuple[str, ...]
 
 
 def generation_hash(config: SweepConfig, provenance: dict) -> str:
@@ -143,85 +111,26 @@ def shard_key(gen_hash: str, shard: Shard, captions: list[str] | tuple[str, ...]
     )
 
 
-def work_items(shards: list[Shard], gen_hash: str, captions: list[str]) -> list[WorkItem]:
+def keyed_shards(shards: list[Shard], gen_hash: str, captions: list[str]) -> list[KeyedShard]:
     out = []
     for shard in shards:
         caps = tuple(captions[shard.start : shard.stop])
-        out.append(WorkItem(shard, shard_key(gen_hash, shard, caps), caps))
+        out.append(
+            KeyedShard(shard.setting, shard.index, shard.start, shard.stop, shard_key(gen_hash, shard, caps), caps)
+        )
     return out
 
 
-@dataclass(frozen=True)
-class SavedImage:
-    """One image saved by `--save-images`: a png file, or entry `index` of an npz's ``images``."""
-
-    sample_id: int
-    path: Path
-    index: int | None = None
-
-
-class RunDir:
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    def __repr__(self) -> str:
-        return f"RunDir({str(self.path)!r})"
-
-    # ------------------------------------------------------------ files
-
-    @property
-    def run_json(self) -> Path:
-        return self.path / "run.json"
-
-    @property
-    def manifest_json(self) -> Path:
-        return self.path / "manifest.json"
-
-    @property
-    def results_parquet(self) -> Path:
-        return self.path / "results.parquet"
-
-    def shard_paths(self, setting_name: str, index: int) -> tuple[Path, Path]:
-        base = self.path / "shards" / setting_name / f"{index:05d}"
-        return base.with_suffix(".npz"), base.with_suffix(".json")
-
-    def read_run(self) -> dict | None:
-        """run.json, or None when the directory holds no run yet; `DamagedFile` when it fails its check."""
-        if not self.run_json.is_file():
-            return None
-        try:
-            run = read_json(self.run_json)
-        except (OSError, ValueError) as e:
-            raise DamagedFile(f"{self.run_json} is damaged ({e})") from None
-        if not isinstance(run, dict) or "config_hash" not in run:
-            raise DamagedFile(f"{self.run_json} is damaged (not a run record)")
-        # run.json written before its sha256 was recorded has none: trusted as it parses
-        if "sha256" in run and run["sha256"] != sha256_json({k: v for k, v in run.items() if k != "sha256"}):
-            raise DamagedFile(f"{self.run_json} is damaged (its content does not match its sha256)")
-        return run
-
-    def read_captions(self) -> list[str]:
-        """captions.json, checked against the captions_sha256 of run.json."""
-        path = self.path / "captions.json"
-        run = self.read_run()
-        try:
-            captions = read_json(path)
-        except (OSError, ValueError) as e:
-            raise DamagedFile(f"{path} is damaged ({e})") from None
-        if run is not None and sha256_json(captions) != run.get("captions_sha256"):
-            raise DamagedFile(f"{path} is damaged (it does not match the captions_sha256 in {self.run_json})")
-        return list(captions)
+class RunDir(RunFiles):
+    """A run directory as a sweep sees it: `RunFiles` plus shard keys, config checks and the lock."""
 
     def lock(self, purpose: str = "sweep") -> RunLock:
         """The directory's lock (not yet taken): one writer at a time (`glide_eval.sweep.lock`)."""
         return RunLock(self.path, purpose)
 
-    def remove_temp_files(self) -> list[Path]:
-        """Temporary files of killed writes; call only while holding `lock()`."""
-        removed = remove_temp_files(self.path)
-        for folder in TEMP_FOLDERS:
-            removed += remove_temp_files(self.path / folder, recursive=True)
-        return removed
+    def load_config(self) -> SweepConfig:
+        """The config that made the directory: config.toml, checked against run.json's sha256 of it."""
+        return load_config(self.checked_config())
 
     # ------------------------------------------------------------ config
 
@@ -234,7 +143,8 @@ class RunDir:
         except DamagedFile as e:
             old = self._run_from_config_toml(str(e))
             if log is not None:
-                log(f"{e}; config.toml tells which config made {self.path}, run.json is rewritten")
+                toml, run = self.config_toml.name, self.run_json.name
+                log(f"{e}; {toml} tells which config made {self.path}, {run} is rewritten")
         if old is None:
             return
         self._check_config_being_run(config, old)
@@ -261,7 +171,7 @@ class RunDir:
 
     def _run_from_config_toml(self, damage: str) -> dict:
         """What a damaged run.json said about the config, from config.toml; else an error naming both."""
-        path = self.path / "config.toml"
+        path = self.config_toml
         try:
             old = load_config(path)
         except (ConfigError, OSError) as e:
@@ -273,8 +183,8 @@ class RunDir:
 
     def _check_config_being_run(self, config: SweepConfig, run: dict) -> None:
         """RUN_DIR/config.toml, when it is the config being run, must be the one run.json recorded."""
-        path = self.path / "config.toml"
-        recorded = run.get("files", {}).get("config.toml")
+        path = self.config_toml
+        recorded = run.get("files", {}).get(CONFIG_TOML)
         if config.source is None or recorded is None or Path(config.source).resolve() != path.resolve():
             return
         if sha256_file(path) != recorded:
@@ -292,65 +202,34 @@ class RunDir:
         log: Callable[[str], None] | None = None,
     ) -> None:
         """config.toml and captions.json (rewritten when they differ), then run.json naming their sha256."""
-        texts = {"config.toml": config.to_toml(), "captions.json": json_text(captions)}
-        for name, text in texts.items():
-            path = self.path / name
-            old = path.read_bytes() if path.is_file() else None
-            if old == text.encode():
-                continue
-            if old is not None and log is not None:
-                log(f"{path} differs from the one this config gives (damaged, or its source changed); rewriting it")
-            atomic_write_text(path, text)
+        files = self.write_run_texts({CONFIG_TOML: config.to_toml(), CAPTIONS_JSON: captions_text(captions)}, log)
         run = {
             "config_hash": config.config_hash,
             "generation_hash": gen_hash,
             "config": config.hashed_data(),
             "source": str(config.source) if config.source else None,
             "captions_sha256": sha256_json(captions),
-            "files": {name: sha256_file(self.path / name) for name in texts},
+            "files": files,
             "provenance": provenance,
             "versions": package_versions(),
         }
-        write_json(self.run_json, dict(run, sha256=sha256_json(run)))
+        self.write_run(run)
 
     # ------------------------------------------------------------ shards
 
-    def finished_record(self, item: WorkItem, need_images: str = "none") -> dict | None:
+    def finished_record(self, shard: KeyedShard, need_images: str = "none") -> dict | None:
         """The shard's record if the shard is finished and intact, else None."""
-        npz, record_path = self.shard_paths(item.setting.name, item.shard.index)
-        if not record_path.is_file() or not npz.is_file():
-            return None
-        try:
-            record = read_json(record_path)
-        except (ValueError, OSError):
-            return None
-        if record.get("key") != item.key:
-            return None
-        if need_images != "none" and record.get("save_images") != need_images:
-            return None
-        if sha256_file(npz) != record.get("sha256"):
-            return None
-        return record
+        return self.verified_record(shard.setting.name, shard.index, shard.key, need_images)
 
-    def unfinished(self, items: list[WorkItem], need_images: str = "none") -> list[WorkItem]:
-        return [item for item in items if self.finished_record(item, need_images) is None]
+    def unfinished(self, shards: list[KeyedShard], need_images: str = "none") -> list[KeyedShard]:
+        return [shard for shard in shards if self.finished_record(shard, need_images) is None]
 
     def read_record(self, shard: Shard) -> dict:
         """A shard's record as written (not verified); OSError / ValueError when unreadable."""
-        return read_json(self.shard_paths(shard.setting.name, shard.index)[1])
+        return self.read_shard_record(shard.setting.name, shard.index)
 
-    def write_shard(self, item: WorkItem, arrays: dict, record: dict) -> dict:
-        npz, record_path = self.shard_paths(item.setting.name, item.shard.index)
-        save_npz(npz, arrays)
-        record = dict(record, sha256=sha256_file(npz), file=str(npz.relative_to(self.path)))
-        write_json(record_path, record)
-        return record
-
-    def load_shard(self, setting_name: str, index: int) -> dict:
-        """The arrays of a shard file (not verified: see `finished_record`)."""
-        npz, _ = self.shard_paths(setting_name, index)
-        with np.load(npz) as f:
-            return {k: f[k] for k in f.files}
+    def write_shard(self, shard: KeyedShard, arrays: dict, record: dict) -> dict:
+        return self.save_shard(shard.setting.name, shard.index, arrays, record)
 
     def load_features(self, shards: list[Shard], n: int | None = None) -> dict:
         """{"features": {name: [n, ...]}, "nan_count": int} of the shards' first n samples (all: None)."""
@@ -360,115 +239,9 @@ class RunDir:
                 break
             data = self.load_shard(shard.setting.name, shard.index)
             keep = shard.n if n is None else n - shard.start
-            parts.append({k[len(FEATURE_PREFIX) :]: v[:keep] for k, v in data.items() if k.startswith(FEATURE_PREFIX)})
+            parts.append({k: v[:keep] for k, v in shard_features(data).items()})
             nan += int(data["nan_count"])
         return {"features": {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}, "nan_count": nan}
 
-    def save_images(self, item: WorkItem, sample_ids: list[int], images: np.ndarray, fmt: str) -> None:
-        folder = self.path / "images" / item.setting.name
-        if fmt == "npz":  # one file per batch, named by its first sample id
-            save_npz(
-                folder / f"{item.shard.index:05d}_{int(sample_ids[0]):06d}.npz",
-                {"sample_ids": np.asarray(sample_ids), "images": images},
-            )
-            return
-        for sid, img in zip(sample_ids, images, strict=False):
-
-            def writer(tmp, img=img):
-                Image.fromarray(np.ascontiguousarray(img.transpose(1, 2, 0))).save(tmp, format="PNG")
-
-            atomic_write_with(folder / f"{int(sid):06d}.png", writer)
-
-    def saved_images(self, setting_name: str) -> list[SavedImage]:
-        """The images `save_images` wrote for one setting, in file-name order (none: an empty list).
-        Other files (the temp files of an interrupted write) are left out; an npz without
-        ``sample_ids`` is a SweepError naming it."""
-        folder = self.path / "images" / setting_name
-        if not folder.is_dir():
-            return []
-        out = []
-        for path in sorted(folder.iterdir()):
-            png = _SAVED_PNG.match(path.name)
-            if png:
-                out.append(SavedImage(int(png[1]), path))
-            elif _SAVED_NPZ.match(path.name):
-                try:
-                    with np.load(path) as f:
-                        ids = [int(i) for i in f["sample_ids"]]
-                except LOAD_ERRORS as e:  # a truncated or damaged npz too, named
-                    raise SweepError(f"{path}: not a saved-images npz ({type(e).__name__}: {e})") from None
-                out += [SavedImage(sid, path, k) for k, sid in enumerate(ids)]
-        return out
-
-    def saved_image_settings(self) -> list[str]:
-        """The setting folders under RUN_DIR/images (none: an empty list)."""
-        folder = self.path / "images"
-        return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
-
-    # ------------------------------------------------------------ results
-
-    def stale_results(self, manifest: dict) -> str | None:
-        """None when the results are up to date: manifest.json lists exactly `manifest`'s shards and
-        every result and run file has the sha256 it records; else what is wrong."""
-        if not self.manifest_json.is_file():
-            return "no results yet"
-        try:
-            recorded = read_json(self.manifest_json)
-        except (OSError, ValueError):
-            return f"{self.manifest_json} is damaged"
-        if not isinstance(recorded, dict) or {k: recorded.get(k) for k in manifest} != manifest:
-            if isinstance(recorded, dict) and recorded.get("shards") == manifest.get("shards"):
-                return "the config changed since the last merge (what the merge computes)"
-            return "the shards changed since the last merge"
-        hashes = recorded.get("files")
-        if not isinstance(hashes, dict):
-            return f"{self.manifest_json} was written by an older glide-eval (no sha256 of the results)"
-        for name in RESULT_FILES + RUN_FILES:
-            path = self.path / name
-            if not path.is_file():
-                return f"{path} is missing"
-            if hashes.get(name) != sha256_file(path):
-                return f"{path} is damaged (its sha256 differs from the one in {self.manifest_json.name})"
-        return None
-
-    def damaged_results(self) -> str | None:
-        """For readers of finished results (the report): what is wrong with the result files
-        manifest.json records, or None (also for a manifest of older code, which records none)."""
-        if not self.manifest_json.is_file():
-            return None
-        try:
-            hashes = read_json(self.manifest_json).get("files", {})
-        except (OSError, ValueError, AttributeError):
-            return f"{self.manifest_json} is damaged"
-        for name in RESULT_FILES:
-            path = self.path / name
-            if name in hashes and (not path.is_file() or sha256_file(path) != hashes[name]):
-                return f"{path} is {'damaged' if path.is_file() else 'missing'}"
-        return None
-
-    def write_results(
-        self,
-        rows: list[dict],
-        previews: dict[str, np.ndarray],
-        captions: list[str],
-        manifest: dict,
-        differences: pd.DataFrame,
-    ) -> Path:
-        """previews.npz, differences.csv, results.csv, results.parquet, then manifest.json with their
-        sha256 and those of config.toml and captions.json (last: it marks the results up to date)."""
-        n_prev = min((len(p) for p in previews.values()), default=0)
-        save_npz(
-            self.path / "previews.npz",
-            {
-                **{f"setting__{k}": v[:n_prev] for k, v in previews.items()},
-                "captions": np.asarray(captions[:n_prev]),
-                "sample_ids": np.arange(n_prev),
-            },
-        )
-        atomic_write_with(self.path / "differences.csv", lambda tmp: differences.to_csv(tmp, index=False))
-        df = pd.DataFrame(rows)
-        atomic_write_with(self.path / "results.csv", lambda tmp: df.to_csv(tmp, index=False))
-        atomic_write_with(self.results_parquet, lambda tmp: df.to_parquet(tmp, index=False))
-        files = {name: sha256_file(self.path / name) for name in RESULT_FILES + RUN_FILES}
-        write_json(self.manifest_json, dict(manifest, files=files))
-        return self.results_parquet
+    def save_images(self, shard: KeyedShard, sample_ids: list[int], images: np.ndarray, fmt: str) -> None:
+        self.store_images(shard.setting.name, shard.index, sample_ids, images, fmt)

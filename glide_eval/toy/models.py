@@ -13,12 +13,12 @@ from pathlib import Path
 
 import torch
 
-from glide_eval.files import atomic_write_with, sha256_file
 from glide_eval.toy import tokenizer
 from glide_eval.toy.evalnets import AttributeClassifier, ToyCLIP
 from glide_eval.toy.tokenizer import CLIP_CONTEXT, N_VOCAB, TEXT_CTX
 from samplers.model_configs import create_model, create_noised_clip
 from samplers.pipeline import GlideModels
+from storage import atomic_write_with, sha256_file
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 ASSETS_ENV = "GLIDE_EVAL_TOY_ASSETS"

@@ -37,7 +37,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from glide_eval.files import atomic_write_text, atomic_write_with, package_versions, sha256_file
 from glide_eval.toy import models as toy_models
 from glide_eval.toy import world
 from glide_eval.toy.evalnets import category_label, contrastive_loss, to_input
@@ -45,6 +44,7 @@ from glide_eval.toy.tokenizer import clip_tokenize, glide_tokenize
 from glide_eval.toy.world import ATTRIBUTES, dataset
 from samplers.diffusion import Diffusion
 from samplers.pipeline import quantize_low_res
+from storage import atomic_write_text, atomic_write_with, package_versions, sha256_file
 
 SEED = 0
 STAGES = ("classifier", "clip", "base", "noised_clip", "upsample")

@@ -22,10 +22,11 @@ import datetime
 import fcntl
 import io
 import os
-import tempfile
 import threading
 from pathlib import Path
 from typing import Self
+
+from storage import atomic_write_bytes, fsync_dir
 
 COLUMNS = (
     "model_a",
@@ -64,14 +65,6 @@ def _record_bytes(values: list[str]) -> bytes:
     return buf.getvalue().encode("utf-8")
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class JudgmentStore:
     """The judgments of one session; see the module docstring. Use as a context manager or
     call `close` to release the file lock."""
@@ -106,7 +99,7 @@ class JudgmentStore:
             os.fsync(fd)
         finally:
             os.close(fd)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         return []
 
     def _open_existing(self) -> list[dict]:
@@ -192,18 +185,7 @@ class JudgmentStore:
 
     def _rewrite(self, rows: list[dict]) -> None:
         data = _record_bytes(list(self.columns)) + b"".join(_record_bytes([r[c] for c in self.columns]) for r in rows)
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-            os.close(fd)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, self.path)
-            _fsync_dir(self.path.parent)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+        atomic_write_bytes(self.path, data)
 
     # ------------------------------------------------------------ reading
 

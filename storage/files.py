@@ -1,6 +1,6 @@
-"""File helpers of the application layer: sha256, JSON, package versions, atomic writes.
+"""Atomic writes, JSON and npz files, and the cleanup of killed writes.
 
-Every file glide_eval writes goes through `atomic_write_with` (or a wrapper of it): the
+Every file the project writes goes through `atomic_write_with` (or a wrapper of it): the
 data goes to a temporary file in the target's folder, named ``.NAME.XXXXXXXX.tmp``
 (`TEMP_PREFIX` + name + random + `TEMP_SUFFIX`, so stale ones can be found with
 `TEMP_GLOB` and removed), which is fsynced, given the mode a plain ``open()`` would give
@@ -13,44 +13,17 @@ is called only by a process that holds the lock of the folder (so no live writer
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
-import platform
 import tempfile
 from collections.abc import Callable
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import numpy as np
 
 TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"
 TEMP_GLOB = f"{TEMP_PREFIX}*{TEMP_SUFFIX}"
-VERSIONED_PACKAGES = ("glide-eval", "torch", "numpy", "torch-fidelity", "open-clip-torch")
-
-
-def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk_size):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def sha256_json(obj) -> str:
-    """sha256 of the canonical JSON text of `obj` (sorted keys, no spaces)."""
-    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-def package_versions(packages: tuple[str, ...] = VERSIONED_PACKAGES) -> dict:
-    """Python's and the installed versions of the packages that decide the numbers."""
-    out = {"python": platform.python_version()}
-    for package in packages:
-        with contextlib.suppress(PackageNotFoundError):
-            out[package] = version(package)
-    return out
 
 
 def file_mode() -> int:
@@ -60,7 +33,8 @@ def file_mode() -> int:
     return 0o666 & ~mask
 
 
-def _fsync_dir(folder: Path) -> None:
+def fsync_dir(folder: str | os.PathLike) -> None:
+    """fsync a folder (after a rename in it); a platform without directory fds is skipped."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:  # e.g. a platform without directory fds
@@ -89,7 +63,7 @@ def atomic_write_with(path: str | os.PathLike, writer: Callable[[str], object]) 
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def remove_temp_files(folder: str | os.PathLike, pattern: str = TEMP_GLOB, recursive: bool = False) -> list[Path]:
@@ -129,35 +103,11 @@ def read_json(path: str | os.PathLike):
     return json.loads(Path(path).read_text())
 
 
-def save_npz(path: str | os.PathLike, arrays: dict) -> None:
-    """np.savez_compressed, written atomically."""
+def save_npz(path: str | os.PathLike, arrays: dict, compress: bool = True) -> None:
+    """np.savez_compressed (np.savez when not `compress`), written atomically."""
     buf = io.BytesIO()
-    np.savez_compressed(buf, **arrays)
+    (np.savez_compressed if compress else np.savez)(buf, **arrays)
     atomic_write_bytes(path, buf.getvalue())
-
-
-def cache_dir() -> Path:
-    """$GLIDE_EVAL_CACHE, else ~/.cache/glide-eval."""
-    return Path(os.environ.get("GLIDE_EVAL_CACHE", Path.home() / ".cache" / "glide-eval"))
-
-
-def cached_sha256(path: str | os.PathLike) -> str:
-    """sha256 of a file, remembered by (path, size, mtime) in `cache_dir()`/sha256.json."""
-    path = Path(path).resolve()
-    stat = path.stat()
-    cache_file = cache_dir() / "sha256.json"
-    key = f"{path}|{stat.st_size}|{stat.st_mtime_ns}"
-    try:
-        cache = read_json(cache_file)
-    except (OSError, ValueError):
-        cache = {}
-    if key not in cache:
-        cache[key] = sha256_file(path)
-        try:
-            write_json(cache_file, cache)
-        except OSError:
-            pass  # a read-only home only costs re-hashing next time
-    return cache[key]
 
 
 def unwritable_folder(path: str | os.PathLike) -> str | None:
@@ -171,3 +121,22 @@ def unwritable_folder(path: str | os.PathLike) -> str | None:
     except OSError as e:
         return f"cannot write files in the folder {path} ({e.strerror or e})"
     return None
+
+
+def given_path(
+    value: str | os.PathLike | None,
+    env: str,
+    what: str,
+    missing: str,
+    folder: bool = False,
+    error: type[Exception] = FileNotFoundError,
+) -> Path:
+    """`value`, else $`env`, as an existing file (a folder when `folder`); else `error`: `missing` when
+    neither is set, "`what` not found: PATH" when it does not exist."""
+    path = value or os.environ.get(env)
+    if not path:
+        raise error(missing)
+    path = Path(path)
+    if not (path.is_dir() if folder else path.is_file()):
+        raise error(f"{what} not found: {path}")
+    return path
