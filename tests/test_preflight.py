@@ -25,7 +25,7 @@ from glide_eval.sweep.config import load_config
 from glide_eval.sweep.errors import MissingComponentError
 from glide_eval.sweep.preflight import PreflightError, preflight
 from glide_eval.sweep.references import reference_stats
-from glide_eval.sweep.rundir import generation_hash, merge_only_change
+from glide_eval.sweep.rundir import generation_hash
 from metrics.reference import ReferenceStats
 from samplers import checkpoints
 from samplers.checkpoints import CheckpointMismatchError, CheckpointReadError, check_checkpoint_file
@@ -282,16 +282,15 @@ def test_same_files_in_another_folder_resume_without_force(tmp_path, monkeypatch
 
 
 def test_default_config_keeps_its_hashes(tmp_path):
-    """The shipped default sweep's run directories stay valid: both hashes as in the run of
-    dabf3f9 (runs/default/results.csv's config_hash and generation_hash columns)."""
+    """The shipped default sweep's run directories stay valid: both hashes as in the run that
+    README's default-sweep numbers come from (runs/default/results.csv's config_hash and
+    generation_hash columns). Issue 30 changed the sweep itself (one sampler for both guidance
+    families, CLIP scales 0-4, the fast solvers' steps section), so run directories of the
+    earlier default (config 86660a7a..., generation 5a1500a4...) are refused, as they must be."""
     import glide_eval
 
     config = load_config(Path(glide_eval.__file__).parent / "configs" / "default.toml")
-    # issue 20 turned intervals on (ci = true): the only change, one the merge alone computes, so the
-    # run directories of the old hash resume without --force (merged again, nothing resampled)
-    old = config.with_overrides(metrics={"ci": False})
-    assert old.config_hash == "86660a7a290b5dae1c0ff853ae29a96407c74acacfda6fc8a0e90222eaa479af"
-    assert merge_only_change(old.hashed_data(), config.hashed_data())
+    assert config.config_hash == "d4c037e245ecccf6ca4782466855b5ffc3189ee2191e0050a473cbadec7c0d01"
     files = {
         "toy_base": "b12a0e77cd9e6fa7e1f4b41a754f89657d2c6b79b14ec5e7596d8c47044c5da1",
         "toy_classifier": "5ff8bb7a043299dc8c81af053f2dfc99c196c021157b48f0dffd5656c180478d",
@@ -299,7 +298,7 @@ def test_default_config_keeps_its_hashes(tmp_path):
         "toy_noised_clip": "f2d28fe039adaec89c03bb4ca1e55c9f4bed22a74ea287b778801b27070656a9",
     }
     assert generation_hash(config, {"files": files}) == (
-        "5a1500a49002e5352e5b0ed0064b94d553bfad9ee430ac065960016f2829014b"
+        "048a77e591d9db14b33e6ba0a130ebbf9ac435c004fb36d05e7c0e8db0627a18"
     )
 
 

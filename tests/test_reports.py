@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -302,3 +303,166 @@ def test_figure6_legend_names_the_methods_when_families_differ_in_them():
         draw_panel(ax, df.assign(method=df["family"].map(methods)), "recall", "precision")
         assert ax.get_legend_handles_labels()[1][:3] == expected
         plt.close(fig)
+
+
+DEFAULT_SWEEP = Path(__file__).parent / "fixtures" / "default_sweep"
+SOLVERS = {"ancestral (ddimN)", "ddim (ddimN)", "dpmpp_2m (ddimN)", "unipc (ddimN)"}
+EXPECTED_LEGENDS = {
+    "figure6": {"classifier-free guidance", "CLIP guidance", "unguided", "Pareto-optimal"},
+    "steps": SOLVERS | {"reference: steps-ancestral-ddim50"},
+}
+
+
+def figure_problems(fig, legend_entries: set[str]) -> list[str]:
+    """What is wrong with a drawn matplotlib figure as a reader sees it: an axes without both axis
+    labels or without interval bars, a missing legend entry, text cut off by the figure's edge,
+    two texts overlapping (tick labels, axis labels, titles, point labels, legends), a legend
+    covering a data point."""
+    from matplotlib.container import ErrorbarContainer
+
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    canvas = fig.bbox
+    problems, boxes = [], []  # boxes: (name, bbox) of every visible text and legend
+
+    def add(name, artist):
+        if artist.get_visible() and (not hasattr(artist, "get_text") or artist.get_text().strip()):
+            boxes.append((name, artist.get_window_extent(renderer)))
+
+    legends = list(fig.legends)
+    for i, ax in enumerate(fig.axes):
+        if not ax.get_xlabel() or not ax.get_ylabel():
+            problems.append(f"axes {i}: missing an axis label")
+        if not any(isinstance(c, ErrorbarContainer) for c in ax.containers):
+            problems.append(f"axes {i} ({ax.get_title()}): no interval bars")
+        add(f"axes {i} title", ax.title)
+        add(f"axes {i} xlabel", ax.xaxis.label)
+        add(f"axes {i} ylabel", ax.yaxis.label)
+        for axis, name in ((ax.xaxis, "x"), (ax.yaxis, "y")):
+            low, high = sorted(axis.get_view_interval())
+            for tick in axis.get_major_ticks():
+                if low <= tick.get_loc() <= high:
+                    add(f"axes {i} {name} tick {tick.label1.get_text()!r}", tick.label1)
+        for text in ax.texts:
+            add(f"axes {i} label {text.get_text()!r}", text)
+        if ax.get_legend() is not None:
+            legends.append(ax.get_legend())
+    shown = set()
+    for j, legend in enumerate(legends):
+        boxes.append((f"legend {j}", legend.get_window_extent(renderer)))
+        shown |= {t.get_text() for t in legend.get_texts()}
+    if not legend_entries <= shown:
+        problems.append(f"legend lacks {sorted(legend_entries - shown)} (has {sorted(shown)})")
+    for name, box in boxes:
+        if box.x0 < canvas.x0 - 1 or box.y0 < canvas.y0 - 1 or box.x1 > canvas.x1 + 1 or box.y1 > canvas.y1 + 1:
+            problems.append(f"{name} is cut off by the figure's edge")
+    for a in range(len(boxes)):
+        for b in range(a + 1, len(boxes)):
+            (name_a, box_a), (name_b, box_b) = boxes[a], boxes[b]
+            wide = min(box_a.x1, box_b.x1) - max(box_a.x0, box_b.x0)
+            high = min(box_a.y1, box_b.y1) - max(box_a.y0, box_b.y0)
+            if wide > 1 and high > 1:
+                problems.append(f"{name_a} overlaps {name_b}")
+    for i, ax in enumerate(fig.axes):  # a legend inside an axes must not hide its data
+        legend = ax.get_legend()
+        if legend is None:
+            continue
+        box = legend.get_window_extent(renderer)
+        for line in ax.get_lines():
+            if line.get_marker() in (None, "None", "", " "):
+                continue
+            for x, y in ax.transData.transform(line.get_xydata()):
+                if box.x0 <= x <= box.x1 and box.y0 <= y <= box.y1:
+                    problems.append(f"axes {i}: the legend covers a point of {line.get_label()!r}")
+    return problems
+
+
+@pytest.mark.skipif(
+    find_chromium() is None or shutil.which("chromedriver") is None,
+    reason="chromium and chromedriver are not installed (apt: chromium chromium-driver)",
+)
+def test_default_sweep_report_figures_look_right_in_chromium(tmp_path, monkeypatch):
+    """The report of the default sweep (its results and paired differences, tests/fixtures/
+    default_sweep, copied from a `make sweep` run) as a reader sees it. Each figure as drawn: both
+    axis labels, interval bars on every panel, the legend naming every family / sampler and the
+    steps reference, no text cut off or overlapping, no legend over a data point. Then the page in
+    headless Chromium (selenium, the system chromedriver) at 1280x800: every figure decodes, fits
+    the page's width at a scale whose smallest text is still >= 8 px, overlaps no other element,
+    and what Chromium paints is the whole figure (its screenshot matches the PNG scaled to the
+    displayed size); the steps verdicts list every solver with a number of steps."""
+    import io
+    import os
+
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    import reports.figure6
+    import reports.steps
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for name in ("results.csv", "differences.csv"):
+        shutil.copy(DEFAULT_SWEEP / name, run / name)
+    drawn = {}
+    for module in (reports.figure6, reports.steps):
+        real = module.save_figure
+
+        def capture(fig, out_dir, stem, real=real):
+            drawn[stem] = figure_problems(fig, EXPECTED_LEGENDS[stem])
+            return real(fig, out_dir, stem)
+
+        monkeypatch.setattr(module, "save_figure", capture)
+    out = build_report(run)
+    assert set(drawn) == {"figure6", "steps"}
+    assert drawn == {"figure6": [], "steps": []}
+    verdicts = pd.read_csv(out["steps_verdicts_csv"])
+    assert set(verdicts["method"]) == SOLVERS and verdicts["fewest_steps"].notna().all(), verdicts
+
+    os.environ["SE_OFFLINE"] = "true"  # selenium-manager must not download anything
+    options = webdriver.ChromeOptions()
+    options.binary_location = find_chromium()
+    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"):
+        options.add_argument(flag)
+    options.add_argument(f"--user-data-dir={tmp_path / 'profile'}")
+    driver = webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver")), options=options)
+    try:
+        metrics = {"width": 1280, "height": 800, "deviceScaleFactor": 1, "mobile": False}
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+        driver.get(out["html"].as_uri())
+        layout = driver.execute_script(
+            """
+            const box = e => { const r = e.getBoundingClientRect();
+              return [r.left + scrollX, r.top + scrollY, r.right + scrollX, r.bottom + scrollY]; };
+            const blocks = [...document.querySelectorAll("body > *, table, ul, p, h1, h2, h3")]
+              .filter(e => !e.querySelector("img.figure") && e.tagName !== "SCRIPT");
+            return {
+              page: [document.documentElement.scrollWidth, innerWidth],
+              figures: [...document.querySelectorAll("img.figure")].map(img => ({
+                alt: img.alt, complete: img.complete, natural: img.naturalWidth, box: box(img)})),
+              others: blocks.map(e => ({tag: e.tagName, box: box(e)})),
+            };"""
+        )
+        assert layout["page"][0] <= layout["page"][1], "the page scrolls sideways"
+        figures = {f["alt"]: f for f in layout["figures"]}
+        assert set(figures) == {"Figure 6", "FID vs sampling steps"}, figures
+        smallest_pt = 8  # the point labels; tick labels are 10 pt
+        for alt, f in figures.items():
+            x0, y0, x1, y1 = f["box"]
+            assert f["complete"] and f["natural"] > 0, alt
+            scale = (x1 - x0) / f["natural"]
+            assert smallest_pt * 150 / 72 * scale >= 8, (alt, scale)  # figures are drawn at 150 dpi
+            for other in [*layout["others"], *(g for g in layout["figures"] if g["alt"] != alt)]:
+                a0, b0, a1, b1 = other["box"]
+                assert min(x1, a1) - max(x0, a0) <= 0 or min(y1, b1) - max(y0, b0) <= 0, (alt, other)
+            element = driver.find_element(By.CSS_SELECTOR, f'img.figure[alt="{alt}"]')
+            driver.execute_script("arguments[0].scrollIntoView()", element)
+            shot = np.asarray(Image.open(io.BytesIO(element.screenshot_as_png)).convert("L"), float)
+            source = out["figure6_png" if alt == "Figure 6" else "steps_png"]
+            expected = np.asarray(Image.open(source).convert("L").resize(shot.shape[::-1], Image.LANCZOS), float)
+            assert np.abs(shot - expected).mean() < 6, alt  # the whole figure, not a crop or a blank
+        text = driver.find_element(By.TAG_NAME, "body").text
+        for solver in SOLVERS:
+            assert re.search(rf"{re.escape(solver)}: \d+ steps", text), solver
+    finally:
+        driver.quit()

@@ -161,8 +161,18 @@ def test_config_metric_names_and_steps_reference(tmp_path):
     assert steps_reference(load_config(config_text(tmp_path, steps=guided))) is None  # no cfg-2 at 250 steps
     chosen = load_config(config_text(tmp_path, steps=steps + 'steps_reference = "ddim-4"\n'))
     assert steps_reference(chosen) == "steps-ddim-4"
-    with pytest.raises(ConfigError, match=r"\[grid.steps_reference\] 'ddim-8' at unguided is not sampled"):
-        load_config(config_text(tmp_path, steps=steps + 'steps_reference = "ddim-8"\n'))
+    # a reference no other setting samples is sampled as a steps setting of its own (one, not one per method)
+    own = load_config(config_text(tmp_path, steps=steps + 'steps_reference = "ddim-8"\n'))
+    assert steps_reference(own) == "steps-ddim-8"
+    assert [s.name for s in own.settings if s.family == "steps"] == [
+        "steps-ancestral-4",
+        "steps-ancestral-2",
+        "steps-ddim-4",
+        "steps-ddim-2",
+        "steps-ddim-8",
+    ]
+    with pytest.raises(ConfigError, match=r"\[grid.steps_reference\] respacing '1' has 1 steps; sampler 'unipc'"):
+        load_config(config_text(tmp_path, steps=steps + 'steps_reference = "unipc-1"\n'))
     with pytest.raises(ConfigError, match=r"\[grid.steps_reference\] must be \"METHOD-RESPACING\""):
         load_config(config_text(tmp_path, steps=steps + 'steps_reference = "heun-4"\n'))
 
@@ -252,3 +262,18 @@ def test_merge_streams_and_equals_the_merge_that_held_every_setting_exactly(tmp_
     assert most[0] <= 1  # a load finds at most the one setting the next comparison shares
     got = pd.read_csv(out / "differences.csv")
     pd.testing.assert_frame_equal(got, expected.astype(got.dtypes.to_dict()), check_exact=True)
+
+
+def test_a_new_steps_reference_is_sampled_on_resume_and_the_rest_merged_again(tmp_path):
+    """Naming a steps_reference no setting samples, after a run: the sweep resumes without
+    --force, samples the reference's shards alone and compares every steps setting with it."""
+    steps = 'steps = ["4", "2"]\nsteps_methods = ["ancestral", "ddim"]\nsteps_guidance = "unguided"\nsteps_n = 8\n'
+    first = load_config(config_text(tmp_path, steps=steps))
+    run_sweep(first, progress=False, log=lambda m: None)
+    again = load_config(config_text(tmp_path, steps=steps + 'steps_reference = "ddim-6"\n'))
+    summary = run_sweep(again, progress=False, log=lambda m: None)
+    assert summary["shards_run"] == 1  # steps-ddim-6's one shard of 8 samples
+    diffs = pd.read_csv(again.output_dir / "differences.csv")
+    rows = diffs[diffs["kind"] == "steps-reference"]
+    assert set(rows["setting_a"]) == {"steps-ddim-6"}
+    assert set(rows["setting_b"]) == {"steps-ancestral-4", "steps-ancestral-2", "steps-ddim-4", "steps-ddim-2"}

@@ -260,3 +260,25 @@ def test_clip_scale_0_is_the_clip_familys_own_unguided_point(tmp_path):
 
     same = load_config(write_config(tmp_path, "same.toml", clip="[0.0]"))
     assert make_plan(same).sources["clip-0"].name == "unguided" and not same.clip_guided
+
+
+def test_the_default_sweep_samples_both_families_alike_and_compares_the_fast_solvers():
+    """glide_eval/configs/default.toml: classifier-free and CLIP guidance on one sampler, so CLIP
+    scale 0 is the unguided setting (measured on its samples); its steps section compares
+    dpmpp_2m and unipc with ancestral and DDIM against a reference the sweep samples itself."""
+    from pathlib import Path
+
+    import glide_eval
+    from glide_eval.sweep.config import steps_reference
+
+    config = load_config(Path(glide_eval.__file__).parent / "configs" / "default.toml")
+    guidance = [s for s in config.settings if s.family != "steps"]
+    assert {s.family for s in guidance} == {"none", "cfg", "clip"}
+    assert {s.sampling(config)[1:] for s in guidance} == {("ancestral", "10")}
+    plan = make_plan(config)
+    assert plan.sources["clip-0"].name == "unguided"
+    assert len([s for s in config.settings if s.family == "clip" and s.scale > 0]) >= 3
+    assert {"ancestral", "ddim", "dpmpp_2m", "unipc"} <= set(config.grid.steps_methods)
+    reference = steps_reference(config)
+    assert reference is not None and plan.sources[reference].name == reference  # sampled, not borrowed
+    assert reference not in {f"steps-{m}-{r}" for m in config.grid.steps_methods for r in config.grid.steps}

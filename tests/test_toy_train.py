@@ -2,6 +2,7 @@
 the contrastive loss, and a tiny reproducible training run with resume."""
 
 import math
+import re
 
 import numpy as np
 import torch
@@ -228,3 +229,26 @@ def test_training_data_is_the_same_with_or_without_the_render_cache(tmp_path):
     cached = T._cached_dataset(8, "train", 16, tmp_path)  # reads it
     assert np.array_equal(rendered[0], cached[0]) and rendered[1] == cached[1]
     assert rendered[0].strides == cached[0].strides and rendered[0].flags["C_CONTIGUOUS"]
+
+
+def test_noised_clip_stage_is_reproducible_and_logs_retrieval_by_noise(tmp_path, monkeypatch, capfd):
+    """The same noised-CLIP config gives the same bits, and the manifest and the log hold its
+    caption retrieval at every noise level of RETRIEVAL_TIMESTEPS."""
+    import json
+
+    cfg = dict(T.CONFIG["noised_clip"], n_train=32, steps=3, batch=8)
+    monkeypatch.setitem(T.CONFIG, "noised_clip", cfg)
+    monkeypatch.setattr(T.clip_retrieval_accuracy, "__defaults__", (20, 10))
+    T.train(tmp_path / "a", ["noised_clip"], threads=1)
+    T.train(tmp_path / "b", ["noised_clip"], threads=1)
+    a = torch.load(tmp_path / "a" / "noised_clip.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "b" / "noised_clip.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    entry = json.loads((tmp_path / "a" / "manifest.json").read_text())["files"]["noised_clip.pt"]
+    retrieval = entry["metrics"]["val_retrieval"]
+    assert list(retrieval) == [f"t{t}" for t in T.RETRIEVAL_TIMESTEPS]
+    assert all(0 <= r["top1"] <= 1 and 0 < r["chance"] < 1 for r in retrieval.values())
+    log = capfd.readouterr().err
+    for t in T.RETRIEVAL_TIMESTEPS:  # signal left: sqrt(alpha_bar) of the cosine schedule after step t
+        signal = math.cos(((t + 1) / 1000 + 0.008) / 1.008 * math.pi / 2) / math.cos(0.008 / 1.008 * math.pi / 2)
+        assert re.search(rf"t{t}  signal {signal:.3f}  top1 {retrieval[f't{t}']['top1']:.3f}", log), log

@@ -101,7 +101,9 @@ class GridConfig:
     ("unguided" or "cfg:SCALE"), as extra settings of family "steps" (FID vs number of steps),
     on the first steps_n captions (0: all; else a multiple of [run] shard_size).
     steps_reference: the steps setting ("METHOD-RESPACING", e.g. "ancestral-250") each other
-    steps setting is compared with by a paired FID difference ("": ancestral-250 when sampled)."""
+    steps setting is compared with by a paired FID difference ("": ancestral-250 when sampled).
+    A reference named here that no other setting samples is a steps setting of its own (sampled
+    on the steps_n captions), so a long reference costs one setting, not one per method."""
 
     unguided: bool = True
     cfg: list = field(default_factory=list)
@@ -304,6 +306,11 @@ class SweepConfig:
             for method in grid.steps_methods
             for respacing in grid.steps
         ]
+        if grid.steps and grid.steps_reference:
+            method, _, respacing = grid.steps_reference.partition("-")
+            reference = Setting("steps", scale, method, respacing, guided_by)
+            if all(s.sampling(self) != reference.sampling(self) for s in out):
+                out.append(reference)
         return out
 
     def hashed_data(self) -> dict:
@@ -389,9 +396,7 @@ def validate(raw: dict, source: Path | None = None, resolve_paths: bool = True) 
     _fill_from_environment(data)
     if resolve_paths:
         _resolve_paths(data)
-    config = SweepConfig(data, source)
-    _check_steps_reference(config, fail)
-    return config
+    return SweepConfig(data, source)
 
 
 def _read_sections(raw: dict, fail) -> dict[str, dict]:
@@ -540,17 +545,6 @@ def steps_reference(config: SweepConfig) -> str | None:
     return next((s.name for s in config.settings if s.sampling(config) == target), None)
 
 
-def _check_steps_reference(config: SweepConfig, fail) -> None:
-    """A steps_reference given in the config must be sampled by the sweep."""
-    given = config.grid.steps_reference
-    if given and config.grid.steps and steps_reference(config) is None:
-        fail(
-            "grid.steps_reference",
-            f"{given!r} at {config.grid.steps_guidance} is not sampled by this sweep: add its respacing to "
-            "[grid] steps and its method to steps_methods, or make it a grid setting",
-        )
-
-
 def _check_sampler_options(data: dict, fail) -> None:
     """[sampler_options.METHOD] tables valid for their sampler, and every respacing a sampler is used
     with long enough for it (a multistep solver's order: samplers.sampling.min_steps)."""
@@ -571,6 +565,8 @@ def _check_sampler_options(data: dict, fail) -> None:
     if grid["clip"] and grid["clip_method"]:
         uses.append((grid["clip_method"], sampler["base_respacing"], "sampler.base_respacing"))
     uses += [(m, r, "grid.steps") for m in grid["steps_methods"] for r in grid["steps"]]
+    if grid["steps"] and grid["steps_reference"]:
+        uses.append((*grid["steps_reference"].partition("-")[::2], "grid.steps_reference"))
     for method, respacing, key in uses:
         need = min_steps(method, options.get(method))
         where = f", [{SAMPLER_OPTIONS_SECTION}.{method}]" if method in options else ""

@@ -1,9 +1,12 @@
 """Check that the toy world behaves like the paper: as the classifier-free guidance scale
-grows, CLIP score and precision rise, recall falls, FID is lowest at a modest scale.
+grows, CLIP score and precision rise, recall falls, FID is lowest at a modest scale. `--family
+clip` measures the same along the CLIP guidance scale (on this world it barely moves CLIP score:
+README, "The bundled toy world").
 
-    python -m glide_eval.toy.evaluate --n 1024 --scales 0,1.5,3,5,8 [--method ddim] [--respacing 10] [--json]
+    python -m glide_eval.toy.evaluate --n 1024 --scales 0,1.5,3,5,8 [--family cfg|clip] [--method ddim]
+        [--respacing 10] [--json]
 
-Scale 0 means unguided (conditional model alone). Base resolution, toy extractors, references
+Scale 0 means unguided (conditional model alone), in either family. Base resolution, toy extractors, references
 are validation images at that resolution (indices n.. 2n, disjoint from the captions' scenes).
 """
 
@@ -32,9 +35,13 @@ def guidance_trend(
     batch_size: int = 100,
     progress: bool = False,
     method: str = "ddim",
+    family: str = "cfg",
 ) -> list[dict]:
-    """One row per guidance scale: fid, precision, recall, is, clip_score, attribute accuracies."""
-    models = load_toy_models(upsample=upsample)
+    """One row per guidance scale of `family` ("cfg" or "clip"): fid, precision, recall, is,
+    clip_score, attribute accuracies."""
+    if family not in ("cfg", "clip"):
+        raise ValueError(f"family must be 'cfg' or 'clip', got {family!r}")
+    models = load_toy_models(upsample=upsample, clip=family == "clip")
     classifier, clip = create_extractor("toy-classifier"), create_extractor("toy-clip")
     size = (models.upsampler_options if upsample else models.base_options)["image_size"]
     captions = sample_captions(n, seed=seed)
@@ -43,7 +50,7 @@ def guidance_trend(
     wanted = [parse_caption(c) for c in captions]
     rows = []
     for scale in scales:
-        guidance = ("none", 0.0) if scale == 0 else ("cfg", float(scale))
+        guidance = ("none", 0.0) if scale == 0 else (family, float(scale))
         result = sample_images(
             models,
             captions,
@@ -77,15 +84,16 @@ def guidance_trend(
 @click.command()
 @click.option("--n", default=200, show_default=True)
 @click.option("--scales", default="0,1,2,3,5,8", show_default=True)
+@click.option("--family", type=click.Choice(["cfg", "clip"]), default="cfg", show_default=True)
 @click.option("--method", type=click.Choice(["ddim", "ancestral"]), default="ddim", show_default=True)
 @click.option("--respacing", default="10", show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--upsample", is_flag=True)
 @click.option("--json", "as_json", is_flag=True)
-def main(n, scales, method, respacing, seed, upsample, as_json):
+def main(n, scales, family, method, respacing, seed, upsample, as_json):
     torch.set_num_threads(2)
     rows = guidance_trend(
-        n, [float(s) for s in scales.split(",")], respacing, seed, upsample, progress=True, method=method
+        n, [float(s) for s in scales.split(",")], respacing, seed, upsample, progress=True, method=method, family=family
     )
     if as_json:
         click.echo(json.dumps(rows, indent=2, sort_keys=True, default=str))

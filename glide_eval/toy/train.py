@@ -385,13 +385,45 @@ def train_clip(cfg, out: Path, cache: Path | None) -> dict:
     _loop("clip", model, cfg["steps"], cfg["lr"], step, log, gen, out)
     model.eval()
     toy_models.save_weights(model, "clip", cfg["options"], out / toy_models.FILES["clip"])
-    return {
-        "val_retrieval": clip_retrieval_accuracy(lambda u8: model.image_features(to_input(u8)), model.text_features)
-    }
+    return {"val_retrieval": retrieval_by_noise(lambda x, t: model.image_features(x), model.text_features, 32)}
+
+
+# noise levels (of the cosine schedule, 1000 steps) at which `make toy-models` measures both CLIPs' retrieval
+RETRIEVAL_TIMESTEPS = (0, 250, 500, 750, 900)
 
 
 @torch.no_grad()
-def clip_retrieval_accuracy(encode_images, encode_text, n: int = N_VAL, block: int = 100, timesteps=None) -> dict:
+def retrieval_by_noise(encode_noised, encode_text, size: int, timesteps=RETRIEVAL_TIMESTEPS) -> dict:
+    """{"t<T>": clip_retrieval_accuracy of images noised to q(x_T | x_0)} at `size`, the same noise
+    (a fixed seed) for every model: encode_noised(x_T, t) -> image embeddings, x_T float in the
+    [-1, 1] scale. The clean evaluation CLIP is given x_T as an image; the noised CLIP also gets t.
+    Printed as a table by `glide-eval toy-models` (the log shows why guidance needs the noised one)."""
+    tables = DiffusionTables("squaredcos_cap_v2")
+    out = {}
+    for t in timesteps:
+        gen = torch.Generator().manual_seed(SEED + t)
+
+        def encode(u8, t=t, gen=gen):
+            x0 = _images_at(u8.numpy(), size)
+            tt = torch.full((len(x0),), t, dtype=torch.long)
+            return encode_noised(tables.q_sample(x0, tt, torch.randn(x0.shape, generator=gen)), tt)
+
+        out[f"t{t}"] = clip_retrieval_accuracy(encode, encode_text)
+    return out
+
+
+def retrieval_table(stage: str, by_noise: dict) -> str:
+    """The log's lines of `retrieval_by_noise`: one per noise level, with sqrt(alpha_bar) (the signal left)."""
+    tables = DiffusionTables("squaredcos_cap_v2")
+    lines = [f"{stage}: caption retrieval (top-1 of {N_VAL} validation images in blocks of 100) on noised images"]
+    for key, r in by_noise.items():
+        signal = float(tables.t["sqrt_alphas_cumprod"][int(key[1:])])
+        lines.append(f"  {key:>5}  signal {signal:.3f}  top1 {r['top1']:.3f}  (chance {r['chance']:.3f})")
+    return "\n".join(lines)
+
+
+@torch.no_grad()
+def clip_retrieval_accuracy(encode_images, encode_text, n: int = N_VAL, block: int = 100) -> dict:
     """Image -> caption top-1 retrieval within blocks of `block` validation pairs; a hit is a
     caption naming exactly the image's attributes. Also returns the chance rate of a random pick."""
     images, captions, labels = dataset(n, "validation", 32, seed=SEED)
@@ -502,16 +534,7 @@ def train_noised_clip(cfg, out: Path, cache: Path | None) -> dict:
         tok, ln = clip_tokenize(caps)
         return model.text_embeddings(tok, ln)
 
-    metrics = {}
-    for t in (0, 500, 900):
-
-        def images_at_t(u8, t=t):
-            x0 = _images_at(u8.numpy(), config["image_size"])
-            tt = torch.full((len(x0),), t, dtype=torch.long)
-            return model.image_embeddings(tables.q_sample(x0, tt, torch.randn(x0.shape, generator=gen)), tt)
-
-        metrics[f"val_retrieval_t{t}"] = clip_retrieval_accuracy(images_at_t, text)
-    return metrics
+    return {"val_retrieval": retrieval_by_noise(model.image_embeddings, text, config["image_size"])}
 
 
 def _coarse(x: torch.Tensor) -> torch.Tensor:
@@ -581,7 +604,9 @@ TRAINERS = {
 
 # -- manifest -----------------------------------------------------------------------------
 def versions() -> dict:
-    return package_versions(("glide-eval", "torch", "numpy"))
+    """Package versions and torch's CPU kernel level (e.g. AVX512): float results, hence weight
+    bits, can differ between kernel levels from the first training step on."""
+    return {**package_versions(("glide-eval", "torch", "numpy")), "torch_cpu": torch.backends.cpu.get_cpu_capability()}
 
 
 def update_manifest(out: Path, stage: str, metrics: dict, seconds: float, threads: int, cfg: dict) -> None:
@@ -621,6 +646,8 @@ def _train_stage(stage: str, cfg: dict, out: Path, threads: int, cache: Path | N
     seconds = time.time() - start
     update_manifest(out, stage, metrics, seconds, threads, cfg)
     print(f"{stage}: {seconds:.0f} s, {json.dumps(metrics)}", file=sys.stderr)
+    if "val_retrieval" in metrics:
+        print(retrieval_table(stage, metrics["val_retrieval"]), file=sys.stderr)
     return {"metrics": metrics, "seconds": round(seconds, 1)}
 
 
