@@ -15,13 +15,13 @@ Prints the number of other processes and the load average, since the CPU may be 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
+from printing import print_report
 from scipy.optimize import minimize
 
 from human_eval.bootstrap import bootstrap_ratings
@@ -116,11 +116,7 @@ def main():
             ours_per_round_s=round(per_round, 5),
             speedup_per_round=round(per_round_naive / per_round, 1),
         )
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        for k, v in report.items():
-            print(f"{k:<22} {v}")
+    print_report(report, args.json, "{key:<22} {value}")
 
 
 if __name__ == "__main__":

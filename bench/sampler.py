@@ -13,12 +13,12 @@ noise in the same process, checks the outputs agree and reports the samples/s ra
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from collections import defaultdict
 
 import torch
+from printing import print_report
 from torch.utils.flop_counter import FlopCounterMode
 
 from samplers.diffusion import Diffusion
@@ -307,11 +307,7 @@ def main():
         report["text_transformer_share_of_reference_step"] = (
             round(text_seconds / report["reference"]["seconds_per_step"], 3) if reference is not None else None
         )
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        for key, value in report.items():
-            print(f"{key:>42}: {value}")
+    print_report(report, args.json, "{key:>42}: {value}")
 
 
 if __name__ == "__main__":

@@ -24,6 +24,7 @@ from samplers.diffusion import Diffusion
 from samplers.solvers import (
     check_first_order_below,
     check_unipc_options,
+    finish_step,
     plms_evaluations,
     sample_dpmpp_2m,
     sample_plms,
@@ -84,10 +85,7 @@ def sample_ancestral(
             x = mean + torch.exp(0.5 * out["log_variance"]) * noise(x)
         else:
             x = mean
-        if post_step is not None:
-            x = post_step(x, i - 1)
-        if callback is not None:
-            callback({"i": i, "step": step, "t": diffusion.timestep_map[i], "x": x, "pred_xstart": out["pred_xstart"]})
+        x = finish_step(x, i, step, out["pred_xstart"], diffusion, post_step, callback)
     return x
 
 
@@ -125,10 +123,7 @@ def sample_ddim(
         x = out["pred_xstart"] * torch.sqrt(alpha_bar_prev) + torch.sqrt(1 - alpha_bar_prev - sigma**2) * eps
         if i > 0 and eta != 0:
             x = x + sigma * noise(x)
-        if post_step is not None:
-            x = post_step(x, i - 1)
-        if callback is not None:
-            callback({"i": i, "step": step, "t": diffusion.timestep_map[i], "x": x, "pred_xstart": out["pred_xstart"]})
+        x = finish_step(x, i, step, out["pred_xstart"], diffusion, post_step, callback)
     return x
 
 

@@ -104,7 +104,9 @@ def denoise(
     return out["pred_xstart"]
 
 
-def _report(x: torch.Tensor, i: int, step: int, x0: torch.Tensor, diffusion: Diffusion, post_step, callback):
+def finish_step(x: torch.Tensor, i: int, step: int, x0: torch.Tensor, diffusion: Diffusion, post_step, callback):
+    """The end of every sampler's step from index i: post_step (e.g. inpainting's reset of the known region)
+    on the new sample, then the callback with the step's record; returns the new sample."""
     if post_step is not None:
         x = post_step(x, i - 1)
     if callback is not None:
@@ -159,7 +161,7 @@ def sample_dpmpp_2m(
                 d = x0 + (x0 - previous[0]) / (2.0 * r)
             x = (sigma_t / sigma_s) * x - (alpha_t * math.expm1(-h)) * d
         previous = (x0, lambda_s)
-        x = _report(x, i, step, x0, diffusion, post_step, callback)
+        x = finish_step(x, i, step, x0, diffusion, post_step, callback)
     return x
 
 
@@ -291,7 +293,7 @@ def sample_unipc(
         last_order = min(order, len(history), diffusion.num_steps - step)
         x_last = x
         x = _unipc_predict(x, history, level, _level(diffusion, i - 1), last_order, variant)
-        x = _report(x, i, step, x0, diffusion, post_step, callback)
+        x = finish_step(x, i, step, x0, diffusion, post_step, callback)
     return x
 
 
@@ -377,7 +379,7 @@ def sample_plms(
             weights = _ADAMS_BASHFORTH[len(history)]
             eps_prime = sum(w * e for w, e in zip(weights, reversed(history)))
         x = _ddim_transfer(x, eps_prime, source, target, clip_denoised, denoised_fn)
-        x = _report(x, i, step, x0, diffusion, post_step, callback)
+        x = finish_step(x, i, step, x0, diffusion, post_step, callback)
     return x
 
 

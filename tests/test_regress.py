@@ -104,6 +104,11 @@ def regress(*args):
     return result
 
 
+def compare(baseline, candidate, out, *args):
+    """`glide-eval regress --no-progress --baseline BASELINE --candidate CANDIDATE --out OUT ARGS...`."""
+    return regress("--baseline", baseline, "--candidate", candidate, "--out", out, *args)
+
+
 def rewrite_run_json(run_dir: Path, run: dict) -> None:
     """An edited run.json written with its sha256 renewed (regress refuses one whose sha256 fails)."""
     run = {k: v for k, v in run.items() if k != "sha256"}
@@ -116,18 +121,7 @@ def rows_by_key(report: dict) -> dict:
 
 def test_checkpoint_against_itself_is_identical(world, tmp_path):
     out = tmp_path / "self"
-    result = regress(
-        "--baseline",
-        world["baseline"],
-        "--candidate",
-        world["good"],
-        "--out",
-        out,
-        "--bootstrap",
-        30,
-        "--images",
-        "--json",
-    )
+    result = compare(world["baseline"], world["good"], out, "--bootstrap", 30, "--images", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["exit_code"] == 0 and report["regressions"] == [] and report["n"] == N
@@ -161,9 +155,7 @@ def test_checkpoint_against_itself_is_identical(world, tmp_path):
 
 def test_degraded_checkpoint_is_caught_and_a_loose_tolerance_passes(world, tmp_path):
     out = tmp_path / "bad"
-    result = regress(
-        "--baseline", world["baseline"], "--candidate", world["bad"], "--out", out, "--bootstrap", 100, "--json"
-    )
+    result = compare(world["baseline"], world["bad"], out, "--bootstrap", 100, "--json")
     assert result.exit_code == 1, result.output
     report = json.loads(result.stdout)
     assert report["exit_code"] == 1 and report["regressions"]
@@ -212,9 +204,7 @@ def test_degraded_checkpoint_is_caught_and_a_loose_tolerance_passes(world, tmp_p
         "--tolerance",
         "clip_score=1000",
     ]
-    result = regress(
-        "--baseline", world["baseline"], "--candidate", world["bad"], "--out", out, "--bootstrap", 100, "--json", *loose
-    )
+    result = compare(world["baseline"], world["bad"], out, "--bootstrap", 100, "--json", *loose)
     assert result.exit_code == 0, result.output
     assert "6 shards already finished, 0 to run" in result.stderr
     loose_report = json.loads(result.stdout)
@@ -226,19 +216,7 @@ def test_degraded_checkpoint_is_caught_and_a_loose_tolerance_passes(world, tmp_p
 
 
 def test_smaller_n_uses_the_first_sample_ids_rounded_to_a_batch(world, tmp_path):
-    result = regress(
-        "--baseline",
-        world["baseline"],
-        "--candidate",
-        world["good"],
-        "--out",
-        tmp_path,
-        "-n",
-        10,
-        "--bootstrap",
-        5,
-        "--json",
-    )
+    result = compare(world["baseline"], world["good"], tmp_path, "-n", 10, "--bootstrap", 5, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert (report["n_requested"], report["n"]) == (10, 12)  # batches of 4: samples 0..11
@@ -328,20 +306,7 @@ def test_a_baseline_whose_run_json_fails_its_sha256_is_refused_naming_it(world, 
 def test_images_are_regenerated_when_the_baseline_did_not_save_them(world, tmp_path):
     baseline = tmp_path / "baseline"
     shutil.copytree(world["baseline"], baseline, ignore=shutil.ignore_patterns("images"))
-    result = regress(
-        "--baseline",
-        baseline,
-        "--candidate",
-        world["bad"],
-        "--out",
-        tmp_path / "o",
-        "-n",
-        8,
-        "--bootstrap",
-        5,
-        "--images",
-        "--json",
-    )
+    result = compare(baseline, world["bad"], tmp_path / "o", "-n", 8, "--bootstrap", 5, "--images", "--json")
     assert result.exit_code in (0, 1), result.output
     images = json.loads(result.stdout)["images"]
     assert images["source"] == "regenerated" and not images["identical"]
@@ -361,19 +326,7 @@ def test_images_are_regenerated_when_the_baseline_did_not_save_them(world, tmp_p
     run = json.loads((baseline / "run.json").read_text())
     run["provenance"]["files"]["base"] = "0" * 64
     rewrite_run_json(baseline, run)
-    result = regress(
-        "--baseline",
-        baseline,
-        "--candidate",
-        world["good"],
-        "--out",
-        tmp_path / "p",
-        "-n",
-        4,
-        "--bootstrap",
-        5,
-        "--images",
-    )
+    result = compare(baseline, world["good"], tmp_path / "p", "-n", 4, "--bootstrap", 5, "--images")
     assert result.exit_code == 2 and "cannot regenerate the baseline images" in result.output, result.output
 
 
@@ -399,18 +352,7 @@ def test_a_baseline_with_steps_n_compares_its_steps_settings_on_their_own_sample
     grid = '[3.0]\nsteps = ["2"]\nsteps_methods = ["ddim"]\nsteps_guidance = "unguided"\nsteps_n = 8'
     path = write_config(tmp_path, "steps.toml", world["good"], world["reference"], tmp_path / "baseline", cfg=grid)
     run_sweep(load_config(path), save_images="png", progress=False, log=lambda m: None)
-    result = regress(
-        "--baseline",
-        tmp_path / "baseline",
-        "--candidate",
-        world["good"],
-        "--out",
-        tmp_path / "out",
-        "--bootstrap",
-        5,
-        "--images",
-        "--json",
-    )
+    result = compare(tmp_path / "baseline", world["good"], tmp_path / "out", "--bootstrap", 5, "--images", "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert report["n"] == N and report["n_fewer"] == {"steps-ddim-2": 8}
@@ -424,18 +366,6 @@ def test_a_baseline_with_steps_n_compares_its_steps_settings_on_their_own_sample
     assert row["baseline"] == pytest.approx(results.loc["steps-ddim-2", "fid"], rel=1e-12)
     assert "; steps-ddim-2: 8" in (tmp_path / "out" / "regress.md").read_text()
     # -n below steps_n: every setting on the same first samples
-    small = regress(
-        "--baseline",
-        tmp_path / "baseline",
-        "--candidate",
-        world["good"],
-        "--out",
-        tmp_path / "small",
-        "-n",
-        4,
-        "--bootstrap",
-        5,
-        "--json",
-    )
+    small = compare(tmp_path / "baseline", world["good"], tmp_path / "small", "-n", 4, "--bootstrap", 5, "--json")
     assert small.exit_code == 0, small.output
     assert json.loads(small.stdout)["n_fewer"] == {} and json.loads(small.stdout)["n"] == 4

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from click.testing import CliRunner
+from toy_runs import write_toy_config
 
 from glide_eval.cli import main
 from glide_eval.sweep.config import load_config
@@ -34,33 +35,23 @@ def toy_assets() -> Path:
 @pytest.fixture(scope="module")
 def toy_baseline(tmp_path_factory):
     assets = toy_assets()
-    from glide_eval.toy.models import BASE_RESOLUTION
-
     root = tmp_path_factory.mktemp("toy")
-    path = root / "toy.toml"
-    path.write_text(f"""
-[run]
-output_dir = "{root / "baseline"}"
-seed = 3
-batch_size = 8
-shard_size = 8
-device = "cpu"
-[models]
-engine = "toy"
-checkpoints = "{assets}"
-[sampler]
-resolution = {BASE_RESOLUTION}
-base_respacing = "8"
-[captions]
-source = "toy"
-n = {N}
-[grid]
+    path = write_toy_config(
+        root,
+        output_dir=root / "baseline",
+        batch_size=8,
+        respacing="8",
+        n=N,
+        run="seed = 3",
+        models=f'checkpoints = "{assets}"',
+        rest=f"""[grid]
 unguided = false
 cfg = [3.0]
 [metrics]
 reference = "{root / "reference.npz"}"
 reference_n = 64
-""")
+""",
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -70,21 +61,14 @@ reference_n = 64
         torch.set_num_threads(threads)
 
 
-def regress(*args):
+def compare(baseline, candidate, out, *args):
+    """`glide-eval regress --no-progress --json --baseline BASELINE --candidate CANDIDATE --out OUT ARGS...`."""
+    args = ["--baseline", baseline, "--candidate", candidate, "--out", out, *args]
     return CliRunner().invoke(main, ["regress", "--no-progress", "--json", *map(str, args)])
 
 
 def test_toy_checkpoint_against_itself_and_a_degraded_copy(toy_baseline, tmp_path):
-    result = regress(
-        "--baseline",
-        toy_baseline["baseline"],
-        "--candidate",
-        toy_baseline["assets"],
-        "--out",
-        tmp_path / "self",
-        "--bootstrap",
-        20,
-    )
+    result = compare(toy_baseline["baseline"], toy_baseline["assets"], tmp_path / "self", "--bootstrap", 20)
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
     assert all(r["difference"] == 0 and r["verdict"] == "identical" for r in report["rows"])
@@ -100,9 +84,7 @@ def test_toy_checkpoint_against_itself_and_a_degraded_copy(toy_baseline, tmp_pat
         for k, v in blob["state_dict"].items()
     }
     torch.save(blob, degraded / "base.pt")
-    result = regress(
-        "--baseline", toy_baseline["baseline"], "--candidate", degraded, "--out", tmp_path / "bad", "--bootstrap", 50
-    )
+    result = compare(toy_baseline["baseline"], degraded, tmp_path / "bad", "--bootstrap", 50)
     if result.exit_code == 2 and "does the engine read [models.checkpoints]" in result.output:
         pytest.skip("the toy engine does not read its weights from [models.checkpoints] yet")
     assert result.exit_code == 1, result.output

@@ -10,29 +10,13 @@ import shutil
 
 import pytest
 from click.testing import CliRunner
-from test_sweep_toy import make_random_toy_assets
+from toy_runs import use_random_toy_world, write_toy_config
 
 from glide_eval.cli import main
 from glide_eval.sweep.config import load_config
 from glide_eval.sweep.run import run_sweep
 
-CONFIG = """
-[run]
-output_dir = "{out}"
-batch_size = {batch}
-shard_size = {batch}
-device = "cpu"
-[models]
-engine = "toy"
-checkpoints = "{ckpt}"
-[sampler]
-resolution = 16
-method = "ddim"
-base_respacing = "2"
-[captions]
-source = "toy"
-n = 8
-[grid]
+REST = """[grid]
 unguided = false
 cfg = [3.0]
 clip = {clip}
@@ -47,16 +31,20 @@ reference_n = 16
 def baseline(tmp_path_factory):
     root = tmp_path_factory.mktemp("userpath")
     mp = pytest.MonkeyPatch()
-    mp.setenv("GLIDE_EVAL_CACHE", str(root / "cache"))
-    make_random_toy_assets(root / "assets")
-    mp.setenv("GLIDE_EVAL_TOY_ASSETS", str(root / "assets"))
+    use_random_toy_world(root, mp)
 
     def write(name, batch=4, clip="[1.0]", out="baseline", ckpt=root / "assets"):
-        path = root / name
-        path.write_text(
-            CONFIG.format(out=root / out, batch=batch, ckpt=ckpt, clip=clip, reference=root / "reference.npz")
+        return write_toy_config(
+            root,
+            REST.format(clip=clip, reference=root / "reference.npz"),
+            name=name,
+            output_dir=root / out,
+            batch_size=batch,
+            n=8,
+            models=f'checkpoints = "{ckpt}"',
+            sampler='method = "ddim"',
+            respacing="2",
         )
-        return path
 
     run_sweep(load_config(write("baseline.toml")), progress=False, log=lambda m: None)
     yield root, write

@@ -223,8 +223,9 @@ def test_nan_monitor_counts_per_sample():
     assert monitor.counts.tolist() == [0, 1]
 
 
-@pytest.mark.parametrize("inpaint_model", [True, False])
-def test_inpainting_keeps_known_region(inpaint_model):
+def assert_inpainting_keeps_the_known_region(inpaint_model: bool, **sampler):
+    """sample_base (with `sampler`, e.g. sampler="plms") on a tiny inpainting model (or a plain one) given a
+    random image whose left half is known keeps that half; returns the samples and the image."""
     models = tiny_models(base_kwargs={"inpaint": inpaint_model})
     models.base_options["inpaint"] = inpaint_model
     image = torch.rand(1, 3, 8, 8) * 2 - 1
@@ -237,8 +238,15 @@ def test_inpainting_keeps_known_region(inpaint_model):
         guidance=("cfg", 2.0),
         respacing="6",
         inpaint=InpaintSpec(image, mask),
+        **sampler,
     )
     torch.testing.assert_close(x[..., :4], image.expand(2, -1, -1, -1)[..., :4], rtol=1e-5, atol=1e-5)
+    return x, image
+
+
+@pytest.mark.parametrize("inpaint_model", [True, False])
+def test_inpainting_keeps_known_region(inpaint_model):
+    x, image = assert_inpainting_keeps_the_known_region(inpaint_model)
     assert (x[..., 4:] - image[..., 4:]).abs().mean() > 0.05
 
 
@@ -278,8 +286,9 @@ class FakeClip(torch.nn.Module):
         return self.image(x.flatten(1)) * (1 + t.float()[:, None] / 1000)
 
 
-@pytest.mark.parametrize("sampler", ["ancestral", "ddim"])
-def test_clip_guidance_through_the_pipeline(sampler):
+def assert_clip_guidance_changes_the_images(sampler):
+    """CLIP guidance (scale 5) through sample_images moves the images by more than 1 level on average
+    without NaNs; returns the models (their FakeClip recorded the timesteps it saw)."""
     models = tiny_models(
         clip=FakeClip(), clip_tokenize=lambda captions: (fake_tokenize(captions, 6)[0], torch.full((len(captions),), 6))
     )
@@ -287,6 +296,12 @@ def test_clip_guidance_through_the_pipeline(sampler):
     guided = sample_images(models, ["a cat", "a dog"], [0, 1], seed=1, guidance=("clip", 5.0), **common)
     plain = sample_images(models, ["a cat", "a dog"], [0, 1], seed=1, guidance=("none", 0), **common)
     assert guided.nan_samples == [] and (guided.images.int() - plain.images.int()).abs().float().mean() > 1
+    return models
+
+
+@pytest.mark.parametrize("sampler", ["ancestral", "ddim"])
+def test_clip_guidance_through_the_pipeline(sampler):
+    models = assert_clip_guidance_changes_the_images(sampler)
     diffusion = Diffusion.spaced("squaredcos_cap_v2", "5")
     assert [int(t[0]) for t in models.clip.timesteps] == diffusion.timestep_map[::-1]  # original timesteps
     with pytest.raises(ValueError, match="noised CLIP"):

@@ -15,7 +15,12 @@ import numpy as np
 import pytest
 import torch
 from gaussian_closed_form import slope, x_start
-from test_samplers_sampling import FakeClip, fake_tokenize, tiny_models
+from test_samplers_sampling import (
+    assert_clip_guidance_changes_the_images,
+    assert_inpainting_keeps_the_known_region,
+    fake_tokenize,
+    tiny_models,
+)
 
 from samplers.diffusion import Diffusion
 from samplers.guidance import classifier_free_model_fn
@@ -501,32 +506,9 @@ def test_clip_guidance_shifts_the_score(sampler):
 
 @pytest.mark.parametrize("sampler", SOLVERS)
 def test_clip_guidance_and_inpainting_through_the_pipeline(sampler):
-    models = tiny_models(
-        clip=FakeClip(), clip_tokenize=lambda captions: (fake_tokenize(captions, 6)[0], torch.full((len(captions),), 6))
-    )
-    common = dict(respacing="5", sampler=sampler, batch_size=2)
-    guided = sample_images(models, ["a cat", "a dog"], [0, 1], seed=1, guidance=("clip", 5.0), **common)
-    plain = sample_images(models, ["a cat", "a dog"], [0, 1], seed=1, guidance=("none", 0), **common)
-    assert guided.nan_samples == [] and (guided.images.int() - plain.images.int()).abs().float().mean() > 1
-
-    from samplers.pipeline import InpaintSpec
-
-    image = torch.rand(1, 3, 8, 8) * 2 - 1
-    mask = torch.zeros(1, 1, 8, 8)
-    mask[..., :4] = 1
+    assert_clip_guidance_changes_the_images(sampler)
     for inpaint_model in (True, False):
-        models = tiny_models(base_kwargs={"inpaint": inpaint_model})
-        models.base_options["inpaint"] = inpaint_model
-        x = sample_base(
-            models,
-            ["a cat", "grass"],
-            PerSampleNoise(0, [0, 1]),
-            guidance=("cfg", 2.0),
-            respacing="6",
-            sampler=sampler,
-            inpaint=InpaintSpec(image, mask),
-        )
-        torch.testing.assert_close(x[..., :4], image.expand(2, -1, -1, -1)[..., :4], rtol=1e-5, atol=1e-5)
+        assert_inpainting_keeps_the_known_region(inpaint_model, sampler=sampler)
 
 
 @pytest.mark.parametrize("sampler", SOLVERS)
@@ -543,23 +525,30 @@ def test_callback_and_clipping_follow_the_existing_loops(sampler):
     assert unclipped.abs().max() > 1.05
 
 
-def test_sample_base_passes_solver_options():
-    models = tiny_models()
+def cat_model_fn(models):
+    """The base model's classifier-free guided model_fn (scale 3) for the caption "a cat", as sample_base makes it."""
     tokens, mask = fake_tokenize(["a cat"], 8)
     empty_tokens, empty_mask = fake_tokenize([""], 8)
-    fn = classifier_free_model_fn(models.base, tokens, mask, empty_tokens, empty_mask, 3.0)
-    d = Diffusion.spaced("squaredcos_cap_v2", "9")
-    noise = PerSampleNoise(2, ["s"])
-    expected = sample_unipc(fn, noise.initial((1, 3, 8, 8)), d, order=3, variant="bh1")
+    return classifier_free_model_fn(models.base, tokens, mask, empty_tokens, empty_mask, 3.0)
+
+
+def assert_sample_base_runs(solver, diffusion, respacing: str, sampler: str, options: dict, **solver_options):
+    """sample_base("a cat", respacing, sampler, sampler_options=options) on the tiny models equals `solver` run
+    by hand on `diffusion` with sample_base's model_fn and noise; returns the models."""
+    models = tiny_models()
+    expected = solver(cat_model_fn(models), PerSampleNoise(2, ["s"]).initial((1, 3, 8, 8)), diffusion, **solver_options)
     got = sample_base(
-        models,
-        ["a cat"],
-        PerSampleNoise(2, ["s"]),
-        respacing="9",
-        sampler="unipc",
-        sampler_options={"order": 3, "variant": "bh1"},
+        models, ["a cat"], PerSampleNoise(2, ["s"]), respacing=respacing, sampler=sampler, sampler_options=options
     )
     torch.testing.assert_close(got, expected)
+    return models
+
+
+def test_sample_base_passes_solver_options():
+    d = Diffusion.spaced("squaredcos_cap_v2", "9")
+    options = {"order": 3, "variant": "bh1"}
+    models = assert_sample_base_runs(sample_unipc, d, "9", "unipc", options, **options)
+    noise = PerSampleNoise(2, ["s"])
     with pytest.raises(ValueError, match="sampler 'plms' has no option 'order'"):
         sample_base(models, ["a cat"], noise, respacing="9", sampler="plms", sampler_options={"order": 3})
 
@@ -567,24 +556,11 @@ def test_sample_base_passes_solver_options():
 def test_sample_base_takes_lambda_min_and_warns_on_the_capped_start():
     """lambda_min is an option of every sampler: it places the solver grids; a multistep solver on a grid
     starting at the cosine schedule's capped t = 999 is warned, naming the better grid."""
-    models = tiny_models()
-    tokens, mask = fake_tokenize(["a cat"], 8)
-    empty_tokens, empty_mask = fake_tokenize([""], 8)
-    fn = classifier_free_model_fn(models.base, tokens, mask, empty_tokens, empty_mask, 3.0)
     d = Diffusion.spaced("squaredcos_cap_v2", "logsnr6", lambda_min=-3.0)
     assert d.timestep_map != Diffusion.spaced("squaredcos_cap_v2", "logsnr6").timestep_map
-    expected = sample_dpmpp_2m(fn, PerSampleNoise(2, ["s"]).initial((1, 3, 8, 8)), d)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no warning on a solver grid
-        got = sample_base(
-            models,
-            ["a cat"],
-            PerSampleNoise(2, ["s"]),
-            respacing="logsnr6",
-            sampler="dpmpp_2m",
-            sampler_options={"lambda_min": -3.0},
-        )
-    torch.testing.assert_close(got, expected)
+        models = assert_sample_base_runs(sample_dpmpp_2m, d, "logsnr6", "dpmpp_2m", {"lambda_min": -3.0})
     with pytest.warns(GridWarning, match=r"sampler 'unipc' on respacing '6': the grid starts at t = 999.*'logsnr6'"):
         sample_base(models, ["a cat"], PerSampleNoise(2, ["s"]), respacing="6", sampler="unipc")
     with warnings.catch_warnings():

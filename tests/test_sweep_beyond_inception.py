@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from model_files import make_random_clip, make_random_dinov2
-from test_sweep_toy import make_random_toy_assets
+from toy_runs import use_random_toy_world, write_toy_config
 
 from metrics import clip_image
 from metrics.dinov2 import ARCHS, PROTOCOL
@@ -23,33 +23,18 @@ NEW = ["fd_dinov2", "cmmd", "density", "coverage"]
 def test_toy_sweep_with_metrics_beyond_inception(tmp_path, monkeypatch):
     from glide_eval.sweep.config import load_config
     from glide_eval.sweep.run import run_sweep
-    from glide_eval.toy.models import BASE_RESOLUTION
     from reports.build import build_report
 
-    monkeypatch.setenv("GLIDE_EVAL_CACHE", str(tmp_path / "cache"))
-    make_random_toy_assets(tmp_path / "assets")
-    monkeypatch.setenv("GLIDE_EVAL_TOY_ASSETS", str(tmp_path / "assets"))
+    use_random_toy_world(tmp_path, monkeypatch)
     dino = make_random_dinov2(tmp_path / "dinov2_vits14_pretrain.pth", ARCHS["dinov2-vit-s-14"], 0)
     clip = make_random_clip(tmp_path / "tiny.pt", 56, 64, 2, 14, embed_dim=32, text=(64, 1, 1), seed=1)
     clip_image.register(TINY_CLIP, clip_image.Tower(56, 64, 2, 14))
-    path = tmp_path / "toy.toml"
-    path.write_text(f"""
-[run]
-output_dir = "{tmp_path / "out"}"
-batch_size = 6
-shard_size = 6
-device = "cpu"
-[models]
-engine = "toy"
-[weights]
+    path = write_toy_config(
+        tmp_path,
+        respacing="3",
+        rest=f"""[weights]
 dinov2 = "{dino}"
 clip_image = "{clip}"
-[sampler]
-resolution = {BASE_RESOLUTION}
-base_respacing = "3"
-[captions]
-source = "toy"
-n = 12
 [grid]
 unguided = true
 cfg = [3.0]
@@ -59,7 +44,8 @@ dinov2_extractor = "dinov2-vit-s-14"
 clip_image_extractor = "{TINY_CLIP}"
 reference_n = 16
 ci = true
-""")
+""",
+    )
     try:
         config = load_config(path)
         run_sweep(config, progress=False, log=lambda m: None)

@@ -9,55 +9,26 @@ import json
 import numpy as np
 import pandas as pd
 
-
-def make_random_toy_assets(folder):
-    """Every toy weight file, random-initialised, in the shipped format (independent of training)."""
-    import torch
-
-    from glide_eval.toy import models as toy_models
-
-    torch.manual_seed(0)
-    options = {
-        "base": toy_models.BASE_OPTIONS,
-        "upsample": toy_models.UPSAMPLE_OPTIONS,
-        "noised_clip": toy_models.NOISED_CLIP_CONFIG,
-        "classifier": toy_models.CLASSIFIER_OPTIONS,
-        "clip": toy_models.CLIP_OPTIONS,
-    }
-    folder.mkdir()
-    for kind, opts in options.items():
-        toy_models.save_weights(toy_models.build(kind, opts), kind, opts, folder / toy_models.FILES[kind])
+# test_preflight.py imports make_random_toy_assets from here
+from toy_runs import make_random_toy_assets as make_random_toy_assets
+from toy_runs import use_random_toy_world, write_toy_config
 
 
 def test_toy_sweep_end_to_end(tmp_path, monkeypatch):
 
     from glide_eval.sweep.config import load_config
     from glide_eval.sweep.run import run_sweep
-    from glide_eval.toy.models import BASE_RESOLUTION, load_toy_models
+    from glide_eval.toy.models import load_toy_models
     from metrics.extractors import create_extractor
     from reports.build import build_report
     from samplers.pipeline import sample_images
 
-    monkeypatch.setenv("GLIDE_EVAL_CACHE", str(tmp_path / "cache"))
-    make_random_toy_assets(tmp_path / "assets")
-    monkeypatch.setenv("GLIDE_EVAL_TOY_ASSETS", str(tmp_path / "assets"))
-    path = tmp_path / "toy.toml"
-    path.write_text(f"""
-[run]
-output_dir = "{tmp_path / "out"}"
-batch_size = 6
-shard_size = 6
-device = "cpu"
-previews = 3
-[models]
-engine = "toy"
-[sampler]
-resolution = {BASE_RESOLUTION}
-base_respacing = "4"
-[captions]
-source = "toy"
-n = 12
-[grid]
+    use_random_toy_world(tmp_path, monkeypatch)
+    path = write_toy_config(
+        tmp_path,
+        respacing="4",
+        run="previews = 3",
+        rest="""[grid]
 unguided = true
 cfg = [3.0]
 clip = [2.0]
@@ -68,7 +39,8 @@ steps_guidance = "cfg:3.0"
 reference_n = 32
 ci = true
 bootstrap = 20
-""")
+""",
+    )
     config = load_config(path)
     run_sweep(config, progress=False, log=lambda m: None)
     df = pd.read_parquet(config.output_dir / "results.parquet")

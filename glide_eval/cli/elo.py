@@ -11,6 +11,7 @@ import click
 import pandas as pd
 
 from glide_eval.cli import echo_json
+from glide_eval.cli.options import out_file_option
 from human_eval.elo import analyze
 from human_eval.figure7 import FigureError, check_guidance_names, draw_figure7, ratings_warnings
 from human_eval.fit import FitError
@@ -186,13 +187,7 @@ def _read_ratings(path: Path):
 
 @click.command("elo-plot")
 @click.argument("source", metavar="FILE.csv|RATINGS", type=click.Path(exists=True))
-@click.option(
-    "--out",
-    "out_path",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Figure path (.png); a .pdf is written beside it.",
-)
+@out_file_option("Figure path (.png); a .pdf is written beside it.")
 @_judgment_options
 @click.option("--json", "as_json", is_flag=True, help="Print the written files as JSON.")
 def elo_plot_command(source, out_path, question, level, rounds, seed, l2, fmt, drop_invalid, encoding, as_json):

@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 from tqdm import tqdm
 
+from glide_eval.cli.options import out_file_option
 from glide_eval.judge.images import JudgeImagesError, build_catalog
 from human_eval.judge.access import ADMIN, Access, AccessError
 from human_eval.judge.app import QUESTIONS, JudgeApp, bind, run_server
@@ -99,17 +100,18 @@ def _check_out(out_path: str, run_dirs: list[str]) -> None:
             )
 
 
+def _share_of_trials_option(flag: str, what: str):
+    """A quality-control rate: the share of trials (0 to 0.5, default 0) that `what`."""
+    return click.option(
+        flag, type=click.FloatRange(0, 0.5), default=0.0, show_default=True, help=f"Share of trials that {what}"
+    )
+
+
 @click.command("judge")
 @click.argument(
     "run_dirs", metavar="RUN_DIR...", nargs=-1, required=True, type=click.Path(exists=True, file_okay=False)
 )
-@click.option(
-    "--out",
-    "out_path",
-    required=True,
-    type=click.Path(dir_okay=False),
-    help="Judgments CSV: created, or appended to when it exists (a restarted session).",
-)
+@out_file_option("Judgments CSV: created, or appended to when it exists (a restarted session).")
 @click.option(
     "--raters",
     default=None,
@@ -149,20 +151,8 @@ def _check_out(out_path: str, run_dirs: list[str]) -> None:
     show_default=True,
     help="Answers per rater the progress bar counts up to.",
 )
-@click.option(
-    "--attention-rate",
-    type=click.FloatRange(0, 0.5),
-    default=0.0,
-    show_default=True,
-    help="Share of trials that show one image on both sides (the right answer is a tie).",
-)
-@click.option(
-    "--repeat-rate",
-    type=click.FloatRange(0, 0.5),
-    default=0.0,
-    show_default=True,
-    help="Share of trials that repeat one of the rater's earlier pairs, sides swapped.",
-)
+@_share_of_trials_option("--attention-rate", "show one image on both sides (the right answer is a tie).")
+@_share_of_trials_option("--repeat-rate", "repeat one of the rater's earlier pairs, sides swapped.")
 def judge_command(
     run_dirs,
     out_path,

@@ -28,6 +28,15 @@ from metrics.reference import REFERENCE_PACKAGES
 from storage import package_versions
 
 
+def _role_options(role: str, prefix: str, envvar: str, weights_help: str, extractor_help: str):
+    """`PREFIX-weights` (or $ENVVAR) and `PREFIX-extractor` (default: the role's) of a feature role."""
+    weights = click.option(f"{prefix}-weights", envvar=envvar, help=weights_help)
+    extractor = click.option(
+        f"{prefix}-extractor", default=DEFAULT_EXTRACTORS[role], show_default=True, help=extractor_help
+    )
+    return lambda command: weights(extractor(command))
+
+
 @click.command("metrics")
 @click.option("--gen", "gen_path", required=True, help="Folder of images, arr_0 .npz, or feature-state .npz.")
 @click.option(
@@ -77,27 +86,19 @@ from storage import package_versions
 )
 @click.option("--extractor", default="inception-v3-compat", show_default=True, help="Image feature extractor.")
 @click.option("--clip-extractor", default="clip-vit-b-16", show_default=True, help="CLIP scorer.")
-@click.option(
-    "--dinov2-weights",
-    envvar="GLIDE_EVAL_DINOV2",
-    help="Official DINOv2 checkpoint (dinov2_vitl14_pretrain.pth for the default) for fd_dinov2, density, coverage.",
+@_role_options(
+    DINOV2_ROLE,
+    "--dinov2",
+    "GLIDE_EVAL_DINOV2",
+    "Official DINOv2 checkpoint (dinov2_vitl14_pretrain.pth for the default) for fd_dinov2, density, coverage.",
+    "Extractor of fd_dinov2, density and coverage (dinov2-vit-{s,b,l,g}-14, or any image extractor).",
 )
-@click.option(
-    "--dinov2-extractor",
-    default=DEFAULT_EXTRACTORS[DINOV2_ROLE],
-    show_default=True,
-    help="Extractor of fd_dinov2, density and coverage (dinov2-vit-{s,b,l,g}-14, or any image extractor).",
-)
-@click.option(
-    "--clip-image-weights",
-    envvar="GLIDE_EVAL_CLIP_IMAGE",
-    help="OpenAI CLIP file (ViT-L-14-336px.pt for the default) for cmmd and fd_clip; default: --clip-weights.",
-)
-@click.option(
-    "--clip-image-extractor",
-    default=DEFAULT_EXTRACTORS[CLIP_ROLE],
-    show_default=True,
-    help="Extractor of cmmd and fd_clip (clip-vit-l-14-336 as CMMD's paper, or clip-vit-l-14).",
+@_role_options(
+    CLIP_ROLE,
+    "--clip-image",
+    "GLIDE_EVAL_CLIP_IMAGE",
+    "OpenAI CLIP file (ViT-L-14-336px.pt for the default) for cmmd and fd_clip; default: --clip-weights.",
+    "Extractor of cmmd and fd_clip (clip-vit-l-14-336 as CMMD's paper, or clip-vit-l-14).",
 )
 @click.option(
     "--names",
