@@ -94,8 +94,9 @@ def test_reader_reports_every_bad_row_at_its_line(case, drop):
         assert bad and not drop
         message = str(e)
         assert f"{len(bad)} invalid row(s) of {len(bad) + len(good)}" in message
-        reported = {int(line.split(":")[1]) for line in message.splitlines()[1:]}
-        assert reported == set(bad)
+        *rows, advice = message.splitlines()[1:]
+        assert {int(line.split(":")[1]) for line in rows} == set(bad)
+        assert "--drop-invalid" in advice
         return
     assert drop or not bad
     assert {i.line: i.kind for i in j.issues} == bad
