@@ -23,6 +23,7 @@ from click.testing import CliRunner
 from test_sweep import env_with_tests_on_path, metric_table, write_config
 
 from glide_eval.cli import main
+from glide_eval.sweep import lock as lock_module
 from glide_eval.sweep.config import load_config
 from glide_eval.sweep.launcher import exit_with_launcher
 from glide_eval.sweep.lock import HOLDER_NAME, RunDirBusy, RunLock
@@ -119,18 +120,22 @@ def test_a_sigkilled_holder_does_not_block_the_next_run(tmp_path):
     assert summary["shards_run"] == 16
 
 
-def test_wait_waits_for_the_holder_then_runs(tmp_path):
+def test_wait_waits_for_the_holder_then_runs(tmp_path, monkeypatch):
     path = write_config(tmp_path)
     out = tmp_path / "out"
     proc = hold_lock(out)
     refused = CliRunner().invoke(main, ["sweep", str(path), "--no-progress"])
     assert refused.exit_code == 1 and f"PID {proc.pid}" in refused.output and "--wait" in refused.output
     assert "Traceback" not in refused.output
-    released = []
+    # the holder lets go once the waiting sweep has found the lock taken (no fixed sleep: any load)
+    waiting = threading.Event()
+    describe = lock_module.describe_holder
+    monkeypatch.setattr(lock_module, "describe_holder", lambda info: (waiting.set(), describe(info))[1])
+    results_at_release = []
 
     def release_later():
-        time.sleep(1.0)
-        released.append(time.time())
+        waiting.wait(timeout=300)
+        results_at_release.append((out / "results.parquet").exists())
         let_go(proc)
 
     threading.Thread(target=release_later, daemon=True).start()
@@ -138,8 +143,8 @@ def test_wait_waits_for_the_holder_then_runs(tmp_path):
     proc.wait()
     assert waited.exit_code == 0, waited.output
     assert f"PID {proc.pid}" in waited.output and "waiting for" in waited.output
-    assert proc.returncode == 0 and released  # it ran only after the holder let go
-    assert (out / "results.parquet").stat().st_mtime > released[0] - 0.1  # written after the release
+    # it ran only after the holder let go: no results when it did, results now (no clocks compared)
+    assert proc.returncode == 0 and results_at_release == [False]
     assert len(pd.read_parquet(out / "results.parquet")) == 4
 
 
@@ -208,7 +213,7 @@ def test_a_worker_ends_when_its_launcher_is_sigkilled(tmp_path):
     )
     worker = int(launcher.stdout.readline())
     try:
-        time.sleep(0.5)  # the worker has armed the death signal (it is still running)
+        assert launcher.stdout.readline().strip() == "armed"  # the worker has asked for the signal
         assert not gone(worker)
         launcher.send_signal(signal.SIGKILL)
         launcher.wait()
