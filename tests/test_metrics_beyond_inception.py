@@ -4,7 +4,7 @@
 import numpy as np
 import pytest
 import torch
-from metric_worlds import World, paired_draw
+from metric_worlds import SLOW_WORLD_IDS, SLOW_WORLDS, World, paired_draw
 from test_metrics_intervals import coverage as interval_coverage
 
 from metrics import calculate_metrics
@@ -168,11 +168,7 @@ def test_coverage_new_metrics_fast():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "world",
-    [World(d=16, n=400, shift=0.3, scale=1.2), World(d=32, n=1000, shift=0.2, scale=1.1)],
-    ids=["d16n400", "d32n1000"],
-)
+@pytest.mark.parametrize("world", SLOW_WORLDS, ids=SLOW_WORLD_IDS)
 def test_coverage_new_metrics(world):
     got = coverage(world, reps=400)
     print(world, "(coverage, mean SE / SD):", got)

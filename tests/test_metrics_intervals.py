@@ -5,7 +5,7 @@ where a metric's expectation at n is the mean over many repeated draws)."""
 import numpy as np
 import pytest
 import torch
-from metric_worlds import World, paired_draw
+from metric_worlds import SLOW_WORLD_IDS, SLOW_WORLDS, World, paired_draw
 
 from metrics import calculate_metrics
 from metrics.calculate import NAMES, Options, register_metric
@@ -211,11 +211,7 @@ def test_coverage_every_metric_fast():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(
-    "world",
-    [World(d=16, n=400, shift=0.3, scale=1.2), World(d=32, n=1000, shift=0.2, scale=1.1)],
-    ids=["d16n400", "d32n1000"],
-)
+@pytest.mark.parametrize("world", SLOW_WORLDS, ids=SLOW_WORLD_IDS)
 def test_coverage_every_metric(world):
     got = coverage(world, reps=400)
     print(world, "(coverage, mean SE / SD):", got)
