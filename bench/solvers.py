@@ -18,7 +18,8 @@ features, so a rerun (or a longer `--solvers` list) samples only the new setting
     .venv/bin/python bench/solvers.py --count-only
     .venv/bin/python bench/solvers.py --closed-form
     .venv/bin/python bench/solvers.py --n 1024 --steps 5,6,8,10 --grids uniform,ddim,logsnr,karras,quad \
-        --cache runs/bench_solvers_cache --json runs/bench_solvers.json
+        --cache runs/bench_solvers_cache --json runs/bench_solvers.json --markdown runs/bench_solvers.md \
+        --verdicts runs/bench_solvers_verdicts.csv
 """
 
 from __future__ import annotations
@@ -34,11 +35,12 @@ import time
 sys.path = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 
 from samplers.sampling import SAMPLERS, check_sampler_options, model_evaluations  # noqa: E402
 from samplers.schedules import SOLVER_GRIDS, count_steps, grid_kind  # noqa: E402
-from storage.files import save_npz, write_json  # noqa: E402
+from storage.files import atomic_write_text, save_npz, write_json  # noqa: E402
 
 REFERENCE = ("ancestral", "250")
 GRIDS = ("uniform", "ddim", *SOLVER_GRIDS)
@@ -93,6 +95,8 @@ def parse_args():
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     parser.add_argument("--count-only", action="store_true", help="only count model evaluations")
     parser.add_argument("--json", default="", help="write the results here (atomically)")
+    parser.add_argument("--verdicts", default="", help="write the report's steps_verdicts.csv of the frontier here")
+    parser.add_argument("--markdown", default="", help="write the frontier as markdown tables here (atomically)")
     args = parser.parse_args()
     try:
         args.solvers = [parse_solver(s) for s in args.solvers.split(",") if s]
@@ -206,17 +210,79 @@ def paired_fid_difference(reference, candidate, reference_pool) -> dict:
     }
 
 
-def fewest_steps(rows: list[dict]) -> dict:
-    """Per "method grid", the fewest steps whose FID is not significantly above the reference's (the
-    paired difference's interval reaches 0 or below; None: never)."""
-    best: dict = {}
-    for row in rows:
-        line = f"{row['method']} {row['grid']}"
-        inside = row["fid_difference_low"] <= 0
-        if inside and (best.get(line) is None or row["steps"] < best[line]):
-            best[line] = row["steps"]
-        best.setdefault(line, None)
-    return best
+def setting_name(method: str, respacing: str) -> str:
+    return f"{method}-{respacing}"
+
+
+def verdicts(rows: list[dict], reference: str) -> pd.DataFrame:
+    """The report's `steps_verdicts.csv` (reports.steps.steps_verdicts, the same function) of these rows: per
+    solver and grid the fewest steps whose paired FID difference from the reference reaches 0 or below."""
+    from reports.steps import steps_verdicts
+
+    results = pd.DataFrame(
+        {
+            "family": "steps",
+            "method": r["method"],
+            "base_respacing": r["respacing"],
+            "fid": r["fid"],
+            "setting": setting_name(r["method"], r["respacing"]),
+        }
+        for r in rows
+    )
+    differences = pd.DataFrame(
+        {
+            "kind": "steps-reference",
+            "metric": "fid",
+            "setting_a": reference,
+            "setting_b": setting_name(r["method"], r["respacing"]),
+            "difference": r["fid_difference"],
+            "ci_low": r["fid_difference_low"],
+            "ci_high": r["fid_difference_high"],
+        }
+        for r in rows
+    )
+    return steps_verdicts(results, differences)
+
+
+def fewest_steps(rows: list[dict], table: pd.DataFrame) -> dict:
+    """{"method grid": fewest steps within (None: never)} from the verdicts table."""
+    from reports.steps import line_label
+
+    lines = {line_label(r["method"], r["respacing"]): f"{r['method']} {r['grid']}" for r in rows}
+    return {
+        lines[v["method"]]: None if pd.isna(v["fewest_steps"]) else int(v["fewest_steps"]) for _, v in table.iterrows()
+    }
+
+
+def markdown_tables(rows: list[dict], fewest: dict) -> str:
+    """The frontier as two markdown tables: the fewest steps within the reference's paired interval
+    per solver (rows) and grid (columns), then every setting's paired difference (bold: within)."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    grids = list(dict.fromkeys(r["grid"] for r in rows))
+    steps = sorted({r["steps"] for r in rows})
+    spelled = {g: '`"N"` (GLIDE)' if g == "uniform" else f"`{g}N`" for g in grids}
+    lines = ["| solver | " + " | ".join(spelled[g] for g in grids) + " |", "|---|" + "---|" * len(grids)]
+    for m in methods:
+        cells = [fewest.get(f"{m} {g}", "not run") for g in grids]
+        lines.append(f"| {m} | " + " | ".join("-" if c is None else str(c) for c in cells) + " |")
+    lines += ["", "| solver | grid | " + " | ".join(f"{n} steps" for n in steps) + " | fewest within |"]
+    lines.append("|---|---|" + "---:|" * len(steps) + "---|")
+    for m in methods:
+        for g in grids:
+            by_steps = {r["steps"]: r for r in rows if r["method"] == m and r["grid"] == g}
+            if not by_steps:
+                continue
+            cells = []
+            for n in steps:
+                r = by_steps.get(n)
+                if r is None:
+                    cells.append("")
+                    continue
+                cell = f"{r['fid_difference']:+.2f} [{r['fid_difference_low']:+.2f}, {r['fid_difference_high']:+.2f}]"
+                cells.append(f"**{cell}**" if r["fid_difference_low"] <= 0 else cell)
+            best = fewest.get(f"{m} {g}")
+            lines.append(f"| {m} | {spelled[g]} | " + " | ".join(cells) + f" | {'-' if best is None else best} |")
+    return "\n".join(lines) + "\n"
 
 
 def closed_form_table() -> list[dict]:
@@ -287,8 +353,13 @@ def main():
             )
         payload["toy_fid"] = rows
         if reference:
-            payload["fewest_steps_within_reference"] = fewest_steps(rows[1:])
+            table = verdicts(rows[1:], setting_name(*reference[0][::2]))
+            payload["fewest_steps_within_reference"] = fewest_steps(rows[1:], table)
+            if args.verdicts:
+                atomic_write_text(args.verdicts, table.to_csv(index=False))
             print("fewest steps not significantly worse than the reference:", payload["fewest_steps_within_reference"])
+            if args.markdown:
+                atomic_write_text(args.markdown, markdown_tables(rows[1:], payload["fewest_steps_within_reference"]))
     if args.json:
         write_json(args.json, payload)
 
