@@ -30,7 +30,7 @@ def train_command(out, stages, threads, jobs, cache_dir, check, as_json):
     """Retrain the toy world's models (evaluation nets, base, noised CLIP, upsampler) from scratch.
 
     Each stage trains in its own process with torch's CPU kernels pinned (AVX2 on x86-64), so the
-    same torch version rebuilds the shipped files bit for bit on any x86-64 CPU with AVX2."""
+    same torch version and --threads rebuild the shipped files bit for bit on any x86-64 CPU with AVX2."""
     names = [s.strip() for s in stages.split(",") if s.strip()]
     try:
         results = (verify if check else train_stages)(out, names, threads, cache_dir, jobs)

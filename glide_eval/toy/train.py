@@ -16,9 +16,21 @@ The two diffusion models weight the eps MSE toward high noise (`hybrid_loss`, `m
 high noise (its backgrounds matched captions at chance). The base takes a tenth of the
 upsampler's emphasis: more starved the low-noise steps, where shapes are drawn (unguided shape
 accuracy on 512 captions after 6400 steps: 0.44 at max_weight 100 / high_noise 0.4, 0.60 at 10 / 0.2).
-`--jobs 2` (default) trains two stages at a time in one-thread processes.
-Seeds are fixed and torch runs deterministically; the manifest records config, seed,
-per-file sha256, measured metrics, training time and package versions.
+Each stage trains in its own worker process (`--jobs 2`, the CLI's default: two at a time, one
+thread each).
+
+Reproducibility. Seeds are fixed and torch runs deterministically, but float results depend
+on the CPU kernels torch (ATen), oneDNN and MKL choose by instruction set. A worker's
+environment pins all three before torch starts (`kernel_pins`: AVX2 on x86-64 CPUs that have
+it, the portable level on older x86, nothing on other architectures) and the worker checks
+that torch took the pin. Weight files and train logs hold no file names or times. So:
+- bit for bit: with the same torch version and --threads (1 by default) on any x86-64 CPU
+  with AVX2 (the pinned kernels), a stage rebuilds the same weight file and log
+  (`glide-eval toy-models --verify` checks it);
+- not bit for bit: other architectures (no pins) and other torch versions run the same
+  training with other rounding, so the weights differ slightly.
+The manifest records per file the config, seed, sha256, measured metrics, training time,
+threads, the CPU (`cpu`: kernel capability, pins, machine, model) and package versions.
 """
 
 from __future__ import annotations
