@@ -363,3 +363,28 @@ def test_verify_reports_equal_and_then_the_changed_tensor(tmp_path, monkeypatch)
 
     res = CliRunner().invoke(main, ["toy-models", "--verify", "--stages", "clip", "--out", str(shipped)])
     assert res.exit_code == 2 and "no entry for clip.pt" in res.output and "manifest.json" in res.output
+
+
+def test_portable_pins_train_on_default_kernels_and_a_pin_that_does_not_take_stops_the_worker(
+    tmp_path, monkeypatch, capfd
+):
+    """The pre-AVX2 pins run the worker on torch's DEFAULT kernels (as recorded); a capability
+    torch ignores (it warns and keeps the CPU's own level) fails the stage before training."""
+    import json
+    import platform
+
+    import pytest
+
+    if platform.machine() != "x86_64":
+        pytest.skip("the pins apply to x86 only")
+    _tiny(monkeypatch)
+    portable = T.kernel_pins("x86_64", avx2=False)
+    monkeypatch.setattr(T, "kernel_pins", lambda: portable)
+    T.train(tmp_path / "portable", ["classifier"], threads=1)
+    cpu = json.loads((tmp_path / "portable" / "manifest.json").read_text())["files"]["classifier.pt"]["cpu"]
+    assert cpu["capability"] == "DEFAULT" and cpu["pins"] == portable
+    monkeypatch.setattr(T, "kernel_pins", lambda: {"ATEN_CPU_CAPABILITY": "sse9"})
+    with pytest.raises(RuntimeError, match="'classifier': its training process failed"):
+        T.train(tmp_path / "bad", ["classifier"], threads=1)
+    assert "ATEN_CPU_CAPABILITY=sse9 did not take" in capfd.readouterr().err
+    assert not (tmp_path / "bad" / "classifier.pt").exists()
