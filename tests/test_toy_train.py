@@ -363,6 +363,10 @@ def test_verify_reports_equal_and_then_the_changed_tensor(tmp_path, monkeypatch)
 
     res = CliRunner().invoke(main, ["toy-models", "--verify", "--stages", "clip", "--out", str(shipped)])
     assert res.exit_code == 2 and "no entry for clip.pt" in res.output and "manifest.json" in res.output
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "manifest.json").write_text("{")
+    res = CliRunner().invoke(main, ["toy-models", "--verify", "--out", str(tmp_path / "broken")])
+    assert res.exit_code == 2 and "not a toy-models manifest" in res.output and "--out" in res.output
 
 
 def test_portable_pins_train_on_default_kernels_and_a_pin_that_does_not_take_stops_the_worker(

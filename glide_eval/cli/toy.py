@@ -35,7 +35,8 @@ def train_command(out, stages, threads, jobs, cache_dir, check, as_json):
     try:
         results = (verify if check else train_stages)(out, names, threads, cache_dir, jobs)
     except ValueError as e:  # an unknown stage name, or (--verify) a missing manifest entry or file
-        raise click.BadParameter(str(e), param_hint="--stages" if "stage" in str(e) else "--out") from None
+        hint = "--stages" if str(e).startswith("unknown stage") else "--out"
+        raise click.BadParameter(str(e), param_hint=hint) from None
     if as_json:
         echo_json(results)
     elif check:

@@ -773,7 +773,10 @@ def verify(out, stages=STAGES, threads: int = 2, cache_dir=None, jobs: int = 1) 
     path = out / "manifest.json"
     if not path.is_file():
         raise ValueError(f"{path}: no manifest to verify against")
-    shipped = json.loads(path.read_text())["files"]
+    try:
+        shipped = json.loads(path.read_text())["files"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a toy-models manifest ({e!r})") from None
     for stage in stages:
         name = toy_models.FILES[stage]
         if name not in shipped:
