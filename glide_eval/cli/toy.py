@@ -29,8 +29,9 @@ from glide_eval.toy.train import train as train_stages
 def train_command(out, stages, threads, jobs, cache_dir, check, as_json):
     """Retrain the toy world's models (evaluation nets, base, noised CLIP, upsampler) from scratch.
 
-    Each stage trains in its own process with torch's CPU kernels pinned (AVX2 on x86-64), so the
-    same torch version and --threads rebuild the shipped files bit for bit on any x86-64 CPU with AVX2."""
+    Each stage trains in its own process with torch's CPU kernels pinned (AVX2 on x86-64), so that
+    the same torch version and --threads rebuild the shipped files bit for bit on x86-64 CPUs with
+    AVX2 (checked on one machine so far: see the README's toy world)."""
     names = [s.strip() for s in stages.split(",") if s.strip()]
     try:
         results = (verify if check else train_stages)(out, names, threads, cache_dir, jobs)

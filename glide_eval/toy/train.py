@@ -24,9 +24,10 @@ on the CPU kernels torch (ATen), oneDNN and MKL choose by instruction set. A wor
 environment pins all three before torch starts (`kernel_pins`: AVX2 on x86-64 CPUs that have
 it, the portable level on older x86, nothing on other architectures) and the worker checks
 that torch took the pin. Weight files and train logs hold no file names or times. So:
-- bit for bit: with the same torch version and --threads (1 by default) on any x86-64 CPU
-  with AVX2 (the pinned kernels), a stage rebuilds the same weight file and log
-  (`glide-eval toy-models --verify` checks it);
+- bit for bit (the design; checked on one Intel AVX512 machine, see the README): with the same
+  torch version and --threads (1 by default) on x86-64 CPUs with AVX2 (the pinned kernels), a
+  stage rebuilds the same weight file and log (`glide-eval toy-models --verify` checks it).
+  MKL documents its AVX2 branch as reproducible on Intel CPUs only, oneDNN nothing across CPUs;
 - not bit for bit: other architectures (no pins) and other torch versions run the same
   training with other rounding, so the weights differ slightly.
 The manifest records per file the config, seed, sha256, measured metrics, training time,
