@@ -162,9 +162,11 @@ def test_tiny_training_is_reproducible_and_resumes(tmp_path, monkeypatch):
     monkeypatch.setitem(T.CONFIG, "classifier", cfg)
     monkeypatch.setattr(T, "classifier_accuracy", lambda model, n=0: {})
     torch.set_num_threads(1)
-    T.train(tmp_path / "a", ["classifier"], threads=1)
+    # in this process (`train` would start a worker process, which the patches below do not reach)
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+    T._train_stage("classifier", cfg, tmp_path / "a", 1, None)
     # interrupted after 3 steps (resume file written), then resumed: same weights
-    monkeypatch.setitem(T.CONFIG, "classifier", dict(cfg))
     real_loop = T._loop
 
     def interrupted(*args, **kwargs):
@@ -180,12 +182,12 @@ def test_tiny_training_is_reproducible_and_resumes(tmp_path, monkeypatch):
 
     monkeypatch.setattr(T, "_loop", interrupted)
     try:
-        T.train(tmp_path / "b", ["classifier"], threads=1)
+        T._train_stage("classifier", cfg, tmp_path / "b", 1, None)
     except KeyboardInterrupt:
         pass
     assert (tmp_path / "b" / ".resume_classifier.pt").is_file()
     monkeypatch.setattr(T, "_loop", real_loop)
-    T.train(tmp_path / "b", ["classifier"], threads=1)
+    T._train_stage("classifier", cfg, tmp_path / "b", 1, None)
     a = torch.load(tmp_path / "a" / "classifier.pt", weights_only=True)["state_dict"]
     b = torch.load(tmp_path / "b" / "classifier.pt", weights_only=True)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -213,9 +215,7 @@ def test_parallel_jobs_train_the_same_weights(tmp_path, monkeypatch):
     T.train(tmp_path / "seq", ["classifier", "clip"], threads=1, jobs=1)
     T.train(tmp_path / "par", ["classifier", "clip"], threads=1, jobs=2)
     for name in ("classifier.pt", "clip.pt"):
-        a = torch.load(tmp_path / "seq" / name, weights_only=True)["state_dict"]
-        b = torch.load(tmp_path / "par" / name, weights_only=True)["state_dict"]
-        assert all(torch.equal(a[k], b[k]) for k in a), name
+        assert (tmp_path / "seq" / name).read_bytes() == (tmp_path / "par" / name).read_bytes(), name
     manifest = json.loads((tmp_path / "par" / "manifest.json").read_text())
     assert set(manifest["files"]) == {"classifier.pt", "clip.pt"}
     assert manifest["files"]["clip.pt"]["config"]["steps"] == 4
@@ -252,3 +252,143 @@ def test_noised_clip_stage_is_reproducible_and_logs_retrieval_by_noise(tmp_path,
     for t in T.RETRIEVAL_TIMESTEPS:  # signal left: sqrt(alpha_bar) of the cosine schedule after step t
         signal = math.cos(((t + 1) / 1000 + 0.008) / 1.008 * math.pi / 2) / math.cos(0.008 / 1.008 * math.pi / 2)
         assert re.search(rf"t{t}  signal {signal:.3f}  top1 {retrieval[f't{t}']['top1']:.3f}", log), log
+
+
+def _tiny(monkeypatch, stage="classifier"):
+    monkeypatch.setitem(T.CONFIG, stage, dict(T.CONFIG[stage], n_train=64, steps=4, batch=8))
+
+
+def _has_avx2() -> bool:
+    flags = [line for line in open("/proc/cpuinfo") if line.startswith("flags")]
+    return bool(flags) and "avx2" in flags[0].split()
+
+
+def test_weight_file_bytes_do_not_depend_on_its_name(tmp_path):
+    """torch.save names its zip archive's root folder after the file it writes; save_weights'
+    bytes must depend only on the tensors (the atomic writer's temporary name is random)."""
+    import zipfile
+
+    from glide_eval.toy import models as M
+
+    torch.manual_seed(0)
+    model = M.build("classifier", M.CLASSIFIER_OPTIONS)
+    M.save_weights(model, "classifier", M.CLASSIFIER_OPTIONS, tmp_path / "classifier.pt")
+    M.save_weights(model, "classifier", M.CLASSIFIER_OPTIONS, tmp_path / "sub" / "another name.pt")
+    assert (tmp_path / "classifier.pt").read_bytes() == (tmp_path / "sub" / "another name.pt").read_bytes()
+    assert {n.split("/")[0] for n in zipfile.ZipFile(tmp_path / "classifier.pt").namelist()} == {"archive"}
+
+
+def test_kernel_pins_and_the_worker_environment(monkeypatch):
+    avx2 = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
+    portable = {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_CBWR": "COMPATIBLE"}
+    assert T.kernel_pins("x86_64", avx2=True) == avx2
+    assert T.kernel_pins("AMD64", avx2=False) == portable
+    assert T.kernel_pins("aarch64", avx2=True) == {} and T.kernel_pins("arm64") == {}
+    monkeypatch.setenv("MKL_CBWR", "AUTO")  # inherited settings never reach a worker
+    monkeypatch.setenv("PYTHONPATH", "/somewhere")
+    assert T.worker_env(avx2)["MKL_CBWR"] == "AVX2"
+    env = T.worker_env({})
+    assert not set(T.PIN_VARIABLES) & set(env)
+    from pathlib import Path
+
+    root, rest = env["PYTHONPATH"].split(":")
+    assert (Path(root) / "glide_eval" / "toy" / "train.py").samefile(T.__file__) and rest == "/somewhere"
+
+
+def test_a_stage_retrains_to_identical_bytes_in_a_pinned_worker(tmp_path, monkeypatch):
+    """The same stage trained twice into differently named folders (each in a worker process):
+    byte-identical weights and log, and the manifest says which kernels and machine trained it."""
+    import json
+    import platform
+
+    from storage import sha256_file
+
+    _tiny(monkeypatch)
+    T.train(tmp_path / "first", ["classifier"], threads=1)
+    T.train(tmp_path / "second run", ["classifier"], threads=1)
+    for name in ("classifier.pt", "train_log_classifier.csv"):
+        assert (tmp_path / "first" / name).read_bytes() == (tmp_path / "second run" / name).read_bytes(), name
+    entries = [
+        json.loads((tmp_path / d / "manifest.json").read_text())["files"]["classifier.pt"]
+        for d in ("first", "second run")
+    ]
+    assert entries[0]["sha256"] == entries[1]["sha256"] == sha256_file(tmp_path / "first" / "classifier.pt")
+    cpu = entries[0]["cpu"]
+    assert cpu["machine"] == platform.machine() and entries[0]["threads"] == 1
+    assert entries[0]["versions"]["torch"] == torch.__version__
+    if platform.machine() == "x86_64" and _has_avx2():  # the pin took: AVX2 kernels also on an AVX512 CPU
+        assert cpu["capability"] == "AVX2"
+        assert cpu["pins"] == {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
+    model = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
+    if model:  # Linux on x86
+        assert cpu["model"] == model[0]
+
+
+def test_verify_reports_equal_and_then_the_changed_tensor(tmp_path, monkeypatch):
+    """`toy-models --verify` retrains into a temporary folder: equal for a stage just trained;
+    after one weight of the shipped file is zeroed, "differs" by exactly that weight's size."""
+    import io
+    import json
+
+    from click.testing import CliRunner
+
+    from glide_eval.cli import main
+    from storage import sha256_file
+
+    _tiny(monkeypatch)
+    shipped = tmp_path / "shipped"
+    T.train(shipped, ["classifier"], threads=1)
+    args = ["toy-models", "--verify", "--stages", "classifier", "--out", str(shipped), "--jobs", "1"]
+    res = CliRunner().invoke(main, [*args, "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output)["classifier"]
+    original = sha256_file(shipped / "classifier.pt")
+    assert report["equal"] and report["max_abs_diff"] == 0.0 and report["same_config"]
+    assert report["shipped_sha256"] == report["rebuilt_sha256"] == report["manifest_sha256"] == original
+
+    blob = torch.load(shipped / "classifier.pt", weights_only=True)
+    key = next(k for k, v in blob["state_dict"].items() if v.is_floating_point() and v.numel() > 1)
+    flat = blob["state_dict"][key].view(-1)
+    i = int(flat.abs().argmax())
+    changed = float(flat[i].abs())
+    flat[i] = 0.0
+    buffer = io.BytesIO()
+    torch.save(blob, buffer)
+    (shipped / "classifier.pt").write_bytes(buffer.getvalue())
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 1, res.output
+    assert changed > 0 and f"classifier: differs (max parameter difference {changed:.3g})" in res.output
+    assert f"shipped {sha256_file(shipped / 'classifier.pt')}" in res.output and f"rebuilt {original}" in res.output
+    assert f"not the one its manifest lists ({original})" in res.output
+
+    res = CliRunner().invoke(main, ["toy-models", "--verify", "--stages", "clip", "--out", str(shipped)])
+    assert res.exit_code == 2 and "no entry for clip.pt" in res.output and "manifest.json" in res.output
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "manifest.json").write_text("{")
+    res = CliRunner().invoke(main, ["toy-models", "--verify", "--out", str(tmp_path / "broken")])
+    assert res.exit_code == 2 and "not a toy-models manifest" in res.output and "--out" in res.output
+
+
+def test_portable_pins_train_on_default_kernels_and_a_pin_that_does_not_take_stops_the_worker(
+    tmp_path, monkeypatch, capfd
+):
+    """The pre-AVX2 pins run the worker on torch's DEFAULT kernels (as recorded); a capability
+    torch ignores (it warns and keeps the CPU's own level) fails the stage before training."""
+    import json
+    import platform
+
+    import pytest
+
+    if platform.machine() != "x86_64":
+        pytest.skip("the pins apply to x86 only")
+    _tiny(monkeypatch)
+    portable = T.kernel_pins("x86_64", avx2=False)
+    monkeypatch.setattr(T, "kernel_pins", lambda: portable)
+    T.train(tmp_path / "portable", ["classifier"], threads=1)
+    cpu = json.loads((tmp_path / "portable" / "manifest.json").read_text())["files"]["classifier.pt"]["cpu"]
+    assert cpu["capability"] == "DEFAULT" and cpu["pins"] == portable
+    monkeypatch.setattr(T, "kernel_pins", lambda: {"ATEN_CPU_CAPABILITY": "sse9"})
+    with pytest.raises(RuntimeError, match="'classifier': its training process failed"):
+        T.train(tmp_path / "bad", ["classifier"], threads=1)
+    assert "ATEN_CPU_CAPABILITY=sse9 did not take" in capfd.readouterr().err
+    assert not (tmp_path / "bad" / "classifier.pt").exists()

@@ -8,6 +8,7 @@ noised_clip.pt (GLIDE-architecture generators and the noised CLIP for guidance).
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from glide_eval.toy.evalnets import AttributeClassifier, ToyCLIP
 from glide_eval.toy.tokenizer import CLIP_CONTEXT, N_VOCAB, TEXT_CTX
 from samplers.model_configs import create_model, create_noised_clip
 from samplers.pipeline import GlideModels
-from storage import atomic_write_with, sha256_file
+from storage import atomic_write_bytes, sha256_file
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 ASSETS_ENV = "GLIDE_EVAL_TOY_ASSETS"
@@ -136,13 +137,16 @@ def build(kind: str, options: dict) -> torch.nn.Module:
 
 
 def save_weights(model: torch.nn.Module, kind: str, options: dict, path) -> None:
-    """Write `{"kind", "options", "state_dict" (float16)}` atomically."""
+    """Write `{"kind", "options", "state_dict" (float16)}` atomically. The bytes depend only on
+    the tensors and options: torch.save names its zip archive's root folder after the file it
+    writes (here a random temporary name), so the archive is built in memory ("archive")."""
     state = {
         k: (v.detach().half() if v.is_floating_point() else v.detach()).cpu().contiguous()
         for k, v in model.state_dict().items()
     }
-    blob = {"kind": kind, "options": dict(options), "state_dict": state}
-    atomic_write_with(path, lambda tmp: torch.save(blob, tmp))
+    buffer = io.BytesIO()
+    torch.save({"kind": kind, "options": dict(options), "state_dict": state}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load(name: str, directory=None, device="cpu") -> tuple[torch.nn.Module, str, dict]:

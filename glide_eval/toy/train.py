@@ -16,9 +16,22 @@ The two diffusion models weight the eps MSE toward high noise (`hybrid_loss`, `m
 high noise (its backgrounds matched captions at chance). The base takes a tenth of the
 upsampler's emphasis: more starved the low-noise steps, where shapes are drawn (unguided shape
 accuracy on 512 captions after 6400 steps: 0.44 at max_weight 100 / high_noise 0.4, 0.60 at 10 / 0.2).
-`--jobs 2` (default) trains two stages at a time in one-thread processes.
-Seeds are fixed and torch runs deterministically; the manifest records config, seed,
-per-file sha256, measured metrics, training time and package versions.
+Each stage trains in its own worker process (`--jobs 2`, the CLI's default: two at a time, one
+thread each).
+
+Reproducibility. Seeds are fixed and torch runs deterministically, but float results depend
+on the CPU kernels torch (ATen), oneDNN and MKL choose by instruction set. A worker's
+environment pins all three before torch starts (`kernel_pins`: AVX2 on x86-64 CPUs that have
+it, the portable level on older x86, nothing on other architectures) and the worker checks
+that torch took the pin. Weight files and train logs hold no file names or times. So:
+- bit for bit (the design; checked on one Intel AVX512 machine, see the README): with the same
+  torch version and --threads (1 by default) on x86-64 CPUs with AVX2 (the pinned kernels), a
+  stage rebuilds the same weight file and log (`glide-eval toy-models --verify` checks it).
+  MKL documents its AVX2 branch as reproducible on Intel CPUs only, oneDNN nothing across CPUs;
+- not bit for bit: other architectures (no pins) and other torch versions run the same
+  training with other rounding, so the weights differ slightly.
+The manifest records per file the config, seed, sha256, measured metrics, training time,
+threads, the CPU (`cpu`: kernel capability, pins, machine, model) and package versions.
 """
 
 from __future__ import annotations
@@ -28,9 +41,14 @@ import fcntl
 import hashlib
 import json
 import math
+import os
+import pickle
+import platform
+import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -230,17 +248,11 @@ def _lr(step: int, total: int, lr: float, warmup: int = 100) -> float:
 
 class _Log:
     def __init__(self, path: Path):
-        self.path, self.rows, self.start = path, [], time.time()
+        self.path, self.rows = path, []
 
     def add(self, step: int, loss: float, **extra):
-        self.rows.append(
-            {
-                "step": step,
-                "loss": round(loss, 6),
-                "seconds": round(time.time() - self.start, 1),
-                **{k: round(v, 6) for k, v in extra.items()},
-            }
-        )
+        # no wall-clock column: a log is part of what a retrain reproduces (times go to the manifest)
+        self.rows.append({"step": step, "loss": round(loss, 6), **{k: round(v, 6) for k, v in extra.items()}})
 
     def write(self):
         def write_csv(tmp: str) -> None:
@@ -604,13 +616,34 @@ TRAINERS = {
 
 # -- manifest -----------------------------------------------------------------------------
 def versions() -> dict:
-    """Package versions and torch's CPU kernel level (e.g. AVX512): float results, hence weight
-    bits, can differ between kernel levels from the first training step on."""
-    return {**package_versions(("glide-eval", "torch", "numpy")), "torch_cpu": torch.backends.cpu.get_cpu_capability()}
+    return package_versions(("glide-eval", "torch", "numpy"))
+
+
+def cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo (Linux), else `platform.processor()` ("" if unknown)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
+def cpu_record() -> dict:
+    """What this process trains on: torch's CPU kernel level (float results, hence weight bits,
+    differ between levels from the first step on), the kernel pins in its environment, the
+    architecture and the CPU model."""
+    return {
+        "capability": torch.backends.cpu.get_cpu_capability(),
+        "pins": {k: os.environ[k] for k in PIN_VARIABLES if k in os.environ},
+        "machine": platform.machine(),
+        "model": cpu_model(),
+    }
 
 
 def update_manifest(out: Path, stage: str, metrics: dict, seconds: float, threads: int, cfg: dict) -> None:
-    """Record one stage's file (sha256, size), config, metrics and time in manifest.json (atomic)."""
+    """Record one stage's file (sha256, size), config, metrics, time and machine in manifest.json (atomic)."""
     path = out / "manifest.json"
     key = hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:16]
     with open(Path(tempfile.gettempdir()) / f"glide-eval-toy-{key}.lock", "w") as lock:  # parallel stages
@@ -631,6 +664,7 @@ def _update_manifest_locked(
         "metrics": metrics,
         "train_seconds": round(seconds, 1),
         "threads": threads,
+        "cpu": cpu_record(),
         "log": f"train_log_{stage}.csv",
         "versions": versions(),
     }
@@ -639,6 +673,7 @@ def _update_manifest_locked(
 
 
 def _train_stage(stage: str, cfg: dict, out: Path, threads: int, cache: Path | None) -> dict:
+    """Train one stage in this process (`train` runs it in a worker with pinned kernels)."""
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
     start = time.time()
@@ -651,21 +686,128 @@ def _train_stage(stage: str, cfg: dict, out: Path, threads: int, cache: Path | N
     return {"metrics": metrics, "seconds": round(seconds, 1)}
 
 
+# -- worker processes with pinned CPU kernels ----------------------------------------------
+# torch, oneDNN and MKL pick their kernels by the CPU's instruction set, so an AVX512 machine
+# trains other bits than an AVX2 one. A worker's environment caps all three at one level before
+# torch starts: AVX2 on every x86-64 CPU that has it, else the portable baseline.
+PIN_VARIABLES = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "MKL_CBWR")
+X86 = ("x86_64", "amd64", "i386", "i686")
+
+
+def kernel_pins(machine: str | None = None, avx2: bool | None = None) -> dict:
+    """The environment variables that pin a training worker's CPU kernels on `machine`
+    (platform.machine(); `avx2`: whether the CPU has AVX2, asked of torch's cpuinfo when None).
+    Empty on other architectures: their kernels are left as torch picks them."""
+    machine = platform.machine() if machine is None else machine
+    if machine.lower() not in X86:
+        return {}
+    if avx2 is None:
+        avx2 = torch.cpu._is_avx2_supported()
+    if avx2:
+        return {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "MKL_CBWR": "AVX2"}
+    return {"ATEN_CPU_CAPABILITY": "default", "ONEDNN_MAX_CPU_ISA": "SSE41", "MKL_CBWR": "COMPATIBLE"}
+
+
+def worker_env(pins: dict) -> dict:
+    """This process's environment with `pins` in place of any inherited kernel settings, and this
+    checkout first on PYTHONPATH (the worker runs the same code)."""
+    env = {k: v for k, v in os.environ.items() if k not in PIN_VARIABLES}
+    env.update(pins)
+    root = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = os.pathsep.join([root, env["PYTHONPATH"]] if env.get("PYTHONPATH") else [root])
+    return env
+
+
+def _run_worker(stage: str, cfg: dict, out: Path, threads: int, cache: Path | None) -> dict:
+    """`_train_stage` in a fresh Python process whose environment pins the CPU kernels."""
+    pins = kernel_pins()
+    with tempfile.TemporaryDirectory(prefix="glide-eval-toy-worker-") as tmp:
+        result = Path(tmp) / "result.pkl"
+        job = dict(stage=stage, cfg=cfg, out=out, threads=threads, cache=cache, pins=pins, result=result)
+        code = "from glide_eval.toy.train import _worker_main; _worker_main()"
+        done = subprocess.run([sys.executable, "-c", code], input=pickle.dumps(job), env=worker_env(pins))
+        if done.returncode != 0:
+            raise RuntimeError(f"toy stage {stage!r}: its training process failed (exit {done.returncode}, see above)")
+        return pickle.loads(result.read_bytes())
+
+
+def _worker_main() -> None:
+    """Entry of a worker: read the job (pickle on stdin), check that the kernel pin took, train."""
+    job = pickle.load(sys.stdin.buffer)
+    pinned = job["pins"].get("ATEN_CPU_CAPABILITY")
+    capability = torch.backends.cpu.get_cpu_capability()
+    if pinned and capability != pinned.upper():
+        raise RuntimeError(f"ATEN_CPU_CAPABILITY={pinned} did not take: torch runs {capability} kernels")
+    result = _train_stage(job["stage"], job["cfg"], job["out"], job["threads"], job["cache"])
+    job["result"].write_bytes(pickle.dumps(result))
+
+
 def train(out, stages=STAGES, threads: int = 2, cache_dir=None, jobs: int = 1) -> dict:
-    """Train `stages` into `out`. With jobs > 1 the stages run in that many worker processes of
-    `threads` threads each, longest first (on a small CPU two 1-thread workers beat one 2-thread
-    process: these models are too small to keep two threads busy)."""
+    """Train `stages` into `out`, each in a worker process with pinned CPU kernels (`kernel_pins`).
+    With jobs > 1 that many workers of `threads` threads each run at once, longest first (on a
+    small CPU two 1-thread workers beat one 2-thread process: these models are too small to keep
+    two threads busy)."""
+    _check_stages(stages)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    cache = Path(cache_dir) if cache_dir else None
+    order = sorted(stages, key=LONGEST_FIRST.index)
+    with ThreadPoolExecutor(max(1, jobs)) as pool:
+        pending = {s: pool.submit(_run_worker, s, CONFIG[s], out, threads, cache) for s in order}
+        return {s: pending[s].result() for s in stages}
+
+
+def _check_stages(stages) -> None:
     for stage in stages:
         if stage not in TRAINERS:
             raise ValueError(f"unknown stage {stage!r}; expected some of {', '.join(STAGES)}")
-    cache = Path(cache_dir) if cache_dir else None
-    if jobs <= 1:
-        return {stage: _train_stage(stage, CONFIG[stage], out, threads, cache) for stage in stages}
-    import multiprocessing as mp
 
-    order = sorted(stages, key=LONGEST_FIRST.index)
-    with mp.get_context("spawn").Pool(jobs, maxtasksperchild=1) as pool:
-        pending = {s: pool.apply_async(_train_stage, (s, CONFIG[s], out, threads, cache)) for s in order}
-        return {s: pending[s].get() for s in stages}
+
+# -- verify -------------------------------------------------------------------------------
+def verify(out, stages=STAGES, threads: int = 2, cache_dir=None, jobs: int = 1) -> dict:
+    """Retrain `stages` into a temporary folder and compare each weight file with the one in `out`
+    (which its manifest.json lists): {stage: {"equal", "shipped_sha256", "rebuilt_sha256",
+    "manifest_sha256", "max_abs_diff" (largest parameter difference; 0.0 when equal, None when
+    the parameter names or shapes differ), "same_config", "shipped_cpu", "rebuilt_cpu"}}."""
+    out = Path(out)
+    _check_stages(stages)
+    path = out / "manifest.json"
+    if not path.is_file():
+        raise ValueError(f"{path}: no manifest to verify against")
+    try:
+        shipped = json.loads(path.read_text())["files"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a toy-models manifest ({e!r})") from None
+    for stage in stages:
+        name = toy_models.FILES[stage]
+        if name not in shipped:
+            raise ValueError(f"{path}: no entry for {name} (stage {stage!r})")
+        if not (out / name).is_file():
+            raise ValueError(f"{out / name}: missing (listed in {path})")
+    with tempfile.TemporaryDirectory(prefix="glide-eval-toy-verify-") as tmp:
+        train(tmp, stages, threads, cache_dir, jobs)
+        rebuilt = json.loads((Path(tmp) / "manifest.json").read_text())["files"]
+        return {stage: _compare(out, Path(tmp), toy_models.FILES[stage], shipped, rebuilt) for stage in stages}
+
+
+def _compare(out: Path, rebuilt_dir: Path, name: str, shipped: dict, rebuilt: dict) -> dict:
+    a, b = sha256_file(out / name), rebuilt[name]["sha256"]
+    return {
+        "equal": a == b,
+        "shipped_sha256": a,
+        "rebuilt_sha256": b,
+        "manifest_sha256": shipped[name]["sha256"],
+        "max_abs_diff": 0.0 if a == b else max_abs_diff(out / name, rebuilt_dir / name),
+        "same_config": shipped[name]["config"] == rebuilt[name]["config"],
+        "shipped_cpu": shipped[name].get("cpu"),
+        "rebuilt_cpu": rebuilt[name]["cpu"],
+    }
+
+
+def max_abs_diff(path_a: Path, path_b: Path) -> float | None:
+    """The largest |a - b| over the parameters of two weight files (None if names or shapes differ)."""
+    a = torch.load(path_a, map_location="cpu", weights_only=True)["state_dict"]
+    b = torch.load(path_b, map_location="cpu", weights_only=True)["state_dict"]
+    if a.keys() != b.keys() or any(a[k].shape != b[k].shape for k in a):
+        return None
+    return max((float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].numel()), default=0.0)
