@@ -322,13 +322,18 @@ def main():
         )
     payload = {"args": {k: v for k, v in vars(args).items()}, "evaluations": counts}
     if not args.count_only:
-        from glide_eval.toy.models import BASE_RESOLUTION
+        from glide_eval.toy.models import BASE_RESOLUTION, FILES, weight_path
         from glide_eval.toy.world import dataset, sample_captions
         from metrics.extractors import create_extractor
+        from storage import package_versions, sha256_file
         from torchvision_compat import ensure_torchvision
 
         ensure_torchvision()  # before any torch_fidelity / open_clip import
         classifier = create_extractor("toy-classifier")
+        payload["provenance"] = {
+            "toy_weights_sha256": {FILES[k]: sha256_file(weight_path(k)) for k in ("base", "classifier")},
+            "versions": package_versions(),
+        }
         captions = sample_captions(args.n, seed=args.seed)
         reference_images = dataset(args.n, "validation", BASE_RESOLUTION, seed=args.seed, start=args.n)[0]
         reference_pool = classifier(torch.from_numpy(reference_images))["pool"].numpy()
