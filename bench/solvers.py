@@ -139,11 +139,14 @@ def evaluation_rows(settings: list[tuple[str, dict, str]], guided: bool) -> list
 
 def sample_features(method: str, options: dict, respacing: str, args, captions, classifier) -> dict:
     """The toy-classifier pool features of one setting's samples, with its NaN count and sampling time;
-    read from / written to `args.cache` when given (keyed by everything that makes the samples)."""
+    read from / written to `args.cache` when given (keyed by everything that makes the samples and
+    their features, the weight files' sha256 included)."""
     from glide_eval.toy.models import load_toy_models
     from samplers.pipeline import sample_images
 
-    key = json.dumps([method, options, respacing, args.n, args.seed, args.scale, args.batch], sort_keys=True)
+    key = json.dumps(
+        [method, options, respacing, args.n, args.seed, args.scale, args.batch, args.weights_sha256], sort_keys=True
+    )
     path = os.path.join(args.cache, hashlib.sha256(key.encode()).hexdigest()[:16] + ".npz") if args.cache else ""
     if path and os.path.exists(path):
         with np.load(path) as cached:
@@ -330,10 +333,8 @@ def main():
 
         ensure_torchvision()  # before any torch_fidelity / open_clip import
         classifier = create_extractor("toy-classifier")
-        payload["provenance"] = {
-            "toy_weights_sha256": {FILES[k]: sha256_file(weight_path(k)) for k in ("base", "classifier")},
-            "versions": package_versions(),
-        }
+        args.weights_sha256 = {FILES[k]: sha256_file(weight_path(k)) for k in ("base", "classifier")}
+        payload["provenance"] = {"toy_weights_sha256": args.weights_sha256, "versions": package_versions()}
         captions = sample_captions(args.n, seed=args.seed)
         reference_images = dataset(args.n, "validation", BASE_RESOLUTION, seed=args.seed, start=args.n)[0]
         reference_pool = classifier(torch.from_numpy(reference_images))["pool"].numpy()
