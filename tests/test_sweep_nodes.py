@@ -102,10 +102,26 @@ def start_two_nodes(
             PATH=f"{stand_ins}{os.pathsep}{env['PATH']}", SLURM_SUBMIT_DIR=str(ROOT), SLURM_JOB_NODELIST="n[1-2]"
         )
         script = BATCH_SCRIPT
-    return [
-        start_node(config, dict(env, FAKE_DELAY_S=str(d)), folder / f"node-{name}.log", script)
-        for name, d in zip("ab", delays, strict=True)
-    ]
+    # node a hosts the rendezvous store (torchrun: the first launcher to bind RDZV_PORT), as the
+    # RDZV_HOST node of a real job does; otherwise a loaded machine may let node b bind first, and
+    # losing node b would take the store with it, so node a's launcher would end its ranks before
+    # they could name the lost one
+    nodes = [start_node(config, dict(env, FAKE_DELAY_S=str(delays[0])), folder / "node-a.log", script)]
+    wait_for_port(int(env["RDZV_PORT"]), nodes[0])
+    nodes.append(start_node(config, dict(env, FAKE_DELAY_S=str(delays[1])), folder / "node-b.log", script))
+    return nodes
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 120.0) -> None:
+    """Until something listens on 127.0.0.1:port (`process` must stay alive meanwhile)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        assert process.poll() is None, f"the launcher ended (exit {process.returncode}) before binding port {port}"
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise AssertionError(f"nothing listens on port {port} after {timeout} s")
 
 
 def one_process_reference(tmp_path: Path, **options) -> Path:
