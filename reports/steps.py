@@ -53,6 +53,14 @@ def line_label(method: str, respacing: str) -> str:
     return method if grid == "uniform" else f"{method} ({grid}N)"
 
 
+def with_lines(part: pd.DataFrame, reference: str | None) -> pd.DataFrame:
+    """`part` with its line label (`_line`), less a line that holds only the reference setting
+    (a reference on a grid no other steps row uses: drawn as the reference band, not as a line)."""
+    part = part.assign(_line=[line_label(m, r) for m, r in zip(part["method"], part["base_respacing"])])
+    only_reference = part.groupby("_line")["setting"].transform(lambda s: bool((s == reference).all()))
+    return part[~only_reference.astype(bool)]
+
+
 def steps_title(part: pd.DataFrame) -> str:
     """The figure's title, naming the guidance the steps rows were sampled with (scale 0: unguided)
     and their number of samples (FID's bias depends on it: compare rows of one count only)."""
@@ -77,7 +85,7 @@ def plot_steps(df: pd.DataFrame, out_dir: Path, stem: str = "steps", reference: 
         ax.axhline(r["fid"], color="grey", linestyle="--", linewidth=1, label=f"reference: {reference}")
         if pd.notna(r.get("fid_ci_low")) and pd.notna(r.get("fid_ci_high")):
             ax.axhspan(r["fid_ci_low"], r["fid_ci_high"], color="grey", alpha=0.15)
-    part = part.assign(_line=[line_label(m, r) for m, r in zip(part["method"], part["base_respacing"])])
+    part = with_lines(part, reference)
     for label, rows in part.groupby("_line", sort=True):
         rows = rows.sort_values("steps")
         method = rows["method"].iloc[0]
@@ -118,8 +126,8 @@ def steps_verdicts(results: pd.DataFrame, differences: pd.DataFrame, metric: str
     `metric` is not distinguishably worse than the reference setting's, by the paired interval of
     (setting - reference) in `differences` (kind "steps-reference", `reports.intervals.DIFFERENCE_COLUMNS`):
     for FID, ci_low <= 0. A row sampled like the reference (samples_from) counts as equal. fewest_steps
-    is None (NaN) when no setting of that sampler qualifies; samplers without any compared row are
-    left out."""
+    is None (NaN) when no setting of that sampler qualifies; samplers without any compared row, and
+    a line holding only the reference (`with_lines`), are left out."""
     part = steps_rows(results) if metric == "fid" else results[results["family"] == "steps"]
     diffs = differences[(differences["kind"] == "steps-reference") & (differences["metric"] == metric)]
     if part.empty or diffs.empty:
@@ -127,7 +135,7 @@ def steps_verdicts(results: pd.DataFrame, differences: pd.DataFrame, metric: str
     reference = diffs["setting_a"].iloc[0]
     higher = HIGHER_IS_BETTER[metric]
     out = []
-    part = part.assign(_line=[line_label(m, r) for m, r in zip(part["method"], part["base_respacing"])])
+    part = with_lines(part, reference)
     for method, rows in part.groupby("_line", sort=True):  # a sampler's grids apart
         candidates = []
         for _, r in rows.sort_values("steps").iterrows():

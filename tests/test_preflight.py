@@ -284,21 +284,21 @@ def test_same_files_in_another_folder_resume_without_force(tmp_path, monkeypatch
 def test_default_config_keeps_its_hashes(tmp_path):
     """The shipped default sweep's run directories stay valid: both hashes as in the run that
     README's default-sweep numbers come from (runs/default/results.csv's config_hash and
-    generation_hash columns). Issue 30 changed the sweep itself (one sampler for both guidance
-    families, CLIP scales 0-4, the fast solvers' steps section), so run directories of the
-    earlier default (config 86660a7a..., generation 5a1500a4...) are refused, as they must be."""
+    generation_hash columns). Issue 30's pinned retrain of the toy weights and the quadN steps
+    section changed both, so run directories of the earlier default (config d4c037e2...,
+    generation 048a77e5...) are refused, as they must be."""
     import glide_eval
 
     config = load_config(Path(glide_eval.__file__).parent / "configs" / "default.toml")
-    assert config.config_hash == "d4c037e245ecccf6ca4782466855b5ffc3189ee2191e0050a473cbadec7c0d01"
+    assert config.config_hash == "a0928e9372d11ecdae81f589c3f047b64928affbed74281e3849b2876c851907"
     files = {
-        "toy_base": "b12a0e77cd9e6fa7e1f4b41a754f89657d2c6b79b14ec5e7596d8c47044c5da1",
-        "toy_classifier": "5ff8bb7a043299dc8c81af053f2dfc99c196c021157b48f0dffd5656c180478d",
-        "toy_clip": "6a9e6038c88e019836655cd366ba24d7e2cfbae02b839794c1247b5f1dc79cd2",
-        "toy_noised_clip": "f2d28fe039adaec89c03bb4ca1e55c9f4bed22a74ea287b778801b27070656a9",
+        "toy_base": "8a7b1d0aa25a4753ccd7beb01564be12cc9d2eb992b59e20c5c7a5fffce6b13a",
+        "toy_classifier": "7c5b04861b5c234960d0cbd1905a58210cb5109344ae652cde2f603a176da56b",
+        "toy_clip": "78473628de965ba1f2ab4181e5f532e557f5cc3d26a627b67a2f56f62aa2df26",
+        "toy_noised_clip": "fe6aed759621b0ff483aa4ae6723d501a03980831838040513edcf9fb0c2a6c7",
     }
     assert generation_hash(config, {"files": files}) == (
-        "048a77e591d9db14b33e6ba0a130ebbf9ac435c004fb36d05e7c0e8db0627a18"
+        "3506fc1caf1ab6eb8c421006f8cb1615d942f5e71a8931b5d619bf225cb0cdda"
     )
 
 

@@ -306,7 +306,7 @@ def test_figure6_legend_names_the_methods_when_families_differ_in_them():
 
 
 DEFAULT_SWEEP = Path(__file__).parent / "fixtures" / "default_sweep"
-SOLVERS = {"ancestral (ddimN)", "ddim (ddimN)", "dpmpp_2m (ddimN)", "unipc (ddimN)"}
+SOLVERS = {"ancestral (quadN)", "ddim (quadN)", "dpmpp_2m (quadN)", "unipc (quadN)"}
 EXPECTED_LEGENDS = {
     "figure6": {"classifier-free guidance", "CLIP guidance", "unguided", "Pareto-optimal"},
     "steps": SOLVERS | {"reference: steps-ancestral-ddim50"},

@@ -104,7 +104,7 @@ def test_report_shows_differences_dominance_and_steps_verdicts(tmp_path):
         ok = sorted(int(s.rsplit("-", 1)[1]) for s, lo in zip(part["setting_b"], part["ci_low"]) if lo <= 0)
         assert verdicts.loc[method, "fewest_steps"] == ok[0]
     assert verdicts.loc["ddim", "fewest_steps"] > verdicts.loc["dpmpp_2m", "fewest_steps"]  # informative example
-    assert verdicts.loc["ancestral", "fewest_steps"] == 250  # the reference itself
+    assert "ancestral" not in verdicts.index  # the reference alone on its line: the band, no verdict
     assert "fewest steps whose FID is not distinguishably worse" in html
 
 
@@ -205,3 +205,53 @@ def test_each_time_grid_is_its_own_line_and_verdict(tmp_path):
     }
     figure = plot_steps(results, tmp_path)
     assert [p.suffix for p in figure] == [".png", ".pdf"]
+
+
+def test_a_reference_alone_on_its_grid_is_the_band_not_a_line(tmp_path, monkeypatch):
+    """The default sweep's reference (ancestral on ddim50) is on another grid than its steps rows
+    (quadN): it gets no verdict row of its own (it would be 'its own fewest steps') and no line in
+    the figure, only the reference band; on a grid shared with steps rows it stays a point of that line."""
+    import matplotlib.axes
+
+    from reports.steps import plot_steps
+
+    results = pd.DataFrame(
+        {
+            "setting": ["steps-ddim-quad10", "steps-ddim-quad5", "steps-ancestral-ddim50"],
+            "family": ["steps"] * 3,
+            "scale": [0.0] * 3,
+            "method": ["ddim", "ddim", "ancestral"],
+            "base_respacing": ["quad10", "quad5", "ddim50"],
+            "fid": [3.0, 9.0, 2.9],
+            "fid_ci_low": [2.5, 8.0, 2.4],
+            "fid_ci_high": [3.5, 10.0, 3.4],
+        }
+    )
+    diffs = pd.DataFrame(
+        [
+            {"setting_a": "steps-ancestral-ddim50", "setting_b": s, "kind": "steps-reference", "metric": "fid"}
+            | {"difference": d, "ci_low": d - 0.5, "ci_high": d + 0.5}
+            for s, d in (("steps-ddim-quad10", 0.1), ("steps-ddim-quad5", 6.1))
+        ]
+    )
+    v = steps_verdicts(results, diffs)
+    assert v[["method", "fewest_steps"]].values.tolist() == [["ddim (quadN)", 10]]
+    labels = []
+    original = matplotlib.axes.Axes.plot
+    monkeypatch.setattr(
+        matplotlib.axes.Axes, "plot", lambda self, *a, **k: labels.append(k.get("label")) or original(self, *a, **k)
+    )
+    plot_steps(results, tmp_path, reference="steps-ancestral-ddim50")
+    assert labels == ["ddim (quadN)"]
+    # the same reference among rows of its own grid is one of that line's points and verdicts
+    shared = pd.concat(
+        [
+            results,
+            results.iloc[[0]].assign(
+                setting="steps-ancestral-ddim10", method="ancestral", base_respacing="ddim10", fid=3.2
+            ),
+        ]
+    )
+    diffs = pd.concat([diffs, diffs.iloc[[0]].assign(setting_b="steps-ancestral-ddim10", difference=0.3)])
+    v = steps_verdicts(shared, diffs).set_index("method")
+    assert v.loc["ancestral (ddimN)", "fewest_steps"] == 10 and v.loc["ancestral (ddimN)", "steps_tried"] == "10, 50"

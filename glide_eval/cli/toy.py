@@ -23,7 +23,7 @@ from glide_eval.toy.train import train as train_stages
     is_flag=True,
     help="retrain --stages into a temporary folder instead and compare each weight file with --out's "
     "(sha256; the largest parameter difference when they differ); exit status 1 when any differs. "
-    "All five stages take about 55 min on 2 cores",
+    "All five stages take about 51 min on 2 cores",
 )
 @click.option("--json", "as_json", is_flag=True, help="print the results as JSON")
 def train_command(out, stages, threads, jobs, cache_dir, check, as_json):
@@ -31,7 +31,7 @@ def train_command(out, stages, threads, jobs, cache_dir, check, as_json):
 
     Each stage trains in its own process with torch's CPU kernels pinned (AVX2 on x86-64), so that
     the same torch version and --threads rebuild the shipped files bit for bit on x86-64 CPUs with
-    AVX2 (checked on one machine so far: see the README's toy world)."""
+    AVX2 (checked on one kind of CPU so far: see the README's toy world)."""
     names = [s.strip() for s in stages.split(",") if s.strip()]
     try:
         results = (verify if check else train_stages)(out, names, threads, cache_dir, jobs)

@@ -80,7 +80,13 @@ CONFIG = {
         "high_noise": 0.2,
         "options": toy_models.BASE_OPTIONS,
     },
-    "noised_clip": {"n_train": 20000, "steps": 600, "batch": 64, "lr": 2e-3, "options": toy_models.NOISED_CLIP_CONFIG},
+    "noised_clip": {
+        "n_train": 20000,
+        "steps": 6000,
+        "batch": 128,
+        "lr": 2e-3,
+        "options": toy_models.NOISED_CLIP_CONFIG,
+    },
     "upsample": {
         "n_train": 20000,
         "steps": 2600,
@@ -93,7 +99,7 @@ CONFIG = {
         "options": toy_models.UPSAMPLE_OPTIONS,
     },
 }
-LONGEST_FIRST = ("base", "upsample", "classifier", "noised_clip", "clip")  # scheduling order with --jobs
+LONGEST_FIRST = ("noised_clip", "base", "upsample", "classifier", "clip")  # scheduling order with --jobs
 N_VAL = 500
 
 
