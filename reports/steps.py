@@ -57,8 +57,7 @@ def with_lines(part: pd.DataFrame, reference: str | None) -> pd.DataFrame:
     """`part` with its line label (`_line`), less a line that holds only the reference setting
     (a reference on a grid no other steps row uses: drawn as the reference band, not as a line)."""
     part = part.assign(_line=[line_label(m, r) for m, r in zip(part["method"], part["base_respacing"])])
-    only_reference = part.groupby("_line")["setting"].transform(lambda s: bool((s == reference).all()))
-    return part[~only_reference.astype(bool)]
+    return part[part["_line"].isin(part.loc[part["setting"] != reference, "_line"])]
 
 
 def steps_title(part: pd.DataFrame) -> str:
